@@ -1,0 +1,178 @@
+//! The Rust client of ringkv.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), ringkv_client::ClientError> {
+//! let mut client = ringkv_client::Client::connect("127.0.0.1:7379").await?;
+//! client.put(b"greeting", b"hello").await?;
+//! assert_eq!(client.get(b"greeting").await?.as_deref(), Some(&b"hello"[..]));
+//! # Ok(()) }
+//! ```
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use ringkv_proto::v1::{
+    raw_kv_client::RawKvClient, KvPair, RawDeleteRequest, RawGetRequest, RawPutRequest,
+    RawScanRequest,
+};
+use tonic::{
+    transport::{Channel, Endpoint},
+    Code,
+};
+
+pub use ringkv_proto::v1 as proto;
+
+/// A failed client call.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("invalid endpoint {endpoint}: {source}")]
+    InvalidEndpoint {
+        endpoint: String,
+        #[source]
+        source: tonic::transport::Error,
+    },
+    #[error("cannot connect to {endpoint}: {source}")]
+    Connect {
+        endpoint: String,
+        #[source]
+        source: tonic::transport::Error,
+    },
+    /// The server answered with an error status.
+    #[error("{}: {}", .0.code(), .0.message())]
+    Status(#[from] tonic::Status),
+}
+
+impl ClientError {
+    /// The gRPC status code, when the server answered.
+    pub fn code(&self) -> Option<Code> {
+        match self {
+            ClientError::Status(status) => Some(status.code()),
+            _ => None,
+        }
+    }
+}
+
+/// Options of a range scan.
+#[derive(Debug, Clone, Default)]
+pub struct ScanOptions {
+    pub start: Vec<u8>,
+    pub end: Vec<u8>,
+    pub limit: u32,
+    pub key_only: bool,
+    pub reverse: bool,
+}
+
+/// Turns `HOST:PORT` (or a full URI) into a gRPC endpoint.
+pub fn endpoint(address: &str) -> Result<Endpoint, ClientError> {
+    let uri = if address.contains("://") {
+        address.to_string()
+    } else {
+        format!("http://{address}")
+    };
+    Endpoint::from_shared(uri)
+        .map(|e| e.connect_timeout(Duration::from_secs(5)).tcp_nodelay(true))
+        .map_err(|source| ClientError::InvalidEndpoint {
+            endpoint: address.to_string(),
+            source,
+        })
+}
+
+/// Opens a channel to `HOST:PORT`.
+pub async fn connect_channel(address: &str) -> Result<Channel, ClientError> {
+    endpoint(address)?
+        .connect()
+        .await
+        .map_err(|source| ClientError::Connect {
+            endpoint: address.to_string(),
+            source,
+        })
+}
+
+/// A connection to one ringkv node. Cloning shares the connection.
+#[derive(Debug, Clone)]
+pub struct Client {
+    raw: RawKvClient<Channel>,
+}
+
+impl Client {
+    /// Connects to `HOST:PORT`.
+    pub async fn connect(address: &str) -> Result<Self, ClientError> {
+        Ok(Self::from_channel(connect_channel(address).await?))
+    }
+
+    /// Wraps an existing channel.
+    pub fn from_channel(channel: Channel) -> Self {
+        Self {
+            raw: RawKvClient::new(channel)
+                .max_decoding_message_size(usize::MAX)
+                .max_encoding_message_size(usize::MAX),
+        }
+    }
+
+    /// The generated client, for requests with every option.
+    pub fn raw(&mut self) -> &mut RawKvClient<Channel> {
+        &mut self.raw
+    }
+
+    /// The value of `key`, or `None` when it holds none.
+    pub async fn get(&mut self, key: &[u8]) -> Result<Option<Bytes>, ClientError> {
+        let request = RawGetRequest {
+            key: Bytes::copy_from_slice(key),
+            ..Default::default()
+        };
+        match self.raw.raw_get(request).await {
+            Ok(response) => Ok(Some(response.into_inner().value)),
+            Err(status) if status.code() == Code::NotFound => Ok(None),
+            Err(status) => Err(status.into()),
+        }
+    }
+
+    /// Stores `value` under `key`.
+    pub async fn put(&mut self, key: &[u8], value: &[u8]) -> Result<(), ClientError> {
+        let request = RawPutRequest {
+            key: Bytes::copy_from_slice(key),
+            value: Bytes::copy_from_slice(value),
+            ..Default::default()
+        };
+        self.raw.raw_put(request).await?;
+        Ok(())
+    }
+
+    /// Deletes `key`; deleting a missing key succeeds.
+    pub async fn delete(&mut self, key: &[u8]) -> Result<(), ClientError> {
+        let request = RawDeleteRequest {
+            key: Bytes::copy_from_slice(key),
+            ..Default::default()
+        };
+        self.raw.raw_delete(request).await?;
+        Ok(())
+    }
+
+    /// Pairs of a key range.
+    pub async fn scan(&mut self, options: ScanOptions) -> Result<Vec<KvPair>, ClientError> {
+        let request = RawScanRequest {
+            start_key: options.start.into(),
+            end_key: options.end.into(),
+            limit: options.limit,
+            key_only: options.key_only,
+            reverse: options.reverse,
+            consistency: None,
+        };
+        Ok(self.raw.raw_scan(request).await?.into_inner().kvs)
+    }
+}
+
+/// Whether the node at `address` reports SERVING on the standard gRPC
+/// health service (for the whole server, the empty service name).
+pub async fn is_serving(address: &str) -> Result<bool, ClientError> {
+    use tonic_health::pb::{
+        health_check_response::ServingStatus, health_client::HealthClient, HealthCheckRequest,
+    };
+    let channel = connect_channel(address).await?;
+    let response = HealthClient::new(channel)
+        .check(HealthCheckRequest {
+            service: String::new(),
+        })
+        .await?;
+    Ok(response.into_inner().status == ServingStatus::Serving as i32)
+}

@@ -1,0 +1,184 @@
+//! The `ringkv` command line against a real local cluster started with
+//! `ringkv local`.
+
+use std::{
+    io::{BufRead, BufReader, Write},
+    process::{Child, Command, Output, Stdio},
+    time::{Duration, Instant},
+};
+
+use nix::{sys::signal, unistd::Pid};
+
+const RINGKV: &str = env!("CARGO_BIN_EXE_ringkv");
+
+fn ringkv(endpoint: &str, args: &[&str], stdin: Option<&[u8]>) -> Output {
+    let mut child = Command::new(RINGKV)
+        .arg("--endpoint")
+        .arg(endpoint)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn ringkv");
+    let mut input = child.stdin.take().expect("stdin");
+    if let Some(bytes) = stdin {
+        input.write_all(bytes).expect("write stdin");
+    }
+    drop(input);
+    child.wait_with_output().expect("ringkv output")
+}
+
+fn stdout(output: &Output) -> String {
+    assert!(
+        output.status.success(),
+        "ringkv failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+type Lines = std::io::Lines<BufReader<std::process::ChildStdout>>;
+
+/// Starts `ringkv local` and reads its banner up to the Ctrl-C hint. The
+/// returned lines must stay alive while the cluster runs: it writes to them.
+fn start_local(data: &std::path::Path, nodes: u8, first: &str) -> (Child, Lines, String) {
+    let mut local = Command::new(RINGKV)
+        .args([
+            "local",
+            "--nodes",
+            &nodes.to_string(),
+            "--first-address",
+            first,
+        ])
+        .arg("--data-dir")
+        .arg(data)
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("spawn ringkv local");
+    let mut lines = BufReader::new(local.stdout.take().expect("stdout")).lines();
+    let mut banner = Vec::new();
+    for line in lines.by_ref() {
+        let line = line.expect("read banner");
+        let done = line.starts_with("Press Ctrl-C");
+        banner.push(line);
+        if done {
+            break;
+        }
+    }
+    (local, lines, banner.join("\n"))
+}
+
+#[tokio::test]
+async fn local_cluster_serves_the_cli_and_stops_on_ctrl_c() {
+    let data = tempfile::tempdir().expect("tempdir");
+    let (mut local, lines, banner) = start_local(data.path(), 2, "127.0.6.1");
+    println!("{banner}");
+    assert!(banner.contains("node-1  grpc 127.0.6.1:7379"), "{banner}");
+    assert!(banner.contains("node-2  grpc 127.0.6.2:7379"), "{banner}");
+
+    let node1 = "127.0.6.1:7379";
+    stdout(&ringkv(node1, &["put", "greeting", "hello"], None));
+    assert_eq!(stdout(&ringkv(node1, &["get", "greeting"], None)), "hello");
+
+    stdout(&ringkv(node1, &["put", "note", "-"], Some(b"from\nstdin")));
+    assert_eq!(
+        stdout(&ringkv(node1, &["get", "note"], None)),
+        "from\nstdin"
+    );
+
+    for i in 1..=3 {
+        stdout(&ringkv(
+            node1,
+            &["put", &format!("user:{i}"), &format!("n{i}")],
+            None,
+        ));
+    }
+    let scan = stdout(&ringkv(
+        node1,
+        &["scan", "--start", "user:", "--end", "user;", "--limit", "2"],
+        None,
+    ));
+    assert_eq!(scan, "user:1\tn1\nuser:2\tn2\n");
+    let reversed = stdout(&ringkv(
+        node1,
+        &["scan", "--reverse", "--keys-only", "--limit", "1"],
+        None,
+    ));
+    assert_eq!(reversed, "user:3\n");
+
+    stdout(&ringkv(node1, &["delete", "greeting"], None));
+    let missing = ringkv(node1, &["get", "greeting"], None);
+    assert!(
+        !missing.status.success(),
+        "get of a deleted key exits non-zero"
+    );
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("not found"));
+
+    let invalid = ringkv(node1, &["put", "", "v"], None);
+    assert!(!invalid.status.success());
+    let message = String::from_utf8_lossy(&invalid.stderr);
+    assert!(
+        message.contains("key is empty"),
+        "server's message printed: {message}"
+    );
+
+    let node2 = "127.0.6.2:7379";
+    stdout(&ringkv(node2, &["put", "other", "node"], None));
+    assert_eq!(stdout(&ringkv(node2, &["get", "other"], None)), "node");
+
+    signal::kill(Pid::from_raw(local.id() as i32), signal::Signal::SIGINT).expect("SIGINT");
+    let until = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(status) = local.try_wait().expect("wait") {
+            break status;
+        }
+        assert!(Instant::now() < until, "ringkv local did not stop");
+        std::thread::sleep(Duration::from_millis(25));
+    };
+    assert!(status.success(), "clean stop, got {status}");
+    let rest: Vec<String> = lines.map_while(Result::ok).collect();
+    assert_eq!(
+        rest.iter()
+            .filter(|l| l.contains("stopped (exit status: 0)"))
+            .count(),
+        2,
+        "both nodes stopped cleanly: {rest:?}"
+    );
+    for endpoint in [node1, node2] {
+        assert!(
+            !matches!(ringkv_client::is_serving(endpoint).await, Ok(true)),
+            "{endpoint} is down"
+        );
+    }
+}
+
+#[tokio::test]
+async fn bench_prints_figures_against_a_baseline() {
+    let data = tempfile::tempdir().expect("tempdir");
+    let (mut local, lines, _) = start_local(data.path(), 1, "127.0.6.10");
+    let output = ringkv(
+        "127.0.6.10:7379",
+        &[
+            "bench",
+            "--requests",
+            "2000",
+            "--concurrency",
+            "8",
+            "--json",
+        ],
+        None,
+    );
+    let text = stdout(&output);
+    println!("{text}");
+    let phases: Vec<&str> = text.lines().collect();
+    assert_eq!(phases.len(), 3, "baseline, put and get");
+    for (line, phase) in phases.iter().zip(["baseline", "put", "get"]) {
+        assert!(line.contains(&format!("\"phase\":\"{phase}\"")), "{line}");
+        assert!(line.contains("\"errors\":0"), "{line}");
+        assert!(line.contains("\"p999_us\":"), "{line}");
+    }
+    signal::kill(Pid::from_raw(local.id() as i32), signal::Signal::SIGTERM).expect("SIGTERM");
+    assert!(local.wait().expect("wait").success());
+    drop(lines);
+}

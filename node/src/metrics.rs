@@ -1,0 +1,201 @@
+//! Prometheus metrics: per-RPC counters and latency histograms, RocksDB's
+//! own figures, and the HTTP endpoint that serves them.
+
+use std::{sync::Arc, time::Instant};
+
+use axum::{extract::State, http::header, response::IntoResponse, routing::get, Router};
+use prometheus_client::{
+    collector::Collector,
+    encoding::{text::encode, DescriptorEncoder, EncodeLabelSet, EncodeMetric},
+    metrics::{
+        counter::{ConstCounter, Counter},
+        family::Family,
+        gauge::ConstGauge,
+        histogram::{exponential_buckets, Histogram},
+    },
+    registry::Registry,
+};
+use tonic::{Code, Status};
+
+use crate::storage::RocksStorage;
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RpcLabels {
+    method: &'static str,
+    code: String,
+}
+
+/// Request metrics of the gRPC API.
+#[derive(Debug, Clone)]
+pub struct RpcMetrics {
+    requests: Family<RpcLabels, Counter>,
+    latency: Family<RpcLabels, Histogram, fn() -> Histogram>,
+}
+
+fn latency_histogram() -> Histogram {
+    // 10 µs to about 5 s.
+    Histogram::new(exponential_buckets(1e-5, 2.0, 20))
+}
+
+impl Default for RpcMetrics {
+    fn default() -> Self {
+        Self {
+            requests: Family::default(),
+            latency: Family::new_with_constructor(latency_histogram),
+        }
+    }
+}
+
+impl RpcMetrics {
+    /// Records one finished request.
+    pub fn observe<T>(&self, method: &'static str, started: Instant, result: &Result<T, Status>) {
+        let code = match result {
+            Ok(_) => Code::Ok,
+            Err(status) => status.code(),
+        };
+        let labels = RpcLabels {
+            method,
+            code: format!("{code:?}"),
+        };
+        self.requests.get_or_create(&labels).inc();
+        self.latency
+            .get_or_create(&labels)
+            .observe(started.elapsed().as_secs_f64());
+    }
+}
+
+/// Exposes RocksDB's properties and tickers at scrape time.
+#[derive(Debug)]
+struct EngineCollector {
+    storage: Arc<RocksStorage>,
+}
+
+fn encode_gauge(
+    encoder: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    value: u64,
+) -> Result<(), std::fmt::Error> {
+    let gauge = ConstGauge::new(value as i64);
+    let metric = encoder.encode_descriptor(name, help, None, gauge.metric_type())?;
+    gauge.encode(metric)
+}
+
+impl Collector for EngineCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let stats = self.storage.stats();
+        let gauges = [
+            (
+                "rocksdb_estimated_keys",
+                "Estimated live keys in the data column family",
+                stats.estimated_keys,
+            ),
+            (
+                "rocksdb_live_sst_bytes",
+                "Bytes in live SST files of the data column family",
+                stats.live_sst_bytes,
+            ),
+            (
+                "rocksdb_memtable_bytes",
+                "Bytes in memtables of the data column family",
+                stats.memtable_bytes,
+            ),
+            (
+                "rocksdb_running_compactions",
+                "Compactions running now",
+                stats.running_compactions,
+            ),
+            (
+                "rocksdb_running_flushes",
+                "Memtable flushes running now",
+                stats.running_flushes,
+            ),
+            (
+                "rocksdb_background_errors",
+                "Background errors RocksDB has seen",
+                stats.background_errors,
+            ),
+        ];
+        for (name, help, value) in gauges {
+            encode_gauge(&mut encoder, name, help, value)?;
+        }
+        for (ticker, value) in stats.tickers {
+            // "rocksdb.block.cache.hit" becomes "rocksdb_block_cache_hit_total".
+            let name = ticker.replace('.', "_");
+            let counter = ConstCounter::new(value);
+            let metric = encoder.encode_descriptor(
+                &name,
+                &format!("RocksDB ticker {ticker}"),
+                None,
+                counter.metric_type(),
+            )?;
+            counter.encode(metric)?;
+        }
+        Ok(())
+    }
+}
+
+/// Every metric of a node, in one registry.
+pub struct Metrics {
+    registry: Registry,
+    pub rpc: RpcMetrics,
+}
+
+impl Metrics {
+    pub fn new(storage: Arc<RocksStorage>) -> Self {
+        let mut registry = Registry::with_prefix("ringkv");
+        let rpc = RpcMetrics::default();
+        registry.register(
+            "grpc_requests",
+            "gRPC requests handled, by method and status code",
+            rpc.requests.clone(),
+        );
+        registry.register(
+            "grpc_request_duration_seconds",
+            "gRPC request latency, by method and status code",
+            rpc.latency.clone(),
+        );
+        registry.register_collector(Box::new(EngineCollector { storage }));
+        Self { registry, rpc }
+    }
+
+    /// The registry in Prometheus' text format.
+    pub fn render(&self) -> Result<String, std::fmt::Error> {
+        let mut out = String::new();
+        encode(&mut out, &self.registry)?;
+        Ok(out)
+    }
+}
+
+async fn serve_metrics(State(metrics): State<Arc<Metrics>>) -> axum::response::Response {
+    match metrics.render() {
+        Ok(body) => (
+            [(
+                header::CONTENT_TYPE,
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            )],
+            body,
+        )
+            .into_response(),
+        Err(_) => (
+            axum::http::StatusCode::INTERNAL_SERVER_ERROR,
+            "encoding metrics failed",
+        )
+            .into_response(),
+    }
+}
+
+/// Serves `/metrics` (and `/healthz` for plain HTTP checks) until `shutdown`.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    metrics: Arc<Metrics>,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let app = Router::new()
+        .route("/metrics", get(serve_metrics))
+        .route("/healthz", get(|| async { "ok" }))
+        .with_state(metrics);
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await
+}

@@ -1,0 +1,549 @@
+//! The RocksDB implementation of [`Storage`].
+
+use std::{
+    path::{Path, PathBuf},
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc,
+    },
+    thread,
+    time::Duration,
+};
+
+use bytes::Bytes;
+use rocksdb::{
+    compaction_filter::Decision, properties, statistics::Ticker, BlockBasedOptions, Cache,
+    ColumnFamilyDescriptor, DBCompressionType, Options, ReadOptions, WriteBatch, WriteOptions, DB,
+};
+
+use super::{
+    record::{now_millis, raw_is_expired, Record},
+    Durability, KeyValue, Modify, ScanRange, Storage, StorageError,
+};
+
+const CF_DATA: &str = "data";
+const CF_META: &str = "meta";
+const META_NODE_ID: &[u8] = b"node_id";
+
+/// Tunables of the RocksDB engine.
+#[derive(Debug, Clone)]
+pub struct RocksStorageOptions {
+    pub durability: Durability,
+    /// Memtable size of the data column family. Small values force frequent
+    /// flushes and compactions, which tests use.
+    pub write_buffer_bytes: usize,
+    pub block_cache_bytes: usize,
+}
+
+impl Default for RocksStorageOptions {
+    fn default() -> Self {
+        Self {
+            durability: Durability::Sync,
+            write_buffer_bytes: 64 << 20,
+            block_cache_bytes: 256 << 20,
+        }
+    }
+}
+
+/// RocksDB with a `data` and a `meta` column family, WAL always on.
+pub struct RocksStorage {
+    db: Arc<DB>,
+    options: Options,
+    write_options: WriteOptions,
+    path: PathBuf,
+    wal_syncer: Option<WalSyncer>,
+}
+
+impl std::fmt::Debug for RocksStorage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RocksStorage")
+            .field("path", &self.path)
+            .finish()
+    }
+}
+
+impl RocksStorage {
+    /// Opens (or creates) the database under `path`, owned by `node_id`.
+    /// Refuses a data dir that another node created, so that a mis-mounted
+    /// volume is never served under the wrong identity.
+    pub fn open(
+        path: &Path,
+        node_id: &str,
+        opts: &RocksStorageOptions,
+    ) -> Result<Self, StorageError> {
+        let mut db_opts = Options::default();
+        db_opts.create_if_missing(true);
+        db_opts.create_missing_column_families(true);
+        db_opts.enable_statistics();
+        db_opts.increase_parallelism(2);
+        db_opts.set_keep_log_file_num(4);
+        // Concurrent writers share the memtable without a lock of ours.
+        db_opts.set_allow_concurrent_memtable_write(true);
+        db_opts.set_enable_pipelined_write(true);
+
+        let mut table = BlockBasedOptions::default();
+        table.set_block_cache(&Cache::new_lru_cache(opts.block_cache_bytes));
+        table.set_bloom_filter(10.0, false);
+        table.set_cache_index_and_filter_blocks(true);
+
+        let mut data_opts = Options::default();
+        data_opts.set_block_based_table_factory(&table);
+        data_opts.set_compression_type(DBCompressionType::Lz4);
+        data_opts.set_write_buffer_size(opts.write_buffer_bytes);
+        data_opts.set_compaction_filter("ringkv-ttl", |_level, _key, value| {
+            if raw_is_expired(value, now_millis()) {
+                Decision::Remove
+            } else {
+                Decision::Keep
+            }
+        });
+
+        let cfs = vec![
+            ColumnFamilyDescriptor::new(CF_DATA, data_opts),
+            ColumnFamilyDescriptor::new(CF_META, Options::default()),
+        ];
+        let db =
+            DB::open_cf_descriptors(&db_opts, path, cfs).map_err(|source| StorageError::Open {
+                path: path.display().to_string(),
+                source,
+            })?;
+        let db = Arc::new(db);
+
+        let mut write_options = WriteOptions::default();
+        write_options.set_sync(opts.durability == Durability::Sync);
+        let wal_syncer = match opts.durability {
+            Durability::Sync => None,
+            Durability::Periodic(period) => Some(WalSyncer::start(db.clone(), period)),
+        };
+
+        let storage = Self {
+            db,
+            options: db_opts,
+            write_options,
+            path: path.to_path_buf(),
+            wal_syncer,
+        };
+        storage.claim_for(node_id)?;
+        Ok(storage)
+    }
+
+    fn claim_for(&self, node_id: &str) -> Result<(), StorageError> {
+        let meta = self.cf(CF_META)?;
+        let stored = self
+            .db
+            .get_cf(meta, META_NODE_ID)
+            .map_err(|source| StorageError::Engine {
+                op: "read node id",
+                source,
+            })?;
+        match stored {
+            Some(found) if found != node_id.as_bytes() => Err(StorageError::WrongNode {
+                path: self.path.display().to_string(),
+                found: String::from_utf8_lossy(&found).into_owned(),
+                expected: node_id.to_string(),
+            }),
+            Some(_) => Ok(()),
+            None => {
+                let mut sync = WriteOptions::default();
+                sync.set_sync(true);
+                self.db
+                    .put_cf_opt(meta, META_NODE_ID, node_id.as_bytes(), &sync)
+                    .map_err(|source| StorageError::Engine {
+                        op: "write node id",
+                        source,
+                    })
+            }
+        }
+    }
+
+    fn cf(&self, name: &'static str) -> Result<&rocksdb::ColumnFamily, StorageError> {
+        self.db
+            .cf_handle(name)
+            .ok_or(StorageError::MissingColumnFamily(name))
+    }
+
+    /// Compacts the whole data column family; tests and operators use it to
+    /// purge expired values now rather than eventually.
+    pub fn compact(&self) -> Result<(), StorageError> {
+        let data = self.cf(CF_DATA)?;
+        self.db.compact_range_cf(data, None::<&[u8]>, None::<&[u8]>);
+        Ok(())
+    }
+
+    /// Engine figures for the metrics endpoint.
+    pub fn stats(&self) -> EngineStats {
+        let data = self.cf(CF_DATA).ok();
+        let property = |name: &std::ffi::CStr| -> u64 {
+            data.and_then(|cf| self.db.property_int_value_cf(cf, name).ok().flatten())
+                .unwrap_or(0)
+        };
+        let tickers = [
+            Ticker::BlockCacheHit,
+            Ticker::BlockCacheMiss,
+            Ticker::BytesWritten,
+            Ticker::BytesRead,
+            Ticker::NumberKeysWritten,
+            Ticker::NumberKeysRead,
+            Ticker::WalFileSynced,
+            Ticker::CompactReadBytes,
+            Ticker::CompactWriteBytes,
+            Ticker::CompactionKeyDropUser,
+        ]
+        .into_iter()
+        .map(|ticker| (ticker.name(), self.options.get_ticker_count(ticker)))
+        .collect();
+        EngineStats {
+            estimated_keys: property(properties::ESTIMATE_NUM_KEYS),
+            live_sst_bytes: property(properties::LIVE_SST_FILES_SIZE),
+            memtable_bytes: property(properties::CUR_SIZE_ALL_MEM_TABLES),
+            running_compactions: property(properties::NUM_RUNNING_COMPACTIONS),
+            running_flushes: property(properties::NUM_RUNNING_FLUSHES),
+            background_errors: property(properties::BACKGROUND_ERRORS),
+            tickers,
+        }
+    }
+
+    fn read_options(range: &ScanRange) -> ReadOptions {
+        let mut read = ReadOptions::default();
+        if !range.start.is_empty() {
+            read.set_iterate_lower_bound(range.start.to_vec());
+        }
+        if !range.end.is_empty() {
+            read.set_iterate_upper_bound(range.end.to_vec());
+        }
+        read
+    }
+}
+
+/// A snapshot of RocksDB's own counters.
+#[derive(Debug, Clone, Default)]
+pub struct EngineStats {
+    pub estimated_keys: u64,
+    pub live_sst_bytes: u64,
+    pub memtable_bytes: u64,
+    pub running_compactions: u64,
+    pub running_flushes: u64,
+    pub background_errors: u64,
+    /// RocksDB ticker name and its cumulative count.
+    pub tickers: Vec<(&'static str, u64)>,
+}
+
+fn engine(op: &'static str) -> impl FnOnce(rocksdb::Error) -> StorageError {
+    move |source| StorageError::Engine { op, source }
+}
+
+impl Storage for RocksStorage {
+    fn get(&self, key: &[u8]) -> Result<Option<Bytes>, StorageError> {
+        let data = self.cf(CF_DATA)?;
+        let Some(raw) = self.db.get_pinned_cf(data, key).map_err(engine("get"))? else {
+            return Ok(None);
+        };
+        let record = Record::decode(key, &raw)?;
+        Ok((!record.is_expired(now_millis())).then_some(record.value))
+    }
+
+    fn multi_get(&self, keys: &[Bytes]) -> Result<Vec<Option<Bytes>>, StorageError> {
+        let data = self.cf(CF_DATA)?;
+        let now = now_millis();
+        self.db
+            .batched_multi_get_cf(data, keys.iter().map(|k| &k[..]), false)
+            .into_iter()
+            .zip(keys)
+            .map(|(found, key)| {
+                let Some(raw) = found.map_err(engine("multi-get"))? else {
+                    return Ok(None);
+                };
+                let record = Record::decode(key, &raw)?;
+                Ok((!record.is_expired(now)).then_some(record.value))
+            })
+            .collect()
+    }
+
+    fn write(&self, batch: Vec<Modify>) -> Result<(), StorageError> {
+        let data = self.cf(CF_DATA)?;
+        let mut wb = WriteBatch::default();
+        for change in &batch {
+            match change {
+                Modify::Put {
+                    key,
+                    value,
+                    expires_at_ms,
+                } => wb.put_cf(data, key, Record::encode(value, *expires_at_ms)),
+                Modify::Delete { key } => wb.delete_cf(data, key),
+            }
+        }
+        self.db
+            .write_opt(wb, &self.write_options)
+            .map_err(engine("write"))
+    }
+
+    fn scan(&self, range: &ScanRange) -> Result<Vec<KeyValue>, StorageError> {
+        let data = self.cf(CF_DATA)?;
+        let mut iter = self.db.raw_iterator_cf_opt(data, Self::read_options(range));
+        if range.reverse {
+            iter.seek_to_last();
+        } else {
+            iter.seek_to_first();
+        }
+        let now = now_millis();
+        let mut out = Vec::new();
+        while out.len() < range.limit {
+            let (Some(key), Some(raw)) = (iter.key(), iter.value()) else {
+                break;
+            };
+            let record = Record::decode(key, raw)?;
+            if !record.is_expired(now) {
+                out.push(KeyValue {
+                    key: Bytes::copy_from_slice(key),
+                    value: if range.key_only {
+                        Bytes::new()
+                    } else {
+                        record.value
+                    },
+                });
+            }
+            if range.reverse {
+                iter.prev();
+            } else {
+                iter.next();
+            }
+        }
+        iter.status().map_err(engine("scan"))?;
+        Ok(out)
+    }
+
+    fn flush(&self) -> Result<(), StorageError> {
+        self.db.flush_wal(true).map_err(engine("sync WAL"))?;
+        for name in [CF_DATA, CF_META] {
+            self.db.flush_cf(self.cf(name)?).map_err(engine("flush"))?;
+        }
+        Ok(())
+    }
+}
+
+impl Drop for RocksStorage {
+    fn drop(&mut self) {
+        if let Some(syncer) = self.wal_syncer.take() {
+            syncer.stop();
+        }
+        // A final sync so that periodic mode loses nothing on a clean stop.
+        if let Err(error) = self.db.flush_wal(true) {
+            tracing::warn!(%error, "final WAL sync failed");
+        }
+    }
+}
+
+/// The background thread of periodic durability.
+struct WalSyncer {
+    stop: Arc<AtomicBool>,
+    handle: thread::JoinHandle<()>,
+}
+
+impl WalSyncer {
+    fn start(db: Arc<DB>, period: Duration) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let handle = thread::spawn(move || {
+            while !flag.load(Ordering::Relaxed) {
+                thread::park_timeout(period);
+                if let Err(error) = db.flush_wal(true) {
+                    tracing::error!(%error, "periodic WAL sync failed");
+                }
+            }
+        });
+        Self { stop, handle }
+    }
+
+    fn stop(self) {
+        self.stop.store(true, Ordering::Relaxed);
+        self.handle.thread().unpark();
+        if self.handle.join().is_err() {
+            tracing::error!("WAL sync thread panicked");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use proptest::prelude::*;
+
+    use super::*;
+
+    fn open(dir: &Path) -> RocksStorage {
+        let opts = RocksStorageOptions {
+            write_buffer_bytes: 64 << 10,
+            ..Default::default()
+        };
+        RocksStorage::open(dir, "node-a", &opts).expect("opens")
+    }
+
+    fn put(key: &[u8], value: &[u8]) -> Modify {
+        Modify::Put {
+            key: Bytes::copy_from_slice(key),
+            value: Bytes::copy_from_slice(value),
+            expires_at_ms: None,
+        }
+    }
+
+    fn all(limit: usize, reverse: bool) -> ScanRange {
+        ScanRange {
+            limit,
+            reverse,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn refuses_a_data_dir_of_another_node() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        drop(open(dir.path()));
+        let err = RocksStorage::open(dir.path(), "node-b", &RocksStorageOptions::default())
+            .expect_err("refused");
+        assert!(matches!(err, StorageError::WrongNode { .. }), "{err}");
+    }
+
+    #[test]
+    fn scan_is_ordered_across_flushes_and_compactions() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let storage = open(dir.path());
+        // Three generations of keys, interleaved in key order, each ending up
+        // in a different place: compacted SSTs, a flushed SST, the memtable.
+        for generation in 0..3u32 {
+            let batch = (0..500u32)
+                .map(|i| put(format!("key-{:05}", i * 3 + generation).as_bytes(), b"v"))
+                .collect();
+            storage.write(batch).expect("write");
+            match generation {
+                0 => {
+                    storage.flush().expect("flush");
+                    storage.compact().expect("compact");
+                }
+                1 => storage.flush().expect("flush"),
+                _ => {}
+            }
+        }
+        let keys: Vec<_> = storage
+            .scan(&all(usize::MAX, false))
+            .expect("scan")
+            .into_iter()
+            .map(|kv| kv.key)
+            .collect();
+        assert_eq!(keys.len(), 1500);
+        assert!(keys.windows(2).all(|w| w[0] < w[1]), "ascending order");
+        let reversed = storage.scan(&all(10, true)).expect("reverse scan");
+        assert_eq!(reversed.len(), 10);
+        assert_eq!(&reversed[0].key[..], b"key-01499");
+        assert!(reversed.windows(2).all(|w| w[0].key > w[1].key));
+    }
+
+    #[test]
+    fn expired_values_are_invisible_and_purged_by_compaction() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let storage = open(dir.path());
+        let past = now_millis() - 1;
+        storage
+            .write(vec![
+                Modify::Put {
+                    key: Bytes::from_static(b"gone"),
+                    value: Bytes::from_static(b"v"),
+                    expires_at_ms: Some(past),
+                },
+                put(b"kept", b"v"),
+            ])
+            .expect("write");
+        assert_eq!(storage.get(b"gone").expect("get"), None);
+        assert_eq!(storage.scan(&all(10, false)).expect("scan").len(), 1);
+        storage.flush().expect("flush");
+        storage.compact().expect("compact");
+        let dropped = storage
+            .stats()
+            .tickers
+            .iter()
+            .find(|(name, _)| *name == Ticker::CompactionKeyDropUser.name())
+            .map(|(_, n)| *n);
+        assert_eq!(
+            dropped,
+            Some(1),
+            "the compaction filter purged the expired key"
+        );
+    }
+
+    #[test]
+    fn periodic_durability_keeps_writes_across_reopen() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let opts = RocksStorageOptions {
+            durability: Durability::Periodic(Duration::from_millis(10)),
+            ..Default::default()
+        };
+        {
+            let storage = RocksStorage::open(dir.path(), "n", &opts).expect("opens");
+            storage.write(vec![put(b"k", b"v")]).expect("write");
+        }
+        let storage = RocksStorage::open(dir.path(), "n", &opts).expect("reopens");
+        assert_eq!(storage.get(b"k").expect("get").as_deref(), Some(&b"v"[..]));
+    }
+
+    #[derive(Debug, Clone)]
+    enum Op {
+        Put(u8, u8),
+        Delete(u8),
+        Flush,
+        Compact,
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            6 => (any::<u8>(), any::<u8>()).prop_map(|(k, v)| Op::Put(k, v)),
+            3 => any::<u8>().prop_map(Op::Delete),
+            1 => Just(Op::Flush),
+            1 => Just(Op::Compact),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(24))]
+        /// Scans agree with an ordered in-memory model whatever mix of writes,
+        /// deletes, flushes and compactions came before.
+        #[test]
+        fn scan_matches_model(ops in proptest::collection::vec(op(), 1..200),
+                              start in any::<u8>(), len in 0u8..=255, limit in 1usize..300,
+                              reverse in any::<bool>()) {
+            let dir = tempfile::tempdir().expect("tempdir");
+            let storage = open(dir.path());
+            let mut model = BTreeMap::new();
+            for op in ops {
+                match op {
+                    Op::Put(k, v) => {
+                        storage.write(vec![put(&[k], &[v])]).expect("put");
+                        model.insert(vec![k], vec![v]);
+                    }
+                    Op::Delete(k) => {
+                        storage.write(vec![Modify::Delete { key: Bytes::copy_from_slice(&[k]) }]).expect("delete");
+                        model.remove(&vec![k]);
+                    }
+                    Op::Flush => storage.flush().expect("flush"),
+                    Op::Compact => storage.compact().expect("compact"),
+                }
+            }
+            let end = start.saturating_add(len);
+            let range = ScanRange {
+                start: Bytes::copy_from_slice(&[start]),
+                end: Bytes::copy_from_slice(&[end]),
+                limit,
+                key_only: false,
+                reverse,
+            };
+            let got: Vec<(Vec<u8>, Vec<u8>)> = storage.scan(&range).expect("scan")
+                .into_iter().map(|kv| (kv.key.to_vec(), kv.value.to_vec())).collect();
+            let in_range = model.range(vec![start]..vec![end]).map(|(k, v)| (k.clone(), v.clone()));
+            let want: Vec<_> = if reverse {
+                in_range.rev().take(limit).collect()
+            } else {
+                in_range.take(limit).collect()
+            };
+            prop_assert_eq!(got, want);
+        }
+    }
+}

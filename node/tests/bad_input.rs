@@ -1,0 +1,285 @@
+//! Every invalid request gets its status code and a message naming the
+//! limit, and the node keeps serving afterwards.
+
+mod common;
+
+use std::{net::Ipv4Addr, process::Command};
+
+use bytes::Bytes;
+use common::TestNode;
+use ringkv_client::proto::{
+    KvPair, RawBatchDeleteRequest, RawBatchGetRequest, RawBatchPutRequest, RawDeleteRequest,
+    RawGetRequest, RawPutRequest, RawScanRequest,
+};
+use tonic::Code;
+
+fn assert_status<T: std::fmt::Debug>(
+    case: &str,
+    result: Result<T, tonic::Status>,
+    code: Code,
+    needle: &str,
+) {
+    let status = result.expect_err(case);
+    assert_eq!(status.code(), code, "{case}: {status:?}");
+    assert!(
+        status.message().contains(needle),
+        "{case}: message {:?} should name {needle:?}",
+        status.message()
+    );
+    println!("{case}: {:?} {:?}", status.code(), status.message());
+}
+
+#[tokio::test]
+async fn invalid_requests_get_their_codes_and_messages() {
+    let node = TestNode::start(Ipv4Addr::new(127, 0, 3, 1), &[]).await;
+    let mut client = node.client().await;
+    let raw = client.raw();
+    let big_key = Bytes::from(vec![b'k'; 4097]);
+    let big_value = Bytes::from(vec![b'v'; (8 << 20) + 1]);
+
+    assert_status(
+        "empty key on get",
+        raw.raw_get(RawGetRequest::default()).await,
+        Code::InvalidArgument,
+        "empty",
+    );
+    assert_status(
+        "empty key on put",
+        raw.raw_put(RawPutRequest::default()).await,
+        Code::InvalidArgument,
+        "empty",
+    );
+    assert_status(
+        "empty key on delete",
+        raw.raw_delete(RawDeleteRequest::default()).await,
+        Code::InvalidArgument,
+        "empty",
+    );
+    assert_status(
+        "key over 4 KiB",
+        raw.raw_put(RawPutRequest {
+            key: big_key.clone(),
+            value: "v".into(),
+            ..Default::default()
+        })
+        .await,
+        Code::InvalidArgument,
+        "limit of 4096 bytes",
+    );
+    assert_status(
+        "value over 8 MiB",
+        raw.raw_put(RawPutRequest {
+            key: "k".into(),
+            value: big_value,
+            ..Default::default()
+        })
+        .await,
+        Code::InvalidArgument,
+        "limit of 8388608 bytes (--max-value-bytes)",
+    );
+    let too_many: Vec<Bytes> = (0..1025).map(|i| Bytes::from(format!("k{i}"))).collect();
+    assert_status(
+        "batch get over its maximum",
+        raw.raw_batch_get(RawBatchGetRequest {
+            keys: too_many.clone(),
+            ..Default::default()
+        })
+        .await,
+        Code::InvalidArgument,
+        "limit of 1024 keys (--max-batch-keys)",
+    );
+    assert_status(
+        "batch put over its maximum",
+        raw.raw_batch_put(RawBatchPutRequest {
+            pairs: too_many
+                .iter()
+                .map(|k| KvPair {
+                    key: k.clone(),
+                    value: "v".into(),
+                    ..Default::default()
+                })
+                .collect(),
+            ..Default::default()
+        })
+        .await,
+        Code::InvalidArgument,
+        "--max-batch-keys",
+    );
+    assert_status(
+        "batch delete over its maximum",
+        raw.raw_batch_delete(RawBatchDeleteRequest {
+            keys: too_many,
+            ..Default::default()
+        })
+        .await,
+        Code::InvalidArgument,
+        "--max-batch-keys",
+    );
+    assert_status(
+        "scan with start after end",
+        raw.raw_scan(RawScanRequest {
+            start_key: "b".into(),
+            end_key: "a".into(),
+            ..Default::default()
+        })
+        .await,
+        Code::InvalidArgument,
+        "after its end",
+    );
+    assert_status(
+        "missing key",
+        raw.raw_get(RawGetRequest {
+            key: "never-written".into(),
+            ..Default::default()
+        })
+        .await,
+        Code::NotFound,
+        "not found",
+    );
+
+    // Nothing was lost or half-written by the refused requests.
+    let scan = raw
+        .raw_scan(RawScanRequest::default())
+        .await
+        .expect("scan")
+        .into_inner();
+    assert!(scan.kvs.is_empty(), "refused writes stored nothing");
+    client.put(b"after", b"still serving").await.expect("put");
+    assert_eq!(
+        client.get(b"after").await.expect("get").as_deref(),
+        Some(&b"still serving"[..])
+    );
+}
+
+#[tokio::test]
+async fn a_100_mib_request_is_refused_within_a_memory_bound() {
+    // The node refuses requests over --max-request-bytes (16 MiB) from their
+    // length prefix, so one request may not grow it by more than this.
+    const RSS_BOUND: u64 = 48 << 20;
+    let node = TestNode::start(Ipv4Addr::new(127, 0, 3, 2), &[]).await;
+    let mut client = node.client().await;
+    client.put(b"before", b"v").await.expect("warm up");
+    let rss_before = node.rss_bytes();
+
+    let huge = Bytes::from(vec![b'x'; 100 << 20]);
+    let status = client
+        .raw()
+        .raw_put(RawPutRequest {
+            key: "huge".into(),
+            value: huge,
+            ..Default::default()
+        })
+        .await
+        .expect_err("100 MiB request refused");
+    let rss_after = node.rss_bytes();
+    println!(
+        "100 MiB request: {:?} {:?}; node RSS {} MiB -> {} MiB (bound +{} MiB)",
+        status.code(),
+        status.message(),
+        rss_before >> 20,
+        rss_after >> 20,
+        RSS_BOUND >> 20
+    );
+    assert!(
+        matches!(
+            status.code(),
+            Code::OutOfRange | Code::ResourceExhausted | Code::InvalidArgument
+        ),
+        "{status:?}"
+    );
+    assert!(
+        rss_after < rss_before + RSS_BOUND,
+        "RSS grew from {rss_before} to {rss_after}"
+    );
+
+    let mut fresh = node.client().await;
+    assert_eq!(
+        fresh.get(b"huge").await.expect("get"),
+        None,
+        "nothing stored"
+    );
+    fresh
+        .put(b"after", b"ok")
+        .await
+        .expect("node keeps serving");
+    assert_eq!(
+        fresh.get(b"before").await.expect("get").as_deref(),
+        Some(&b"v"[..])
+    );
+}
+
+/// A tmpfs mount that is unmounted when dropped.
+struct TmpfsMount(tempfile::TempDir);
+
+impl TmpfsMount {
+    fn new(size: &str) -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let status = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir.path())
+            .status()
+            .expect("run mount");
+        assert!(
+            status.success(),
+            "this test needs root to mount a small tmpfs that fills up (mount exited {status})"
+        );
+        Self(dir)
+    }
+}
+
+impl Drop for TmpfsMount {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(self.0.path()).status();
+    }
+}
+
+#[tokio::test]
+async fn a_full_disk_is_unavailable_and_the_node_keeps_serving_reads() {
+    let mount = TmpfsMount::new("24m");
+    let data_dir = mount.0.path().join("db");
+    let mut node = TestNode::start_in(
+        Ipv4Addr::new(127, 0, 3, 3),
+        &data_dir,
+        &["--write-buffer-bytes", "1048576"],
+    )
+    .await;
+    let mut client = node.client().await;
+    client
+        .put(b"early", b"kept")
+        .await
+        .expect("first write fits");
+
+    let value = vec![b'f'; 1 << 20];
+    let mut failure = None;
+    for i in 0..64 {
+        match client.put(format!("fill-{i}").as_bytes(), &value).await {
+            Ok(()) => {}
+            Err(error) => {
+                failure = Some(error);
+                break;
+            }
+        }
+    }
+    let error = failure.expect("a 24 MiB disk fills up within 64 MiB of writes");
+    let code = error.code().expect("server answered with a status");
+    println!("full disk: {error}");
+    assert!(
+        matches!(code, Code::Unavailable | Code::Internal),
+        "{error}"
+    );
+    assert!(error.to_string().contains("storage"), "{error}");
+    assert!(node.is_running(), "the process keeps running");
+    assert_eq!(
+        client
+            .get(b"early")
+            .await
+            .expect("reads still served")
+            .as_deref(),
+        Some(&b"kept"[..])
+    );
+    assert!(matches!(
+        ringkv_client::is_serving(&node.grpc.to_string()).await,
+        Ok(true)
+    ));
+    node.kill9();
+}
