@@ -4,7 +4,11 @@ use std::{env, path::PathBuf};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let out_dir = PathBuf::from(env::var("OUT_DIR")?);
-    let protos = ["ringkv/v1/rawkv.proto"];
+    let protos = [
+        "ringkv/v1/rawkv.proto",
+        "ringkv/v1/replica.proto",
+        "ringkv/v1/admin.proto",
+    ];
     tonic_prost_build::configure()
         .file_descriptor_set_path(out_dir.join("ringkv_descriptor.bin"))
         .bytes(".")

@@ -138,6 +138,32 @@ impl Client {
         Ok(())
     }
 
+    /// Replaces whatever `key` holds: reads its causal context first and
+    /// writes with it, so that the write supersedes every value read instead
+    /// of becoming a sibling of them.
+    pub async fn overwrite(&mut self, key: &[u8], value: &[u8]) -> Result<(), ClientError> {
+        let context = match self
+            .raw
+            .raw_get(RawGetRequest {
+                key: Bytes::copy_from_slice(key),
+                ..Default::default()
+            })
+            .await
+        {
+            Ok(response) => response.into_inner().context,
+            Err(status) if status.code() == Code::NotFound => Bytes::new(),
+            Err(status) => return Err(status.into()),
+        };
+        let request = RawPutRequest {
+            key: Bytes::copy_from_slice(key),
+            value: Bytes::copy_from_slice(value),
+            context,
+            ..Default::default()
+        };
+        self.raw.raw_put(request).await?;
+        Ok(())
+    }
+
     /// Deletes `key`; deleting a missing key succeeds.
     pub async fn delete(&mut self, key: &[u8]) -> Result<(), ClientError> {
         let request = RawDeleteRequest {
@@ -162,8 +188,9 @@ impl Client {
     }
 }
 
-/// Whether the node at `address` reports SERVING on the standard gRPC
-/// health service (for the whole server, the empty service name).
+/// Whether the node at `address` reports SERVING for `ringkv.v1.RawKV` on the
+/// standard gRPC health service: it is a member of the ring and serves its
+/// partitions, not merely a running process.
 pub async fn is_serving(address: &str) -> Result<bool, ClientError> {
     use tonic_health::pb::{
         health_check_response::ServingStatus, health_client::HealthClient, HealthCheckRequest,
@@ -171,8 +198,19 @@ pub async fn is_serving(address: &str) -> Result<bool, ClientError> {
     let channel = connect_channel(address).await?;
     let response = HealthClient::new(channel)
         .check(HealthCheckRequest {
-            service: String::new(),
+            service: "ringkv.v1.RawKV".to_string(),
         })
         .await?;
     Ok(response.into_inner().status == ServingStatus::Serving as i32)
+}
+
+/// The node at `address`'s view of the cluster.
+pub async fn cluster_status(address: &str) -> Result<proto::ClusterStatusResponse, ClientError> {
+    let channel = connect_channel(address).await?;
+    let mut request = tonic::Request::new(proto::ClusterStatusRequest {});
+    request.set_timeout(Duration::from_secs(5));
+    Ok(proto::admin_client::AdminClient::new(channel)
+        .cluster_status(request)
+        .await?
+        .into_inner())
 }

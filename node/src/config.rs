@@ -5,7 +5,7 @@ use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
 use clap::{Parser, ValueEnum};
 
-use crate::{storage::Durability, validate::Limits};
+use crate::{storage::Durability, validate::Limits, versions::ConflictMode};
 
 /// A ringkv storage node: RocksDB storage behind the RawKV gRPC API.
 #[derive(Debug, Clone, Parser)]
@@ -14,6 +14,11 @@ pub struct NodeConfig {
     /// Address the gRPC API (RawKV, health, reflection) listens on.
     #[arg(long, env = "RINGKV_LISTEN", default_value = "127.0.0.1:7379")]
     pub listen: SocketAddr,
+
+    /// Address peers and clients reach this node's gRPC API at, when it
+    /// differs from --listen (a pod listening on 0.0.0.0 advertises its IP).
+    #[arg(long, env = "RINGKV_ADVERTISE_ADDRESS")]
+    pub advertise_address: Option<SocketAddr>,
 
     /// Address the Prometheus `/metrics` endpoint listens on.
     #[arg(long, env = "RINGKV_METRICS_LISTEN", default_value = "127.0.0.1:9379")]
@@ -64,6 +69,87 @@ pub struct NodeConfig {
     #[arg(long, env = "RINGKV_BLOCK_CACHE_BYTES", default_value_t = 256 << 20)]
     pub block_cache_bytes: usize,
 
+    /// UDP address gossip (chitchat) listens on. Defaults to the gRPC
+    /// address's IP with port 7946.
+    #[arg(long, env = "RINGKV_GOSSIP_LISTEN")]
+    pub gossip_listen: Option<SocketAddr>,
+
+    /// Where seeds come from: a static list (--seeds) or the Kubernetes API.
+    #[arg(long, env = "RINGKV_DISCOVERY", value_enum, default_value_t = Discovery::Static)]
+    pub discovery: Discovery,
+
+    /// Gossip addresses (HOST:PORT) of nodes to join through, comma-separated.
+    /// A node keeps retrying them while it knows no live peer.
+    #[arg(long, env = "RINGKV_SEEDS", value_delimiter = ',')]
+    pub seeds: Vec<String>,
+
+    /// Label selector of the cluster's pods, for `--discovery kubernetes`.
+    #[arg(
+        long,
+        env = "RINGKV_KUBERNETES_SELECTOR",
+        default_value = "app.kubernetes.io/name=ringkv"
+    )]
+    pub kubernetes_selector: String,
+
+    /// Namespace of the cluster's pods, for `--discovery kubernetes`; defaults
+    /// to the pod's own namespace.
+    #[arg(long, env = "RINGKV_KUBERNETES_NAMESPACE")]
+    pub kubernetes_namespace: Option<String>,
+
+    /// Name of the cluster; nodes of other clusters are ignored by gossip.
+    #[arg(long, env = "RINGKV_CLUSTER_ID", default_value = "ringkv")]
+    pub cluster_id: String,
+
+    /// Failure-domain zone of this node; replicas of a partition go to
+    /// distinct zones wherever zones are set.
+    #[arg(long, env = "RINGKV_ZONE")]
+    pub zone: Option<String>,
+
+    /// Partition count, fixed when the cluster is created and stored on disk.
+    /// A node refuses to join a cluster whose count differs from its own.
+    #[arg(long, env = "RINGKV_PARTITIONS", default_value_t = 256)]
+    pub partitions: u32,
+
+    /// N: replicas of each partition.
+    #[arg(long, env = "RINGKV_REPLICATION_FACTOR", default_value_t = 3)]
+    pub replication_factor: u32,
+
+    /// R: replicas that must answer a read, unless the request overrides it.
+    #[arg(long, env = "RINGKV_READ_QUORUM", default_value_t = 2)]
+    pub read_quorum: u32,
+
+    /// W: replicas that must acknowledge a write, unless the request overrides it.
+    #[arg(long, env = "RINGKV_WRITE_QUORUM", default_value_t = 2)]
+    pub write_quorum: u32,
+
+    /// How concurrent writes are resolved: `siblings` keeps every concurrent
+    /// value for the client to merge; `lww` keeps the one with the highest
+    /// hybrid-logical-clock timestamp.
+    #[arg(long, env = "RINGKV_CONFLICT_RESOLUTION", value_enum, default_value_t = ConflictResolution::Siblings)]
+    pub conflict_resolution: ConflictResolution,
+
+    /// Store hints for unreachable replicas and replay them when they return.
+    #[arg(long, env = "RINGKV_HINTED_HANDOFF", default_value_t = true, action = clap::ArgAction::Set)]
+    pub hinted_handoff: bool,
+
+    /// Hints older than this many seconds are dropped (and counted).
+    #[arg(long, env = "RINGKV_HINT_MAX_AGE_SECS", default_value_t = 3 * 3600)]
+    pub hint_max_age_secs: u64,
+
+    /// Timeout of one node-to-node call, in milliseconds, when the client set
+    /// no shorter deadline.
+    #[arg(long, env = "RINGKV_REPLICA_TIMEOUT_MS", default_value_t = 2000)]
+    pub replica_timeout_ms: u64,
+
+    /// Gossip round interval in milliseconds; failure detection scales with it.
+    #[arg(long, env = "RINGKV_GOSSIP_INTERVAL_MS", default_value_t = 200)]
+    pub gossip_interval_ms: u64,
+
+    /// How long membership must stay unchanged before the first layout is
+    /// made, in milliseconds, so that nodes started together share it.
+    #[arg(long, env = "RINGKV_LAYOUT_SETTLE_MS", default_value_t = 1500)]
+    pub layout_settle_ms: u64,
+
     /// Log format: human-readable text, or one JSON object per line.
     #[arg(long, env = "RINGKV_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
@@ -80,6 +166,20 @@ pub enum DurabilityMode {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Discovery {
+    /// The --seeds list.
+    Static,
+    /// Pods listed through the Kubernetes API by label selector.
+    Kubernetes,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ConflictResolution {
+    Siblings,
+    Lww,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum LogFormat {
     Text,
     Json,
@@ -89,7 +189,7 @@ impl NodeConfig {
     pub fn node_id(&self) -> String {
         self.node_id
             .clone()
-            .unwrap_or_else(|| self.listen.to_string())
+            .unwrap_or_else(|| self.advertise_address().to_string())
     }
 
     pub fn durability(&self) -> Durability {
@@ -99,6 +199,49 @@ impl NodeConfig {
                 Durability::Periodic(Duration::from_millis(self.sync_interval_ms.max(1)))
             }
         }
+    }
+
+    pub fn advertise_address(&self) -> SocketAddr {
+        self.advertise_address.unwrap_or(self.listen)
+    }
+
+    /// The gossip address peers use: the advertised IP with the gossip port.
+    pub fn gossip_advertise(&self) -> SocketAddr {
+        SocketAddr::new(self.advertise_address().ip(), self.gossip_listen().port())
+    }
+
+    pub fn gossip_listen(&self) -> SocketAddr {
+        self.gossip_listen
+            .unwrap_or_else(|| SocketAddr::new(self.listen.ip(), 7946))
+    }
+
+    pub fn conflict_mode(&self) -> ConflictMode {
+        match self.conflict_resolution {
+            ConflictResolution::Siblings => ConflictMode::Siblings,
+            ConflictResolution::Lww => ConflictMode::Lww,
+        }
+    }
+
+    /// Checks the quorum settings against N.
+    pub fn validate(&self) -> Result<(), String> {
+        let n = self.replication_factor;
+        if n == 0 {
+            return Err("--replication-factor must be at least 1".into());
+        }
+        for (flag, q) in [
+            ("--read-quorum", self.read_quorum),
+            ("--write-quorum", self.write_quorum),
+        ] {
+            if q == 0 || q > n {
+                return Err(format!(
+                    "{flag} {q} is outside 1..={n} (--replication-factor)"
+                ));
+            }
+        }
+        if self.partitions == 0 {
+            return Err("--partitions must be at least 1".into());
+        }
+        Ok(())
     }
 
     pub fn limits(&self) -> Limits {

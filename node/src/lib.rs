@@ -1,17 +1,34 @@
 //! The ringkv storage node.
 //!
+//! Layered like Garage: local storage at the bottom, versioned replicas on
+//! it, the ring and membership beside them, coordination on top, and the
+//! gRPC services at the edge.
+//!
 //! - [`storage`]: the local RocksDB engine.
-//! - [`rawkv_service`]: the RawKV gRPC handlers.
-//! - [`validate`]: request limits.
-//! - [`metrics`]: Prometheus metrics and their endpoint.
-//! - [`node`]: wiring and graceful shutdown.
+//! - [`versions`]: dotted version vector sets and hybrid logical clocks.
+//! - [`replica`]: this node's versioned records.
+//! - [`ring`]: partition layouts and the claimant that makes them.
+//! - [`membership`] and [`discovery`]: gossip and where seeds come from.
+//! - [`replication`]: quorum coordination, sloppy quorum, read repair.
+//! - [`handoff`]: delivery of hints.
+//! - [`rawkv_service`], [`internal_service`]: the gRPC services.
+//! - [`validate`], [`metrics`], [`telemetry`], [`config`], [`node`].
 
 pub mod config;
+pub mod discovery;
+pub mod handoff;
+pub mod internal_service;
+pub mod membership;
 pub mod metrics;
 pub mod node;
+pub mod peers;
 pub mod rawkv_service;
+pub mod replica;
+pub mod replication;
+pub mod ring;
 pub mod storage;
 pub mod telemetry;
 pub mod validate;
+pub mod versions;
 
 pub use config::NodeConfig;

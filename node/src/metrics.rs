@@ -64,6 +64,15 @@ impl RpcMetrics {
     }
 }
 
+/// Counters of replication: hints and repairs.
+#[derive(Debug, Clone, Default)]
+pub struct ReplicationMetrics {
+    pub hints_stored: Counter,
+    pub hints_delivered: Counter,
+    pub hints_dropped: Counter,
+    pub read_repairs: Counter,
+}
+
 /// Exposes RocksDB's properties and tickers at scrape time.
 #[derive(Debug)]
 struct EngineCollector {
@@ -139,6 +148,7 @@ impl Collector for EngineCollector {
 pub struct Metrics {
     registry: Registry,
     pub rpc: RpcMetrics,
+    pub replication: ReplicationMetrics,
 }
 
 impl Metrics {
@@ -156,7 +166,32 @@ impl Metrics {
             rpc.latency.clone(),
         );
         registry.register_collector(Box::new(EngineCollector { storage }));
-        Self { registry, rpc }
+        let replication = ReplicationMetrics::default();
+        registry.register(
+            "hints_stored",
+            "Writes kept as hints for a replica that could not take them",
+            replication.hints_stored.clone(),
+        );
+        registry.register(
+            "hints_delivered",
+            "Hints handed over to their node",
+            replication.hints_delivered.clone(),
+        );
+        registry.register(
+            "hints_dropped",
+            "Hints dropped for exceeding --hint-max-age-secs",
+            replication.hints_dropped.clone(),
+        );
+        registry.register(
+            "read_repairs",
+            "Stale replicas repaired by reads",
+            replication.read_repairs.clone(),
+        );
+        Self {
+            registry,
+            rpc,
+            replication,
+        }
     }
 
     /// The registry in Prometheus' text format.

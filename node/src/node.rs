@@ -1,25 +1,50 @@
-//! Wires one node together: storage, the gRPC server with health and
-//! reflection, and the metrics endpoint, with graceful shutdown.
+//! Wires one node together: storage, replicas, the ring, gossip, the gRPC
+//! services and the metrics endpoint, with graceful shutdown.
 
-use std::{future::Future, sync::Arc};
+use std::{future::Future, sync::Arc, time::Duration};
 
-use ringkv_proto::v1::raw_kv_server::{RawKvServer, SERVICE_NAME};
-use tokio::sync::watch;
+use ringkv_proto::v1::{
+    admin_server::AdminServer,
+    raw_kv_server::{RawKvServer, SERVICE_NAME},
+    replica_server::ReplicaServer,
+};
+use tokio::sync::{mpsc, watch};
 use tonic::transport::Server;
-use tonic_health::ServingStatus;
+use tonic_health::{server::HealthReporter, ServingStatus};
 
 use crate::{
-    config::NodeConfig,
+    config::{Discovery, NodeConfig},
+    discovery::{DiscoveryError, KubernetesSeeds, SeedProvider, StaticSeeds},
+    handoff::{self, HandoffConfig},
+    internal_service::{AdminService, ReplicaService},
+    membership::{Membership, MembershipError, SelfInfo},
     metrics::{self, Metrics},
+    peers::PeerClients,
     rawkv_service::RawKvService,
+    replica::{LocalReplica, ReplicaError},
+    replication::{Coordinator, CoordinatorConfig, Quorums},
+    ring::{
+        claimant::{self, ClaimantConfig},
+        Ring, RingError,
+    },
     storage::{RocksStorage, RocksStorageOptions, Storage, StorageError},
 };
 
 /// Why a node stopped with an error.
 #[derive(Debug, thiserror::Error)]
 pub enum NodeError {
+    #[error("invalid configuration: {0}")]
+    Config(String),
     #[error(transparent)]
     Storage(#[from] StorageError),
+    #[error(transparent)]
+    Ring(#[from] RingError),
+    #[error(transparent)]
+    Replica(#[from] ReplicaError),
+    #[error(transparent)]
+    Membership(#[from] MembershipError),
+    #[error(transparent)]
+    Discovery(#[from] DiscoveryError),
     #[error("creating data dir {path}: {source}")]
     DataDir {
         path: String,
@@ -40,8 +65,57 @@ pub enum NodeError {
     },
     #[error("building the reflection service: {0}")]
     Reflection(#[from] tonic_reflection::server::Error),
+    #[error("{0}")]
+    Refused(String),
     #[error("storage task failed: {0}")]
     Join(#[from] tokio::task::JoinError),
+}
+
+async fn seed_provider(config: &NodeConfig) -> Result<Arc<dyn SeedProvider>, NodeError> {
+    Ok(match config.discovery {
+        Discovery::Static => Arc::new(StaticSeeds {
+            seeds: config.seeds.clone(),
+        }),
+        Discovery::Kubernetes => Arc::new(
+            KubernetesSeeds::from_environment(
+                config.kubernetes_namespace.clone(),
+                config.kubernetes_selector.clone(),
+                config.gossip_listen().port(),
+                config.advertise_address().ip(),
+            )
+            .await?,
+        ),
+    })
+}
+
+/// Sets the status of the RawKV service and of the server as a whole.
+async fn set_health(reporter: &HealthReporter, service: &str, status: ServingStatus) {
+    reporter.set_service_status(service, status).await;
+}
+
+/// RawKV reports SERVING only while this node is a member of the layout:
+/// readiness means part of the ring, not merely a process that is up.
+async fn track_readiness(ring: Arc<Ring>, me: String, reporter: HealthReporter) {
+    let mut layouts = ring.subscribe();
+    let mut serving = false;
+    loop {
+        let member = layouts
+            .borrow_and_update()
+            .as_ref()
+            .is_some_and(|l| l.members().iter().any(|m| m.id == me));
+        if member != serving {
+            serving = member;
+            let status = if member {
+                ServingStatus::Serving
+            } else {
+                ServingStatus::NotServing
+            };
+            set_health(&reporter, SERVICE_NAME, status).await;
+        }
+        if layouts.changed().await.is_err() {
+            return;
+        }
+    }
 }
 
 /// Runs a node until `shutdown` resolves, then drains in-flight requests,
@@ -50,6 +124,7 @@ pub async fn run(
     config: NodeConfig,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), NodeError> {
+    config.validate().map_err(NodeError::Config)?;
     let node_id = config.node_id();
     std::fs::create_dir_all(&config.data_dir).map_err(|source| NodeError::DataDir {
         path: config.data_dir.display().to_string(),
@@ -65,11 +140,89 @@ pub async fn run(
         &node_id,
         &storage_options,
     )?);
+    let ring = Arc::new(Ring::load(storage.clone(), config.partitions)?);
+    let local = Arc::new(LocalReplica::open(
+        storage.clone(),
+        &node_id,
+        config.conflict_mode(),
+    )?);
     let metrics = Arc::new(Metrics::new(storage.clone()));
     let limits = config.limits();
+    let peers = Arc::new(PeerClients::default());
+
+    let seeds = seed_provider(&config).await?;
+    let membership = Arc::new(
+        Membership::start(
+            SelfInfo {
+                id: node_id.clone(),
+                grpc: config.advertise_address(),
+                gossip_listen: config.gossip_listen(),
+                gossip_advertise: config.gossip_advertise(),
+                zone: config.zone.clone(),
+                partitions: config.partitions,
+                layout_version: ring.version(),
+                cluster_id: config.cluster_id.clone(),
+                gossip_interval: Duration::from_millis(config.gossip_interval_ms.max(10)),
+            },
+            seeds,
+        )
+        .await?,
+    );
+
+    let quorums = Quorums {
+        n: config.replication_factor as usize,
+        r: config.read_quorum as usize,
+        w: config.write_quorum as usize,
+    };
+    let replica_timeout = Duration::from_millis(config.replica_timeout_ms.max(1));
+    let coordinator = Coordinator::new(
+        node_id.clone(),
+        local.clone(),
+        ring.clone(),
+        membership.clone(),
+        peers.clone(),
+        CoordinatorConfig {
+            quorums,
+            hinted_handoff: config.hinted_handoff,
+            replica_timeout,
+        },
+        metrics.replication.clone(),
+    );
+
+    let (fatal_tx, mut fatal_rx) = mpsc::channel::<String>(1);
+    let mut background = vec![tokio::spawn(claimant::run(
+        ring.clone(),
+        membership.clone(),
+        peers.clone(),
+        ClaimantConfig {
+            replication: quorums.n,
+            settle: Duration::from_millis(config.layout_settle_ms),
+            tick: Duration::from_millis(250),
+        },
+        fatal_tx,
+    ))];
+    if config.hinted_handoff {
+        background.push(tokio::spawn(handoff::run(
+            local.clone(),
+            membership.clone(),
+            peers.clone(),
+            HandoffConfig {
+                max_age: Duration::from_secs(config.hint_max_age_secs),
+                interval: Duration::from_millis(500),
+                timeout: replica_timeout,
+            },
+            metrics.replication.clone(),
+        )));
+    }
 
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
-    set_health(&health_reporter, ServingStatus::Serving).await;
+    set_health(&health_reporter, "", ServingStatus::Serving).await;
+    set_health(&health_reporter, SERVICE_NAME, ServingStatus::NotServing).await;
+    background.push(tokio::spawn(track_readiness(
+        ring.clone(),
+        node_id.clone(),
+        health_reporter.clone(),
+    )));
 
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(ringkv_proto::FILE_DESCRIPTOR_SET)
@@ -77,20 +230,45 @@ pub async fn run(
         .build_v1()?;
 
     let rawkv = RawKvServer::new(RawKvService::new(
-        storage.clone() as Arc<dyn Storage>,
+        coordinator,
         limits.clone(),
         metrics.rpc.clone(),
     ))
     // Refused from the length prefix, before the body is buffered.
     .max_decoding_message_size(limits.max_request_bytes)
     .max_encoding_message_size(usize::MAX);
+    let replica = ReplicaServer::new(ReplicaService::new(
+        local.clone(),
+        ring.clone(),
+        limits.clone(),
+    ))
+    .max_decoding_message_size(limits.max_request_bytes)
+    .max_encoding_message_size(usize::MAX);
+    let admin = AdminServer::new(AdminService::new(
+        membership.clone(),
+        ring.clone(),
+        config.replication_factor,
+        config.conflict_mode(),
+    ));
 
-    // One signal fans out to both servers.
+    // One signal fans out to both servers; a fatal condition stops them too.
     let (stop_tx, stop_rx) = watch::channel(false);
-    tokio::spawn(async move {
-        shutdown.await;
-        let _ = stop_tx.send(true);
-    });
+    let refused = Arc::new(std::sync::Mutex::new(None::<String>));
+    {
+        let refused = refused.clone();
+        tokio::spawn(async move {
+            tokio::select! {
+                _ = shutdown => {}
+                Some(message) = fatal_rx.recv() => {
+                    tracing::error!(%message, "stopping");
+                    if let Ok(mut slot) = refused.lock() {
+                        *slot = Some(message);
+                    }
+                }
+            }
+            let _ = stop_tx.send(true);
+        });
+    }
     let stopped = |mut rx: watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|stop| *stop).await;
     };
@@ -114,12 +292,16 @@ pub async fn run(
         async move {
             stopped(rx).await;
             tracing::info!("shutting down: draining in-flight requests");
-            set_health(&reporter, ServingStatus::NotServing).await;
+            for service in [SERVICE_NAME, ""] {
+                set_health(&reporter, service, ServingStatus::NotServing).await;
+            }
         }
     };
     tracing::info!(
         node_id,
         listen = %config.listen,
+        advertise = %config.advertise_address(),
+        gossip = %config.gossip_listen(),
         metrics = %metrics_addr,
         data_dir = %config.data_dir.display(),
         durability = %storage_options.durability,
@@ -129,55 +311,49 @@ pub async fn run(
         .add_service(health_service)
         .add_service(reflection)
         .add_service(rawkv)
+        .add_service(replica)
+        .add_service(admin)
         .serve_with_shutdown(config.listen, grpc_shutdown)
         .await
         .map_err(|source| NodeError::Grpc {
             addr: config.listen,
             source,
         });
-    // Stop the metrics server too if gRPC failed on its own.
     drop(stop_rx);
     if let Ok(Err(error)) = metrics_task.await {
         tracing::warn!(%error, "metrics server stopped with an error");
+    }
+    for task in background {
+        task.abort();
+    }
+    if let Ok(membership) = Arc::try_unwrap(membership) {
+        membership.shutdown().await;
     }
     served?;
 
     let flushing = storage.clone();
     tokio::task::spawn_blocking(move || flushing.flush()).await??;
-    drop(metrics);
-    drop(storage);
     tracing::info!("memtables flushed, database closed");
-    Ok(())
-}
-
-/// Sets the status of the RawKV service and of the server as a whole (the
-/// empty name, which Kubernetes' gRPC probes ask for).
-async fn set_health(reporter: &tonic_health::server::HealthReporter, status: ServingStatus) {
-    for service in [SERVICE_NAME, ""] {
-        reporter.set_service_status(service, status).await;
+    let refused = refused.lock().ok().and_then(|mut slot| slot.take());
+    match refused {
+        Some(message) => Err(NodeError::Refused(message)),
+        None => Ok(()),
     }
 }
 
 /// Resolves on SIGTERM or SIGINT.
 pub async fn termination_signal() {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{signal, SignalKind};
-        match signal(SignalKind::terminate()) {
-            Ok(mut sigterm) => {
-                tokio::select! {
-                    _ = sigterm.recv() => {}
-                    _ = tokio::signal::ctrl_c() => {}
-                }
-            }
-            Err(error) => {
-                tracing::warn!(%error, "cannot watch SIGTERM; only Ctrl-C stops the node");
-                let _ = tokio::signal::ctrl_c().await;
+    use tokio::signal::unix::{signal, SignalKind};
+    match signal(SignalKind::terminate()) {
+        Ok(mut sigterm) => {
+            tokio::select! {
+                _ = sigterm.recv() => {}
+                _ = tokio::signal::ctrl_c() => {}
             }
         }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
+        Err(error) => {
+            tracing::warn!(%error, "cannot watch SIGTERM; only Ctrl-C stops the node");
+            let _ = tokio::signal::ctrl_c().await;
+        }
     }
 }

@@ -1,7 +1,7 @@
-//! The RawKV gRPC handlers: validate the request, run it against storage on
-//! the blocking pool, and map every failure to a status code.
+//! The RawKV gRPC handlers: validate the request, hand it to the
+//! coordinator, and shape the answer.
 
-use std::{sync::Arc, time::Instant};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use ringkv_proto::v1::{
@@ -10,16 +10,15 @@ use ringkv_proto::v1::{
     RawDeleteRequest, RawDeleteResponse, RawGetRequest, RawGetResponse, RawPutRequest,
     RawPutResponse, RawScanRequest, RawScanResponse,
 };
-use tonic::{Request, Response, Status};
+use tonic::{metadata::MetadataMap, Request, Response, Status};
 
 use crate::{
     metrics::RpcMetrics,
-    storage::{now_millis, Modify, ScanRange, Storage, StorageError},
+    replication::{visible_values, Coordinator, FORWARDED},
+    storage::{ScanRange, StorageError},
     validate::Limits,
+    versions::Siblings,
 };
-
-/// Replicas a standalone node holds of each key.
-const STANDALONE_REPLICAS: u32 = 1;
 
 impl From<StorageError> for Status {
     fn from(error: StorageError) -> Self {
@@ -32,98 +31,137 @@ impl From<StorageError> for Status {
     }
 }
 
+/// The client's deadline, from the standard `grpc-timeout` header, so that
+/// replicas are not kept busy past it.
+pub fn deadline(metadata: &MetadataMap) -> Option<Duration> {
+    let raw = metadata.get("grpc-timeout")?.to_str().ok()?;
+    let (digits, unit) = raw.split_at(raw.len().checked_sub(1)?);
+    let amount: u64 = digits.parse().ok()?;
+    Some(match unit {
+        "H" => Duration::from_secs(amount.saturating_mul(3600)),
+        "M" => Duration::from_secs(amount.saturating_mul(60)),
+        "S" => Duration::from_secs(amount),
+        "m" => Duration::from_millis(amount),
+        "u" => Duration::from_micros(amount),
+        "n" => Duration::from_nanos(amount),
+        _ => return None,
+    })
+}
+
+fn quorums(consistency: Option<&Consistency>) -> (Option<u32>, Option<u32>) {
+    consistency.map_or((None, None), |c| (c.read_quorum, c.write_quorum))
+}
+
 /// The RawKV service of one node.
 pub struct RawKvService {
-    storage: Arc<dyn Storage>,
+    coordinator: Coordinator,
     limits: Limits,
     metrics: RpcMetrics,
 }
 
-impl RawKvService {
-    pub fn new(storage: Arc<dyn Storage>, limits: Limits, metrics: RpcMetrics) -> Self {
+/// A request's metadata that handlers need after `into_inner`.
+struct Call {
+    deadline: Option<Duration>,
+    forwarded: bool,
+}
+
+impl Call {
+    fn of<T>(request: &Request<T>) -> Self {
         Self {
-            storage,
+            deadline: deadline(request.metadata()),
+            forwarded: request.metadata().contains_key(FORWARDED),
+        }
+    }
+}
+
+impl RawKvService {
+    pub fn new(coordinator: Coordinator, limits: Limits, metrics: RpcMetrics) -> Self {
+        Self {
+            coordinator,
             limits,
             metrics,
         }
     }
 
-    /// Runs a storage call on tokio's blocking pool, where concurrent writers
-    /// reach RocksDB together and share one WAL sync.
-    async fn on_storage<T, F>(&self, op: F) -> Result<T, Status>
-    where
-        T: Send + 'static,
-        F: FnOnce(&dyn Storage) -> Result<T, StorageError> + Send + 'static,
-    {
-        let storage = self.storage.clone();
-        tokio::task::spawn_blocking(move || op(storage.as_ref()))
-            .await
-            .map_err(|e| StorageError::Task(e.to_string()))?
-            .map_err(Status::from)
-    }
-
-    fn check_consistency(consistency: Option<&Consistency>) -> Result<(), Status> {
-        let Some(consistency) = consistency else {
-            return Ok(());
+    fn pair(&self, key: Bytes, record: &Siblings, key_only: bool) -> Option<KvPair> {
+        let mut values = visible_values(record, self.coordinator.mode());
+        if values.is_empty() {
+            return None;
+        }
+        let value = if key_only {
+            Bytes::new()
+        } else {
+            values[0].clone()
         };
-        for (name, quorum) in [
-            ("read_quorum", consistency.read_quorum),
-            ("write_quorum", consistency.write_quorum),
-        ] {
-            match quorum {
-                Some(q) if q == 0 || q > STANDALONE_REPLICAS => {
-                    return Err(Status::invalid_argument(format!(
-                        "{name} {q} is outside 1..={STANDALONE_REPLICAS}, the replication factor"
-                    )))
-                }
-                _ => {}
-            }
-        }
-        Ok(())
+        let siblings = if values.len() > 1 && !key_only {
+            std::mem::take(&mut values)
+        } else {
+            Vec::new()
+        };
+        Some(KvPair {
+            key,
+            value,
+            siblings,
+            context: record.context().to_bytes(),
+        })
     }
 
-    fn expiry(ttl_seconds: u64) -> Option<u64> {
-        (ttl_seconds > 0).then(|| now_millis().saturating_add(ttl_seconds.saturating_mul(1000)))
-    }
-
-    async fn get(&self, req: RawGetRequest) -> Result<RawGetResponse, Status> {
+    async fn get(&self, req: RawGetRequest, call: Call) -> Result<RawGetResponse, Status> {
         self.limits.key(&req.key)?;
-        Self::check_consistency(req.consistency.as_ref())?;
-        let key = req.key;
-        let value = self.on_storage(move |s| s.get(&key)).await?;
-        match value {
-            Some(value) => Ok(RawGetResponse {
-                value,
-                ..Default::default()
-            }),
-            None => Err(Status::not_found("key not found")),
-        }
+        let (r, _) = quorums(req.consistency.as_ref());
+        let record = self
+            .coordinator
+            .read(req.key.clone(), r, call.deadline)
+            .await?;
+        let pair = self
+            .pair(req.key, &record, false)
+            .ok_or_else(|| Status::not_found("key not found"))?;
+        Ok(RawGetResponse {
+            value: pair.value,
+            siblings: pair.siblings,
+            context: pair.context,
+        })
     }
 
-    async fn put(&self, req: RawPutRequest) -> Result<RawPutResponse, Status> {
+    async fn put(&self, req: RawPutRequest, call: Call) -> Result<RawPutResponse, Status> {
         self.limits.key(&req.key)?;
         self.limits.value(&req.value)?;
-        Self::check_consistency(req.consistency.as_ref())?;
-        let change = Modify::Put {
-            key: req.key,
-            value: req.value,
-            expires_at_ms: Self::expiry(req.ttl_seconds),
-        };
-        self.on_storage(move |s| s.write(vec![change])).await?;
+        let (_, w) = quorums(req.consistency.as_ref());
+        self.coordinator
+            .write(
+                req.key,
+                Some(req.value),
+                req.context,
+                w,
+                req.ttl_seconds,
+                call.deadline,
+                call.forwarded,
+            )
+            .await?;
         Ok(RawPutResponse {})
     }
 
-    async fn delete(&self, req: RawDeleteRequest) -> Result<RawDeleteResponse, Status> {
+    async fn delete(&self, req: RawDeleteRequest, call: Call) -> Result<RawDeleteResponse, Status> {
         self.limits.key(&req.key)?;
-        Self::check_consistency(req.consistency.as_ref())?;
-        let change = Modify::Delete { key: req.key };
-        self.on_storage(move |s| s.write(vec![change])).await?;
+        let (_, w) = quorums(req.consistency.as_ref());
+        self.coordinator
+            .write(
+                req.key,
+                None,
+                req.context,
+                w,
+                0,
+                call.deadline,
+                call.forwarded,
+            )
+            .await?;
         Ok(RawDeleteResponse {})
     }
 
-    async fn scan(&self, req: RawScanRequest) -> Result<RawScanResponse, Status> {
+    async fn scan(&self, req: RawScanRequest, call: Call) -> Result<RawScanResponse, Status> {
         let limit = self.limits.scan(&req.start_key, &req.end_key, req.limit)?;
-        Self::check_consistency(req.consistency.as_ref())?;
+        let (r, _) = quorums(req.consistency.as_ref());
+        self.coordinator.quorum("read_quorum", r, 1)?;
         let range = ScanRange {
             start: req.start_key,
             end: req.end_key,
@@ -131,89 +169,109 @@ impl RawKvService {
             key_only: req.key_only,
             reverse: req.reverse,
         };
-        let found = self.on_storage(move |s| s.scan(&range)).await?;
+        let found = self.coordinator.scan(range, call.deadline).await?;
         Ok(RawScanResponse {
             kvs: found
                 .into_iter()
-                .map(|kv| KvPair {
-                    key: kv.key,
-                    value: kv.value,
-                    ..Default::default()
-                })
+                .filter_map(|(key, record)| self.pair(key, &record, req.key_only))
                 .collect(),
         })
     }
 
-    async fn batch_get(&self, req: RawBatchGetRequest) -> Result<RawBatchGetResponse, Status> {
+    async fn batch_get(
+        &self,
+        req: RawBatchGetRequest,
+        call: Call,
+    ) -> Result<RawBatchGetResponse, Status> {
         self.limits.batch(req.keys.len())?;
         for key in &req.keys {
             self.limits.key(key)?;
         }
-        Self::check_consistency(req.consistency.as_ref())?;
-        let keys = req.keys;
-        let (keys, values) = self
-            .on_storage(move |s| s.multi_get(&keys).map(|values| (keys, values)))
-            .await?;
+        let (r, _) = quorums(req.consistency.as_ref());
+        let reads = req
+            .keys
+            .iter()
+            .map(|key| self.coordinator.read(key.clone(), r, call.deadline));
+        let records = futures::future::try_join_all(reads).await?;
         Ok(RawBatchGetResponse {
-            pairs: keys
+            pairs: req
+                .keys
                 .into_iter()
-                .zip(values)
-                .filter_map(|(key, value)| {
-                    value.map(|value| KvPair {
-                        key,
-                        value,
-                        ..Default::default()
-                    })
-                })
+                .zip(records)
+                .filter_map(|(key, record)| self.pair(key, &record, false))
                 .collect(),
         })
     }
 
-    async fn batch_put(&self, req: RawBatchPutRequest) -> Result<RawBatchPutResponse, Status> {
+    async fn batch_write(
+        &self,
+        writes: Vec<(Bytes, Option<Bytes>, Bytes)>,
+        consistency: Option<&Consistency>,
+        ttl_seconds: u64,
+        call: Call,
+    ) -> Result<(), Status> {
+        let (_, w) = quorums(consistency);
+        let writes = writes.into_iter().map(|(key, value, context)| {
+            self.coordinator.write(
+                key,
+                value,
+                context,
+                w,
+                ttl_seconds,
+                call.deadline,
+                call.forwarded,
+            )
+        });
+        futures::future::try_join_all(writes).await?;
+        Ok(())
+    }
+
+    async fn batch_put(
+        &self,
+        req: RawBatchPutRequest,
+        call: Call,
+    ) -> Result<RawBatchPutResponse, Status> {
         self.limits.batch(req.pairs.len())?;
         for pair in &req.pairs {
             self.limits.key(&pair.key)?;
             self.limits.value(&pair.value)?;
         }
-        Self::check_consistency(req.consistency.as_ref())?;
-        let expires_at_ms = Self::expiry(req.ttl_seconds);
-        let batch = req
+        let writes = req
             .pairs
             .into_iter()
-            .map(|pair| Modify::Put {
-                key: pair.key,
-                value: pair.value,
-                expires_at_ms,
-            })
+            .map(|p| (p.key, Some(p.value), p.context))
             .collect();
-        self.on_storage(move |s| s.write(batch)).await?;
+        self.batch_write(writes, req.consistency.as_ref(), req.ttl_seconds, call)
+            .await?;
         Ok(RawBatchPutResponse {})
     }
 
     async fn batch_delete(
         &self,
         req: RawBatchDeleteRequest,
+        call: Call,
     ) -> Result<RawBatchDeleteResponse, Status> {
         self.limits.batch(req.keys.len())?;
         for key in &req.keys {
             self.limits.key(key)?;
         }
-        Self::check_consistency(req.consistency.as_ref())?;
-        let batch = req
+        let writes = req
             .keys
             .into_iter()
-            .map(|key: Bytes| Modify::Delete { key })
+            .map(|key| (key, None, Bytes::new()))
             .collect();
-        self.on_storage(move |s| s.write(batch)).await?;
+        self.batch_write(writes, req.consistency.as_ref(), 0, call)
+            .await?;
         Ok(RawBatchDeleteResponse {})
     }
 }
 
 /// Times a handler and records its outcome.
 macro_rules! observed {
-    ($self:ident, $method:literal, $call:expr) => {{
+    ($self:ident, $method:literal, $request:ident, $handler:ident) => {{
         let started = Instant::now();
-        let result = $call.await;
+        let call = Call::of(&$request);
+        let result = $self.$handler($request.into_inner(), call).await;
         $self.metrics.observe($method, started, &result);
         result.map(Response::new)
     }};
@@ -225,52 +283,48 @@ impl RawKv for RawKvService {
         &self,
         request: Request<RawGetRequest>,
     ) -> Result<Response<RawGetResponse>, Status> {
-        observed!(self, "RawGet", self.get(request.into_inner()))
+        observed!(self, "RawGet", request, get)
     }
 
     async fn raw_put(
         &self,
         request: Request<RawPutRequest>,
     ) -> Result<Response<RawPutResponse>, Status> {
-        observed!(self, "RawPut", self.put(request.into_inner()))
+        observed!(self, "RawPut", request, put)
     }
 
     async fn raw_delete(
         &self,
         request: Request<RawDeleteRequest>,
     ) -> Result<Response<RawDeleteResponse>, Status> {
-        observed!(self, "RawDelete", self.delete(request.into_inner()))
+        observed!(self, "RawDelete", request, delete)
     }
 
     async fn raw_scan(
         &self,
         request: Request<RawScanRequest>,
     ) -> Result<Response<RawScanResponse>, Status> {
-        observed!(self, "RawScan", self.scan(request.into_inner()))
+        observed!(self, "RawScan", request, scan)
     }
 
     async fn raw_batch_get(
         &self,
         request: Request<RawBatchGetRequest>,
     ) -> Result<Response<RawBatchGetResponse>, Status> {
-        observed!(self, "RawBatchGet", self.batch_get(request.into_inner()))
+        observed!(self, "RawBatchGet", request, batch_get)
     }
 
     async fn raw_batch_put(
         &self,
         request: Request<RawBatchPutRequest>,
     ) -> Result<Response<RawBatchPutResponse>, Status> {
-        observed!(self, "RawBatchPut", self.batch_put(request.into_inner()))
+        observed!(self, "RawBatchPut", request, batch_put)
     }
 
     async fn raw_batch_delete(
         &self,
         request: Request<RawBatchDeleteRequest>,
     ) -> Result<Response<RawBatchDeleteResponse>, Status> {
-        observed!(
-            self,
-            "RawBatchDelete",
-            self.batch_delete(request.into_inner())
-        )
+        observed!(self, "RawBatchDelete", request, batch_delete)
     }
 }

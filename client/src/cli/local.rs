@@ -44,6 +44,12 @@ pub struct LocalArgs {
     /// The ringkv-node binary; by default the one next to `ringkv`, else PATH.
     #[arg(long)]
     node_binary: Option<PathBuf>,
+    /// Gossip port of every node.
+    #[arg(long, default_value_t = 7946)]
+    gossip_port: u16,
+    /// Replicas of each partition; defaults to 3, or the node count when smaller.
+    #[arg(long)]
+    replication_factor: Option<u8>,
     /// Extra flags for every node, after `--`.
     #[arg(last = true)]
     node_args: Vec<String>,
@@ -78,7 +84,14 @@ fn nth_address(first: Ipv4Addr, offset: u8) -> anyhow::Result<Ipv4Addr> {
     Ok(Ipv4Addr::new(a, b, c, d))
 }
 
-async fn spawn_node(binary: &Path, args: &LocalArgs, index: u8) -> anyhow::Result<LocalNode> {
+async fn spawn_node(
+    binary: &Path,
+    args: &LocalArgs,
+    index: u8,
+    seeds: &str,
+) -> anyhow::Result<LocalNode> {
+    let n = args.replication_factor.unwrap_or(3).min(args.nodes).max(1);
+    let quorum = n / 2 + 1;
     let ip = nth_address(args.first_address, index)?;
     let name = format!("node-{}", index + 1);
     let grpc = SocketAddr::from((ip, args.port));
@@ -98,6 +111,16 @@ async fn spawn_node(binary: &Path, args: &LocalArgs, index: u8) -> anyhow::Resul
         .arg(data_dir.join("db"))
         .arg("--node-id")
         .arg(&name)
+        .arg("--gossip-listen")
+        .arg(SocketAddr::from((ip, args.gossip_port)).to_string())
+        .arg("--seeds")
+        .arg(seeds)
+        .arg("--replication-factor")
+        .arg(n.to_string())
+        .arg("--read-quorum")
+        .arg(quorum.to_string())
+        .arg("--write-quorum")
+        .arg(quorum.to_string())
         .args(&args.node_args)
         .stdin(Stdio::null())
         .stdout(log.try_clone()?)
@@ -158,9 +181,16 @@ pub async fn run(args: LocalArgs) -> anyhow::Result<()> {
         bail!("--nodes must be at least 1");
     }
     let binary = node_binary(args.node_binary.clone())?;
+    let seeds = (0..args.nodes)
+        .map(|i| {
+            nth_address(args.first_address, i)
+                .map(|ip| SocketAddr::from((ip, args.gossip_port)).to_string())
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?
+        .join(",");
     let mut nodes = Vec::new();
     for index in 0..args.nodes {
-        nodes.push(spawn_node(&binary, &args, index).await?);
+        nodes.push(spawn_node(&binary, &args, index, &seeds).await?);
     }
     for node in &mut nodes {
         if let Err(error) = wait_serving(node, Duration::from_secs(30)).await {

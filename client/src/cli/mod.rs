@@ -2,6 +2,7 @@
 
 mod bench;
 mod local;
+mod status;
 
 use std::io::{IsTerminal, Read, Write};
 
@@ -53,6 +54,9 @@ enum Command {
         #[arg(long)]
         reverse: bool,
     },
+    /// Show every member with its status and partitions, and whether the
+    /// members' views of the cluster agree.
+    Status,
     /// Measure throughput and latency against a running node.
     Bench(bench::BenchArgs),
     /// Run a local cluster of ringkv-node processes on loopback, in the foreground.
@@ -71,9 +75,11 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             } else {
                 value.into_bytes()
             };
+            // Read first and write with the read's causal context, so that a
+            // put from the command line replaces what is there.
             connect(&cli.endpoint)
                 .await?
-                .put(key.as_bytes(), &value)
+                .overwrite(key.as_bytes(), &value)
                 .await?;
             Ok(())
         }
@@ -124,6 +130,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             }
             Ok(())
         }
+        Command::Status => status::run(&cli.endpoint).await,
         Command::Bench(args) => bench::run(&cli.endpoint, args).await,
         Command::Local(args) => local::run(args).await,
     }

@@ -23,6 +23,7 @@ use super::{
 
 const CF_DATA: &str = "data";
 const CF_META: &str = "meta";
+const CF_HINTS: &str = "hints";
 const META_NODE_ID: &[u8] = b"node_id";
 
 /// Tunables of the RocksDB engine.
@@ -101,6 +102,7 @@ impl RocksStorage {
         let cfs = vec![
             ColumnFamilyDescriptor::new(CF_DATA, data_opts),
             ColumnFamilyDescriptor::new(CF_META, Options::default()),
+            ColumnFamilyDescriptor::new(CF_HINTS, Options::default()),
         ];
         let db =
             DB::open_cf_descriptors(&db_opts, path, cfs).map_err(|source| StorageError::Open {
@@ -162,6 +164,92 @@ impl RocksStorage {
             .ok_or(StorageError::MissingColumnFamily(name))
     }
 
+    /// A value of the node's own metadata.
+    pub fn meta_get(&self, key: &str) -> Result<Option<Vec<u8>>, StorageError> {
+        self.db
+            .get_cf(self.cf(CF_META)?, key.as_bytes())
+            .map_err(engine("read metadata"))
+    }
+
+    /// Stores a value of the node's own metadata, synced.
+    pub fn meta_put(&self, key: &str, value: &[u8]) -> Result<(), StorageError> {
+        let mut sync = WriteOptions::default();
+        sync.set_sync(true);
+        self.db
+            .put_cf_opt(self.cf(CF_META)?, key.as_bytes(), value, &sync)
+            .map_err(engine("write metadata"))
+    }
+
+    /// Keeps `record` of `key` for node `target`, stamped with `now_ms`.
+    pub fn put_hint(
+        &self,
+        target: &str,
+        key: &[u8],
+        record: &[u8],
+        now_ms: u64,
+    ) -> Result<(), StorageError> {
+        let mut value = Vec::with_capacity(8 + record.len());
+        value.extend_from_slice(&now_ms.to_be_bytes());
+        value.extend_from_slice(record);
+        self.db
+            .put_cf_opt(
+                self.cf(CF_HINTS)?,
+                hint_key(target, key),
+                value,
+                &self.write_options,
+            )
+            .map_err(engine("write hint"))
+    }
+
+    /// Up to `limit` hints, oldest target first: (target, key, record, stored at).
+    pub fn hints(&self, limit: usize) -> Result<Vec<Hint>, StorageError> {
+        let mut iter = self.db.raw_iterator_cf(self.cf(CF_HINTS)?);
+        iter.seek_to_first();
+        let mut out = Vec::new();
+        while out.len() < limit {
+            let (Some(raw_key), Some(raw)) = (iter.key(), iter.value()) else {
+                break;
+            };
+            if let (Some(split), true) = (raw_key.iter().position(|b| *b == 0), raw.len() >= 8) {
+                let mut stamp = [0u8; 8];
+                stamp.copy_from_slice(&raw[..8]);
+                out.push(Hint {
+                    target: String::from_utf8_lossy(&raw_key[..split]).into_owned(),
+                    key: Bytes::copy_from_slice(&raw_key[split + 1..]),
+                    record: Bytes::copy_from_slice(&raw[8..]),
+                    stored_at_ms: u64::from_be_bytes(stamp),
+                });
+            }
+            iter.next();
+        }
+        iter.status().map_err(engine("scan hints"))?;
+        Ok(out)
+    }
+
+    /// Removes a delivered or expired hint.
+    pub fn delete_hint(&self, target: &str, key: &[u8]) -> Result<(), StorageError> {
+        self.db
+            .delete_cf_opt(
+                self.cf(CF_HINTS)?,
+                hint_key(target, key),
+                &self.write_options,
+            )
+            .map_err(engine("delete hint"))
+    }
+
+    /// How many hints are waiting, estimated by RocksDB.
+    pub fn pending_hints(&self) -> u64 {
+        self.cf(CF_HINTS)
+            .ok()
+            .and_then(|cf| {
+                self.db
+                    .property_int_value_cf(cf, properties::ESTIMATE_NUM_KEYS)
+                    .ok()
+                    .flatten()
+            })
+            .unwrap_or(0)
+    }
+
     /// Compacts the whole data column family; tests and operators use it to
     /// purge expired values now rather than eventually.
     pub fn compact(&self) -> Result<(), StorageError> {
@@ -213,6 +301,25 @@ impl RocksStorage {
         }
         read
     }
+}
+
+/// A write kept for a node that could not take it.
+#[derive(Debug, Clone)]
+pub struct Hint {
+    pub target: String,
+    pub key: Bytes,
+    pub record: Bytes,
+    pub stored_at_ms: u64,
+}
+
+/// Node ids never contain NUL, so it separates the target from the key and
+/// keeps each target's hints together in key order.
+fn hint_key(target: &str, key: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(target.len() + 1 + key.len());
+    out.extend_from_slice(target.as_bytes());
+    out.push(0);
+    out.extend_from_slice(key);
+    out
 }
 
 /// A snapshot of RocksDB's own counters.
@@ -314,7 +421,7 @@ impl Storage for RocksStorage {
 
     fn flush(&self) -> Result<(), StorageError> {
         self.db.flush_wal(true).map_err(engine("sync WAL"))?;
-        for name in [CF_DATA, CF_META] {
+        for name in [CF_DATA, CF_META, CF_HINTS] {
             self.db.flush_cf(self.cf(name)?).map_err(engine("flush"))?;
         }
         Ok(())

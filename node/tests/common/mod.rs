@@ -16,6 +16,20 @@ use ringkv_client::Client;
 use tokio::time::{sleep, Instant};
 
 pub const GRPC_PORT: u16 = 7379;
+pub const GOSSIP_PORT: u16 = 7946;
+
+/// Flags of a one-node cluster: one replica, quorums of one, no wait for
+/// other members before the first layout.
+pub const STANDALONE: [&str; 8] = [
+    "--replication-factor",
+    "1",
+    "--read-quorum",
+    "1",
+    "--write-quorum",
+    "1",
+    "--layout-settle-ms",
+    "0",
+];
 pub const METRICS_PORT: u16 = 9379;
 
 /// Polls `check` until it returns `Some`, failing the test at the deadline.
@@ -49,18 +63,35 @@ pub struct TestNode {
 }
 
 impl TestNode {
-    /// Starts a node on `ip` with a fresh data dir and waits until it serves.
+    /// Starts a standalone node (N = R = W = 1) on `ip` with a fresh data dir
+    /// and waits until it serves.
     pub async fn start(ip: Ipv4Addr, args: &[&str]) -> Self {
+        let mut all = STANDALONE.to_vec();
+        all.extend_from_slice(args);
+        Self::start_fresh(ip, &all).await
+    }
+
+    /// Starts a node on `ip` with a fresh data dir and waits until it serves.
+    pub async fn start_fresh(ip: Ipv4Addr, args: &[&str]) -> Self {
         let tempdir = tempfile::tempdir().expect("tempdir");
         let data_dir = tempdir.path().join("db");
-        let mut node = Self::start_in(ip, &data_dir, args).await;
+        let mut node = Self::unstarted(ip, &data_dir, args);
         node._tempdir = Some(tempdir);
+        node.spawn().await;
         node
     }
 
-    /// Starts a node on `ip` over an existing data dir.
+    /// Starts a standalone node on `ip` over an existing data dir.
     pub async fn start_in(ip: Ipv4Addr, data_dir: &Path, args: &[&str]) -> Self {
-        let mut node = Self {
+        let mut all = STANDALONE.to_vec();
+        all.extend_from_slice(args);
+        let mut node = Self::unstarted(ip, data_dir, &all);
+        node.spawn().await;
+        node
+    }
+
+    fn unstarted(ip: Ipv4Addr, data_dir: &Path, args: &[&str]) -> Self {
+        Self {
             ip,
             grpc: SocketAddr::from((ip, GRPC_PORT)),
             metrics: SocketAddr::from((ip, METRICS_PORT)),
@@ -68,12 +99,15 @@ impl TestNode {
             args: args.iter().map(|a| a.to_string()).collect(),
             child: None,
             _tempdir: None,
-        };
-        node.spawn().await;
-        node
+        }
     }
 
     async fn spawn(&mut self) {
+        self.spawn_process();
+        self.wait_serving().await;
+    }
+
+    fn spawn_process(&mut self) {
         let child = Command::new(env!("CARGO_BIN_EXE_ringkv-node"))
             .arg("--listen")
             .arg(self.grpc.to_string())
@@ -89,6 +123,10 @@ impl TestNode {
             .spawn()
             .expect("spawn ringkv-node");
         self.child = Some(child);
+    }
+
+    /// Waits until the node serves RawKV: it is in the ring.
+    pub async fn wait_serving(&self) {
         let grpc = self.grpc.to_string();
         eventually(
             &format!("node {grpc} serving"),
@@ -134,6 +172,12 @@ impl TestNode {
             );
             sleep(Duration::from_millis(25)).await;
         }
+    }
+
+    /// Wipes the data dir; the node must be stopped.
+    pub fn wipe(&self) {
+        assert!(self.child.is_none(), "stop the node first");
+        std::fs::remove_dir_all(&self.data_dir).expect("wipe data dir");
     }
 
     /// Starts the process again over the same data dir.
@@ -199,5 +243,84 @@ impl Drop for TestNode {
             let _ = child.kill();
             let _ = child.wait();
         }
+    }
+}
+
+/// Several nodes gossiping with each other, each on 127.0.`subnet`.`i`.
+pub struct TestCluster {
+    pub nodes: Vec<TestNode>,
+}
+
+impl TestCluster {
+    /// Starts `count` nodes with `args` and waits until every one serves.
+    pub async fn start(subnet: u8, count: u8, args: &[&str]) -> Self {
+        let ips: Vec<Ipv4Addr> = (1..=count)
+            .map(|i| Ipv4Addr::new(127, 0, subnet, i))
+            .collect();
+        let seeds = ips
+            .iter()
+            .map(|ip| SocketAddr::from((*ip, GOSSIP_PORT)).to_string())
+            .collect::<Vec<_>>()
+            .join(",");
+        let mut nodes = Vec::new();
+        for ip in &ips {
+            let tempdir = tempfile::tempdir().expect("tempdir");
+            let data_dir = tempdir.path().join("db");
+            let mut all: Vec<&str> = vec!["--seeds", &seeds, "--gossip-interval-ms", "100"];
+            all.extend_from_slice(args);
+            let mut node = TestNode::unstarted(*ip, &data_dir, &all);
+            node._tempdir = Some(tempdir);
+            node.spawn_process();
+            nodes.push(node);
+        }
+        for node in &nodes {
+            node.wait_serving().await;
+        }
+        Self { nodes }
+    }
+
+    /// Waits until `observer` sees `node` as alive (or dead).
+    pub async fn wait_alive(&self, observer: usize, node: usize, alive: bool) {
+        let endpoint = self.nodes[observer].grpc.to_string();
+        let id = self.nodes[node].node_id();
+        eventually(
+            &format!("{id} alive={alive} as seen by node {observer}"),
+            Duration::from_secs(30),
+            || {
+                let (endpoint, id) = (endpoint.clone(), id.clone());
+                async move {
+                    let status = ringkv_client::cluster_status(&endpoint).await.ok()?;
+                    status
+                        .members
+                        .iter()
+                        .any(|m| m.node_id == id && m.alive == alive)
+                        .then_some(())
+                }
+            },
+        )
+        .await;
+    }
+}
+
+impl TestNode {
+    pub fn node_id(&self) -> String {
+        format!("test-{}", self.ip)
+    }
+
+    /// This node's own record of `key`, read through the replica API.
+    pub async fn replica_record(&self, key: &[u8]) -> Option<ringkv_node::versions::Siblings> {
+        let channel = ringkv_client::connect_channel(&self.grpc.to_string())
+            .await
+            .expect("connect");
+        let record = ringkv_client::proto::replica_client::ReplicaClient::new(channel)
+            .read(ringkv_client::proto::ReplicaReadRequest {
+                key: bytes::Bytes::copy_from_slice(key),
+            })
+            .await
+            .expect("replica read")
+            .into_inner()
+            .record;
+        (!record.is_empty())
+            .then(|| ringkv_node::versions::Siblings::decode(&record).expect("decodes"))
     }
 }

@@ -1,0 +1,88 @@
+//! Hinted handoff: writes kept for a node that was down are delivered once
+//! gossip sees it alive again. Hints live in RocksDB, so they survive a
+//! restart of the node keeping them; hints older than the maximum age are
+//! dropped and counted.
+
+use std::{sync::Arc, time::Duration};
+
+use ringkv_proto::v1::ReplicaApplyRequest;
+use tonic::Request;
+
+use crate::{
+    membership::Membership, metrics::ReplicationMetrics, peers::PeerClients, replica::LocalReplica,
+    storage::now_millis,
+};
+
+const BATCH: usize = 512;
+
+/// Settings of the handoff loop.
+#[derive(Debug, Clone)]
+pub struct HandoffConfig {
+    pub max_age: Duration,
+    pub interval: Duration,
+    pub timeout: Duration,
+}
+
+/// Delivers hints until the process stops.
+pub async fn run(
+    local: Arc<LocalReplica>,
+    membership: Arc<Membership>,
+    peers: Arc<PeerClients>,
+    config: HandoffConfig,
+    metrics: ReplicationMetrics,
+) {
+    let mut ticker = tokio::time::interval(config.interval);
+    loop {
+        ticker.tick().await;
+        let storage = local.storage().clone();
+        let hints = match tokio::task::spawn_blocking(move || storage.hints(BATCH)).await {
+            Ok(Ok(hints)) => hints,
+            Ok(Err(error)) => {
+                tracing::warn!(%error, "reading hints");
+                continue;
+            }
+            Err(error) => {
+                tracing::warn!(%error, "hint task");
+                continue;
+            }
+        };
+        let view = membership.view();
+        let now = now_millis();
+        for hint in hints {
+            let done = if now.saturating_sub(hint.stored_at_ms) > config.max_age.as_millis() as u64
+            {
+                metrics.hints_dropped.inc();
+                tracing::warn!(target_node = %hint.target, "dropped a hint older than the maximum age");
+                true
+            } else if let Some(peer) = view.peers.get(&hint.target).filter(|p| p.alive) {
+                let delivered = match peers.replica(&peer.grpc) {
+                    Ok(mut client) => {
+                        let mut request = Request::new(ReplicaApplyRequest {
+                            key: hint.key.clone(),
+                            record: hint.record.clone(),
+                            hint_for: String::new(),
+                        });
+                        request.set_timeout(config.timeout);
+                        client.apply(request).await.is_ok()
+                    }
+                    Err(_) => false,
+                };
+                if delivered {
+                    metrics.hints_delivered.inc();
+                }
+                delivered
+            } else {
+                false
+            };
+            if done {
+                let storage = local.storage().clone();
+                let (target, key) = (hint.target.clone(), hint.key.clone());
+                let deleted =
+                    tokio::task::spawn_blocking(move || storage.delete_hint(&target, &key)).await;
+                if !matches!(deleted, Ok(Ok(()))) {
+                    tracing::warn!(target_node = %hint.target, "could not delete a handed-off hint");
+                }
+            }
+        }
+    }
+}

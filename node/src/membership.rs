@@ -1,0 +1,311 @@
+//! Cluster membership by gossip (Quickwit's chitchat: Scuttlebutt
+//! reconciliation with a phi-accrual failure detector, over UDP).
+//!
+//! Each node gossips a few small keys about itself: its gRPC address, zone,
+//! ring status, partition count and the newest layout version it holds.
+//! Data and layouts never travel by gossip; peers fetch a newer layout over
+//! gRPC (`Replica.GetLayout`).
+
+use std::{
+    collections::BTreeMap,
+    fmt,
+    net::SocketAddr,
+    str::FromStr,
+    sync::Arc,
+    time::{Duration, SystemTime, UNIX_EPOCH},
+};
+
+use chitchat::{
+    spawn_chitchat, transport::UdpTransport, ChitchatConfig, ChitchatHandle, ChitchatId,
+    FailureDetectorConfig, ProtocolVersion,
+};
+use tokio::sync::watch;
+
+use crate::discovery::SeedProvider;
+
+const KEY_GRPC: &str = "grpc";
+const KEY_ZONE: &str = "zone";
+const KEY_STATUS: &str = "status";
+const KEY_PARTITIONS: &str = "partitions";
+const KEY_LAYOUT: &str = "layout_version";
+
+/// A node's place in the ring's life cycle.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum NodeStatus {
+    /// Up, but not yet in the layout (or not yet holding its partitions).
+    Joining,
+    /// In the layout and serving its partitions.
+    Normal,
+    /// Handing its partitions over before it leaves.
+    Leaving,
+    /// Holds nothing any more; safe to stop.
+    Left,
+}
+
+impl fmt::Display for NodeStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            NodeStatus::Joining => "joining",
+            NodeStatus::Normal => "normal",
+            NodeStatus::Leaving => "leaving",
+            NodeStatus::Left => "left",
+        })
+    }
+}
+
+impl FromStr for NodeStatus {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "joining" => Ok(NodeStatus::Joining),
+            "normal" => Ok(NodeStatus::Normal),
+            "leaving" => Ok(NodeStatus::Leaving),
+            "left" => Ok(NodeStatus::Left),
+            other => Err(format!("unknown node status {other:?}")),
+        }
+    }
+}
+
+/// What gossip says about one node.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Peer {
+    pub id: String,
+    pub grpc: String,
+    pub gossip: SocketAddr,
+    pub zone: Option<String>,
+    pub status: NodeStatus,
+    pub generation: u64,
+    pub alive: bool,
+    pub partitions: u32,
+    pub layout_version: u64,
+}
+
+/// A consistent snapshot of every known node, this one included.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct View {
+    pub peers: BTreeMap<String, Peer>,
+}
+
+impl View {
+    pub fn is_alive(&self, id: &str) -> bool {
+        self.peers.get(id).is_some_and(|p| p.alive)
+    }
+
+    pub fn alive(&self) -> impl Iterator<Item = &Peer> {
+        self.peers.values().filter(|p| p.alive)
+    }
+}
+
+/// Why membership could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum MembershipError {
+    #[error("starting gossip on {addr}: {message}")]
+    Start { addr: SocketAddr, message: String },
+}
+
+/// What this node announces about itself at start.
+#[derive(Debug, Clone)]
+pub struct SelfInfo {
+    pub id: String,
+    pub grpc: SocketAddr,
+    pub gossip_listen: SocketAddr,
+    pub gossip_advertise: SocketAddr,
+    pub zone: Option<String>,
+    pub partitions: u32,
+    pub layout_version: u64,
+    pub cluster_id: String,
+    pub gossip_interval: Duration,
+}
+
+/// This node's membership: its gossip server and the live view of peers.
+pub struct Membership {
+    handle: Arc<ChitchatHandle>,
+    view: watch::Receiver<Arc<View>>,
+    self_id: String,
+    refresher: tokio::task::JoinHandle<()>,
+}
+
+fn generation_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(1)
+}
+
+impl Membership {
+    /// Starts gossip and a task that keeps the view fresh and, while this
+    /// node knows no live peer, keeps knocking on the seeds.
+    pub async fn start(
+        me: SelfInfo,
+        seeds: Arc<dyn SeedProvider>,
+    ) -> Result<Self, MembershipError> {
+        let chitchat_id = ChitchatId::new(me.id.clone(), generation_now(), me.gossip_advertise);
+        let interval = me.gossip_interval;
+        let config = ChitchatConfig {
+            chitchat_id,
+            cluster_id: me.cluster_id.clone(),
+            gossip_interval: interval,
+            listen_addr: me.gossip_listen,
+            seed_nodes: seeds.static_seeds(),
+            failure_detector_config: FailureDetectorConfig {
+                initial_interval: interval * 5,
+                max_interval: interval * 10,
+                ..Default::default()
+            },
+            marked_for_deletion_grace_period: Duration::from_secs(3600),
+            catchup_callback: None,
+            extra_liveness_predicate: None,
+            protocol_version: ProtocolVersion::V0,
+        };
+        let mut initial = vec![
+            (KEY_GRPC.to_string(), me.grpc.to_string()),
+            (KEY_STATUS.to_string(), NodeStatus::Joining.to_string()),
+            (KEY_PARTITIONS.to_string(), me.partitions.to_string()),
+            (KEY_LAYOUT.to_string(), me.layout_version.to_string()),
+        ];
+        if let Some(zone) = &me.zone {
+            initial.push((KEY_ZONE.to_string(), zone.clone()));
+        }
+        let handle = spawn_chitchat(config, initial, &UdpTransport)
+            .await
+            .map_err(|e| MembershipError::Start {
+                addr: me.gossip_listen,
+                message: e.to_string(),
+            })?;
+        let (tx, view) = watch::channel(Arc::new(View::default()));
+        let handle = Arc::new(handle);
+        let refresher = tokio::spawn(refresh_loop(
+            handle.clone(),
+            tx,
+            seeds,
+            interval,
+            me.id.clone(),
+        ));
+        let membership = Self {
+            handle,
+            view,
+            self_id: me.id,
+            refresher,
+        };
+        Ok(membership)
+    }
+
+    pub fn self_id(&self) -> &str {
+        &self.self_id
+    }
+
+    /// The latest view.
+    pub fn view(&self) -> Arc<View> {
+        self.view.borrow().clone()
+    }
+
+    /// A receiver that changes whenever the view does.
+    pub fn watch(&self) -> watch::Receiver<Arc<View>> {
+        self.view.clone()
+    }
+
+    pub async fn set_status(&self, status: NodeStatus) {
+        self.set(KEY_STATUS, status.to_string()).await;
+    }
+
+    pub async fn set_layout_version(&self, version: u64) {
+        self.set(KEY_LAYOUT, version.to_string()).await;
+    }
+
+    async fn set(&self, key: &str, value: String) {
+        let chitchat = self.handle.chitchat();
+        chitchat.lock().await.self_node_state().set(key, value);
+    }
+
+    /// Stops gossiping.
+    pub async fn shutdown(self) {
+        self.refresher.abort();
+        if let Err(error) = self.handle.initiate_shutdown() {
+            tracing::warn!(%error, "gossip shutdown");
+        }
+    }
+}
+
+async fn refresh_loop(
+    handle: Arc<ChitchatHandle>,
+    tx: watch::Sender<Arc<View>>,
+    seeds: Arc<dyn SeedProvider>,
+    interval: Duration,
+    self_id: String,
+) {
+    let chitchat = handle.chitchat();
+    let mut ticker = tokio::time::interval(interval);
+    let mut last_discovery = tokio::time::Instant::now() - Duration::from_secs(3600);
+    loop {
+        ticker.tick().await;
+        let view = {
+            let guard = chitchat.lock().await;
+            build_view(&guard)
+        };
+        let lonely = !view.peers.values().any(|p| p.alive && p.id != self_id);
+        tx.send_if_modified(|current| {
+            if **current != view {
+                *current = Arc::new(view);
+                true
+            } else {
+                false
+            }
+        });
+        // Chitchat retries its static seeds by itself; discovered seeds (the
+        // Kubernetes provider's pod IPs, which change) are knocked on here,
+        // often while this node knows no live peer, rarely otherwise.
+        let period = if lonely {
+            interval * 5
+        } else {
+            Duration::from_secs(15)
+        };
+        if last_discovery.elapsed() >= period {
+            last_discovery = tokio::time::Instant::now();
+            match seeds.discover().await {
+                Ok(addrs) => {
+                    for addr in addrs {
+                        if let Err(error) = handle.gossip(addr) {
+                            tracing::warn!(%error, %addr, "gossip with a discovered peer");
+                        }
+                    }
+                }
+                Err(error) => tracing::warn!(%error, "seed discovery failed"),
+            }
+        }
+    }
+}
+
+fn build_view(chitchat: &chitchat::Chitchat) -> View {
+    let live: std::collections::HashSet<&ChitchatId> = chitchat.live_nodes().collect();
+    let mut peers: BTreeMap<String, Peer> = BTreeMap::new();
+    for (id, state) in chitchat.node_states() {
+        let alive = live.contains(id);
+        let get = |key: &str| state.get(key).map(str::to_string);
+        let Some(grpc) = get(KEY_GRPC) else {
+            continue;
+        };
+        let peer = Peer {
+            id: id.node_id.to_string(),
+            grpc,
+            gossip: id.gossip_advertise_addr,
+            zone: get(KEY_ZONE).filter(|z| !z.is_empty()),
+            status: get(KEY_STATUS)
+                .and_then(|s| s.parse().ok())
+                .unwrap_or(NodeStatus::Joining),
+            generation: id.generation_id,
+            alive,
+            partitions: get(KEY_PARTITIONS)
+                .and_then(|s| s.parse().ok())
+                .unwrap_or(0),
+            layout_version: get(KEY_LAYOUT).and_then(|s| s.parse().ok()).unwrap_or(0),
+        };
+        // A restarted node appears once per generation; the newest wins.
+        match peers.get(&peer.id) {
+            Some(existing) if existing.generation > peer.generation => {}
+            _ => {
+                peers.insert(peer.id.clone(), peer);
+            }
+        }
+    }
+    View { peers }
+}

@@ -1,0 +1,663 @@
+//! Request coordination: quorum writes and reads over a partition's
+//! preference list, with sloppy quorum, hinted handoff and read repair.
+//!
+//! Any node coordinates any read. A write is coordinated by a replica of its
+//! key, because a new dot must come from a node that holds the key's record;
+//! a node outside the preference list forwards the write to a live replica.
+
+use std::{
+    collections::BTreeMap,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use bytes::Bytes;
+use futures::{stream::FuturesUnordered, StreamExt};
+use ringkv_proto::v1::{
+    Consistency, RawDeleteRequest, RawPutRequest, ReplicaApplyRequest, ReplicaReadRequest,
+    ReplicaScanRequest,
+};
+use tonic::{Request, Status};
+
+use crate::{
+    membership::{Membership, View},
+    metrics::ReplicationMetrics,
+    peers::PeerClients,
+    replica::{blocking, LocalReplica, ReplicaError},
+    ring::{Layout, Ring},
+    storage::{now_millis, ScanRange},
+    versions::{ConflictMode, Siblings},
+};
+
+/// Metadata that marks a forwarded write, so that it is never forwarded twice.
+pub const FORWARDED: &str = "ringkv-forwarded";
+
+/// The cluster's N, R and W.
+#[derive(Debug, Clone, Copy)]
+pub struct Quorums {
+    pub n: usize,
+    pub r: usize,
+    pub w: usize,
+}
+
+/// Settings of the coordinator.
+#[derive(Debug, Clone)]
+pub struct CoordinatorConfig {
+    pub quorums: Quorums,
+    pub hinted_handoff: bool,
+    pub replica_timeout: Duration,
+}
+
+struct Inner {
+    me: String,
+    local: Arc<LocalReplica>,
+    ring: Arc<Ring>,
+    membership: Arc<Membership>,
+    peers: Arc<PeerClients>,
+    config: CoordinatorConfig,
+    metrics: ReplicationMetrics,
+}
+
+/// Coordinates client requests across replicas. Cheap to clone.
+#[derive(Clone)]
+pub struct Coordinator {
+    inner: Arc<Inner>,
+}
+
+impl From<ReplicaError> for Status {
+    fn from(error: ReplicaError) -> Self {
+        match error {
+            ReplicaError::Storage(error) => error.into(),
+            ReplicaError::BadContext(e) => {
+                Status::invalid_argument(format!("causal context is not one ringkv issued: {e}"))
+            }
+            other => {
+                tracing::error!(error = %other, "replica failure");
+                Status::internal(other.to_string())
+            }
+        }
+    }
+}
+
+/// What a client may see of a record: every live concurrent value, or in
+/// lww mode the single winner. Tombstones and expired values are hidden.
+pub fn visible_values(record: &Siblings, mode: ConflictMode) -> Vec<Bytes> {
+    let now = now_millis();
+    match mode {
+        ConflictMode::Lww => record
+            .resolve_lww()
+            .filter(|v| !v.is_expired(now))
+            .and_then(|v| v.data.clone())
+            .into_iter()
+            .collect(),
+        ConflictMode::Siblings => record
+            .live_values()
+            .into_iter()
+            .filter(|v| !v.is_expired(now))
+            .filter_map(|v| v.data.clone())
+            .collect(),
+    }
+}
+
+impl Coordinator {
+    pub fn new(
+        me: String,
+        local: Arc<LocalReplica>,
+        ring: Arc<Ring>,
+        membership: Arc<Membership>,
+        peers: Arc<PeerClients>,
+        config: CoordinatorConfig,
+        metrics: ReplicationMetrics,
+    ) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                me,
+                local,
+                ring,
+                membership,
+                peers,
+                config,
+                metrics,
+            }),
+        }
+    }
+
+    pub fn mode(&self) -> ConflictMode {
+        self.inner.local.mode()
+    }
+
+    pub fn quorums(&self) -> Quorums {
+        self.inner.config.quorums
+    }
+
+    fn layout(&self) -> Result<Arc<Layout>, Status> {
+        self.inner.ring.current().ok_or_else(|| {
+            Status::unavailable(format!(
+                "the cluster has no partition layout yet: it needs {} live nodes (N) to make one",
+                self.inner.config.quorums.n
+            ))
+        })
+    }
+
+    /// A quorum override, checked against N.
+    pub fn quorum(
+        &self,
+        name: &str,
+        requested: Option<u32>,
+        default: usize,
+    ) -> Result<usize, Status> {
+        let n = self.inner.config.quorums.n;
+        match requested {
+            None => Ok(default),
+            Some(q) if q >= 1 && q as usize <= n => Ok(q as usize),
+            Some(q) => Err(Status::invalid_argument(format!(
+                "{name} {q} is outside 1..={n}, the replication factor"
+            ))),
+        }
+    }
+
+    fn timeout(&self, deadline: Option<Duration>) -> Duration {
+        let default = self.inner.config.replica_timeout;
+        deadline.map_or(default, |d| d.min(default))
+    }
+
+    fn preference(&self, layout: &Layout, key: &[u8]) -> Result<(u32, Vec<String>), Status> {
+        let partition = layout.partition_for_key(key);
+        let pref = layout
+            .preference_list(partition)
+            .map_err(|e| Status::internal(e.to_string()))?
+            .into_iter()
+            .map(String::from)
+            .collect();
+        Ok((partition, pref))
+    }
+
+    fn address(view: &View, node: &str) -> Result<String, Status> {
+        view.peers
+            .get(node)
+            .map(|p| p.grpc.clone())
+            .ok_or_else(|| Status::unavailable(format!("node {node} is unknown to gossip")))
+    }
+
+    async fn read_from(
+        &self,
+        view: &View,
+        node: &str,
+        key: &Bytes,
+        timeout: Duration,
+    ) -> Result<Option<Siblings>, Status> {
+        if node == self.inner.me {
+            let (local, key) = (self.inner.local.clone(), key.clone());
+            return blocking(move || local.read(&key)).await;
+        }
+        let mut client = self.inner.peers.replica(&Self::address(view, node)?)?;
+        let mut request = Request::new(ReplicaReadRequest { key: key.clone() });
+        request.set_timeout(timeout);
+        let record = client.read(request).await?.into_inner().record;
+        if record.is_empty() {
+            return Ok(None);
+        }
+        Siblings::decode(&record)
+            .map(Some)
+            .map_err(|e| Status::internal(format!("node {node} sent an unreadable record: {e}")))
+    }
+
+    async fn apply_to(
+        &self,
+        view: &View,
+        node: &str,
+        key: &Bytes,
+        record: &Bytes,
+        hint_for: Option<&str>,
+        timeout: Duration,
+    ) -> Result<(), Status> {
+        if node == self.inner.me {
+            let (local, key, record) = (self.inner.local.clone(), key.clone(), record.clone());
+            let hint_for = hint_for.map(str::to_string);
+            return blocking(move || match hint_for {
+                Some(target) => {
+                    Ok(local
+                        .storage()
+                        .put_hint(&target, &key, &record, now_millis())?)
+                }
+                None => local.apply_encoded(&key, &record),
+            })
+            .await;
+        }
+        let mut client = self.inner.peers.replica(&Self::address(view, node)?)?;
+        let mut request = Request::new(ReplicaApplyRequest {
+            key: key.clone(),
+            record: record.clone(),
+            hint_for: hint_for.unwrap_or_default().to_string(),
+        });
+        request.set_timeout(timeout);
+        client.apply(request).await?;
+        Ok(())
+    }
+
+    /// Sends a write to one replica; if that replica is down or fails, to the
+    /// next live fallback as a hint for it. Returns whether the write was
+    /// acknowledged by either.
+    async fn replicate(
+        self,
+        view: Arc<View>,
+        target: String,
+        key: Bytes,
+        record: Bytes,
+        fallbacks: Arc<Mutex<Vec<String>>>,
+        timeout: Duration,
+    ) -> bool {
+        if view.is_alive(&target) {
+            match self
+                .apply_to(&view, &target, &key, &record, None, timeout)
+                .await
+            {
+                Ok(()) => return true,
+                Err(status) => {
+                    tracing::debug!(%target, %status, "replica write failed");
+                }
+            }
+        }
+        if !self.inner.config.hinted_handoff {
+            return false;
+        }
+        let fallback = fallbacks.lock().ok().and_then(|mut f| f.pop());
+        if let Some(fallback) = fallback {
+            let sent = self
+                .apply_to(&view, &fallback, &key, &record, Some(&target), timeout)
+                .await;
+            if sent.is_ok() {
+                self.inner.metrics.hints_stored.inc();
+                return true;
+            }
+        }
+        // No fallback took it: keep the hint here, without counting it as an
+        // acknowledgement (this node already holds the write).
+        let local = self.inner.local.clone();
+        let stored = blocking(move || {
+            Ok(local
+                .storage()
+                .put_hint(&target, &key, &record, now_millis())?)
+        })
+        .await;
+        if stored.is_ok() {
+            self.inner.metrics.hints_stored.inc();
+        }
+        false
+    }
+
+    /// Writes `value` (or a tombstone, for `None`) under `key`.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn write(
+        &self,
+        key: Bytes,
+        value: Option<Bytes>,
+        context: Bytes,
+        write_quorum: Option<u32>,
+        ttl_seconds: u64,
+        deadline: Option<Duration>,
+        forwarded: bool,
+    ) -> Result<(), Status> {
+        let quorums = self.inner.config.quorums;
+        let w = self.quorum("write_quorum", write_quorum, quorums.w)?;
+        let layout = self.layout()?;
+        let (partition, pref) = self.preference(&layout, &key)?;
+        let view = self.inner.membership.view();
+        let timeout = self.timeout(deadline);
+        let me = self.inner.me.clone();
+
+        if !pref.contains(&me) && !forwarded {
+            let target = pref
+                .iter()
+                .find(|id| view.is_alive(id))
+                .ok_or_else(|| {
+                    Status::unavailable(format!(
+                        "write quorum not met: 0 of {w} required acknowledgements, no replica of partition {partition} is alive"
+                    ))
+                })?;
+            return self
+                .forward(
+                    &view,
+                    target,
+                    key,
+                    value,
+                    context,
+                    write_quorum,
+                    ttl_seconds,
+                    timeout,
+                )
+                .await;
+        }
+
+        let expires_at_ms = if ttl_seconds > 0 {
+            now_millis().saturating_add(ttl_seconds.saturating_mul(1000))
+        } else {
+            0
+        };
+        let local = self.inner.local.clone();
+        let local_key = key.clone();
+        let record = blocking(move || local.update(&local_key, &context, value, expires_at_ms))
+            .await?
+            .encode();
+        let mut acks = usize::from(pref.contains(&me));
+
+        let mut fallbacks: Vec<String> = layout
+            .fallbacks(partition)
+            .map_err(|e| Status::internal(e.to_string()))?
+            .into_iter()
+            .filter(|id| *id != me && view.is_alive(id))
+            .map(String::from)
+            .collect();
+        fallbacks.reverse(); // popped from the end, so the first fallback goes first
+        let fallbacks = Arc::new(Mutex::new(fallbacks));
+        let view = Arc::new((*view).clone());
+        let mut pending: FuturesUnordered<_> = pref
+            .iter()
+            .filter(|id| **id != me)
+            .map(|target| {
+                self.clone().replicate(
+                    view.clone(),
+                    target.clone(),
+                    key.clone(),
+                    record.clone(),
+                    fallbacks.clone(),
+                    timeout,
+                )
+            })
+            .collect();
+        while acks < w {
+            match pending.next().await {
+                Some(true) => acks += 1,
+                Some(false) => {}
+                None => break,
+            }
+        }
+        // The remaining replicas still get the write, after the client has
+        // its answer.
+        if !pending.is_empty() {
+            tokio::spawn(async move { while pending.next().await.is_some() {} });
+        }
+        if acks < w {
+            return Err(Status::unavailable(format!(
+                "write quorum not met: {acks} of {w} required acknowledgements from the {} replicas of partition {partition}",
+                pref.len()
+            )));
+        }
+        Ok(())
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn forward(
+        &self,
+        view: &View,
+        target: &str,
+        key: Bytes,
+        value: Option<Bytes>,
+        context: Bytes,
+        write_quorum: Option<u32>,
+        ttl_seconds: u64,
+        timeout: Duration,
+    ) -> Result<(), Status> {
+        let mut client = self.inner.peers.rawkv(&Self::address(view, target)?)?;
+        let consistency = Some(Consistency {
+            read_quorum: None,
+            write_quorum,
+        });
+        match value {
+            Some(value) => {
+                let mut request = Request::new(RawPutRequest {
+                    key,
+                    value,
+                    consistency,
+                    context,
+                    ttl_seconds,
+                });
+                request.set_timeout(timeout);
+                request.metadata_mut().insert(
+                    FORWARDED,
+                    "1".parse().map_err(|_| Status::internal("metadata"))?,
+                );
+                client.raw_put(request).await?;
+            }
+            None => {
+                let mut request = Request::new(RawDeleteRequest {
+                    key,
+                    consistency,
+                    context,
+                });
+                request.set_timeout(timeout);
+                request.metadata_mut().insert(
+                    FORWARDED,
+                    "1".parse().map_err(|_| Status::internal("metadata"))?,
+                );
+                client.raw_delete(request).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Reads `key` from R replicas, merges their records and repairs stale
+    /// replicas: synchronously those that answered, later the rest.
+    pub async fn read(
+        &self,
+        key: Bytes,
+        read_quorum: Option<u32>,
+        deadline: Option<Duration>,
+    ) -> Result<Siblings, Status> {
+        let quorums = self.inner.config.quorums;
+        let r = self.quorum("read_quorum", read_quorum, quorums.r)?;
+        let layout = self.layout()?;
+        let (_, pref) = self.preference(&layout, &key)?;
+        let view = Arc::new((*self.inner.membership.view()).clone());
+        let timeout = self.timeout(deadline);
+
+        let mut pending: FuturesUnordered<_> = pref
+            .iter()
+            .filter(|id| view.is_alive(id) || **id == self.inner.me)
+            .map(|node| {
+                let (this, view, node, key) =
+                    (self.clone(), view.clone(), node.clone(), key.clone());
+                async move {
+                    let result = this.read_from(&view, &node, &key, timeout).await;
+                    (node, result)
+                }
+            })
+            .collect();
+        let mut replies: Vec<(String, Option<Siblings>)> = Vec::new();
+        while replies.len() < r {
+            match pending.next().await {
+                Some((node, Ok(record))) => replies.push((node, record)),
+                Some((node, Err(status))) => {
+                    tracing::debug!(%node, %status, "replica read failed");
+                }
+                None => break,
+            }
+        }
+        if replies.len() < r {
+            return Err(Status::unavailable(format!(
+                "read quorum not met: {} of {} replicas replied, R={r} required",
+                replies.len(),
+                pref.len()
+            )));
+        }
+        let mode = self.mode();
+        let merged = replies
+            .iter()
+            .filter_map(|(_, record)| record.as_ref())
+            .fold(Siblings::default(), |acc, record| {
+                acc.merge_with(mode, record)
+            });
+        if merged.is_empty() {
+            return Ok(merged);
+        }
+        let encoded = merged.encode();
+        let stale =
+            |record: &Option<Siblings>| record.as_ref().is_none_or(|r| !r.descends(&merged));
+        let repairs = replies
+            .iter()
+            .filter(|(_, record)| stale(record))
+            .map(|(node, _)| self.repair(&view, node, &key, &encoded, timeout));
+        futures::future::join_all(repairs).await;
+
+        let (this, merged_late) = (self.clone(), merged.clone());
+        tokio::spawn(async move {
+            while let Some((node, result)) = pending.next().await {
+                if let Ok(record) = result {
+                    if record.as_ref().is_none_or(|r| !r.descends(&merged_late)) {
+                        this.repair(&view, &node, &key, &encoded, timeout).await;
+                    }
+                }
+            }
+        });
+        Ok(merged)
+    }
+
+    async fn repair(
+        &self,
+        view: &View,
+        node: &str,
+        key: &Bytes,
+        record: &Bytes,
+        timeout: Duration,
+    ) {
+        match self.apply_to(view, node, key, record, None, timeout).await {
+            Ok(()) => {
+                self.inner.metrics.read_repairs.inc();
+            }
+            Err(status) => tracing::debug!(%node, %status, "read repair failed"),
+        }
+    }
+
+    /// Scans a key range across every live member: each returns its own
+    /// records, and copies of one key are merged. Pages continue past keys
+    /// that every copy shows deleted, until `limit` visible pairs are found.
+    pub async fn scan(
+        &self,
+        range: ScanRange,
+        deadline: Option<Duration>,
+    ) -> Result<Vec<(Bytes, Siblings)>, Status> {
+        let layout = self.layout()?;
+        let view = Arc::new((*self.inner.membership.view()).clone());
+        let timeout = self.timeout(deadline);
+        let members: Vec<String> = layout
+            .members()
+            .iter()
+            .map(|m| m.id.clone())
+            .filter(|id| view.is_alive(id) || *id == self.inner.me)
+            .collect();
+        let mode = self.mode();
+        let page = range.limit.clamp(1, 10_000);
+        let mut cursor = range.clone();
+        let mut out = Vec::new();
+        loop {
+            let pages = futures::future::join_all(
+                members
+                    .iter()
+                    .map(|node| self.scan_node(&view, node, &cursor, page, timeout)),
+            )
+            .await;
+            let mut merged: BTreeMap<Bytes, Siblings> = BTreeMap::new();
+            // Keys past the first full page's last key may be missing from
+            // that node's answer, so only keys up to it are final this round.
+            let mut frontier: Option<Bytes> = None;
+            let mut answered = 0;
+            for result in pages {
+                let Ok(records) = result else { continue };
+                answered += 1;
+                if records.len() >= page {
+                    if let Some((last, _)) = records.last() {
+                        frontier = Some(match (frontier, range.reverse) {
+                            (None, _) => last.clone(),
+                            (Some(f), false) => f.min(last.clone()),
+                            (Some(f), true) => f.max(last.clone()),
+                        });
+                    }
+                }
+                for (key, record) in records {
+                    let entry = merged.entry(key).or_default();
+                    *entry = entry.merge_with(mode, &record);
+                }
+            }
+            if answered == 0 {
+                return Err(Status::unavailable("scan: no member answered"));
+            }
+            let keys: Box<dyn Iterator<Item = (Bytes, Siblings)>> = if range.reverse {
+                Box::new(merged.into_iter().rev())
+            } else {
+                Box::new(merged.into_iter())
+            };
+            for (key, record) in keys {
+                let beyond =
+                    frontier.as_ref().is_some_and(
+                        |f| {
+                            if range.reverse {
+                                key < *f
+                            } else {
+                                key > *f
+                            }
+                        },
+                    );
+                if beyond {
+                    break;
+                }
+                if !visible_values(&record, mode).is_empty() {
+                    out.push((key, record));
+                    if out.len() >= range.limit {
+                        return Ok(out);
+                    }
+                }
+            }
+            let Some(frontier) = frontier else {
+                return Ok(out);
+            };
+            if range.reverse {
+                cursor.end = frontier;
+            } else {
+                let mut next = frontier.to_vec();
+                next.push(0);
+                cursor.start = Bytes::from(next);
+            }
+        }
+    }
+
+    async fn scan_node(
+        &self,
+        view: &View,
+        node: &str,
+        range: &ScanRange,
+        page: usize,
+        timeout: Duration,
+    ) -> Result<Vec<(Bytes, Siblings)>, Status> {
+        let range = ScanRange {
+            limit: page,
+            key_only: false,
+            ..range.clone()
+        };
+        if node == self.inner.me {
+            let local = self.inner.local.clone();
+            return blocking(move || local.scan(&range)).await;
+        }
+        let mut client = self.inner.peers.replica(&Self::address(view, node)?)?;
+        let mut request = Request::new(ReplicaScanRequest {
+            start_key: range.start,
+            end_key: range.end,
+            limit: page as u32,
+            reverse: range.reverse,
+        });
+        request.set_timeout(timeout);
+        client
+            .scan_local(request)
+            .await?
+            .into_inner()
+            .records
+            .into_iter()
+            .map(|r| {
+                Siblings::decode(&r.record)
+                    .map(|record| (r.key, record))
+                    .map_err(|e| {
+                        Status::internal(format!("node {node} sent an unreadable record: {e}"))
+                    })
+            })
+            .collect()
+    }
+}
