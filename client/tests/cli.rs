@@ -182,3 +182,58 @@ async fn bench_prints_figures_against_a_baseline() {
     assert!(local.wait().expect("wait").success());
     drop(lines);
 }
+
+#[tokio::test]
+async fn three_node_local_cluster_survives_a_killed_node() {
+    let data = tempfile::tempdir().expect("tempdir");
+    let (mut local, lines, banner) = start_local(data.path(), 3, "127.0.6.20");
+    println!("{banner}");
+    let node1 = "127.0.6.20:7379";
+    let node3 = "127.0.6.22:7379";
+    for i in 0..50 {
+        stdout(&ringkv(
+            node1,
+            &["put", &format!("tour:{i:02}"), &format!("v{i}")],
+            None,
+        ));
+    }
+    let status = stdout(&ringkv(node1, &["status"], None));
+    println!("{status}");
+    for node in ["node-1", "node-2", "node-3"] {
+        assert!(status.contains(node), "{node} listed: {status}");
+    }
+    assert!(status.contains("views agree"), "{status}");
+
+    // Kill node-2 outright, as the README's tour does.
+    let pid: i32 = banner
+        .lines()
+        .find(|l| l.trim_start().starts_with("node-2"))
+        .and_then(|l| l.rsplit("pid ").next())
+        .and_then(|p| p.trim().parse().ok())
+        .expect("node-2 pid in the banner");
+    signal::kill(Pid::from_raw(pid), signal::Signal::SIGKILL).expect("SIGKILL node-2");
+    let until = Instant::now() + Duration::from_secs(30);
+    loop {
+        let status = stdout(&ringkv(node1, &["status"], None));
+        if status
+            .lines()
+            .any(|l| l.starts_with("node-2") && l.contains(" no "))
+        {
+            break;
+        }
+        assert!(Instant::now() < until, "node-2 not seen down: {status}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    for i in 0..50 {
+        let value = stdout(&ringkv(node3, &["get", &format!("tour:{i:02}")], None));
+        assert_eq!(
+            value,
+            format!("v{i}"),
+            "tour:{i:02} survives through node-3"
+        );
+    }
+    println!("checked 50 acknowledged writes after killing node-2");
+    signal::kill(Pid::from_raw(local.id() as i32), signal::Signal::SIGINT).expect("SIGINT");
+    assert!(local.wait().expect("wait").success());
+    drop(lines);
+}

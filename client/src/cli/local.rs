@@ -177,6 +177,13 @@ async fn stop(node: &mut LocalNode) {
 }
 
 pub async fn run(args: LocalArgs) -> anyhow::Result<()> {
+    // The cluster outlives whoever reads our output: a closed stdout must
+    // not kill us and orphan the nodes (main restores SIGPIPE for the
+    // short-lived commands).
+    // SAFETY: no other thread handles signals yet.
+    unsafe {
+        let _ = signal::signal(signal::Signal::SIGPIPE, signal::SigHandler::SigIgn);
+    }
     if args.nodes == 0 {
         bail!("--nodes must be at least 1");
     }
@@ -203,17 +210,17 @@ pub async fn run(args: LocalArgs) -> anyhow::Result<()> {
     say!("ringkv local cluster is up with {} node(s):", nodes.len());
     for node in &nodes {
         say!(
-            "  {}  grpc {}  metrics http://{}/metrics  data {}",
+            "  {}  grpc {}  metrics http://{}/metrics  data {}  pid {}",
             node.name,
             node.grpc,
             node.metrics,
-            node.data_dir.display()
+            node.data_dir.display(),
+            node.child.id().unwrap_or_default()
         );
     }
     say!(
-        "Try: ringkv --endpoint {} put hello world && ringkv --endpoint {} get hello",
-        nodes[0].grpc,
-        nodes[0].grpc
+        "Try: ringkv --endpoint {ep} put hello world; ringkv --endpoint {ep} get hello; ringkv --endpoint {ep} status",
+        ep = nodes[0].grpc
     );
     say!("Press Ctrl-C to stop.");
 

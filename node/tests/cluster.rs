@@ -1,0 +1,343 @@
+//! The Dynamo core against real multi-node clusters: formation, a node
+//! crash under load with hinted handoff, siblings and lww, read repair and
+//! quorum errors. Every node is its own `ringkv-node` process on its own
+//! 127.0.x.y address.
+
+mod common;
+
+use std::{
+    collections::BTreeMap,
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use bytes::Bytes;
+use common::{eventually, TestCluster};
+use ringkv_client::proto::{Consistency, RawGetRequest, RawPutRequest};
+use tokio::sync::Mutex;
+use tonic::Code;
+
+fn get_at(key: &str, r: u32) -> RawGetRequest {
+    RawGetRequest {
+        key: Bytes::from(key.to_string()),
+        consistency: Some(Consistency {
+            read_quorum: Some(r),
+            write_quorum: None,
+        }),
+    }
+}
+
+fn put_at(key: &str, value: &str, w: u32) -> RawPutRequest {
+    RawPutRequest {
+        key: Bytes::from(key.to_string()),
+        value: Bytes::from(value.to_string()),
+        consistency: Some(Consistency {
+            read_quorum: None,
+            write_quorum: Some(w),
+        }),
+        ..Default::default()
+    }
+}
+
+async fn assert_formed(cluster: &TestCluster, started: Instant, bound: Duration) {
+    let expected = cluster.nodes.len();
+    for node in &cluster.nodes {
+        let endpoint = node.grpc.to_string();
+        let status = eventually(
+            &format!("{endpoint} sees {expected} normal members on one layout"),
+            bound,
+            || {
+                let endpoint = endpoint.clone();
+                async move {
+                    let status = ringkv_client::cluster_status(&endpoint).await.ok()?;
+                    let version = status.layout_version;
+                    (status.members.len() == expected
+                        && status.members.iter().all(|m| {
+                            m.alive && m.status == "normal" && m.layout_version == version
+                        }))
+                    .then_some(status)
+                }
+            },
+        )
+        .await;
+        let owned: u32 = status.members.iter().map(|m| m.partitions_owned).sum();
+        assert_eq!(
+            owned,
+            status.partitions * 3,
+            "every partition has N replicas"
+        );
+    }
+    let took = started.elapsed();
+    println!("{expected}-node cluster formed in {took:?} (bound {bound:?})");
+    assert!(took < bound);
+}
+
+#[tokio::test]
+async fn clusters_of_three_and_five_form_from_seeds() {
+    let bound = Duration::from_secs(20);
+    let started = Instant::now();
+    let three = TestCluster::start(20, 3, &[]).await;
+    assert_formed(&three, started, bound).await;
+
+    let started = Instant::now();
+    let five = TestCluster::start(21, 5, &[]).await;
+    assert_formed(&five, started, bound).await;
+    // Data written through one member is readable through every other.
+    let mut first = five.nodes[0].client().await;
+    first.put(b"formed", b"yes").await.expect("put");
+    for node in &five.nodes {
+        let got = node.client().await.get(b"formed").await.expect("get");
+        assert_eq!(got.as_deref(), Some(&b"yes"[..]));
+    }
+}
+
+#[tokio::test]
+async fn node_crash_under_load_loses_no_acknowledged_write() {
+    const WRITERS: usize = 8;
+    let mut cluster = TestCluster::start(22, 3, &[]).await;
+    let acknowledged: Arc<Mutex<BTreeMap<String, String>>> = Arc::default();
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut writers = Vec::new();
+    for w in 0..WRITERS {
+        // Writers use the two nodes that stay up; the crashed one would
+        // only turn every write it coordinates into a connection error.
+        let mut client = cluster.nodes[w % 2].client().await;
+        let (acknowledged, stop) = (acknowledged.clone(), stop.clone());
+        writers.push(tokio::spawn(async move {
+            let mut i = 0;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let key = format!("crash-{w}-{i:06}");
+                let value = format!("value-{w}-{i}");
+                if client.raw().raw_put(put_at(&key, &value, 2)).await.is_ok() {
+                    acknowledged.lock().await.insert(key, value);
+                }
+                i += 1;
+            }
+        }));
+    }
+    eventually(
+        "writes before the crash",
+        Duration::from_secs(20),
+        || async { (acknowledged.lock().await.len() >= 500).then_some(()) },
+    )
+    .await;
+    cluster.nodes[2].kill9();
+    cluster.wait_alive(0, 2, false).await;
+    let before = acknowledged.lock().await.len();
+    eventually(
+        "writes during the outage",
+        Duration::from_secs(20),
+        || async { (acknowledged.lock().await.len() >= before + 500).then_some(()) },
+    )
+    .await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for writer in writers {
+        writer.await.expect("writer");
+    }
+    let acknowledged = acknowledged.lock().await.clone();
+
+    // During the outage every acknowledged write is readable at R=2.
+    let mut client = cluster.nodes[0].client().await;
+    for (key, value) in &acknowledged {
+        let got = client
+            .raw()
+            .raw_get(get_at(key, 2))
+            .await
+            .expect("R=2 read");
+        assert_eq!(
+            got.into_inner().value,
+            value.as_bytes(),
+            "{key} during outage"
+        );
+    }
+
+    // The node returns; hints are replayed until it holds every write.
+    let started = Instant::now();
+    cluster.nodes[2].restart().await;
+    cluster.wait_alive(0, 2, true).await;
+    let returned = &cluster.nodes[2];
+    eventually(
+        "hints replayed to the returned node",
+        Duration::from_secs(60),
+        || async {
+            for key in acknowledged.keys() {
+                returned.replica_record(key.as_bytes()).await?;
+            }
+            Some(())
+        },
+    )
+    .await;
+    println!("hints replayed in {:?}", started.elapsed());
+
+    // Now every acknowledged write is readable at R=3 and the three replicas
+    // hold equal records.
+    for (key, value) in &acknowledged {
+        let got = client
+            .raw()
+            .raw_get(get_at(key, 3))
+            .await
+            .expect("R=3 read");
+        assert_eq!(
+            got.into_inner().value,
+            value.as_bytes(),
+            "{key} after return"
+        );
+        let mut records = Vec::new();
+        for node in &cluster.nodes {
+            records.push(node.replica_record(key.as_bytes()).await);
+        }
+        assert!(
+            records.windows(2).all(|w| w[0] == w[1]),
+            "replicas of {key} differ: {records:?}"
+        );
+    }
+    println!(
+        "node crash: checked {} acknowledged writes at R=2 during the outage and at R=3 on equal replicas after",
+        acknowledged.len()
+    );
+    assert!(acknowledged.len() >= 1000);
+}
+
+#[tokio::test]
+async fn concurrent_writers_make_siblings_and_a_merged_context_resolves_them() {
+    let cluster = TestCluster::start(23, 3, &[]).await;
+    let mut a = cluster.nodes[0].client().await;
+    let mut b = cluster.nodes[1].client().await;
+    let (ra, rb) = tokio::join!(
+        a.raw().raw_put(put_at("shared", "from-a", 3)),
+        b.raw().raw_put(put_at("shared", "from-b", 3)),
+    );
+    ra.expect("a writes");
+    rb.expect("b writes");
+
+    let read = a
+        .raw()
+        .raw_get(get_at("shared", 3))
+        .await
+        .expect("get")
+        .into_inner();
+    let mut siblings: Vec<_> = read.siblings.iter().map(|v| v.to_vec()).collect();
+    siblings.sort();
+    assert_eq!(
+        siblings,
+        vec![b"from-a".to_vec(), b"from-b".to_vec()],
+        "two siblings"
+    );
+
+    // A write carrying the merged context supersedes both.
+    let mut resolve = put_at("shared", "merged", 3);
+    resolve.context = read.context;
+    b.raw().raw_put(resolve).await.expect("resolving write");
+    let after = a
+        .raw()
+        .raw_get(get_at("shared", 3))
+        .await
+        .expect("get")
+        .into_inner();
+    assert_eq!(after.value, &b"merged"[..]);
+    assert!(after.siblings.is_empty(), "resolved: {:?}", after.siblings);
+}
+
+#[tokio::test]
+async fn lww_mode_keeps_the_highest_timestamp() {
+    let cluster = TestCluster::start(24, 3, &["--conflict-resolution", "lww"]).await;
+    let mut a = cluster.nodes[0].client().await;
+    let mut c = cluster.nodes[2].client().await;
+    a.raw()
+        .raw_put(put_at("lww", "first", 3))
+        .await
+        .expect("first");
+    // No context: in siblings mode this would make a sibling; in lww mode the
+    // later write carries the higher hybrid-logical-clock timestamp and wins.
+    c.raw()
+        .raw_put(put_at("lww", "second", 3))
+        .await
+        .expect("second");
+    for node in &cluster.nodes {
+        let got = node
+            .client()
+            .await
+            .raw()
+            .raw_get(get_at("lww", 3))
+            .await
+            .expect("get")
+            .into_inner();
+        assert_eq!(got.value, &b"second"[..]);
+        assert!(got.siblings.is_empty());
+    }
+}
+
+#[tokio::test]
+async fn reads_alone_repair_a_stale_replica() {
+    const KEYS: usize = 300;
+    let mut cluster = TestCluster::start(25, 3, &["--hinted-handoff", "false"]).await;
+    cluster.nodes[2].stop().await;
+    cluster.wait_alive(0, 2, false).await;
+    let mut client = cluster.nodes[0].client().await;
+    for i in 0..KEYS {
+        client
+            .raw()
+            .raw_put(put_at(&format!("repair-{i:04}"), &format!("v{i}"), 2))
+            .await
+            .expect("put with one replica down");
+    }
+    cluster.nodes[2].restart().await;
+    cluster.wait_alive(0, 2, true).await;
+    let stale = &cluster.nodes[2];
+    for i in 0..KEYS {
+        let key = format!("repair-{i:04}");
+        assert!(
+            stale.replica_record(key.as_bytes()).await.is_none(),
+            "with hints off, {key} has not reached the restarted replica"
+        );
+    }
+    for i in 0..KEYS {
+        let got = client
+            .raw()
+            .raw_get(get_at(&format!("repair-{i:04}"), 3))
+            .await
+            .expect("R=3 read");
+        assert_eq!(got.into_inner().value, format!("v{i}").as_bytes());
+    }
+    for i in 0..KEYS {
+        let key = format!("repair-{i:04}");
+        let record = stale.replica_record(key.as_bytes()).await;
+        assert!(record.is_some(), "{key} repaired by the read");
+    }
+    let repairs = cluster.nodes[0].metric("ringkv_read_repairs_total").await;
+    println!("read repair: {KEYS} keys restored on the stale replica, {repairs:?} repairs counted");
+}
+
+#[tokio::test]
+async fn quorum_errors_name_how_many_replied() {
+    let mut cluster = TestCluster::start(26, 3, &[]).await;
+    let mut client = cluster.nodes[0].client().await;
+    client.put(b"q", b"v").await.expect("put");
+    cluster.nodes[2].kill9();
+    cluster.wait_alive(0, 2, false).await;
+
+    let status = client
+        .raw()
+        .raw_get(get_at("q", 3))
+        .await
+        .expect_err("R=3 with one node down");
+    println!(
+        "R=3 with one node down: {:?} {}",
+        status.code(),
+        status.message()
+    );
+    assert_eq!(status.code(), Code::Unavailable);
+    assert!(status.message().contains("2 of 3"), "{}", status.message());
+
+    client
+        .raw()
+        .raw_put(put_at("q", "w1", 1))
+        .await
+        .expect("W=1 write with one node down");
+    let bad = client
+        .raw()
+        .raw_put(put_at("q", "w4", 4))
+        .await
+        .expect_err("W=4 exceeds N");
+    assert_eq!(bad.code(), Code::InvalidArgument);
+}
