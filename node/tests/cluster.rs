@@ -341,3 +341,45 @@ async fn quorum_errors_name_how_many_replied() {
         .expect_err("W=4 exceeds N");
     assert_eq!(bad.code(), Code::InvalidArgument);
 }
+
+#[tokio::test]
+async fn a_node_with_another_partition_count_refuses_to_join() {
+    let cluster = TestCluster::start(27, 3, &[]).await;
+    let data = tempfile::tempdir().expect("tempdir");
+    let output = tokio::time::timeout(
+        Duration::from_secs(60),
+        tokio::process::Command::new(env!("CARGO_BIN_EXE_ringkv-node"))
+            .args([
+                "--listen",
+                "127.0.27.9:7379",
+                "--metrics-listen",
+                "127.0.27.9:9379",
+            ])
+            .args(["--node-id", "odd-one", "--partitions", "128"])
+            .args(["--seeds", &format!("{}:7946", cluster.nodes[0].ip)])
+            .arg("--data-dir")
+            .arg(data.path())
+            .env("RINGKV_LOG", "error")
+            .output(),
+    )
+    .await
+    .expect("the node stops by itself")
+    .expect("run ringkv-node");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    println!("{stderr}");
+    assert!(!output.status.success(), "refused with a non-zero exit");
+    assert!(
+        stderr.contains("refusing to join") && stderr.contains("256 partitions"),
+        "clear error: {stderr}"
+    );
+    let status = ringkv_client::cluster_status(&cluster.nodes[0].grpc.to_string())
+        .await
+        .expect("status");
+    assert!(
+        !status
+            .members
+            .iter()
+            .any(|m| m.node_id == "odd-one" && m.partitions_owned > 0),
+        "the cluster's layout never took the odd node in"
+    );
+}
