@@ -150,6 +150,21 @@ pub struct NodeConfig {
     #[arg(long, env = "RINGKV_LAYOUT_SETTLE_MS", default_value_t = 1500)]
     pub layout_settle_ms: u64,
 
+    /// Seconds between anti-entropy rounds (hash-tree exchanges).
+    #[arg(long, env = "RINGKV_ANTI_ENTROPY_INTERVAL_SECS", default_value_t = 60)]
+    pub anti_entropy_interval_secs: u64,
+
+    /// Most bytes per second anti-entropy reads from local storage, so that
+    /// it takes a bounded share of I/O.
+    #[arg(long, env = "RINGKV_ANTI_ENTROPY_BYTES_PER_SEC", default_value_t = 32 << 20)]
+    pub anti_entropy_bytes_per_sec: u64,
+
+    /// Seconds a tombstone is kept at least before compaction may purge it
+    /// (10 days, as in Cassandra); it is purged only once anti-entropy has
+    /// also seen every replica of its partition agree after the delete.
+    #[arg(long, env = "RINGKV_GC_GRACE_SECS", default_value_t = 10 * 24 * 3600)]
+    pub gc_grace_secs: u64,
+
     /// Log format: human-readable text, or one JSON object per line.
     #[arg(long, env = "RINGKV_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,

@@ -1,37 +1,65 @@
 //! The node-to-node Replica service and the Admin service.
 
-use std::sync::Arc;
+use std::{collections::BTreeSet, sync::Arc};
 
 use ringkv_proto::v1::{
-    admin_server::Admin, replica_server::Replica, ClusterStatusRequest, ClusterStatusResponse,
-    GetLayoutRequest, GetLayoutResponse, MemberStatus, ReplicaApplyRequest, ReplicaApplyResponse,
-    ReplicaReadRequest, ReplicaReadResponse, ReplicaRecord, ReplicaScanRequest,
-    ReplicaScanResponse,
+    admin_client::AdminClient, admin_server::Admin, replica_server::Replica, BucketDigestsRequest,
+    BucketDigestsResponse, ClusterStatusRequest, ClusterStatusResponse, DecommissionRequest,
+    DecommissionResponse, GetLayoutRequest, GetLayoutResponse, HandoffProgressRequest,
+    HandoffProgressResponse, KeyDigest, MemberStatus, PartitionTree, PartitionTreesRequest,
+    PartitionTreesResponse, ReplicaApplyRequest, ReplicaApplyResponse, ReplicaReadRequest,
+    ReplicaReadResponse, ReplicaRecord, ReplicaScanRequest, ReplicaScanResponse, RingStatusRequest,
+    RingStatusResponse, StreamBatch, StreamPartitionsRequest,
 };
+use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
 use crate::{
+    lifecycle::Lifecycle,
     membership::Membership,
+    peers::PeerClients,
+    rebalance::HandoffProgress,
+    repair::{bucket_digests, TreeCache},
     replica::{blocking, LocalReplica},
-    ring::Ring,
+    ring::{partition_of, Ring},
     storage::{now_millis, ScanRange},
     validate::Limits,
     versions::ConflictMode,
 };
+
+/// Size of one streamed batch: large enough to stream fast, small enough to
+/// keep the memory of a stream bounded (a few batches in flight).
+const STREAM_BATCH_BYTES: usize = 1 << 20;
+/// A batch is sent after this many scanned keys even if few matched, so the
+/// receiver's resume point keeps moving.
+const STREAM_BATCH_SCANNED: usize = 4096;
 
 /// Serves this node's replicas to its peers.
 pub struct ReplicaService {
     local: Arc<LocalReplica>,
     ring: Arc<Ring>,
     limits: Limits,
+    progress: Arc<HandoffProgress>,
+    trees: Arc<TreeCache>,
+    repair_bytes_per_sec: u64,
 }
 
 impl ReplicaService {
-    pub fn new(local: Arc<LocalReplica>, ring: Arc<Ring>, limits: Limits) -> Self {
+    pub fn new(
+        local: Arc<LocalReplica>,
+        ring: Arc<Ring>,
+        limits: Limits,
+        progress: Arc<HandoffProgress>,
+        trees: Arc<TreeCache>,
+        repair_bytes_per_sec: u64,
+    ) -> Self {
         Self {
             local,
             ring,
             limits,
+            progress,
+            trees,
+            repair_bytes_per_sec,
         }
     }
 }
@@ -101,18 +129,129 @@ impl Replica for ReplicaService {
         &self,
         _request: Request<GetLayoutRequest>,
     ) -> Result<Response<GetLayoutResponse>, Status> {
-        let (version, layout_json) = self.ring.current_json().unwrap_or_default();
+        let (version, layout_json) = self.ring.state_json().unwrap_or_default();
         Ok(Response::new(GetLayoutResponse {
             version,
             layout_json,
         }))
     }
+
+    type StreamPartitionsStream = ReceiverStream<Result<StreamBatch, Status>>;
+
+    async fn stream_partitions(
+        &self,
+        request: Request<StreamPartitionsRequest>,
+    ) -> Result<Response<Self::StreamPartitionsStream>, Status> {
+        let req = request.into_inner();
+        let partition_count = self.ring.partitions();
+        let wanted: BTreeSet<u32> = req.partitions.iter().copied().collect();
+        let owned = self.ring.current().map_or(1, |l| {
+            l.partitions_of(self.local.actor().node.as_str())
+                .len()
+                .max(1)
+        });
+        let storage = self.local.storage().clone();
+        let estimated_keys = storage.stats().estimated_keys * wanted.len() as u64 / owned as u64;
+        // Two batches in flight at most: the scan waits for the receiver.
+        let (tx, rx) = tokio::sync::mpsc::channel(2);
+        tokio::task::spawn_blocking(move || {
+            let mut batch = StreamBatch {
+                estimated_keys,
+                ..Default::default()
+            };
+            let (mut bytes, mut scanned) = (0usize, 0usize);
+            let mut open = true;
+            let scan = storage.for_each_after(&req.start_after, |key, value| {
+                if wanted.contains(&partition_of(key, partition_count)) {
+                    bytes += key.len() + value.len();
+                    batch.records.push(ReplicaRecord {
+                        key: bytes::Bytes::copy_from_slice(key),
+                        record: bytes::Bytes::copy_from_slice(value),
+                    });
+                }
+                scanned += 1;
+                if bytes >= STREAM_BATCH_BYTES || scanned >= STREAM_BATCH_SCANNED {
+                    batch.last_key = bytes::Bytes::copy_from_slice(key);
+                    let full = std::mem::take(&mut batch);
+                    (bytes, scanned) = (0, 0);
+                    open = tx.blocking_send(Ok(full)).is_ok();
+                }
+                open
+            });
+            match scan {
+                Ok(()) if open => {
+                    let _ = tx.blocking_send(Ok(batch));
+                }
+                Ok(()) => {}
+                Err(error) => {
+                    let _ = tx.blocking_send(Err(Status::from(error)));
+                }
+            }
+        });
+        Ok(Response::new(ReceiverStream::new(rx)))
+    }
+
+    async fn handoff_progress(
+        &self,
+        _request: Request<HandoffProgressRequest>,
+    ) -> Result<Response<HandoffProgressResponse>, Status> {
+        let (state_version, partitions) = self.progress.snapshot();
+        Ok(Response::new(HandoffProgressResponse {
+            partitions,
+            state_version,
+        }))
+    }
+
+    async fn partition_trees(
+        &self,
+        request: Request<PartitionTreesRequest>,
+    ) -> Result<Response<PartitionTreesResponse>, Status> {
+        let partitions = request.into_inner().partitions;
+        Ok(Response::new(PartitionTreesResponse {
+            trees: self
+                .trees
+                .get(&partitions)
+                .into_iter()
+                .map(|(partition, tree)| PartitionTree {
+                    partition,
+                    buckets: tree.to_vec(),
+                })
+                .collect(),
+        }))
+    }
+
+    async fn bucket_digests(
+        &self,
+        request: Request<BucketDigestsRequest>,
+    ) -> Result<Response<BucketDigestsResponse>, Status> {
+        let leaves: BTreeSet<(u32, u32)> = request
+            .into_inner()
+            .buckets
+            .into_iter()
+            .map(|b| (b.partition, b.bucket))
+            .collect();
+        let (local, count, rate) = (
+            self.local.clone(),
+            self.ring.partitions(),
+            self.repair_bytes_per_sec,
+        );
+        let digests = blocking(move || bucket_digests(&local, &leaves, count, rate)).await?;
+        Ok(Response::new(BucketDigestsResponse {
+            keys: digests
+                .into_iter()
+                .map(|(key, hash)| KeyDigest { key, hash })
+                .collect(),
+        }))
+    }
 }
 
-/// Cluster status for `ringkv status` and the operator.
+/// Cluster status, decommissioning and ring status, for `ringkv` and the
+/// operator.
 pub struct AdminService {
     membership: Arc<Membership>,
     ring: Arc<Ring>,
+    lifecycle: Arc<Lifecycle>,
+    peers: Arc<PeerClients>,
     replication: u32,
     mode: ConflictMode,
 }
@@ -121,15 +260,46 @@ impl AdminService {
     pub fn new(
         membership: Arc<Membership>,
         ring: Arc<Ring>,
+        lifecycle: Arc<Lifecycle>,
+        peers: Arc<PeerClients>,
         replication: u32,
         mode: ConflictMode,
     ) -> Self {
         Self {
             membership,
             ring,
+            lifecycle,
+            peers,
             replication,
             mode,
         }
+    }
+
+    fn members(&self) -> Vec<MemberStatus> {
+        let view = self.membership.view();
+        let state = self.ring.state();
+        view.peers
+            .values()
+            .map(|peer| MemberStatus {
+                node_id: peer.id.clone(),
+                grpc_address: peer.grpc.clone(),
+                zone: peer.zone.clone().unwrap_or_default(),
+                status: peer.status.to_string(),
+                generation: peer.generation,
+                alive: peer.alive,
+                partitions_owned: state
+                    .as_ref()
+                    .map_or(0, |s| s.current.partitions_of(&peer.id).len() as u32),
+                layout_version: peer.layout_version,
+                partitions_next: state.as_ref().map_or(0, |s| {
+                    s.next
+                        .as_ref()
+                        .unwrap_or(&s.current)
+                        .partitions_of(&peer.id)
+                        .len() as u32
+                }),
+            })
+            .collect()
     }
 }
 
@@ -139,24 +309,7 @@ impl Admin for AdminService {
         &self,
         _request: Request<ClusterStatusRequest>,
     ) -> Result<Response<ClusterStatusResponse>, Status> {
-        let view = self.membership.view();
-        let layout = self.ring.current();
-        let members = view
-            .peers
-            .values()
-            .map(|peer| MemberStatus {
-                node_id: peer.id.clone(),
-                grpc_address: peer.grpc.clone(),
-                zone: peer.zone.clone().unwrap_or_default(),
-                status: peer.status.to_string(),
-                generation: peer.generation,
-                alive: peer.alive,
-                partitions_owned: layout
-                    .as_ref()
-                    .map_or(0, |l| l.partitions_of(&peer.id).len() as u32),
-                layout_version: peer.layout_version,
-            })
-            .collect();
+        let members = self.members();
         Ok(Response::new(ClusterStatusResponse {
             node_id: self.membership.self_id().to_string(),
             layout_version: self.ring.version(),
@@ -167,6 +320,110 @@ impl Admin for AdminService {
                 ConflictMode::Siblings => "siblings".into(),
                 ConflictMode::Lww => "lww".into(),
             },
+        }))
+    }
+
+    async fn decommission(
+        &self,
+        request: Request<DecommissionRequest>,
+    ) -> Result<Response<DecommissionResponse>, Status> {
+        let node_id = request.into_inner().node_id;
+        let state = self
+            .ring
+            .state()
+            .ok_or_else(|| Status::failed_precondition("the cluster has no layout yet"))?;
+        let members = state.current.members();
+        if !members.iter().any(|m| m.id == node_id) {
+            return Err(Status::not_found(format!(
+                "node {node_id} is not a member of the current layout"
+            )));
+        }
+        let remaining = members.len() - 1;
+        if remaining < self.replication as usize {
+            return Err(Status::failed_precondition(format!(
+                "decommissioning {node_id} would leave {remaining} nodes, fewer than the replication factor {}",
+                self.replication
+            )));
+        }
+        if node_id == self.membership.self_id() {
+            let lifecycle = self.lifecycle.clone();
+            tokio::task::spawn_blocking(move || lifecycle.start_decommission())
+                .await
+                .map_err(|e| Status::internal(e.to_string()))??;
+            tracing::info!("decommission requested: leaving the ring");
+            return Ok(Response::new(DecommissionResponse {}));
+        }
+        // Only the leaving node records its decision; others pass it on.
+        let view = self.membership.view();
+        let addr = view
+            .peers
+            .get(&node_id)
+            .filter(|p| p.alive)
+            .map(|p| p.grpc.clone())
+            .ok_or_else(|| Status::unavailable(format!("node {node_id} is not alive")))?;
+        let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+            .map_err(|e| Status::internal(e.to_string()))?
+            .connect()
+            .await
+            .map_err(|e| Status::unavailable(format!("node {node_id}: {e}")))?;
+        AdminClient::new(channel)
+            .decommission(DecommissionRequest { node_id })
+            .await?;
+        Ok(Response::new(DecommissionResponse {}))
+    }
+
+    async fn ring_status(
+        &self,
+        _request: Request<RingStatusRequest>,
+    ) -> Result<Response<RingStatusResponse>, Status> {
+        let state = self.ring.state();
+        let view = self.membership.view();
+        let mut handoffs = Vec::new();
+        let mut unreachable = Vec::new();
+        if let Some(state) = state.as_ref().filter(|s| s.next.is_some()) {
+            for node in state.receiving_nodes() {
+                let Some(peer) = view.peers.get(&node).filter(|p| p.alive) else {
+                    unreachable.push(node);
+                    continue;
+                };
+                let mut request = Request::new(HandoffProgressRequest {});
+                request.set_timeout(std::time::Duration::from_secs(2));
+                let answer = match self.peers.replica(&peer.grpc) {
+                    Ok(mut client) => client.handoff_progress(request).await,
+                    Err(status) => Err(status),
+                };
+                match answer {
+                    Ok(response) => {
+                        let response = response.into_inner();
+                        let expected: BTreeSet<u32> = state.receiving(&node).into_iter().collect();
+                        let mut seen = BTreeSet::new();
+                        if response.state_version == state.version {
+                            for p in response.partitions {
+                                seen.insert(p.partition);
+                                handoffs.push(p);
+                            }
+                        }
+                        // Partitions the receiver has not started yet.
+                        let synced = peer.synced >= state.version;
+                        for p in expected.difference(&seen) {
+                            handoffs.push(ringkv_proto::v1::PartitionProgress {
+                                partition: *p,
+                                node_id: node.clone(),
+                                complete: synced,
+                                ..Default::default()
+                            });
+                        }
+                    }
+                    Err(_) => unreachable.push(node),
+                }
+            }
+        }
+        Ok(Response::new(RingStatusResponse {
+            state_version: self.ring.version(),
+            transition: state.as_ref().is_some_and(|s| s.next.is_some()),
+            members: self.members(),
+            handoffs,
+            unreachable,
         }))
     }
 }

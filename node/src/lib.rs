@@ -11,6 +11,9 @@
 //! - [`membership`] and [`discovery`]: gossip and where seeds come from.
 //! - [`replication`]: quorum coordination, sloppy quorum, read repair.
 //! - [`handoff`]: delivery of hints.
+//! - [`rebalance`]: streaming partitions to their new owners.
+//! - [`repair`]: anti-entropy with hash trees, and tombstone purge rules.
+//! - [`lifecycle`]: whether this node is leaving or has left.
 //! - [`rawkv_service`], [`internal_service`]: the gRPC services.
 //! - [`validate`], [`metrics`], [`telemetry`], [`config`], [`node`].
 
@@ -18,11 +21,14 @@ pub mod config;
 pub mod discovery;
 pub mod handoff;
 pub mod internal_service;
+pub mod lifecycle;
 pub mod membership;
 pub mod metrics;
 pub mod node;
 pub mod peers;
 pub mod rawkv_service;
+pub mod rebalance;
+pub mod repair;
 pub mod replica;
 pub mod replication;
 pub mod ring;

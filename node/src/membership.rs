@@ -28,6 +28,7 @@ const KEY_ZONE: &str = "zone";
 const KEY_STATUS: &str = "status";
 const KEY_PARTITIONS: &str = "partitions";
 const KEY_LAYOUT: &str = "layout_version";
+const KEY_SYNCED: &str = "synced";
 
 /// A node's place in the ring's life cycle.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -78,6 +79,9 @@ pub struct Peer {
     pub alive: bool,
     pub partitions: u32,
     pub layout_version: u64,
+    /// The ring state version whose incoming partitions this node has
+    /// completely received.
+    pub synced: u64,
 }
 
 /// A consistent snapshot of every known node, this one included.
@@ -208,6 +212,10 @@ impl Membership {
         self.set(KEY_STATUS, status.to_string()).await;
     }
 
+    pub async fn set_synced(&self, version: u64) {
+        self.set(KEY_SYNCED, version.to_string()).await;
+    }
+
     pub async fn set_layout_version(&self, version: u64) {
         self.set(KEY_LAYOUT, version.to_string()).await;
     }
@@ -298,6 +306,7 @@ fn build_view(chitchat: &chitchat::Chitchat) -> View {
                 .and_then(|s| s.parse().ok())
                 .unwrap_or(0),
             layout_version: get(KEY_LAYOUT).and_then(|s| s.parse().ok()).unwrap_or(0),
+            synced: get(KEY_SYNCED).and_then(|s| s.parse().ok()).unwrap_or(0),
         };
         // A restarted node appears once per generation; the newest wins.
         match peers.get(&peer.id) {

@@ -149,6 +149,7 @@ pub struct Metrics {
     registry: Registry,
     pub rpc: RpcMetrics,
     pub replication: ReplicationMetrics,
+    pub repair: crate::repair::RepairMetrics,
 }
 
 impl Metrics {
@@ -187,10 +188,27 @@ impl Metrics {
             "Stale replicas repaired by reads",
             replication.read_repairs.clone(),
         );
+        let repair = crate::repair::RepairMetrics::default();
+        registry.register(
+            "anti_entropy_keys_repaired",
+            "Keys repaired by anti-entropy",
+            repair.keys_repaired.clone(),
+        );
+        registry.register(
+            "anti_entropy_tree_build_seconds",
+            "Time to build this node's partition hash trees",
+            repair.tree_build_seconds.clone(),
+        );
+        registry.register(
+            "anti_entropy_last_exchange_timestamp_seconds",
+            "Unix time of the last tree exchange, by partition",
+            repair.last_exchange.clone(),
+        );
         Self {
             registry,
             rpc,
             replication,
+            repair,
         }
     }
 

@@ -17,17 +17,20 @@ use crate::{
     discovery::{DiscoveryError, KubernetesSeeds, SeedProvider, StaticSeeds},
     handoff::{self, HandoffConfig},
     internal_service::{AdminService, ReplicaService},
+    lifecycle::Lifecycle,
     membership::{Membership, MembershipError, SelfInfo},
     metrics::{self, Metrics},
     peers::PeerClients,
     rawkv_service::RawKvService,
+    rebalance::{self, HandoffProgress},
+    repair::{self, purgeable, Agreement, RepairConfig, TreeCache},
     replica::{LocalReplica, ReplicaError},
     replication::{Coordinator, CoordinatorConfig, Quorums},
     ring::{
         claimant::{self, ClaimantConfig},
         Ring, RingError,
     },
-    storage::{RocksStorage, RocksStorageOptions, Storage, StorageError},
+    storage::{PurgeHook, RocksStorage, RocksStorageOptions, Storage, StorageError},
 };
 
 /// Why a node stopped with an error.
@@ -102,7 +105,7 @@ async fn track_readiness(ring: Arc<Ring>, me: String, reporter: HealthReporter) 
         let member = layouts
             .borrow_and_update()
             .as_ref()
-            .is_some_and(|l| l.members().iter().any(|m| m.id == me));
+            .is_some_and(|s| s.current.members().iter().any(|m| m.id == me));
         if member != serving {
             serving = member;
             let status = if member {
@@ -130,7 +133,16 @@ pub async fn run(
         path: config.data_dir.display().to_string(),
         source,
     })?;
+    let agreement = Arc::new(Agreement::new(config.partitions));
+    let purge = {
+        let (agreement, partitions) = (agreement.clone(), config.partitions);
+        let grace_ms = config.gc_grace_secs.saturating_mul(1000);
+        PurgeHook(Arc::new(move |key: &[u8], record: &[u8]| {
+            purgeable(key, record, partitions, grace_ms, &agreement)
+        }))
+    };
     let storage_options = RocksStorageOptions {
+        purge: Some(purge),
         durability: config.durability(),
         write_buffer_bytes: config.write_buffer_bytes,
         block_cache_bytes: config.block_cache_bytes,
@@ -146,6 +158,7 @@ pub async fn run(
         &node_id,
         config.conflict_mode(),
     )?);
+    let lifecycle = Arc::new(Lifecycle::load(storage.clone())?);
     let metrics = Arc::new(Metrics::new(storage.clone()));
     let limits = config.limits();
     let peers = Arc::new(PeerClients::default());
@@ -177,6 +190,7 @@ pub async fn run(
     let replica_timeout = Duration::from_millis(config.replica_timeout_ms.max(1));
     let coordinator = Coordinator::new(
         node_id.clone(),
+        lifecycle.clone(),
         local.clone(),
         ring.clone(),
         membership.clone(),
@@ -190,9 +204,12 @@ pub async fn run(
     );
 
     let (fatal_tx, mut fatal_rx) = mpsc::channel::<String>(1);
+    let progress = Arc::new(HandoffProgress::default());
+    let trees = Arc::new(TreeCache::default());
     let mut background = vec![tokio::spawn(claimant::run(
         ring.clone(),
         membership.clone(),
+        lifecycle.clone(),
         peers.clone(),
         ClaimantConfig {
             replication: quorums.n,
@@ -201,6 +218,27 @@ pub async fn run(
         },
         fatal_tx,
     ))];
+    background.push(tokio::spawn(rebalance::run(
+        ring.clone(),
+        membership.clone(),
+        local.clone(),
+        peers.clone(),
+        progress.clone(),
+    )));
+    background.push(tokio::spawn(repair::run(
+        ring.clone(),
+        membership.clone(),
+        local.clone(),
+        peers.clone(),
+        trees.clone(),
+        agreement.clone(),
+        RepairConfig {
+            interval: Duration::from_secs(config.anti_entropy_interval_secs.max(1)),
+            bytes_per_sec: config.anti_entropy_bytes_per_sec,
+            timeout: replica_timeout,
+        },
+        metrics.repair.clone(),
+    )));
     if config.hinted_handoff {
         background.push(tokio::spawn(handoff::run(
             local.clone(),
@@ -241,12 +279,17 @@ pub async fn run(
         local.clone(),
         ring.clone(),
         limits.clone(),
+        progress,
+        trees,
+        config.anti_entropy_bytes_per_sec,
     ))
     .max_decoding_message_size(limits.max_request_bytes)
     .max_encoding_message_size(usize::MAX);
     let admin = AdminServer::new(AdminService::new(
         membership.clone(),
         ring.clone(),
+        lifecycle.clone(),
+        peers.clone(),
         config.replication_factor,
         config.conflict_mode(),
     ));

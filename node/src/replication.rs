@@ -20,11 +20,12 @@ use ringkv_proto::v1::{
 use tonic::{Request, Status};
 
 use crate::{
+    lifecycle::Lifecycle,
     membership::{Membership, View},
     metrics::ReplicationMetrics,
     peers::PeerClients,
     replica::{blocking, LocalReplica, ReplicaError},
-    ring::{Layout, Ring},
+    ring::{Layout, Ring, RingState},
     storage::{now_millis, ScanRange},
     versions::{ConflictMode, Siblings},
 };
@@ -50,6 +51,7 @@ pub struct CoordinatorConfig {
 
 struct Inner {
     me: String,
+    lifecycle: Arc<Lifecycle>,
     local: Arc<LocalReplica>,
     ring: Arc<Ring>,
     membership: Arc<Membership>,
@@ -100,8 +102,10 @@ pub fn visible_values(record: &Siblings, mode: ConflictMode) -> Vec<Bytes> {
 }
 
 impl Coordinator {
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         me: String,
+        lifecycle: Arc<Lifecycle>,
         local: Arc<LocalReplica>,
         ring: Arc<Ring>,
         membership: Arc<Membership>,
@@ -112,6 +116,7 @@ impl Coordinator {
         Self {
             inner: Arc::new(Inner {
                 me,
+                lifecycle,
                 local,
                 ring,
                 membership,
@@ -130,13 +135,17 @@ impl Coordinator {
         self.inner.config.quorums
     }
 
-    fn layout(&self) -> Result<Arc<Layout>, Status> {
-        self.inner.ring.current().ok_or_else(|| {
+    fn state(&self) -> Result<Arc<RingState>, Status> {
+        self.inner.ring.state().ok_or_else(|| {
             Status::unavailable(format!(
                 "the cluster has no partition layout yet: it needs {} live nodes (N) to make one",
                 self.inner.config.quorums.n
             ))
         })
+    }
+
+    fn layout(&self) -> Result<Arc<Layout>, Status> {
+        self.state().map(|s| s.current.clone())
     }
 
     /// A quorum override, checked against N.
@@ -300,8 +309,22 @@ impl Coordinator {
     ) -> Result<(), Status> {
         let quorums = self.inner.config.quorums;
         let w = self.quorum("write_quorum", write_quorum, quorums.w)?;
-        let layout = self.layout()?;
+        if self.inner.lifecycle.has_left() {
+            return Err(Status::failed_precondition(format!(
+                "node {} has left the ring and takes no writes; send them to another node",
+                self.inner.me
+            )));
+        }
+        let state = self.state()?;
+        let layout = state.current.clone();
         let (partition, pref) = self.preference(&layout, &key)?;
+        // Nodes receiving this partition get every write too (pending
+        // ownership), so that nothing written during the stream is missed.
+        let receivers: Vec<String> = state
+            .receivers(partition)
+            .into_iter()
+            .filter(|id| *id != self.inner.me)
+            .collect();
         let view = self.inner.membership.view();
         let timeout = self.timeout(deadline);
         let me = self.inner.me.clone();
@@ -351,6 +374,22 @@ impl Coordinator {
         fallbacks.reverse(); // popped from the end, so the first fallback goes first
         let fallbacks = Arc::new(Mutex::new(fallbacks));
         let view = Arc::new((*view).clone());
+        let extra: FuturesUnordered<_> = receivers
+            .iter()
+            .map(|target| {
+                self.clone().replicate(
+                    view.clone(),
+                    target.clone(),
+                    key.clone(),
+                    record.clone(),
+                    Arc::new(Mutex::new(Vec::new())),
+                    timeout,
+                )
+            })
+            .collect();
+        if !extra.is_empty() {
+            tokio::spawn(extra.collect::<Vec<_>>());
+        }
         let mut pending: FuturesUnordered<_> = pref
             .iter()
             .filter(|id| **id != me)

@@ -1,19 +1,27 @@
-//! The loop that keeps this node's layout current.
+//! The loop that keeps this node's ring state current.
 //!
-//! Every node adopts the newest layout any live peer reports (fetched over
-//! gRPC). One node at a time, the claimant, makes the next layout: the
-//! lowest id among live members of the current layout, or, before any
-//! layout exists, the lowest id among live nodes once membership has settled.
-//! Each new layout is derived deterministically from the previous one and a
-//! single membership change.
+//! Every node adopts the newest ring state any live peer reports (fetched
+//! over gRPC) and announces its own status. One node at a time, the
+//! claimant (the lowest id among live members of the current layout, or
+//! before any layout the lowest live id once membership has settled), moves
+//! the ring forward one step per tick, level-triggered from what gossip says
+//! now:
+//!
+//! - no layout: make the first one once N nodes are alive;
+//! - no transition: start one for the first leaving member (if N nodes would
+//!   remain) or the first joining node, as a `next` layout derived
+//!   deterministically from `current` and that one change;
+//! - a transition: promote `next` once every receiving node reports that it
+//!   holds all its incoming partitions.
 
 use std::{collections::BTreeSet, sync::Arc, time::Duration};
 
 use ringkv_proto::v1::GetLayoutRequest;
 use tokio::{sync::mpsc, time::Instant};
 
-use super::{Layout, Member, Ring};
+use super::{Layout, Member, Ring, RingState};
 use crate::{
+    lifecycle::Lifecycle,
     membership::{Membership, NodeStatus, Peer, View},
     peers::PeerClients,
 };
@@ -31,6 +39,7 @@ pub struct ClaimantConfig {
 pub async fn run(
     ring: Arc<Ring>,
     membership: Arc<Membership>,
+    lifecycle: Arc<Lifecycle>,
     peers: Arc<PeerClients>,
     config: ClaimantConfig,
     fatal: mpsc::Sender<String>,
@@ -48,7 +57,7 @@ pub async fn run(
             let _ = fatal.send(message).await;
             return;
         }
-        adopt_newer_layout(&view, &me, &ring, &peers).await;
+        adopt_newer_state(&view, &me, &ring, &peers).await;
 
         let eligible: BTreeSet<String> = view
             .alive()
@@ -60,14 +69,15 @@ pub async fn run(
             stable_since = Instant::now();
         }
         if let Err(error) = claim(&view, &me, &ring, &config, &eligible, stable_since) {
-            tracing::warn!(%error, "claimant could not make the next layout");
+            tracing::warn!(%error, "claimant could not make the next ring state");
         }
 
+        let status = own_status(&ring, &me, &lifecycle);
+        if status == NodeStatus::Left && !lifecycle.has_left() {
+            tracing::info!("all partitions handed over and hints delivered: left the ring");
+            lifecycle.mark_left();
+        }
         let version = ring.version();
-        let status = match ring.current() {
-            Some(layout) if layout.members().iter().any(|m| m.id == me) => NodeStatus::Normal,
-            _ => NodeStatus::Joining,
-        };
         if announced != Some((version, status)) {
             membership.set_layout_version(version).await;
             membership.set_status(status).await;
@@ -76,13 +86,38 @@ pub async fn run(
     }
 }
 
+/// What this node is, from the ring state and its own decisions.
+fn own_status(ring: &Ring, me: &str, lifecycle: &Lifecycle) -> NodeStatus {
+    let Some(state) = ring.state() else {
+        return NodeStatus::Joining;
+    };
+    let in_current = state.current.members().iter().any(|m| m.id == me);
+    if lifecycle.decommissioning() {
+        if state.involves(me) {
+            return NodeStatus::Leaving;
+        }
+        // Out of every layout: gone once the hints it kept are delivered.
+        return if ring_hints_pending(ring) {
+            NodeStatus::Leaving
+        } else {
+            NodeStatus::Left
+        };
+    }
+    if in_current {
+        NodeStatus::Normal
+    } else {
+        NodeStatus::Joining
+    }
+}
+
+fn ring_hints_pending(ring: &Ring) -> bool {
+    ring.storage().has_hints().unwrap_or(true)
+}
+
 /// A node that is in no layout yet refuses to join a cluster that runs with
 /// a different partition count.
 fn partition_conflict(view: &View, me: &str, ring: &Ring) -> Option<String> {
-    if ring
-        .current()
-        .is_some_and(|l| l.members().iter().any(|m| m.id == me))
-    {
+    if ring.state().is_some_and(|s| s.involves(me)) {
         return None;
     }
     let other = view
@@ -97,7 +132,7 @@ fn partition_conflict(view: &View, me: &str, ring: &Ring) -> Option<String> {
     ))
 }
 
-async fn adopt_newer_layout(view: &View, me: &str, ring: &Ring, peers: &PeerClients) {
+async fn adopt_newer_state(view: &View, me: &str, ring: &Ring, peers: &PeerClients) {
     let Some(source) = view
         .alive()
         .filter(|p| p.id != me && p.partitions == ring.partitions())
@@ -108,17 +143,17 @@ async fn adopt_newer_layout(view: &View, me: &str, ring: &Ring, peers: &PeerClie
     if source.layout_version <= ring.version() {
         return;
     }
-    match fetch_layout(source, peers).await {
-        Ok(layout) => {
-            if let Err(error) = ring.install(layout) {
-                tracing::warn!(%error, peer = %source.id, "rejected a peer's layout");
+    match fetch_state(source, peers).await {
+        Ok(state) => {
+            if let Err(error) = ring.install(state) {
+                tracing::warn!(%error, peer = %source.id, "rejected a peer's ring state");
             }
         }
-        Err(error) => tracing::debug!(%error, peer = %source.id, "fetching layout"),
+        Err(error) => tracing::debug!(%error, peer = %source.id, "fetching ring state"),
     }
 }
 
-async fn fetch_layout(peer: &Peer, peers: &PeerClients) -> Result<Layout, String> {
+async fn fetch_state(peer: &Peer, peers: &PeerClients) -> Result<RingState, String> {
     let mut client = peers.replica(&peer.grpc).map_err(|e| e.to_string())?;
     let mut request = tonic::Request::new(GetLayoutRequest {});
     request.set_timeout(Duration::from_secs(2));
@@ -137,7 +172,7 @@ fn member_of(peer: &Peer) -> Member {
     }
 }
 
-/// Makes the next layout if this node is the claimant and something changed.
+/// Moves the ring one step if this node is the claimant.
 fn claim(
     view: &View,
     me: &str,
@@ -146,48 +181,88 @@ fn claim(
     eligible: &BTreeSet<String>,
     stable_since: Instant,
 ) -> Result<(), String> {
-    match ring.current() {
-        None => {
-            let first = eligible.iter().next();
-            if eligible.len() < config.replication
-                || first.map(String::as_str) != Some(me)
-                || stable_since.elapsed() < config.settle
-            {
-                return Ok(());
-            }
-            let members = eligible
-                .iter()
-                .filter_map(|id| view.peers.get(id))
-                .map(member_of)
-                .collect();
-            let layout = Layout::initial(ring.partitions(), config.replication, members)
-                .map_err(|e| e.to_string())?;
-            ring.install(layout).map_err(|e| e.to_string())?;
+    let Some(state) = ring.state() else {
+        let first = eligible.iter().next();
+        if eligible.len() < config.replication
+            || first.map(String::as_str) != Some(me)
+            || stable_since.elapsed() < config.settle
+        {
+            return Ok(());
         }
-        Some(current) => {
-            let claimant = current
-                .members()
-                .iter()
-                .map(|m| m.id.as_str())
-                .find(|id| view.is_alive(id));
-            if claimant != Some(me) {
-                return Ok(());
+        let members = eligible
+            .iter()
+            .filter_map(|id| view.peers.get(id))
+            .filter(|p| p.status != NodeStatus::Leaving)
+            .map(member_of)
+            .collect();
+        let layout = Layout::initial(ring.partitions(), config.replication, members)
+            .map_err(|e| e.to_string())?;
+        return install(ring, 1, layout, None);
+    };
+    let claimant = state
+        .current
+        .members()
+        .iter()
+        .map(|m| m.id.as_str())
+        .find(|id| view.is_alive(id));
+    if claimant != Some(me) {
+        return Ok(());
+    }
+    let current = &state.current;
+    match &state.next {
+        Some(next) => {
+            let waiting: Vec<String> = state
+                .receiving_nodes()
+                .into_iter()
+                .filter(|id| view.peers.get(id).is_none_or(|p| p.synced < state.version))
+                .collect();
+            if waiting.is_empty() {
+                tracing::info!(
+                    version = state.version + 1,
+                    "every partition handed over: promoting the next layout"
+                );
+                return install(ring, state.version + 1, (**next).clone(), None);
             }
-            // One change per layout version, in id order.
+            Ok(())
+        }
+        None => {
+            let in_current = |id: &str| current.members().iter().any(|m| m.id == id);
+            // Departures first, so that a scale-down is never starved by joins.
+            let leaving = view
+                .peers
+                .values()
+                .find(|p| p.status == NodeStatus::Leaving && in_current(&p.id));
+            if let Some(peer) = leaving {
+                if current.members().len() <= config.replication {
+                    tracing::warn!(node = %peer.id, "cannot remove a node: N nodes must remain");
+                    return Ok(());
+                }
+                let next = current
+                    .with_member_removed(&peer.id)
+                    .map_err(|e| e.to_string())?;
+                return install(ring, state.version + 1, (**current).clone(), Some(next));
+            }
             let newcomer = eligible
                 .iter()
                 .filter_map(|id| view.peers.get(id))
-                .find(|p| {
-                    p.status == NodeStatus::Joining
-                        && !current.members().iter().any(|m| m.id == p.id)
-                });
+                .find(|p| p.status == NodeStatus::Joining && !in_current(&p.id));
             if let Some(peer) = newcomer {
                 let next = current
                     .with_member_added(member_of(peer))
                     .map_err(|e| e.to_string())?;
-                ring.install(next).map_err(|e| e.to_string())?;
+                return install(ring, state.version + 1, (**current).clone(), Some(next));
             }
+            Ok(())
         }
     }
-    Ok(())
+}
+
+fn install(ring: &Ring, version: u64, current: Layout, next: Option<Layout>) -> Result<(), String> {
+    ring.install(RingState {
+        version,
+        current: Arc::new(current),
+        next: next.map(Arc::new),
+    })
+    .map(|_| ())
+    .map_err(|e| e.to_string())
 }

@@ -64,6 +64,11 @@ pub(super) fn raw_is_expired(raw: &[u8], now_ms: u64) -> bool {
     matches!(header_expiry(raw), Some(Some(at)) if at <= now_ms)
 }
 
+/// The stored value inside a raw record, if its header is valid.
+pub(super) fn payload(raw: &[u8]) -> Option<&[u8]> {
+    header_expiry(raw).map(|_| &raw[HEADER_LEN..])
+}
+
 /// Wall-clock Unix milliseconds.
 pub fn now_millis() -> u64 {
     SystemTime::now()

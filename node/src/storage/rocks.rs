@@ -17,7 +17,7 @@ use rocksdb::{
 };
 
 use super::{
-    record::{now_millis, raw_is_expired, Record},
+    record::{now_millis, payload, raw_is_expired, Record},
     Durability, KeyValue, Modify, ScanRange, Storage, StorageError,
 };
 
@@ -26,9 +26,26 @@ const CF_META: &str = "meta";
 const CF_HINTS: &str = "hints";
 const META_NODE_ID: &[u8] = b"node_id";
 
+/// Decides, during compaction, whether a live record may be dropped (given
+/// its key and stored value): how tombstones are purged without the storage
+/// layer knowing what a tombstone is.
+#[derive(Clone)]
+pub struct PurgeHook(pub Arc<PurgeFn>);
+
+/// (key, stored value) → whether compaction may drop the record.
+pub type PurgeFn = dyn Fn(&[u8], &[u8]) -> bool + Send + Sync;
+
+impl std::fmt::Debug for PurgeHook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("PurgeHook")
+    }
+}
+
 /// Tunables of the RocksDB engine.
 #[derive(Debug, Clone)]
 pub struct RocksStorageOptions {
+    /// Extra purge rule applied by the compaction filter.
+    pub purge: Option<PurgeHook>,
     pub durability: Durability,
     /// Memtable size of the data column family. Small values force frequent
     /// flushes and compactions, which tests use.
@@ -39,6 +56,7 @@ pub struct RocksStorageOptions {
 impl Default for RocksStorageOptions {
     fn default() -> Self {
         Self {
+            purge: None,
             durability: Durability::Sync,
             write_buffer_bytes: 64 << 20,
             block_cache_bytes: 256 << 20,
@@ -91,8 +109,14 @@ impl RocksStorage {
         data_opts.set_block_based_table_factory(&table);
         data_opts.set_compression_type(DBCompressionType::Lz4);
         data_opts.set_write_buffer_size(opts.write_buffer_bytes);
-        data_opts.set_compaction_filter("ringkv-ttl", |_level, _key, value| {
-            if raw_is_expired(value, now_millis()) {
+        let purge = opts.purge.clone();
+        data_opts.set_compaction_filter("ringkv-ttl-gc", move |_level, key, value| {
+            let expired = raw_is_expired(value, now_millis());
+            let purged = purge
+                .as_ref()
+                .zip(payload(value))
+                .is_some_and(|(hook, stored)| (hook.0)(key, stored));
+            if expired || purged {
                 Decision::Remove
             } else {
                 Decision::Keep
@@ -180,6 +204,20 @@ impl RocksStorage {
             .map_err(engine("write metadata"))
     }
 
+    /// Stores several metadata values in one synced batch.
+    pub fn meta_put_many(&self, entries: &[(String, Vec<u8>)]) -> Result<(), StorageError> {
+        let meta = self.cf(CF_META)?;
+        let mut batch = WriteBatch::default();
+        for (key, value) in entries {
+            batch.put_cf(meta, key.as_bytes(), value);
+        }
+        let mut sync = WriteOptions::default();
+        sync.set_sync(true);
+        self.db
+            .write_opt(batch, &sync)
+            .map_err(engine("write metadata"))
+    }
+
     /// Keeps `record` of `key` for node `target`, stamped with `now_ms`.
     pub fn put_hint(
         &self,
@@ -235,6 +273,38 @@ impl RocksStorage {
                 &self.write_options,
             )
             .map_err(engine("delete hint"))
+    }
+
+    /// Whether any hint is waiting.
+    pub fn has_hints(&self) -> Result<bool, StorageError> {
+        let mut iter = self.db.raw_iterator_cf(self.cf(CF_HINTS)?);
+        iter.seek_to_first();
+        let found = iter.valid();
+        iter.status().map_err(engine("scan hints"))?;
+        Ok(found)
+    }
+
+    /// Calls `visit` with each live (unexpired) record of the data column
+    /// family after `start_after`, in key order, until it returns false.
+    pub fn for_each_after(
+        &self,
+        start_after: &[u8],
+        mut visit: impl FnMut(&[u8], &[u8]) -> bool,
+    ) -> Result<(), StorageError> {
+        let mut iter = self.db.raw_iterator_cf(self.cf(CF_DATA)?);
+        iter.seek(start_after);
+        if iter.key() == Some(start_after) && !start_after.is_empty() {
+            iter.next();
+        }
+        let now = now_millis();
+        while let (Some(key), Some(raw)) = (iter.key(), iter.value()) {
+            let record = Record::decode(key, raw)?;
+            if !record.is_expired(now) && !visit(key, &record.value) {
+                break;
+            }
+            iter.next();
+        }
+        iter.status().map_err(engine("scan"))
     }
 
     /// How many hints are waiting, estimated by RocksDB.

@@ -1,0 +1,296 @@
+//! Receiving partitions during a ring transition.
+//!
+//! A node that owns a partition in the next layout but not in the current
+//! one pulls it from a live current owner with `Replica.StreamPartitions`.
+//! Partitions that come from the same source share one stream: one ordered
+//! scan of the source's data, filtered by partition. After every batch the
+//! receiver applies the records (merging, so re-sent records are harmless)
+//! and persists the last scanned key as each partition's cursor; a crash of
+//! either side resumes from the cursors, from whichever owner is alive.
+//! When every incoming partition is complete, the node gossips `synced` for
+//! the ring state version and the claimant may promote the next layout.
+
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use bytes::Bytes;
+use ringkv_proto::v1::{PartitionProgress, StreamPartitionsRequest};
+
+use crate::{
+    membership::{Membership, View},
+    peers::PeerClients,
+    replica::{blocking, LocalReplica},
+    ring::{partition_of, Ring, RingState},
+};
+
+/// Progress of the partitions this node receives, for `RingStatus`.
+#[derive(Default)]
+pub struct HandoffProgress {
+    inner: Mutex<(u64, BTreeMap<u32, PartitionProgress>)>,
+}
+
+impl HandoffProgress {
+    /// The state version and every partition's progress.
+    pub fn snapshot(&self) -> (u64, Vec<PartitionProgress>) {
+        match self.inner.lock() {
+            Ok(guard) => (guard.0, guard.1.values().cloned().collect()),
+            Err(_) => (0, Vec::new()),
+        }
+    }
+
+    fn update(&self, version: u64, f: impl FnOnce(&mut BTreeMap<u32, PartitionProgress>)) {
+        if let Ok(mut guard) = self.inner.lock() {
+            if guard.0 != version {
+                *guard = (version, BTreeMap::new());
+            }
+            f(&mut guard.1);
+        }
+    }
+}
+
+fn cursor_key(version: u64, partition: u32) -> String {
+    format!("sync/{version}/{partition}")
+}
+
+fn done_key(version: u64, partition: u32) -> String {
+    format!("sync/{version}/{partition}/done")
+}
+
+/// Receives partitions until the process stops.
+pub async fn run(
+    ring: Arc<Ring>,
+    membership: Arc<Membership>,
+    local: Arc<LocalReplica>,
+    peers: Arc<PeerClients>,
+    progress: Arc<HandoffProgress>,
+) {
+    let me = membership.self_id().to_string();
+    let mut states = ring.subscribe();
+    let mut synced = 0u64;
+    loop {
+        let _ = tokio::time::timeout(Duration::from_millis(500), states.changed()).await;
+        let Some(state) = ring.state() else { continue };
+        if state.next.is_none() || synced >= state.version {
+            continue;
+        }
+        let incoming = state.receiving(&me);
+        match receive_all(
+            &state,
+            &me,
+            &incoming,
+            &membership.view(),
+            &local,
+            &peers,
+            &progress,
+        )
+        .await
+        {
+            Ok(true) => {
+                tracing::info!(
+                    version = state.version,
+                    partitions = incoming.len(),
+                    "received every incoming partition"
+                );
+                membership.set_synced(state.version).await;
+                synced = state.version;
+            }
+            Ok(false) => {}
+            Err(error) => tracing::warn!(%error, "partition handoff interrupted; resuming"),
+        }
+    }
+}
+
+/// Streams every incomplete incoming partition; true once all are complete.
+async fn receive_all(
+    state: &RingState,
+    me: &str,
+    incoming: &[u32],
+    view: &View,
+    local: &Arc<LocalReplica>,
+    peers: &PeerClients,
+    progress: &HandoffProgress,
+) -> Result<bool, String> {
+    let version = state.version;
+    let storage = local.storage().clone();
+    let pending: Vec<u32> = {
+        let incoming = incoming.to_vec();
+        blocking(move || {
+            let mut pending = Vec::new();
+            for p in incoming {
+                if storage.meta_get(&done_key(version, p))?.is_none() {
+                    pending.push(p);
+                }
+            }
+            Ok(pending)
+        })
+        .await
+        .map_err(|s| s.to_string())?
+    };
+    for p in incoming.iter().filter(|p| !pending.contains(p)) {
+        progress.update(version, |map| {
+            map.entry(*p)
+                .or_insert_with(|| PartitionProgress {
+                    partition: *p,
+                    node_id: me.to_string(),
+                    ..Default::default()
+                })
+                .complete = true;
+        });
+    }
+    if pending.is_empty() {
+        return Ok(true);
+    }
+    // One stream per source: the first live current owner of each partition.
+    let mut groups: BTreeMap<String, Vec<u32>> = BTreeMap::new();
+    for p in &pending {
+        let source = state
+            .current
+            .preference_list(*p)
+            .map_err(|e| e.to_string())?
+            .into_iter()
+            .find(|id| *id != me && view.is_alive(id))
+            .ok_or_else(|| format!("no live owner of partition {p} to stream from"))?;
+        groups.entry(source.to_string()).or_default().push(*p);
+    }
+    let streams = groups.into_iter().map(|(source, partitions)| {
+        receive_group(state, me, source, partitions, view, local, peers, progress)
+    });
+    for result in futures::future::join_all(streams).await {
+        result?;
+    }
+    Ok(true)
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn receive_group(
+    state: &RingState,
+    me: &str,
+    source: String,
+    partitions: Vec<u32>,
+    view: &View,
+    local: &Arc<LocalReplica>,
+    peers: &PeerClients,
+    progress: &HandoffProgress,
+) -> Result<(), String> {
+    let version = state.version;
+    let partition_count = state.current.partitions();
+    let addr = view
+        .peers
+        .get(&source)
+        .map(|p| p.grpc.clone())
+        .ok_or_else(|| format!("source {source} unknown"))?;
+    // Resume from the earliest cursor of the group: records before a later
+    // cursor are re-sent and merged again, which changes nothing.
+    let storage = local.storage().clone();
+    let start_after: Bytes = {
+        let partitions = partitions.clone();
+        blocking(move || {
+            let mut earliest: Option<Vec<u8>> = None;
+            for p in partitions {
+                match storage.meta_get(&cursor_key(version, p))? {
+                    None => return Ok(Vec::new()),
+                    Some(cursor) => {
+                        if earliest.as_ref().is_none_or(|e| cursor < *e) {
+                            earliest = Some(cursor);
+                        }
+                    }
+                }
+            }
+            Ok(earliest.unwrap_or_default())
+        })
+        .await
+        .map_err(|s| s.to_string())?
+        .into()
+    };
+    for p in &partitions {
+        progress.update(version, |map| {
+            let entry = map.entry(*p).or_insert_with(|| PartitionProgress {
+                partition: *p,
+                node_id: me.to_string(),
+                ..Default::default()
+            });
+            entry.source = source.clone();
+        });
+    }
+    tracing::info!(%source, partitions = partitions.len(), resume = !start_after.is_empty(), "streaming partitions");
+    let mut client = peers.replica(&addr).map_err(|e| e.to_string())?;
+    let mut stream = client
+        .stream_partitions(StreamPartitionsRequest {
+            partitions: partitions.clone(),
+            start_after,
+        })
+        .await
+        .map_err(|e| format!("stream from {source}: {e}"))?
+        .into_inner();
+    let wanted: BTreeSet<u32> = partitions.iter().copied().collect();
+    let mut estimate_per_partition = 0u64;
+    while let Some(batch) = stream
+        .message()
+        .await
+        .map_err(|e| format!("stream from {source}: {e}"))?
+    {
+        if batch.estimated_keys > 0 {
+            estimate_per_partition = batch.estimated_keys / partitions.len().max(1) as u64;
+        }
+        let mut counts: BTreeMap<u32, (u64, u64)> = BTreeMap::new();
+        for record in &batch.records {
+            let p = partition_of(&record.key, partition_count);
+            if wanted.contains(&p) {
+                let entry = counts.entry(p).or_default();
+                entry.0 += 1;
+                entry.1 += (record.key.len() + record.record.len()) as u64;
+            }
+        }
+        let (local_ref, parts) = (local.clone(), partitions.clone());
+        let last_key = batch.last_key.clone();
+        blocking(move || {
+            for record in batch.records {
+                local_ref.apply_encoded(&record.key, &record.record)?;
+            }
+            let cursors: Vec<(String, Vec<u8>)> = parts
+                .iter()
+                .map(|p| (cursor_key(version, *p), last_key.to_vec()))
+                .collect();
+            local_ref.storage().meta_put_many(&cursors)?;
+            Ok(())
+        })
+        .await
+        .map_err(|s| s.to_string())?;
+        progress.update(version, |map| {
+            for (p, (keys, bytes)) in counts {
+                if let Some(entry) = map.get_mut(&p) {
+                    entry.keys_done += keys;
+                    entry.bytes_done += bytes;
+                }
+            }
+            for p in &partitions {
+                if let Some(entry) = map.get_mut(p) {
+                    entry.keys_remaining = estimate_per_partition.saturating_sub(entry.keys_done);
+                }
+            }
+        });
+    }
+    let storage = local.storage().clone();
+    let parts = partitions.clone();
+    blocking(move || {
+        let done: Vec<(String, Vec<u8>)> = parts
+            .iter()
+            .map(|p| (done_key(version, *p), b"1".to_vec()))
+            .collect();
+        Ok(storage.meta_put_many(&done)?)
+    })
+    .await
+    .map_err(|s| s.to_string())?;
+    progress.update(version, |map| {
+        for p in &partitions {
+            if let Some(entry) = map.get_mut(p) {
+                entry.complete = true;
+                entry.keys_remaining = 0;
+            }
+        }
+    });
+    Ok(())
+}

@@ -1,0 +1,472 @@
+//! Anti-entropy: replicas compare per-partition hash trees and repair what
+//! differs, key by key; and the bookkeeping that lets tombstones be purged.
+//!
+//! A partition's tree has [`BUCKETS`] leaves; a key falls in a leaf by its
+//! hash, and a leaf is the XOR of the hashes of its (key, record) pairs, so
+//! a tree does not depend on the order keys were written in (a TicTac tree,
+//! as in Riak). Every interval a node rebuilds the trees of the partitions
+//! it owns in one rate-limited scan, asks each co-replica for its trees, and
+//! for differing leaves exchanges (key, hash) digests, then pulls and pushes
+//! the records that differ. Only digests and differing records cross the
+//! network, never whole partitions.
+
+use std::{
+    collections::{BTreeMap, BTreeSet, HashMap},
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc, Mutex,
+    },
+    time::{Duration, Instant},
+};
+
+use bytes::Bytes;
+use prometheus_client::metrics::{
+    counter::Counter, family::Family, gauge::Gauge, histogram::Histogram,
+};
+use ringkv_proto::v1::{
+    BucketDigestsRequest, BucketRef, PartitionTreesRequest, ReplicaApplyRequest, ReplicaReadRequest,
+};
+use tonic::Request;
+
+use crate::{
+    membership::Membership,
+    peers::PeerClients,
+    replica::{blocking, LocalReplica, ReplicaError},
+    ring::{partition_of, Ring},
+    storage::now_millis,
+    versions::Siblings,
+};
+
+/// Leaves per partition tree.
+pub const BUCKETS: usize = 64;
+
+/// A partition's leaves.
+pub type Tree = [u64; BUCKETS];
+
+fn bucket_of(key: &[u8]) -> usize {
+    (xxhash_rust::xxh3::xxh3_64_with_seed(key, 0x5eed) as usize) % BUCKETS
+}
+
+fn pair_hash(key: &[u8], record: &[u8]) -> u64 {
+    let mut hasher = xxhash_rust::xxh3::Xxh3::new();
+    hasher.update(&(key.len() as u64).to_le_bytes());
+    hasher.update(key);
+    hasher.update(record);
+    hasher.digest()
+}
+
+/// Scans local data at most `bytes_per_sec`, sleeping the scanning thread
+/// between chunks, so that anti-entropy uses a bounded share of I/O.
+struct Throttle {
+    bytes_per_sec: u64,
+    started: Instant,
+    bytes: u64,
+}
+
+impl Throttle {
+    fn new(bytes_per_sec: u64) -> Self {
+        Self {
+            bytes_per_sec: bytes_per_sec.max(1),
+            started: Instant::now(),
+            bytes: 0,
+        }
+    }
+
+    fn account(&mut self, bytes: usize) {
+        self.bytes += bytes as u64;
+        if self.bytes % (1 << 20) < bytes as u64 {
+            let due = Duration::from_secs_f64(self.bytes as f64 / self.bytes_per_sec as f64);
+            if let Some(ahead) = due.checked_sub(self.started.elapsed()) {
+                std::thread::sleep(ahead);
+            }
+        }
+    }
+}
+
+/// Builds the trees of `partitions` in one scan of local data.
+pub fn build_trees(
+    local: &LocalReplica,
+    partitions: &BTreeSet<u32>,
+    partition_count: u32,
+    bytes_per_sec: u64,
+) -> Result<BTreeMap<u32, Tree>, ReplicaError> {
+    let mut trees: BTreeMap<u32, Tree> = partitions.iter().map(|p| (*p, [0; BUCKETS])).collect();
+    let mut throttle = Throttle::new(bytes_per_sec);
+    local.storage().for_each_after(b"", |key, record| {
+        let p = partition_of(key, partition_count);
+        if let Some(tree) = trees.get_mut(&p) {
+            tree[bucket_of(key)] ^= pair_hash(key, record);
+        }
+        throttle.account(key.len() + record.len());
+        true
+    })?;
+    Ok(trees)
+}
+
+/// (key, hash) of every key in the given leaves.
+pub fn bucket_digests(
+    local: &LocalReplica,
+    leaves: &BTreeSet<(u32, u32)>,
+    partition_count: u32,
+    bytes_per_sec: u64,
+) -> Result<Vec<(Bytes, u64)>, ReplicaError> {
+    let mut out = Vec::new();
+    let mut throttle = Throttle::new(bytes_per_sec);
+    local.storage().for_each_after(b"", |key, record| {
+        let leaf = (partition_of(key, partition_count), bucket_of(key) as u32);
+        if leaves.contains(&leaf) {
+            out.push((Bytes::copy_from_slice(key), pair_hash(key, record)));
+        }
+        throttle.account(key.len() + record.len());
+        true
+    })?;
+    Ok(out)
+}
+
+/// The latest trees this node built, served to peers.
+#[derive(Default)]
+pub struct TreeCache {
+    trees: Mutex<BTreeMap<u32, Tree>>,
+}
+
+impl TreeCache {
+    pub fn get(&self, partitions: &[u32]) -> Vec<(u32, Tree)> {
+        let Ok(trees) = self.trees.lock() else {
+            return Vec::new();
+        };
+        partitions
+            .iter()
+            .filter_map(|p| trees.get(p).map(|t| (*p, *t)))
+            .collect()
+    }
+
+    fn replace(&self, trees: BTreeMap<u32, Tree>) {
+        if let Ok(mut guard) = self.trees.lock() {
+            *guard = trees;
+        }
+    }
+}
+
+/// When each partition was last seen equal on every replica: tombstones
+/// older than that exist everywhere and may be purged after the grace period.
+pub struct Agreement {
+    agreed_at_ms: Vec<AtomicU64>,
+}
+
+impl Agreement {
+    pub fn new(partitions: u32) -> Self {
+        Self {
+            agreed_at_ms: (0..partitions).map(|_| AtomicU64::new(0)).collect(),
+        }
+    }
+
+    pub fn agreed_at_ms(&self, partition: u32) -> u64 {
+        self.agreed_at_ms
+            .get(partition as usize)
+            .map_or(0, |a| a.load(Ordering::Acquire))
+    }
+
+    fn record(&self, partition: u32, at_ms: u64) {
+        if let Some(a) = self.agreed_at_ms.get(partition as usize) {
+            a.fetch_max(at_ms, Ordering::AcqRel);
+        }
+    }
+}
+
+/// Whether a stored record may be dropped by compaction: a tombstone older
+/// than the grace period and older than the last time every replica of its
+/// partition was seen to agree. The rule that keeps deleted keys from coming
+/// back: a tombstone is only purged once no replica can still hold the value
+/// it deleted.
+pub fn purgeable(
+    key: &[u8],
+    record: &[u8],
+    partition_count: u32,
+    grace_ms: u64,
+    agreement: &Agreement,
+) -> bool {
+    let Ok(record) = Siblings::decode(record) else {
+        return false;
+    };
+    let Some(deleted_at) = record.tombstone_since() else {
+        return false;
+    };
+    let deleted_ms = deleted_at.physical_ms();
+    let agreed = agreement.agreed_at_ms(partition_of(key, partition_count));
+    deleted_ms.saturating_add(grace_ms) < now_millis() && deleted_ms < agreed
+}
+
+/// Anti-entropy metrics.
+#[derive(Debug, Clone)]
+pub struct RepairMetrics {
+    pub keys_repaired: Counter,
+    pub tree_build_seconds: Histogram,
+    pub last_exchange: Family<PartitionLabel, Gauge>,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, prometheus_client::encoding::EncodeLabelSet)]
+pub struct PartitionLabel {
+    pub partition: u32,
+}
+
+impl Default for RepairMetrics {
+    fn default() -> Self {
+        Self {
+            keys_repaired: Counter::default(),
+            tree_build_seconds: Histogram::new(
+                prometheus_client::metrics::histogram::exponential_buckets(0.001, 2.0, 16),
+            ),
+            last_exchange: Family::default(),
+        }
+    }
+}
+
+/// Settings of anti-entropy.
+#[derive(Debug, Clone)]
+pub struct RepairConfig {
+    pub interval: Duration,
+    pub bytes_per_sec: u64,
+    pub timeout: Duration,
+}
+
+/// Runs anti-entropy rounds until the process stops.
+#[allow(clippy::too_many_arguments)]
+pub async fn run(
+    ring: Arc<Ring>,
+    membership: Arc<Membership>,
+    local: Arc<LocalReplica>,
+    peers: Arc<PeerClients>,
+    cache: Arc<TreeCache>,
+    agreement: Arc<Agreement>,
+    config: RepairConfig,
+    metrics: RepairMetrics,
+) {
+    let me = membership.self_id().to_string();
+    let mut ticker = tokio::time::interval(config.interval);
+    ticker.tick().await;
+    loop {
+        ticker.tick().await;
+        if let Err(error) = round(
+            &ring,
+            &membership,
+            &me,
+            &local,
+            &peers,
+            &cache,
+            &agreement,
+            &config,
+            &metrics,
+        )
+        .await
+        {
+            tracing::debug!(%error, "anti-entropy round incomplete");
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn round(
+    ring: &Ring,
+    membership: &Membership,
+    me: &str,
+    local: &Arc<LocalReplica>,
+    peers: &PeerClients,
+    cache: &TreeCache,
+    agreement: &Agreement,
+    config: &RepairConfig,
+    metrics: &RepairMetrics,
+) -> Result<(), String> {
+    let Some(state) = ring.state() else {
+        return Ok(());
+    };
+    let current = state.current.clone();
+    let owned: BTreeSet<u32> = current.partitions_of(me).into_iter().collect();
+    if owned.is_empty() {
+        return Ok(());
+    }
+    let partition_count = current.partitions();
+    let started_ms = now_millis();
+    let started = Instant::now();
+    let trees = {
+        let (local, owned, rate) = (local.clone(), owned.clone(), config.bytes_per_sec);
+        blocking(move || build_trees(&local, &owned, partition_count, rate))
+            .await
+            .map_err(|s| s.to_string())?
+    };
+    metrics
+        .tree_build_seconds
+        .observe(started.elapsed().as_secs_f64());
+    cache.replace(trees.clone());
+
+    // Which co-replicas share which of my partitions.
+    let mut shared: BTreeMap<String, Vec<u32>> = BTreeMap::new();
+    for p in &owned {
+        for id in current.preference_list(*p).map_err(|e| e.to_string())? {
+            if id != me {
+                shared.entry(id.to_string()).or_default().push(*p);
+            }
+        }
+    }
+    let view = membership.view();
+    let mut disagreed: BTreeSet<u32> = BTreeSet::new();
+    let mut unreached: BTreeSet<u32> = BTreeSet::new();
+    for (peer, partitions) in shared {
+        let Some(addr) = view
+            .peers
+            .get(&peer)
+            .filter(|p| p.alive)
+            .map(|p| p.grpc.clone())
+        else {
+            unreached.extend(partitions);
+            continue;
+        };
+        match exchange(
+            &addr,
+            &partitions,
+            &trees,
+            local,
+            peers,
+            partition_count,
+            config,
+            metrics,
+        )
+        .await
+        {
+            Ok(differing) => disagreed.extend(differing),
+            Err(error) => {
+                tracing::debug!(%peer, %error, "tree exchange failed");
+                unreached.extend(partitions);
+            }
+        }
+    }
+    let now = now_millis();
+    for p in &owned {
+        metrics
+            .last_exchange
+            .get_or_create(&PartitionLabel { partition: *p })
+            .set((now / 1000) as i64);
+        if !disagreed.contains(p) && !unreached.contains(p) {
+            agreement.record(*p, started_ms);
+        }
+    }
+    Ok(())
+}
+
+/// Compares trees with one peer and repairs differing keys both ways.
+/// Returns the partitions that differed.
+#[allow(clippy::too_many_arguments)]
+async fn exchange(
+    addr: &str,
+    partitions: &[u32],
+    mine: &BTreeMap<u32, Tree>,
+    local: &Arc<LocalReplica>,
+    peers: &PeerClients,
+    partition_count: u32,
+    config: &RepairConfig,
+    metrics: &RepairMetrics,
+) -> Result<BTreeSet<u32>, String> {
+    let mut client = peers.replica(addr).map_err(|e| e.to_string())?;
+    let mut request = Request::new(PartitionTreesRequest {
+        partitions: partitions.to_vec(),
+    });
+    request.set_timeout(config.timeout);
+    let theirs = client
+        .partition_trees(request)
+        .await
+        .map_err(|e| e.to_string())?
+        .into_inner()
+        .trees;
+    let theirs: HashMap<u32, Vec<u64>> = theirs
+        .into_iter()
+        .map(|t| (t.partition, t.buckets))
+        .collect();
+    let mut leaves: BTreeSet<(u32, u32)> = BTreeSet::new();
+    let mut differing = BTreeSet::new();
+    for p in partitions {
+        let (Some(my_tree), Some(their_tree)) = (mine.get(p), theirs.get(p)) else {
+            // A peer that has not built its trees yet proves nothing.
+            differing.insert(*p);
+            continue;
+        };
+        for (b, (a, z)) in my_tree.iter().zip(their_tree).enumerate() {
+            if a != z {
+                leaves.insert((*p, b as u32));
+                differing.insert(*p);
+            }
+        }
+    }
+    if leaves.is_empty() {
+        return Ok(differing);
+    }
+    let my_digests: HashMap<Bytes, u64> = {
+        let (local, leaves, rate) = (local.clone(), leaves.clone(), config.bytes_per_sec);
+        blocking(move || bucket_digests(&local, &leaves, partition_count, rate))
+            .await
+            .map_err(|s| s.to_string())?
+            .into_iter()
+            .collect()
+    };
+    let mut request = Request::new(BucketDigestsRequest {
+        buckets: leaves
+            .iter()
+            .map(|(partition, bucket)| BucketRef {
+                partition: *partition,
+                bucket: *bucket,
+            })
+            .collect(),
+    });
+    request.set_timeout(config.timeout * 10);
+    let their_digests: HashMap<Bytes, u64> = client
+        .bucket_digests(request)
+        .await
+        .map_err(|e| e.to_string())?
+        .into_inner()
+        .keys
+        .into_iter()
+        .map(|d| (d.key, d.hash))
+        .collect();
+    let keys: BTreeSet<Bytes> = my_digests
+        .iter()
+        .filter(|(k, h)| their_digests.get(*k) != Some(h))
+        .map(|(k, _)| k.clone())
+        .chain(
+            their_digests
+                .iter()
+                .filter(|(k, h)| my_digests.get(*k) != Some(h))
+                .map(|(k, _)| k.clone()),
+        )
+        .collect();
+    for key in keys {
+        // Pull theirs, merge it here, push the merge back.
+        let mut read = Request::new(ReplicaReadRequest { key: key.clone() });
+        read.set_timeout(config.timeout);
+        let record = client
+            .read(read)
+            .await
+            .map_err(|e| e.to_string())?
+            .into_inner()
+            .record;
+        let (local_ref, k) = (local.clone(), key.clone());
+        let merged = blocking(move || {
+            if record.is_empty() {
+                local_ref.read(&k)
+            } else {
+                let incoming = Siblings::decode(&record).map_err(ReplicaError::BadRecord)?;
+                local_ref.apply(&k, &incoming).map(Some)
+            }
+        })
+        .await
+        .map_err(|s| s.to_string())?;
+        if let Some(merged) = merged {
+            let mut apply = Request::new(ReplicaApplyRequest {
+                key,
+                record: merged.encode(),
+                hint_for: String::new(),
+            });
+            apply.set_timeout(config.timeout);
+            client.apply(apply).await.map_err(|e| e.to_string())?;
+        }
+        metrics.keys_repaired.inc();
+    }
+    Ok(differing)
+}
