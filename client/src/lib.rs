@@ -214,3 +214,25 @@ pub async fn cluster_status(address: &str) -> Result<proto::ClusterStatusRespons
         .await?
         .into_inner())
 }
+
+/// Asks the cluster at `address` to take `node_id` out of the ring.
+pub async fn decommission(address: &str, node_id: &str) -> Result<(), ClientError> {
+    let channel = connect_channel(address).await?;
+    proto::admin_client::AdminClient::new(channel)
+        .decommission(proto::DecommissionRequest {
+            node_id: node_id.to_string(),
+        })
+        .await?;
+    Ok(())
+}
+
+/// Each member's ring status and each moving partition's handoff progress.
+pub async fn ring_status(address: &str) -> Result<proto::RingStatusResponse, ClientError> {
+    let channel = connect_channel(address).await?;
+    let mut request = tonic::Request::new(proto::RingStatusRequest {});
+    request.set_timeout(Duration::from_secs(10));
+    Ok(proto::admin_client::AdminClient::new(channel)
+        .ring_status(request)
+        .await?
+        .into_inner())
+}

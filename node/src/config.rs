@@ -159,6 +159,11 @@ pub struct NodeConfig {
     #[arg(long, env = "RINGKV_ANTI_ENTROPY_BYTES_PER_SEC", default_value_t = 32 << 20)]
     pub anti_entropy_bytes_per_sec: u64,
 
+    /// Most bytes per second one outgoing partition stream sends; 0 for no
+    /// limit.
+    #[arg(long, env = "RINGKV_HANDOFF_BYTES_PER_SEC", default_value_t = 0)]
+    pub handoff_bytes_per_sec: u64,
+
     /// Seconds a tombstone is kept at least before compaction may purge it
     /// (10 days, as in Cassandra); it is purged only once anti-entropy has
     /// also seen every replica of its partition agree after the delete.

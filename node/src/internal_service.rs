@@ -23,6 +23,7 @@ use crate::{
     replica::{blocking, LocalReplica},
     ring::{partition_of, Ring},
     storage::{now_millis, ScanRange},
+    throttle::Throttle,
     validate::Limits,
     versions::ConflictMode,
 };
@@ -42,6 +43,7 @@ pub struct ReplicaService {
     progress: Arc<HandoffProgress>,
     trees: Arc<TreeCache>,
     repair_bytes_per_sec: u64,
+    handoff_bytes_per_sec: u64,
 }
 
 impl ReplicaService {
@@ -52,6 +54,7 @@ impl ReplicaService {
         progress: Arc<HandoffProgress>,
         trees: Arc<TreeCache>,
         repair_bytes_per_sec: u64,
+        handoff_bytes_per_sec: u64,
     ) -> Self {
         Self {
             local,
@@ -60,6 +63,7 @@ impl ReplicaService {
             progress,
             trees,
             repair_bytes_per_sec,
+            handoff_bytes_per_sec,
         }
     }
 }
@@ -154,6 +158,7 @@ impl Replica for ReplicaService {
         let estimated_keys = storage.stats().estimated_keys * wanted.len() as u64 / owned as u64;
         // Two batches in flight at most: the scan waits for the receiver.
         let (tx, rx) = tokio::sync::mpsc::channel(2);
+        let mut throttle = Throttle::new(self.handoff_bytes_per_sec);
         tokio::task::spawn_blocking(move || {
             let mut batch = StreamBatch {
                 estimated_keys,
@@ -164,6 +169,7 @@ impl Replica for ReplicaService {
             let scan = storage.for_each_after(&req.start_after, |key, value| {
                 if wanted.contains(&partition_of(key, partition_count)) {
                     bytes += key.len() + value.len();
+                    throttle.account(key.len() + value.len());
                     batch.records.push(ReplicaRecord {
                         key: bytes::Bytes::copy_from_slice(key),
                         record: bytes::Bytes::copy_from_slice(value),

@@ -34,6 +34,7 @@ pub mod replication;
 pub mod ring;
 pub mod storage;
 pub mod telemetry;
+pub mod throttle;
 pub mod validate;
 pub mod versions;
 

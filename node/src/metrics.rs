@@ -71,6 +71,9 @@ pub struct ReplicationMetrics {
     pub hints_delivered: Counter,
     pub hints_dropped: Counter,
     pub read_repairs: Counter,
+    pub handoff_streams_resumed: Counter,
+    pub handoff_bytes_received: Counter,
+    pub handoff_keys_received: Counter,
 }
 
 /// Exposes RocksDB's properties and tickers at scrape time.
@@ -182,6 +185,21 @@ impl Metrics {
             "hints_dropped",
             "Hints dropped for exceeding --hint-max-age-secs",
             replication.hints_dropped.clone(),
+        );
+        registry.register(
+            "handoff_streams_resumed",
+            "Partition streams that resumed from a persisted cursor",
+            replication.handoff_streams_resumed.clone(),
+        );
+        registry.register(
+            "handoff_bytes_received",
+            "Bytes of records received by partition streams",
+            replication.handoff_bytes_received.clone(),
+        );
+        registry.register(
+            "handoff_keys_received",
+            "Records received by partition streams",
+            replication.handoff_keys_received.clone(),
         );
         registry.register(
             "read_repairs",

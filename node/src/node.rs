@@ -224,6 +224,7 @@ pub async fn run(
         local.clone(),
         peers.clone(),
         progress.clone(),
+        metrics.replication.clone(),
     )));
     background.push(tokio::spawn(repair::run(
         ring.clone(),
@@ -282,6 +283,7 @@ pub async fn run(
         progress,
         trees,
         config.anti_entropy_bytes_per_sec,
+        config.handoff_bytes_per_sec,
     ))
     .max_decoding_message_size(limits.max_request_bytes)
     .max_encoding_message_size(usize::MAX);

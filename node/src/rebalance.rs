@@ -21,6 +21,7 @@ use ringkv_proto::v1::{PartitionProgress, StreamPartitionsRequest};
 
 use crate::{
     membership::{Membership, View},
+    metrics::ReplicationMetrics,
     peers::PeerClients,
     replica::{blocking, LocalReplica},
     ring::{partition_of, Ring, RingState},
@@ -66,6 +67,7 @@ pub async fn run(
     local: Arc<LocalReplica>,
     peers: Arc<PeerClients>,
     progress: Arc<HandoffProgress>,
+    metrics: ReplicationMetrics,
 ) {
     let me = membership.self_id().to_string();
     let mut states = ring.subscribe();
@@ -77,17 +79,17 @@ pub async fn run(
             continue;
         }
         let incoming = state.receiving(&me);
-        match receive_all(
-            &state,
-            &me,
-            &incoming,
-            &membership.view(),
-            &local,
-            &peers,
-            &progress,
-        )
-        .await
-        {
+        let view = membership.view();
+        let context = Receiving {
+            state: &state,
+            me: &me,
+            view: &view,
+            local: &local,
+            peers: &peers,
+            progress: &progress,
+            metrics: &metrics,
+        };
+        match receive_all(&context, &incoming).await {
             Ok(true) => {
                 tracing::info!(
                     version = state.version,
@@ -103,16 +105,27 @@ pub async fn run(
     }
 }
 
+/// What one round of receiving works with.
+struct Receiving<'a> {
+    state: &'a RingState,
+    me: &'a str,
+    view: &'a View,
+    local: &'a Arc<LocalReplica>,
+    peers: &'a PeerClients,
+    progress: &'a HandoffProgress,
+    metrics: &'a ReplicationMetrics,
+}
+
 /// Streams every incomplete incoming partition; true once all are complete.
-async fn receive_all(
-    state: &RingState,
-    me: &str,
-    incoming: &[u32],
-    view: &View,
-    local: &Arc<LocalReplica>,
-    peers: &PeerClients,
-    progress: &HandoffProgress,
-) -> Result<bool, String> {
+async fn receive_all(cx: &Receiving<'_>, incoming: &[u32]) -> Result<bool, String> {
+    let Receiving {
+        state,
+        me,
+        view,
+        local,
+        progress,
+        ..
+    } = *cx;
     let version = state.version;
     let storage = local.storage().clone();
     let pending: Vec<u32> = {
@@ -155,26 +168,29 @@ async fn receive_all(
             .ok_or_else(|| format!("no live owner of partition {p} to stream from"))?;
         groups.entry(source.to_string()).or_default().push(*p);
     }
-    let streams = groups.into_iter().map(|(source, partitions)| {
-        receive_group(state, me, source, partitions, view, local, peers, progress)
-    });
+    let streams = groups
+        .into_iter()
+        .map(|(source, partitions)| receive_group(cx, source, partitions));
     for result in futures::future::join_all(streams).await {
         result?;
     }
     Ok(true)
 }
 
-#[allow(clippy::too_many_arguments)]
 async fn receive_group(
-    state: &RingState,
-    me: &str,
+    cx: &Receiving<'_>,
     source: String,
     partitions: Vec<u32>,
-    view: &View,
-    local: &Arc<LocalReplica>,
-    peers: &PeerClients,
-    progress: &HandoffProgress,
 ) -> Result<(), String> {
+    let Receiving {
+        state,
+        me,
+        view,
+        local,
+        peers,
+        progress,
+        metrics,
+    } = *cx;
     let version = state.version;
     let partition_count = state.current.partitions();
     let addr = view
@@ -216,6 +232,9 @@ async fn receive_group(
         });
     }
     tracing::info!(%source, partitions = partitions.len(), resume = !start_after.is_empty(), "streaming partitions");
+    if !start_after.is_empty() {
+        metrics.handoff_streams_resumed.inc();
+    }
     let mut client = peers.replica(&addr).map_err(|e| e.to_string())?;
     let mut stream = client
         .stream_partitions(StreamPartitionsRequest {
@@ -259,6 +278,10 @@ async fn receive_group(
         })
         .await
         .map_err(|s| s.to_string())?;
+        for (keys, bytes) in counts.values() {
+            metrics.handoff_keys_received.inc_by(*keys);
+            metrics.handoff_bytes_received.inc_by(*bytes);
+        }
         progress.update(version, |map| {
             for (p, (keys, bytes)) in counts {
                 if let Some(entry) = map.get_mut(&p) {

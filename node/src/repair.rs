@@ -20,6 +20,7 @@ use std::{
 };
 
 use bytes::Bytes;
+use futures::StreamExt;
 use prometheus_client::metrics::{
     counter::Counter, family::Family, gauge::Gauge, histogram::Histogram,
 };
@@ -34,6 +35,7 @@ use crate::{
     replica::{blocking, LocalReplica, ReplicaError},
     ring::{partition_of, Ring},
     storage::now_millis,
+    throttle::Throttle,
     versions::Siblings,
 };
 
@@ -53,34 +55,6 @@ fn pair_hash(key: &[u8], record: &[u8]) -> u64 {
     hasher.update(key);
     hasher.update(record);
     hasher.digest()
-}
-
-/// Scans local data at most `bytes_per_sec`, sleeping the scanning thread
-/// between chunks, so that anti-entropy uses a bounded share of I/O.
-struct Throttle {
-    bytes_per_sec: u64,
-    started: Instant,
-    bytes: u64,
-}
-
-impl Throttle {
-    fn new(bytes_per_sec: u64) -> Self {
-        Self {
-            bytes_per_sec: bytes_per_sec.max(1),
-            started: Instant::now(),
-            bytes: 0,
-        }
-    }
-
-    fn account(&mut self, bytes: usize) {
-        self.bytes += bytes as u64;
-        if self.bytes % (1 << 20) < bytes as u64 {
-            let due = Duration::from_secs_f64(self.bytes as f64 / self.bytes_per_sec as f64);
-            if let Some(ahead) = due.checked_sub(self.started.elapsed()) {
-                std::thread::sleep(ahead);
-            }
-        }
-    }
 }
 
 /// Builds the trees of `partitions` in one scan of local data.
@@ -352,6 +326,48 @@ async fn round(
     Ok(())
 }
 
+/// Keys repaired at once with one peer.
+const REPAIR_CONCURRENCY: usize = 32;
+
+/// Pulls the peer's record of `key`, merges it here, and pushes the merge
+/// back, so that both sides end up with the same record.
+async fn repair_key(
+    mut client: ringkv_proto::v1::replica_client::ReplicaClient<tonic::transport::Channel>,
+    key: Bytes,
+    local: Arc<LocalReplica>,
+    timeout: Duration,
+) -> Result<(), String> {
+    let mut read = Request::new(ReplicaReadRequest { key: key.clone() });
+    read.set_timeout(timeout);
+    let record = client
+        .read(read)
+        .await
+        .map_err(|e| e.to_string())?
+        .into_inner()
+        .record;
+    let k = key.clone();
+    let merged = blocking(move || {
+        if record.is_empty() {
+            local.read(&k)
+        } else {
+            let incoming = Siblings::decode(&record).map_err(ReplicaError::BadRecord)?;
+            local.apply(&k, &incoming).map(Some)
+        }
+    })
+    .await
+    .map_err(|s| s.to_string())?;
+    if let Some(merged) = merged {
+        let mut apply = Request::new(ReplicaApplyRequest {
+            key,
+            record: merged.encode(),
+            hint_for: String::new(),
+        });
+        apply.set_timeout(timeout);
+        client.apply(apply).await.map_err(|e| e.to_string())?;
+    }
+    Ok(())
+}
+
 /// Compares trees with one peer and repairs differing keys both ways.
 /// Returns the partitions that differed.
 #[allow(clippy::too_many_arguments)]
@@ -436,36 +452,13 @@ async fn exchange(
                 .map(|(k, _)| k.clone()),
         )
         .collect();
-    for key in keys {
-        // Pull theirs, merge it here, push the merge back.
-        let mut read = Request::new(ReplicaReadRequest { key: key.clone() });
-        read.set_timeout(config.timeout);
-        let record = client
-            .read(read)
-            .await
-            .map_err(|e| e.to_string())?
-            .into_inner()
-            .record;
-        let (local_ref, k) = (local.clone(), key.clone());
-        let merged = blocking(move || {
-            if record.is_empty() {
-                local_ref.read(&k)
-            } else {
-                let incoming = Siblings::decode(&record).map_err(ReplicaError::BadRecord)?;
-                local_ref.apply(&k, &incoming).map(Some)
-            }
-        })
-        .await
-        .map_err(|s| s.to_string())?;
-        if let Some(merged) = merged {
-            let mut apply = Request::new(ReplicaApplyRequest {
-                key,
-                record: merged.encode(),
-                hint_for: String::new(),
-            });
-            apply.set_timeout(config.timeout);
-            client.apply(apply).await.map_err(|e| e.to_string())?;
-        }
+    // Keys are repaired concurrently, a bounded number at a time.
+    let repairs = futures::stream::iter(keys)
+        .map(|key| repair_key(client.clone(), key, local.clone(), config.timeout))
+        .buffer_unordered(REPAIR_CONCURRENCY);
+    let results: Vec<Result<(), String>> = repairs.collect().await;
+    for result in results {
+        result?;
         metrics.keys_repaired.inc();
     }
     Ok(differing)

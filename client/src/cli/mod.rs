@@ -57,6 +57,15 @@ enum Command {
     /// Show every member with its status and partitions, and whether the
     /// members' views of the cluster agree.
     Status,
+    /// Take NODE out of the ring: it streams its partitions to their new
+    /// owners, delivers its hints, and reports `left`. Refused when fewer
+    /// than N nodes would remain.
+    Decommission {
+        /// The node id, as `ringkv status` shows it.
+        node: String,
+    },
+    /// Ring status: each member and the handoff progress of moving partitions.
+    Ring,
     /// Measure throughput and latency against a running node.
     Bench(bench::BenchArgs),
     /// Run a local cluster of ringkv-node processes on loopback, in the foreground.
@@ -131,6 +140,12 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Status => status::run(&cli.endpoint).await,
+        Command::Decommission { node } => {
+            ringkv_client::decommission(&cli.endpoint, &node).await?;
+            println!("{node} is leaving; follow it with `ringkv ring`");
+            Ok(())
+        }
+        Command::Ring => status::ring(&cli.endpoint).await,
         Command::Bench(args) => bench::run(&cli.endpoint, args).await,
         Command::Local(args) => local::run(args).await,
     }

@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use ringkv_client::{cluster_status, proto::ClusterStatusResponse};
+use ringkv_client::{cluster_status, proto::ClusterStatusResponse, ring_status};
 
 /// What one member's view says, reduced to what must agree across members.
 fn fingerprint(view: &ClusterStatusResponse) -> (u64, Vec<(String, String, bool)>) {
@@ -72,6 +72,53 @@ pub async fn run(endpoint: &str) -> anyhow::Result<()> {
         if !unreachable.is_empty() {
             println!("unreachable: {}", unreachable.join(", "));
         }
+    }
+    Ok(())
+}
+
+/// `ringkv ring`: members, and per receiving node the handoff progress.
+pub async fn ring(endpoint: &str) -> anyhow::Result<()> {
+    let status = ring_status(endpoint).await?;
+    println!(
+        "ring state v{}: {}",
+        status.state_version,
+        if status.transition {
+            "partitions are moving"
+        } else {
+            "stable"
+        }
+    );
+    println!(
+        "{:<16} {:<8} {:<6} {:>8} {:>8}",
+        "NODE", "STATUS", "ALIVE", "OWNS", "WILL OWN"
+    );
+    for m in &status.members {
+        println!(
+            "{:<16} {:<8} {:<6} {:>8} {:>8}",
+            m.node_id,
+            m.status,
+            if m.alive { "yes" } else { "no" },
+            m.partitions_owned,
+            m.partitions_next
+        );
+    }
+    let mut per_node: BTreeMap<&str, (usize, usize, u64, u64, u64)> = BTreeMap::new();
+    for h in &status.handoffs {
+        let entry = per_node.entry(&h.node_id).or_default();
+        entry.0 += 1;
+        entry.1 += usize::from(h.complete);
+        entry.2 += h.keys_done;
+        entry.3 += h.bytes_done;
+        entry.4 += h.keys_remaining;
+    }
+    for (node, (total, complete, keys, bytes, remaining)) in per_node {
+        println!(
+            "handoff to {node}: {complete}/{total} partitions complete, {keys} keys ({:.1} MiB) done, about {remaining} keys to go",
+            bytes as f64 / (1 << 20) as f64
+        );
+    }
+    if !status.unreachable.is_empty() {
+        println!("no progress from: {}", status.unreachable.join(", "));
     }
     Ok(())
 }

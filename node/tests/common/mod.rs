@@ -180,6 +180,12 @@ impl TestNode {
         std::fs::remove_dir_all(&self.data_dir).expect("wipe data dir");
     }
 
+    /// Starts the process again without waiting for it to serve.
+    pub fn respawn(&mut self) {
+        assert!(self.child.is_none(), "stop or kill the node first");
+        self.spawn_process();
+    }
+
     /// Starts the process again over the same data dir.
     pub async fn restart(&mut self) {
         assert!(self.child.is_none(), "stop or kill the node first");
@@ -252,6 +258,27 @@ pub struct TestCluster {
 }
 
 impl TestCluster {
+    /// Starts one more node on 127.0.`subnet`.`index`, seeded with the
+    /// cluster's nodes, without waiting: a joining node serves only once it
+    /// holds its partitions.
+    pub fn spawn_joining(&self, subnet: u8, index: u8, args: &[&str]) -> TestNode {
+        let ip = Ipv4Addr::new(127, 0, subnet, index);
+        let seeds = self
+            .nodes
+            .iter()
+            .map(|n| SocketAddr::from((n.ip, GOSSIP_PORT)).to_string())
+            .collect::<Vec<_>>()
+            .join(",");
+        let tempdir = tempfile::tempdir().expect("tempdir");
+        let data_dir = tempdir.path().join("db");
+        let mut all: Vec<&str> = vec!["--seeds", &seeds, "--gossip-interval-ms", "100"];
+        all.extend_from_slice(args);
+        let mut node = TestNode::unstarted(ip, &data_dir, &all);
+        node._tempdir = Some(tempdir);
+        node.spawn_process();
+        node
+    }
+
     /// Starts `count` nodes with `args` and waits until every one serves.
     pub async fn start(subnet: u8, count: u8, args: &[&str]) -> Self {
         let ips: Vec<Ipv4Addr> = (1..=count)
@@ -323,4 +350,82 @@ impl TestNode {
         (!record.is_empty())
             .then(|| ringkv_node::versions::Siblings::decode(&record).expect("decodes"))
     }
+}
+
+/// The admin view of one node.
+pub async fn ring_status(node: &TestNode) -> Option<ringkv_client::proto::RingStatusResponse> {
+    ringkv_client::ring_status(&node.grpc.to_string())
+        .await
+        .ok()
+}
+
+/// Waits until `observer` sees no transition and exactly `members` normal,
+/// live members, all on its ring state version.
+pub async fn wait_stable(observer: &TestNode, members: &[&TestNode], deadline: Duration) {
+    let ids: std::collections::BTreeSet<String> = members.iter().map(|n| n.node_id()).collect();
+    eventually("the ring settles", deadline, || {
+        let ids = ids.clone();
+        async move {
+            let status = ring_status(observer).await?;
+            let normal: std::collections::BTreeSet<String> = status
+                .members
+                .iter()
+                .filter(|m| m.alive && m.status == "normal" && m.partitions_owned > 0)
+                .map(|m| m.node_id.clone())
+                .collect();
+            let agree = status
+                .members
+                .iter()
+                .filter(|m| ids.contains(&m.node_id))
+                .all(|m| m.layout_version == status.state_version);
+            (!status.transition && normal == ids && agree).then_some(())
+        }
+    })
+    .await;
+}
+
+/// Waits until every partition's owners report equal hash trees; returns how
+/// long that took.
+pub async fn wait_equal_trees(
+    nodes: &[&TestNode],
+    partitions: u32,
+    deadline: Duration,
+) -> Duration {
+    use ringkv_client::proto::{replica_client::ReplicaClient, PartitionTreesRequest};
+    let started = Instant::now();
+    let all: Vec<u32> = (0..partitions).collect();
+    eventually(
+        "every partition's replicas have equal hash trees",
+        deadline,
+        || {
+            let all = all.clone();
+            async move {
+                let mut trees: Vec<std::collections::BTreeMap<u32, Vec<u64>>> = Vec::new();
+                for node in nodes {
+                    let channel = ringkv_client::connect_channel(&node.grpc.to_string())
+                        .await
+                        .ok()?;
+                    let response = ReplicaClient::new(channel)
+                        .partition_trees(PartitionTreesRequest {
+                            partitions: all.clone(),
+                        })
+                        .await
+                        .ok()?
+                        .into_inner();
+                    trees.push(
+                        response
+                            .trees
+                            .into_iter()
+                            .map(|t| (t.partition, t.buckets))
+                            .collect(),
+                    );
+                }
+                // Every node here owns every partition (N equals the node count).
+                let complete = trees.iter().all(|t| t.len() == all.len());
+                (complete && trees.windows(2).all(|w| w[0] == w[1])).then_some(())
+            }
+        },
+    )
+    .await;
+    started.elapsed()
 }

@@ -1,0 +1,432 @@
+//! The elastic ring against real clusters: joins and decommissions under
+//! load, interrupted handoffs, disk loss repaired by anti-entropy alone, and
+//! decommissions refused below N.
+
+mod common;
+
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc,
+    },
+    time::{Duration, Instant},
+};
+
+use bytes::Bytes;
+use common::{eventually, ring_status, wait_equal_trees, wait_stable, TestCluster, TestNode};
+use ringkv_client::proto::{
+    Consistency, KvPair, RawBatchPutRequest, RawDeleteRequest, RawGetRequest, RawPutRequest,
+};
+use tokio::sync::Mutex;
+use tonic::Code;
+
+const PARTITIONS: u32 = 256;
+
+fn value_of(key: &str) -> Bytes {
+    let mut value = key.as_bytes().to_vec();
+    value.resize(1024, b'.');
+    Bytes::from(value)
+}
+
+fn quorums(r: u32, w: u32) -> Option<Consistency> {
+    Some(Consistency {
+        read_quorum: Some(r),
+        write_quorum: Some(w),
+    })
+}
+
+/// Reads `key` at R=2.
+async fn read_r2(client: &mut ringkv_client::Client, key: &str) -> Result<Bytes, tonic::Status> {
+    Ok(client
+        .raw()
+        .raw_get(RawGetRequest {
+            key: Bytes::from(key.to_string()),
+            consistency: quorums(2, 2),
+        })
+        .await?
+        .into_inner()
+        .value)
+}
+
+/// Writes `count` keys of 1 KiB named `prefix-N` with W=3, in batches.
+async fn preload(node: &TestNode, prefix: &str, count: usize) -> Vec<String> {
+    let mut client = node.client().await;
+    let keys: Vec<String> = (0..count).map(|i| format!("{prefix}-{i:06}")).collect();
+    for chunk in keys.chunks(200) {
+        client
+            .raw()
+            .raw_batch_put(RawBatchPutRequest {
+                pairs: chunk
+                    .iter()
+                    .map(|k| KvPair {
+                        key: Bytes::from(k.clone()),
+                        value: value_of(k),
+                        ..Default::default()
+                    })
+                    .collect(),
+                consistency: quorums(1, 3),
+                ttl_seconds: 0,
+            })
+            .await
+            .expect("preload batch");
+    }
+    keys
+}
+
+async fn decommission(observer: &TestNode, node: &TestNode) {
+    ringkv_client::decommission(&observer.grpc.to_string(), &node.node_id())
+        .await
+        .expect("decommission accepted");
+}
+
+async fn wait_left(observer: &TestNode, node: &TestNode, deadline: Duration) {
+    let id = node.node_id();
+    eventually(&format!("{id} reports left"), deadline, || {
+        let id = id.clone();
+        async move {
+            let status = ring_status(observer).await?;
+            status
+                .members
+                .iter()
+                .any(|m| m.node_id == id && m.status == "left")
+                .then_some(())
+        }
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_decommission_below_n_is_refused() {
+    let cluster = TestCluster::start(30, 3, &[]).await;
+    let error = ringkv_client::decommission(
+        &cluster.nodes[0].grpc.to_string(),
+        &cluster.nodes[2].node_id(),
+    )
+    .await
+    .expect_err("3 nodes with N=3 cannot lose one");
+    println!("{error}");
+    assert_eq!(error.code(), Some(Code::FailedPrecondition));
+    assert!(error
+        .to_string()
+        .contains("fewer than the replication factor 3"));
+    let status = ring_status(&cluster.nodes[0]).await.expect("ring status");
+    assert!(
+        !status.members.iter().any(|m| m.status == "leaving"),
+        "nobody started leaving"
+    );
+}
+
+/// Waits until `node` is receiving partitions and has some but not all.
+async fn wait_mid_stream(observer: &TestNode, node: &TestNode) -> String {
+    let id = node.node_id();
+    eventually(&format!("{id} mid-stream"), Duration::from_secs(60), || {
+        let id = id.clone();
+        async move {
+            let status = ring_status(observer).await?;
+            let mine: Vec<_> = status.handoffs.iter().filter(|h| h.node_id == id).collect();
+            let started = mine.iter().any(|h| h.keys_done > 0);
+            let unfinished = mine.iter().any(|h| !h.complete);
+            let source = mine.iter().find(|h| h.keys_done > 0)?.source.clone();
+            (started && unfinished).then_some(source)
+        }
+    })
+    .await
+}
+
+#[tokio::test]
+async fn interrupted_handoffs_resume_and_complete() {
+    // A slow stream (1 MB/s per source) keeps the handoff interruptible.
+    let args = ["--handoff-bytes-per-sec", "1000000"];
+    let mut cluster = TestCluster::start(31, 3, &args).await;
+    let keys = preload(&cluster.nodes[0], "handoff", 12_000).await;
+
+    // 1. The joining node is killed mid-stream and restarted.
+    let mut joining = cluster.spawn_joining(31, 4, &args);
+    wait_mid_stream(&cluster.nodes[0], &joining).await;
+    joining.kill9();
+    println!("killed the joining node mid-stream");
+    joining.respawn();
+    let started = Instant::now();
+    let members: Vec<&TestNode> = cluster.nodes.iter().chain([&joining]).collect();
+    wait_stable(&cluster.nodes[0], &members, Duration::from_secs(120)).await;
+    let resumed = joining.metric("ringkv_handoff_streams_resumed_total").await;
+    println!(
+        "joining node resumed and completed in {:?} ({resumed:?} streams resumed)",
+        started.elapsed()
+    );
+    assert!(
+        resumed.unwrap_or(0.0) >= 1.0,
+        "the restarted node resumed from its cursors"
+    );
+    cluster.nodes.push(joining);
+
+    // 2. A source node is killed mid-stream; the handoff continues from
+    // the other owners.
+    let observer = 0;
+    let joining = cluster.spawn_joining(31, 5, &args);
+    let source = wait_mid_stream(&cluster.nodes[observer], &joining).await;
+    let victim = cluster
+        .nodes
+        .iter()
+        .position(|n| n.node_id() == source)
+        .expect("source is a member");
+    let observer = if victim == 0 { 1 } else { 0 };
+    cluster.nodes[victim].kill9();
+    println!("killed source {source} mid-stream");
+    let started = Instant::now();
+    let id = joining.node_id();
+    eventually(
+        "the handoff completes without the dead source",
+        Duration::from_secs(120),
+        || {
+            let (id, observer) = (id.clone(), &cluster.nodes[observer]);
+            async move {
+                let status = ring_status(observer).await?;
+                let normal = status
+                    .members
+                    .iter()
+                    .any(|m| m.node_id == id && m.status == "normal" && m.partitions_owned > 0);
+                (!status.transition && normal).then_some(())
+            }
+        },
+    )
+    .await;
+    println!(
+        "handoff completed {:?} after the source died",
+        started.elapsed()
+    );
+
+    // Every key the new node owns is on it.
+    let layout_owner = &joining;
+    let mut held = 0;
+    for key in &keys {
+        if layout_owner.replica_record(key.as_bytes()).await.is_some() {
+            held += 1;
+        }
+    }
+    println!("new node holds {held} of {} keys", keys.len());
+    assert!(held > keys.len() / 2, "it received its partitions");
+    let mut client = cluster.nodes[observer].client().await;
+    for key in &keys {
+        let got = read_r2(&mut client, key)
+            .await
+            .expect("read after handoffs");
+        assert_eq!(got, value_of(key));
+    }
+    println!(
+        "interrupted handoffs: checked {} acknowledged writes",
+        keys.len()
+    );
+}
+
+#[tokio::test]
+async fn anti_entropy_alone_restores_a_wiped_node() {
+    let mut cluster = TestCluster::start(
+        32,
+        3,
+        &[
+            "--hinted-handoff",
+            "false",
+            "--anti-entropy-interval-secs",
+            "1",
+        ],
+    )
+    .await;
+    let keys = preload(&cluster.nodes[0], "wipe", 5_000).await;
+    cluster.nodes[2].stop().await;
+    cluster.nodes[2].wipe();
+    cluster.nodes[2].restart().await;
+    let started = Instant::now();
+    let wiped = &cluster.nodes[2];
+    eventually(
+        "anti-entropy restores every key",
+        Duration::from_secs(120),
+        || async {
+            for key in keys.iter().rev() {
+                wiped.replica_record(key.as_bytes()).await?;
+            }
+            Some(())
+        },
+    )
+    .await;
+    let took = started.elapsed();
+    let mib = (keys.len() * 1024) as f64 / (1 << 20) as f64;
+    let repaired = wiped
+        .metric("ringkv_anti_entropy_keys_repaired_total")
+        .await;
+    println!(
+        "disk loss: anti-entropy restored {} keys ({mib:.1} MiB) in {took:?}: {:.0} keys/s, {:.1} MiB/s (repairs counted here: {repaired:?})",
+        keys.len(),
+        keys.len() as f64 / took.as_secs_f64(),
+        mib / took.as_secs_f64()
+    );
+    let nodes: Vec<&TestNode> = cluster.nodes.iter().collect();
+    let converged = wait_equal_trees(&nodes, PARTITIONS, Duration::from_secs(60)).await;
+    println!("hash trees equal {converged:?} later");
+}
+
+/// What the load generator knows for sure about each key.
+#[derive(Default)]
+struct Ledger {
+    live: BTreeMap<String, Bytes>,
+    deleted: BTreeSet<String>,
+    uncertain: BTreeSet<String>,
+}
+
+#[tokio::test]
+async fn scale_three_five_three_under_load() {
+    const WRITERS: usize = 8;
+    const TARGET_KEYS: usize = 100_000;
+    let args = ["--anti-entropy-interval-secs", "2"];
+    let mut cluster = TestCluster::start(33, 3, &args).await;
+    let ledger: Arc<Mutex<Ledger>> = Arc::default();
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut writers = Vec::new();
+    for w in 0..WRITERS {
+        let mut client = cluster.nodes[w % 3].client().await;
+        let (ledger, stop) = (ledger.clone(), stop.clone());
+        writers.push(tokio::spawn(async move {
+            let mut i = 0usize;
+            while !stop.load(Ordering::Relaxed) && i * WRITERS < TARGET_KEYS * 2 {
+                let key = format!("load-{w}-{i:06}");
+                let put = client
+                    .raw()
+                    .raw_put(RawPutRequest {
+                        key: Bytes::from(key.clone()),
+                        value: value_of(&key),
+                        consistency: quorums(2, 2),
+                        ..Default::default()
+                    })
+                    .await;
+                {
+                    let mut ledger = ledger.lock().await;
+                    match put {
+                        Ok(_) => {
+                            ledger.live.insert(key.clone(), value_of(&key));
+                        }
+                        Err(_) => {
+                            ledger.uncertain.insert(key.clone());
+                        }
+                    }
+                }
+                // Every tenth key, delete an earlier one with the context of a read.
+                if i % 10 == 9 {
+                    let victim = format!("load-{w}-{:06}", i - 5);
+                    let outcome = async {
+                        let read = client
+                            .raw()
+                            .raw_get(RawGetRequest {
+                                key: Bytes::from(victim.clone()),
+                                consistency: quorums(2, 2),
+                            })
+                            .await?
+                            .into_inner();
+                        client
+                            .raw()
+                            .raw_delete(RawDeleteRequest {
+                                key: Bytes::from(victim.clone()),
+                                consistency: quorums(2, 2),
+                                context: read.context,
+                            })
+                            .await
+                    }
+                    .await;
+                    let mut ledger = ledger.lock().await;
+                    if ledger.live.contains_key(&victim) {
+                        match outcome {
+                            Ok(_) => {
+                                ledger.live.remove(&victim);
+                                ledger.deleted.insert(victim);
+                            }
+                            Err(_) => {
+                                ledger.live.remove(&victim);
+                                ledger.uncertain.insert(victim);
+                            }
+                        }
+                    }
+                }
+                i += 1;
+            }
+        }));
+    }
+    let written = |ledger: &Ledger| ledger.live.len() + ledger.deleted.len();
+    eventually("load before scaling", Duration::from_secs(300), || async {
+        (written(&*ledger.lock().await) >= TARGET_KEYS / 3).then_some(())
+    })
+    .await;
+
+    let started = Instant::now();
+    let fourth = cluster.spawn_joining(33, 4, &args);
+    let members: Vec<&TestNode> = cluster.nodes.iter().chain([&fourth]).collect();
+    wait_stable(&cluster.nodes[0], &members, Duration::from_secs(300)).await;
+    cluster.nodes.push(fourth);
+    let fifth = cluster.spawn_joining(33, 5, &args);
+    let members: Vec<&TestNode> = cluster.nodes.iter().chain([&fifth]).collect();
+    wait_stable(&cluster.nodes[0], &members, Duration::from_secs(300)).await;
+    cluster.nodes.push(fifth);
+    println!(
+        "3 -> 5 in {:?}, {} keys written so far",
+        started.elapsed(),
+        written(&*ledger.lock().await)
+    );
+
+    let started = Instant::now();
+    for leaving in [4usize, 3] {
+        decommission(&cluster.nodes[0], &cluster.nodes[leaving]).await;
+        wait_left(
+            &cluster.nodes[0],
+            &cluster.nodes[leaving],
+            Duration::from_secs(300),
+        )
+        .await;
+        cluster.nodes[leaving].stop().await;
+        let remaining: Vec<&TestNode> = cluster.nodes[..leaving].iter().collect();
+        wait_stable(&cluster.nodes[0], &remaining, Duration::from_secs(120)).await;
+    }
+    println!(
+        "5 -> 3 in {:?}, {} keys written so far",
+        started.elapsed(),
+        written(&*ledger.lock().await)
+    );
+
+    eventually(
+        "about 100k keys written",
+        Duration::from_secs(600),
+        || async { (written(&*ledger.lock().await) >= TARGET_KEYS).then_some(()) },
+    )
+    .await;
+    stop.store(true, Ordering::Relaxed);
+    for writer in writers {
+        writer.await.expect("writer");
+    }
+    let ledger = Arc::try_unwrap(ledger)
+        .ok()
+        .expect("writers done")
+        .into_inner();
+
+    let nodes: Vec<&TestNode> = cluster.nodes[..3].iter().collect();
+    let converged = wait_equal_trees(&nodes, PARTITIONS, Duration::from_secs(180)).await;
+
+    let mut client = cluster.nodes[0].client().await;
+    for (key, value) in &ledger.live {
+        let got = read_r2(&mut client, key)
+            .await
+            .unwrap_or_else(|e| panic!("acknowledged {key} lost: {e}"));
+        assert_eq!(&got, value, "{key}");
+    }
+    for key in &ledger.deleted {
+        let got = read_r2(&mut client, key).await;
+        assert_eq!(
+            got.map_err(|s| s.code()),
+            Err(Code::NotFound),
+            "deleted {key} came back"
+        );
+    }
+    println!(
+        "scale 3->5->3: checked {} acknowledged writes and {} acknowledged deletes ({} uncertain skipped); replicas converged {converged:?} after the load stopped",
+        ledger.live.len(),
+        ledger.deleted.len(),
+        ledger.uncertain.len()
+    );
+}
