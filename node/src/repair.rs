@@ -463,3 +463,72 @@ async fn exchange(
     }
     Ok(differing)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::versions::{Actor, CausalContext, Hlc};
+
+    fn record(value: Option<&'static [u8]>, at_ms: u64) -> Vec<u8> {
+        Siblings::new()
+            .update(
+                &CausalContext::new(),
+                value.map(Bytes::from_static),
+                &Actor::new("n1", 1),
+                Hlc::new(at_ms, 0),
+            )
+            .encode()
+            .to_vec()
+    }
+
+    #[test]
+    fn tombstones_are_purged_only_after_grace_and_agreement() {
+        let now = now_millis();
+        let grace = 10_000;
+        let key = b"k";
+        let p = partition_of(key, 16);
+        let old_tombstone = record(None, now - 60_000);
+        let agreement = Agreement::new(16);
+
+        // Old enough, but no round has seen every replica agree since.
+        assert!(!purgeable(key, &old_tombstone, 16, grace, &agreement));
+        agreement.record(p, now - 30_000);
+        assert!(purgeable(key, &old_tombstone, 16, grace, &agreement));
+
+        // Agreement before the delete proves nothing about the tombstone.
+        let recent = record(None, now - 40_000);
+        let early = Agreement::new(16);
+        early.record(p, now - 50_000);
+        assert!(!purgeable(key, &recent, 16, grace, &early));
+
+        // Inside the grace period, or a live value: never.
+        let fresh = record(None, now - 1_000);
+        agreement.record(p, now);
+        assert!(!purgeable(key, &fresh, 16, grace, &agreement));
+        assert!(!purgeable(
+            key,
+            &record(Some(b"v"), now - 60_000),
+            16,
+            grace,
+            &agreement
+        ));
+    }
+
+    #[test]
+    fn trees_ignore_write_order() {
+        let mut a = [0u64; BUCKETS];
+        let mut b = [0u64; BUCKETS];
+        let pairs: Vec<(Vec<u8>, Vec<u8>)> = (0..100u32)
+            .map(|i| (i.to_be_bytes().to_vec(), vec![i as u8; 8]))
+            .collect();
+        for (k, v) in &pairs {
+            a[bucket_of(k)] ^= pair_hash(k, v);
+        }
+        for (k, v) in pairs.iter().rev() {
+            b[bucket_of(k)] ^= pair_hash(k, v);
+        }
+        assert_eq!(a, b);
+        b[bucket_of(&pairs[0].0)] ^= pair_hash(&pairs[0].0, &pairs[0].1);
+        assert_ne!(a, b, "a missing key changes its leaf");
+    }
+}

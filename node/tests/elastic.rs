@@ -135,6 +135,47 @@ async fn wait_mid_stream(observer: &TestNode, node: &TestNode) -> String {
 }
 
 #[tokio::test]
+async fn ttl_keys_expire_on_every_replica() {
+    let cluster = TestCluster::start(34, 3, &[]).await;
+    let mut client = cluster.nodes[0].client().await;
+    client
+        .raw()
+        .raw_put(RawPutRequest {
+            key: Bytes::from_static(b"session"),
+            value: Bytes::from_static(b"token"),
+            ttl_seconds: 1,
+            consistency: quorums(3, 3),
+            ..Default::default()
+        })
+        .await
+        .expect("put with TTL");
+    client.put(b"durable", b"stays").await.expect("put");
+    let mut reader = cluster.nodes[1].client().await;
+    assert_eq!(
+        reader.get(b"session").await.expect("get").as_deref(),
+        Some(&b"token"[..])
+    );
+    eventually("the TTL key expires", Duration::from_secs(10), || async {
+        let status = cluster.nodes[2]
+            .client()
+            .await
+            .raw()
+            .raw_get(RawGetRequest {
+                key: Bytes::from_static(b"session"),
+                consistency: quorums(3, 3),
+            })
+            .await
+            .err()?;
+        (status.code() == Code::NotFound).then_some(())
+    })
+    .await;
+    assert_eq!(
+        reader.get(b"durable").await.expect("get").as_deref(),
+        Some(&b"stays"[..])
+    );
+}
+
+#[tokio::test]
 async fn interrupted_handoffs_resume_and_complete() {
     // A slow stream (1 MB/s per source) keeps the handoff interruptible.
     let args = ["--handoff-bytes-per-sec", "1000000"];

@@ -182,6 +182,10 @@ fn claim(
     stable_since: Instant,
 ) -> Result<(), String> {
     let Some(state) = ring.state() else {
+        // A cluster that already has a layout is joined, never re-founded.
+        if view.alive().any(|p| p.layout_version > 0) {
+            return Ok(());
+        }
         let first = eligible.iter().next();
         if eligible.len() < config.replication
             || first.map(String::as_str) != Some(me)
