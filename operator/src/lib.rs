@@ -1,0 +1,2 @@
+//! The ringkv operator.
+pub mod crd;
