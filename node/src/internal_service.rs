@@ -3,13 +3,13 @@
 use std::{collections::BTreeSet, sync::Arc};
 
 use ringkv_proto::v1::{
-    admin_client::AdminClient, admin_server::Admin, replica_server::Replica, BucketDigestsRequest,
-    BucketDigestsResponse, ClusterStatusRequest, ClusterStatusResponse, DecommissionRequest,
-    DecommissionResponse, GetLayoutRequest, GetLayoutResponse, HandoffProgressRequest,
-    HandoffProgressResponse, KeyDigest, MemberStatus, PartitionTree, PartitionTreesRequest,
-    PartitionTreesResponse, ReplicaApplyRequest, ReplicaApplyResponse, ReplicaReadRequest,
-    ReplicaReadResponse, ReplicaRecord, ReplicaScanRequest, ReplicaScanResponse, RingStatusRequest,
-    RingStatusResponse, StreamBatch, StreamPartitionsRequest,
+    admin_server::Admin, replica_server::Replica, BucketDigestsRequest, BucketDigestsResponse,
+    ClusterStatusRequest, ClusterStatusResponse, DecommissionRequest, DecommissionResponse,
+    GetLayoutRequest, GetLayoutResponse, HandoffProgressRequest, HandoffProgressResponse,
+    KeyDigest, MemberStatus, PartitionTree, PartitionTreesRequest, PartitionTreesResponse,
+    ReplicaApplyRequest, ReplicaApplyResponse, ReplicaReadRequest, ReplicaReadResponse,
+    ReplicaRecord, ReplicaScanRequest, ReplicaScanResponse, RingStatusRequest, RingStatusResponse,
+    StreamBatch, StreamPartitionsRequest,
 };
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
@@ -367,12 +367,8 @@ impl Admin for AdminService {
             .filter(|p| p.alive)
             .map(|p| p.grpc.clone())
             .ok_or_else(|| Status::unavailable(format!("node {node_id} is not alive")))?;
-        let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
-            .map_err(|e| Status::internal(e.to_string()))?
-            .connect()
-            .await
-            .map_err(|e| Status::unavailable(format!("node {node_id}: {e}")))?;
-        AdminClient::new(channel)
+        self.peers
+            .admin(&addr)?
             .decommission(DecommissionRequest { node_id })
             .await?;
         Ok(Response::new(DecommissionResponse {}))

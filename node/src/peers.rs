@@ -2,7 +2,9 @@
 
 use std::{collections::HashMap, sync::Mutex, time::Duration};
 
-use ringkv_proto::v1::{raw_kv_client::RawKvClient, replica_client::ReplicaClient};
+use ringkv_proto::v1::{
+    admin_client::AdminClient, raw_kv_client::RawKvClient, replica_client::ReplicaClient,
+};
 use tonic::transport::{Channel, Endpoint};
 
 /// A cache of channels to peers, keyed by gRPC address.
@@ -42,5 +44,10 @@ impl PeerClients {
         Ok(RawKvClient::new(self.channel(addr)?)
             .max_decoding_message_size(usize::MAX)
             .max_encoding_message_size(usize::MAX))
+    }
+
+    /// The admin service of the node at `addr`.
+    pub fn admin(&self, addr: &str) -> Result<AdminClient<Channel>, tonic::Status> {
+        Ok(AdminClient::new(self.channel(addr)?))
     }
 }

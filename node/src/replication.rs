@@ -33,6 +33,17 @@ use crate::{
 /// Metadata that marks a forwarded write, so that it is never forwarded twice.
 pub const FORWARDED: &str = "ringkv-forwarded";
 
+/// A request to another node's RawKV, marked as forwarded and bounded by
+/// the client's remaining time.
+fn forwarded<T>(message: T, timeout: Duration) -> Request<T> {
+    let mut request = Request::new(message);
+    request.set_timeout(timeout);
+    request
+        .metadata_mut()
+        .insert(FORWARDED, tonic::metadata::MetadataValue::from_static("1"));
+    request
+}
+
 /// The cluster's N, R and W.
 #[derive(Debug, Clone, Copy)]
 pub struct Quorums {
@@ -444,32 +455,22 @@ impl Coordinator {
         });
         match value {
             Some(value) => {
-                let mut request = Request::new(RawPutRequest {
+                let request = RawPutRequest {
                     key,
                     value,
                     consistency,
                     context,
                     ttl_seconds,
-                });
-                request.set_timeout(timeout);
-                request.metadata_mut().insert(
-                    FORWARDED,
-                    "1".parse().map_err(|_| Status::internal("metadata"))?,
-                );
-                client.raw_put(request).await?;
+                };
+                client.raw_put(forwarded(request, timeout)).await?;
             }
             None => {
-                let mut request = Request::new(RawDeleteRequest {
+                let request = RawDeleteRequest {
                     key,
                     consistency,
                     context,
-                });
-                request.set_timeout(timeout);
-                request.metadata_mut().insert(
-                    FORWARDED,
-                    "1".parse().map_err(|_| Status::internal("metadata"))?,
-                );
-                client.raw_delete(request).await?;
+                };
+                client.raw_delete(forwarded(request, timeout)).await?;
             }
         }
         Ok(())
