@@ -40,9 +40,43 @@ fn stdout(output: &Output) -> String {
 
 type Lines = std::io::Lines<BufReader<std::process::ChildStdout>>;
 
+/// `ringkv local`, stopped (Ctrl-C, then SIGKILL) if a test fails midway,
+/// so that its nodes never outlive the test and hold its addresses.
+struct Local(Child);
+
+impl std::ops::Deref for Local {
+    type Target = Child;
+    fn deref(&self) -> &Child {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Local {
+    fn deref_mut(&mut self) -> &mut Child {
+        &mut self.0
+    }
+}
+
+impl Drop for Local {
+    fn drop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            let _ = signal::kill(Pid::from_raw(self.0.id() as i32), signal::Signal::SIGINT);
+            let until = Instant::now() + Duration::from_secs(30);
+            while Instant::now() < until {
+                if let Ok(Some(_)) = self.0.try_wait() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
 /// Starts `ringkv local` and reads its banner up to the Ctrl-C hint. The
 /// returned lines must stay alive while the cluster runs: it writes to them.
-fn start_local(data: &std::path::Path, nodes: u8, first: &str) -> (Child, Lines, String) {
+fn start_local(data: &std::path::Path, nodes: u8, first: &str) -> (Local, Lines, String) {
     let mut local = Command::new(RINGKV)
         .args([
             "local",
@@ -66,7 +100,7 @@ fn start_local(data: &std::path::Path, nodes: u8, first: &str) -> (Child, Lines,
             break;
         }
     }
-    (local, lines, banner.join("\n"))
+    (Local(local), lines, banner.join("\n"))
 }
 
 #[tokio::test]
@@ -197,12 +231,26 @@ async fn three_node_local_cluster_survives_a_killed_node() {
             None,
         ));
     }
-    let status = stdout(&ringkv(node1, &["status"], None));
+    // Serving means in the ring; the members' gossiped statuses follow
+    // within a few gossip rounds, so agreement is polled against a deadline.
+    let until = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        let status = stdout(&ringkv(node1, &["status"], None));
+        if status.contains("views agree") {
+            break status;
+        }
+        assert!(Instant::now() < until, "views never agreed: {status}");
+        std::thread::sleep(Duration::from_millis(200));
+    };
     println!("{status}");
     for node in ["node-1", "node-2", "node-3"] {
         assert!(status.contains(node), "{node} listed: {status}");
     }
-    assert!(status.contains("views agree"), "{status}");
+    assert_eq!(
+        status.lines().filter(|l| l.contains(" normal ")).count(),
+        3,
+        "every member normal: {status}"
+    );
 
     // Kill node-2 outright, as the README's tour does.
     let pid: i32 = banner
