@@ -13,4 +13,6 @@ cargo clippy --workspace --all-targets --quiet -- -D warnings
 echo "== cargo build (binaries the tests start)"
 cargo build --workspace --bins --quiet
 echo "== cargo test"
-cargo test --workspace --no-fail-fast
+# --show-output prints what each passing test printed, e.g. how many
+# acknowledged operations a data-safety test checked.
+cargo test --workspace --no-fail-fast -- --show-output
