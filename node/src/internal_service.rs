@@ -22,7 +22,7 @@ use crate::{
     repair::{bucket_digests, TreeCache},
     replica::{blocking, LocalReplica},
     ring::{partition_of, Ring},
-    storage::{now_millis, ScanRange},
+    storage::ScanRange,
     throttle::Throttle,
     validate::Limits,
     versions::ConflictMode,
@@ -91,13 +91,8 @@ impl Replica for ReplicaService {
         self.limits.key(&req.key)?;
         let local = self.local.clone();
         blocking(move || {
-            if req.hint_for.is_empty() {
-                local.apply_encoded(&req.key, &req.record)
-            } else {
-                Ok(local
-                    .storage()
-                    .put_hint(&req.hint_for, &req.key, &req.record, now_millis())?)
-            }
+            let hint_for = Some(req.hint_for.as_str()).filter(|t| !t.is_empty());
+            local.receive(&req.key, &req.record, hint_for)
         })
         .await?;
         Ok(Response::new(ReplicaApplyResponse {}))

@@ -178,6 +178,25 @@ impl LocalReplica {
         self.apply(key, &incoming).map(|_| ())
     }
 
+    /// Keeps `record` as a hint for node `target`, stamped now.
+    pub fn keep_hint(&self, target: &str, key: &[u8], record: &[u8]) -> Result<(), ReplicaError> {
+        Ok(self.storage.put_hint(target, key, record, now_millis())?)
+    }
+
+    /// Takes a record sent to this node: merged into its own copy, or kept as
+    /// a hint when it is meant for `hint_for`.
+    pub fn receive(
+        &self,
+        key: &Bytes,
+        record: &[u8],
+        hint_for: Option<&str>,
+    ) -> Result<(), ReplicaError> {
+        match hint_for {
+            Some(target) => self.keep_hint(target, key, record),
+            None => self.apply_encoded(key, record),
+        }
+    }
+
     /// This node's records of a range, tombstones included.
     pub fn scan(&self, range: &ScanRange) -> Result<Vec<(Bytes, Siblings)>, ReplicaError> {
         self.storage

@@ -44,6 +44,11 @@ fn forwarded<T>(message: T, timeout: Duration) -> Request<T> {
     request
 }
 
+/// Whether a replica's record lacks something the merged record has.
+fn is_stale(record: &Option<Siblings>, merged: &Siblings) -> bool {
+    record.as_ref().is_none_or(|r| !r.descends(merged))
+}
+
 /// The cluster's N, R and W.
 #[derive(Debug, Clone, Copy)]
 pub struct Quorums {
@@ -234,15 +239,7 @@ impl Coordinator {
         if node == self.inner.me {
             let (local, key, record) = (self.inner.local.clone(), key.clone(), record.clone());
             let hint_for = hint_for.map(str::to_string);
-            return blocking(move || match hint_for {
-                Some(target) => {
-                    Ok(local
-                        .storage()
-                        .put_hint(&target, &key, &record, now_millis())?)
-                }
-                None => local.apply_encoded(&key, &record),
-            })
-            .await;
+            return blocking(move || local.receive(&key, &record, hint_for.as_deref())).await;
         }
         let mut client = self.inner.peers.replica(&Self::address(view, node)?)?;
         let mut request = Request::new(ReplicaApplyRequest {
@@ -294,12 +291,7 @@ impl Coordinator {
         // No fallback took it: keep the hint here, without counting it as an
         // acknowledgement (this node already holds the write).
         let local = self.inner.local.clone();
-        let stored = blocking(move || {
-            Ok(local
-                .storage()
-                .put_hint(&target, &key, &record, now_millis())?)
-        })
-        .await;
+        let stored = blocking(move || local.keep_hint(&target, &key, &record)).await;
         if stored.is_ok() {
             self.inner.metrics.hints_stored.inc();
         }
@@ -531,11 +523,9 @@ impl Coordinator {
             return Ok(merged);
         }
         let encoded = merged.encode();
-        let stale =
-            |record: &Option<Siblings>| record.as_ref().is_none_or(|r| !r.descends(&merged));
         let repairs = replies
             .iter()
-            .filter(|(_, record)| stale(record))
+            .filter(|(_, record)| is_stale(record, &merged))
             .map(|(node, _)| self.repair(&view, node, &key, &encoded, timeout));
         futures::future::join_all(repairs).await;
 
@@ -543,7 +533,7 @@ impl Coordinator {
         tokio::spawn(async move {
             while let Some((node, result)) = pending.next().await {
                 if let Ok(record) = result {
-                    if record.as_ref().is_none_or(|r| !r.descends(&merged_late)) {
+                    if is_stale(&record, &merged_late) {
                         this.repair(&view, &node, &key, &encoded, timeout).await;
                     }
                 }
