@@ -128,6 +128,14 @@ pub struct NodeConfig {
     #[arg(long, env = "RINGKV_CONFLICT_RESOLUTION", value_enum, default_value_t = ConflictResolution::Siblings)]
     pub conflict_resolution: ConflictResolution,
 
+    /// A node that finished a decommission (it is `left`) wipes its data and
+    /// joins again as a new member when it starts. Off, a left node stays
+    /// out of the ring, as a decommissioned Cassandra node does; the operator
+    /// turns it on because a pod the StatefulSet still wants is meant to be a
+    /// member.
+    #[arg(long, env = "RINGKV_REJOIN_AFTER_LEAVE", default_value_t = false, action = clap::ArgAction::Set)]
+    pub rejoin_after_leave: bool,
+
     /// Store hints for unreachable replicas and replay them when they return.
     #[arg(long, env = "RINGKV_HINTED_HANDOFF", default_value_t = true, action = clap::ArgAction::Set)]
     pub hinted_handoff: bool,

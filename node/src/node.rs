@@ -121,6 +121,21 @@ async fn track_readiness(ring: Arc<Ring>, me: String, reporter: HealthReporter) 
     }
 }
 
+/// Whether this data dir belongs to a node that finished a decommission:
+/// asked to leave, in no layout any more, and no hints left to deliver.
+fn has_left(
+    storage: &Arc<RocksStorage>,
+    node_id: &str,
+    partitions: u32,
+) -> Result<bool, NodeError> {
+    if !Lifecycle::load(storage.clone())?.decommissioning() {
+        return Ok(false);
+    }
+    let ring = Ring::load(storage.clone(), partitions)?;
+    let in_a_layout = ring.state().is_some_and(|state| state.involves(node_id));
+    Ok(!in_a_layout && !storage.has_hints()?)
+}
+
 /// Runs a node until `shutdown` resolves, then drains in-flight requests,
 /// flushes the memtables and closes the database.
 pub async fn run(
@@ -147,11 +162,28 @@ pub async fn run(
         write_buffer_bytes: config.write_buffer_bytes,
         block_cache_bytes: config.block_cache_bytes,
     };
-    let storage = Arc::new(RocksStorage::open(
+    let mut storage = Arc::new(RocksStorage::open(
         &config.data_dir,
         &node_id,
         &storage_options,
     )?);
+    if config.rejoin_after_leave && has_left(&storage, &node_id, config.partitions)? {
+        // Everything it held was handed over before it reported `left`, so
+        // old records here could only resurrect purged deletes.
+        tracing::warn!(data_dir = %config.data_dir.display(), "this node left the ring earlier: wiping its data to join again as a new member");
+        drop(storage);
+        std::fs::remove_dir_all(&config.data_dir)
+            .and_then(|()| std::fs::create_dir_all(&config.data_dir))
+            .map_err(|source| NodeError::DataDir {
+                path: config.data_dir.display().to_string(),
+                source,
+            })?;
+        storage = Arc::new(RocksStorage::open(
+            &config.data_dir,
+            &node_id,
+            &storage_options,
+        )?);
+    }
     let ring = Arc::new(Ring::load(storage.clone(), config.partitions)?);
     let local = Arc::new(LocalReplica::open(
         storage.clone(),

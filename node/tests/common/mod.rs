@@ -186,6 +186,11 @@ impl TestNode {
         self.spawn_process();
     }
 
+    /// Adds arguments for the next start.
+    pub fn add_args(&mut self, args: &[&str]) {
+        self.args.extend(args.iter().map(|a| a.to_string()));
+    }
+
     /// Starts the process again over the same data dir.
     pub async fn restart(&mut self) {
         assert!(self.child.is_none(), "stop or kill the node first");
