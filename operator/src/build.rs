@@ -265,6 +265,9 @@ pub fn node_env(kvc: &KVCluster) -> Vec<EnvVar> {
         env("RINGKV_HINT_MAX_AGE_SECS", spec.config.hint_max_age_seconds),
         env("RINGKV_GC_GRACE_SECS", spec.config.gc_grace_seconds),
         env("RINGKV_LOG_FORMAT", "json"),
+        // A pod the StatefulSet keeps is meant to be a member, even one
+        // whose node left in a scale-down the user took back.
+        env("RINGKV_REJOIN_AFTER_LEAVE", "true"),
     ]
 }
 
