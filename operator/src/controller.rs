@@ -20,7 +20,7 @@ use kube::{
     api::{DeleteParams, ListParams, Patch, PatchParams},
     runtime::{
         controller::Action,
-        events::{Event, EventType, Recorder},
+        events::{Event, EventType, Recorder, Reporter},
         finalizer::{finalizer, Event as FinalizerEvent},
         reflector::ObjectRef,
         watcher, Controller,
@@ -54,7 +54,8 @@ const IDLE_REQUEUE: Duration = Duration::from_secs(30);
 pub struct Context {
     pub client: Client,
     pub ring_admin: Arc<dyn RingAdmin>,
-    pub recorder: Recorder,
+    /// Who records the events.
+    pub reporter: Reporter,
     pub metrics: Arc<Metrics>,
 }
 
@@ -513,7 +514,10 @@ async fn publish(
         action: action.into(),
         secondary: None,
     };
-    if let Err(error) = ctx.recorder.publish(&event, &kvc.object_ref(&())).await {
+    // A recorder per event: kube's recorder folds events with the same reason
+    // into one series that keeps the first note, and these notes differ.
+    let recorder = Recorder::new(ctx.client.clone(), ctx.reporter.clone());
+    if let Err(error) = recorder.publish(&event, &kvc.object_ref(&())).await {
         tracing::warn!(%error, "recording an event");
     }
 }

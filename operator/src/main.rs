@@ -3,10 +3,7 @@
 use std::{net::SocketAddr, process::ExitCode, sync::Arc};
 
 use clap::{Parser, Subcommand, ValueEnum};
-use kube::{
-    runtime::events::{Recorder, Reporter},
-    Client, CustomResourceExt,
-};
+use kube::{runtime::events::Reporter, Client, CustomResourceExt};
 use ringkv_operator::{
     controller::{self, Context},
     crd::KVCluster,
@@ -199,13 +196,10 @@ async fn run(args: RunArgs) -> Result<(), RunError> {
     let ctx = Arc::new(Context {
         client: client.clone(),
         ring_admin: Arc::new(GrpcRingAdmin),
-        recorder: Recorder::new(
-            client,
-            Reporter {
-                controller: "ringkv-operator".into(),
-                instance: Some(args.identity.clone()),
-            },
-        ),
+        reporter: Reporter {
+            controller: "ringkv-operator".into(),
+            instance: Some(args.identity.clone()),
+        },
         metrics,
     });
     let (lost_tx, mut lost_rx) = watch::channel(false);
