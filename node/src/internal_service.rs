@@ -292,6 +292,7 @@ impl AdminService {
                     .as_ref()
                     .map_or(0, |s| s.current.partitions_of(&peer.id).len() as u32),
                 layout_version: peer.layout_version,
+                hints_pending: peer.hints_pending,
                 partitions_next: state.as_ref().map_or(0, |s| {
                     s.next
                         .as_ref()

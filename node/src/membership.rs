@@ -29,6 +29,7 @@ const KEY_STATUS: &str = "status";
 const KEY_PARTITIONS: &str = "partitions";
 const KEY_LAYOUT: &str = "layout_version";
 const KEY_SYNCED: &str = "synced";
+const KEY_HINTS: &str = "hints_pending";
 
 /// A node's place in the ring's life cycle.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -82,6 +83,8 @@ pub struct Peer {
     /// The ring state version whose incoming partitions this node has
     /// completely received.
     pub synced: u64,
+    /// Hints the node keeps for others, as it last announced.
+    pub hints_pending: u64,
 }
 
 /// A consistent snapshot of every known node, this one included.
@@ -216,6 +219,12 @@ impl Membership {
         self.set(KEY_SYNCED, version.to_string()).await;
     }
 
+    /// Announces how many hints this node keeps, for an operator deciding
+    /// whether the ring is healthy enough to restart the next node.
+    pub async fn set_hints_pending(&self, hints: u64) {
+        self.set(KEY_HINTS, hints.to_string()).await;
+    }
+
     pub async fn set_layout_version(&self, version: u64) {
         self.set(KEY_LAYOUT, version.to_string()).await;
     }
@@ -307,6 +316,7 @@ fn build_view(chitchat: &chitchat::Chitchat) -> View {
                 .unwrap_or(0),
             layout_version: get(KEY_LAYOUT).and_then(|s| s.parse().ok()).unwrap_or(0),
             synced: get(KEY_SYNCED).and_then(|s| s.parse().ok()).unwrap_or(0),
+            hints_pending: get(KEY_HINTS).and_then(|s| s.parse().ok()).unwrap_or(0),
         };
         // A restarted node appears once per generation; the newest wins.
         match peers.get(&peer.id) {

@@ -151,6 +151,19 @@ async fn node_crash_under_load_loses_no_acknowledged_write() {
         );
     }
 
+    // The hints kept meanwhile are announced, for an operator's health check.
+    let announced = eventually(
+        "hints pending announced",
+        Duration::from_secs(20),
+        || async {
+            let status = common::ring_status(&cluster.nodes[0]).await?;
+            let hints: u64 = status.members.iter().map(|m| m.hints_pending).sum();
+            (hints > 0).then_some(hints)
+        },
+    )
+    .await;
+    println!("hints pending during the outage, as gossiped: {announced}");
+
     // The node returns; hints are replayed until it holds every write.
     let started = Instant::now();
     cluster.nodes[2].restart().await;

@@ -57,6 +57,9 @@ pub struct Context {
     /// Who records the events.
     pub reporter: Reporter,
     pub metrics: Arc<Metrics>,
+    /// A rolling upgrade restarts the next node only while the cluster keeps
+    /// at most this many hints: more means a node is behind.
+    pub max_pending_hints: u64,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -316,7 +319,11 @@ pub async fn apply(kvc: &KVCluster, ctx: &Context) -> Result<Action, ReconcileEr
     }
 
     // Decide the rollout.
-    let ring_healthy = ring_is_healthy(ring.as_ref(), (0..plan.replicas).map(node_id));
+    let ring_healthy = ring_is_healthy(
+        ring.as_ref(),
+        (0..plan.replicas).map(node_id),
+        ctx.max_pending_hints,
+    );
     let rollout = existing.as_ref().map(|set| rollout_of(set, &nodes));
     let step = upgrade::next_partition(rollout.as_ref(), plan.replicas, ring_healthy);
     if let Some(ordinal) = step.rolling {
@@ -603,11 +610,17 @@ async fn ring_view(ctx: &Context, nodes: &NodePods) -> Option<RingView> {
     None
 }
 
-/// Every node the StatefulSet keeps is alive and `normal`, and no partition
-/// is moving.
-fn ring_is_healthy(ring: Option<&RingView>, ids: impl Iterator<Item = String>) -> bool {
+/// Every node the StatefulSet keeps is alive and `normal`, no partition is
+/// moving, and the hints waiting for delivery are few.
+pub fn ring_is_healthy(
+    ring: Option<&RingView>,
+    ids: impl Iterator<Item = String>,
+    max_pending_hints: u64,
+) -> bool {
     let Some(ring) = ring else { return false };
+    let hints: u64 = ring.members.values().map(|m| m.hints_pending).sum();
     !ring.transition
+        && hints <= max_pending_hints
         && ids.into_iter().all(|id| {
             ring.member(&id)
                 .is_some_and(|m| m.alive && m.status == "normal")

@@ -65,6 +65,13 @@ struct RunArgs {
     /// Seconds a Lease stays valid without renewal.
     #[arg(long, env = "RINGKV_OPERATOR_LEASE_SECONDS", default_value_t = 15)]
     lease_seconds: u64,
+    /// A rolling upgrade waits while the cluster keeps more hints than this.
+    #[arg(
+        long,
+        env = "RINGKV_OPERATOR_UPGRADE_MAX_PENDING_HINTS",
+        default_value_t = 1000
+    )]
+    upgrade_max_pending_hints: u64,
     #[arg(long, env = "RINGKV_OPERATOR_LOG_FORMAT", value_enum, default_value_t = LogFormat::Json)]
     log_format: LogFormat,
     /// tracing filter.
@@ -201,6 +208,7 @@ async fn run(args: RunArgs) -> Result<(), RunError> {
             instance: Some(args.identity.clone()),
         },
         metrics,
+        max_pending_hints: args.upgrade_max_pending_hints,
     });
     let (lost_tx, mut lost_rx) = watch::channel(false);
     let controller_stop = {

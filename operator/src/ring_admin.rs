@@ -15,6 +15,8 @@ pub struct MemberView {
     pub alive: bool,
     pub partitions_owned: u32,
     pub partitions_next: u32,
+    /// Hints the node keeps for unreachable replicas.
+    pub hints_pending: u64,
 }
 
 impl MemberView {
@@ -124,6 +126,7 @@ fn view_of(response: ringkv_client::proto::RingStatusResponse) -> RingView {
                     alive: m.alive,
                     partitions_owned: m.partitions_owned,
                     partitions_next: m.partitions_next,
+                    hints_pending: m.hints_pending,
                 },
             )
         })

@@ -153,6 +153,7 @@ mod tests {
                             alive: true,
                             partitions_owned: owned,
                             partitions_next: owned,
+                            hints_pending: 0,
                         },
                     )
                 })

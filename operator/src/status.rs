@@ -271,6 +271,7 @@ mod tests {
                             alive: *alive,
                             partitions_owned: 100,
                             partitions_next: 100,
+                            hints_pending: 0,
                         },
                     )
                 })

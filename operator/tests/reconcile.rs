@@ -355,6 +355,7 @@ fn member(ordinal: i32, status: &str) -> MemberView {
         alive: true,
         partitions_owned: owned,
         partitions_next: owned,
+        hints_pending: 0,
     }
 }
 
@@ -472,6 +473,7 @@ fn context(world: Arc<Mutex<World>>) -> Context {
             instance: None,
         },
         metrics: Arc::new(Metrics::new()),
+        max_pending_hints: 1000,
     }
 }
 
@@ -839,6 +841,32 @@ async fn an_upgrade_waits_for_a_healthy_ring() {
         world.lock().expect("world").partition(),
         3,
         "no pod rolls while a member is down"
+    );
+    {
+        let mut w = world.lock().expect("world");
+        w.ring.get_mut(&0).expect("0").alive = true;
+        w.ring.get_mut(&1).expect("1").hints_pending = 5_000; // it kept writes for 0
+    }
+    let kvc = world.lock().expect("world").kvc();
+    controller::apply(&kvc, &ctx).await.expect("reconcile");
+    assert_eq!(
+        world.lock().expect("world").partition(),
+        3,
+        "no pod rolls while hints wait"
+    );
+    world
+        .lock()
+        .expect("world")
+        .ring
+        .get_mut(&1)
+        .expect("1")
+        .hints_pending = 10;
+    let kvc = world.lock().expect("world").kvc();
+    controller::apply(&kvc, &ctx).await.expect("reconcile");
+    assert_eq!(
+        world.lock().expect("world").partition(),
+        2,
+        "a healthy ring rolls the top pod"
     );
 }
 

@@ -49,6 +49,7 @@ pub async fn run(
     let mut last_set: BTreeSet<String> = BTreeSet::new();
     let mut stable_since = Instant::now();
     let mut announced: Option<(u64, NodeStatus)> = None;
+    let mut announced_hints: Option<u64> = None;
     loop {
         ticker.tick().await;
         let view = membership.view();
@@ -76,6 +77,11 @@ pub async fn run(
         if status == NodeStatus::Left && !lifecycle.has_left() {
             tracing::info!("all partitions handed over and hints delivered: left the ring");
             lifecycle.mark_left();
+        }
+        let hints = ring.storage().pending_hints();
+        if announced_hints != Some(hints) {
+            membership.set_hints_pending(hints).await;
+            announced_hints = Some(hints);
         }
         let version = ring.version();
         if announced != Some((version, status)) {
