@@ -7,6 +7,7 @@
 //! - [`ring_admin`]: what the operator asks the nodes.
 //! - [`controller`]: the reconciler that observes, decides and applies.
 //! - [`metrics`], [`http`]: the operator's own metrics and health endpoint.
+//! - [`yaml`]: YAML that Kubernetes' YAML 1.1 reader reads as written.
 pub mod build;
 pub mod controller;
 pub mod crd;
@@ -16,3 +17,4 @@ pub mod ring_admin;
 pub mod scaling;
 pub mod status;
 pub mod upgrade;
+pub mod yaml;
