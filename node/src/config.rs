@@ -136,6 +136,11 @@ pub struct NodeConfig {
     #[arg(long, env = "RINGKV_REJOIN_AFTER_LEAVE", default_value_t = false, action = clap::ArgAction::Set)]
     pub rejoin_after_leave: bool,
 
+    /// On SIGTERM, report NOT_SERVING and keep serving this long before
+    /// closing, so that clients and Kubernetes endpoints move away first.
+    #[arg(long, env = "RINGKV_SHUTDOWN_DELAY_MS", default_value_t = 0)]
+    pub shutdown_delay_ms: u64,
+
     /// Store hints for unreachable replicas and replay them when they return.
     #[arg(long, env = "RINGKV_HINTED_HANDOFF", default_value_t = true, action = clap::ArgAction::Set)]
     pub hinted_handoff: bool,

@@ -21,6 +21,7 @@ use crate::{
     rebalance::HandoffProgress,
     repair::{bucket_digests, TreeCache},
     replica::{blocking, LocalReplica},
+    replication::Coordinator,
     ring::{partition_of, Ring},
     storage::ScanRange,
     throttle::Throttle,
@@ -38,6 +39,7 @@ const STREAM_BATCH_SCANNED: usize = 4096;
 /// Serves this node's replicas to its peers.
 pub struct ReplicaService {
     local: Arc<LocalReplica>,
+    coordinator: Coordinator,
     ring: Arc<Ring>,
     limits: Limits,
     progress: Arc<HandoffProgress>,
@@ -47,8 +49,10 @@ pub struct ReplicaService {
 }
 
 impl ReplicaService {
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         local: Arc<LocalReplica>,
+        coordinator: Coordinator,
         ring: Arc<Ring>,
         limits: Limits,
         progress: Arc<HandoffProgress>,
@@ -58,6 +62,7 @@ impl ReplicaService {
     ) -> Self {
         Self {
             local,
+            coordinator,
             ring,
             limits,
             progress,
@@ -89,12 +94,10 @@ impl Replica for ReplicaService {
     ) -> Result<Response<ReplicaApplyResponse>, Status> {
         let req = request.into_inner();
         self.limits.key(&req.key)?;
-        let local = self.local.clone();
-        blocking(move || {
-            let hint_for = Some(req.hint_for.as_str()).filter(|t| !t.is_empty());
-            local.receive(&req.key, &req.record, hint_for)
-        })
-        .await?;
+        let hint_for = Some(req.hint_for).filter(|t| !t.is_empty());
+        self.coordinator
+            .accept(req.key, req.record, hint_for)
+            .await?;
         Ok(Response::new(ReplicaApplyResponse {}))
     }
 

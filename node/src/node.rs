@@ -301,7 +301,7 @@ pub async fn run(
         .build_v1()?;
 
     let rawkv = RawKvServer::new(RawKvService::new(
-        coordinator,
+        coordinator.clone(),
         limits.clone(),
         metrics.rpc.clone(),
     ))
@@ -310,6 +310,7 @@ pub async fn run(
     .max_encoding_message_size(usize::MAX);
     let replica = ReplicaServer::new(ReplicaService::new(
         local.clone(),
+        coordinator,
         ring.clone(),
         limits.clone(),
         progress,
@@ -363,6 +364,7 @@ pub async fn run(
         stopped(stop_rx.clone()),
     ));
 
+    let shutdown_delay = std::time::Duration::from_millis(config.shutdown_delay_ms);
     let grpc_shutdown = {
         let rx = stop_rx.clone();
         let reporter = health_reporter.clone();
@@ -371,6 +373,13 @@ pub async fn run(
             tracing::info!("shutting down: draining in-flight requests");
             for service in [SERVICE_NAME, ""] {
                 set_health(&reporter, service, ServingStatus::NotServing).await;
+            }
+            if !shutdown_delay.is_zero() {
+                tracing::info!(
+                    ?shutdown_delay,
+                    "not serving: waiting for clients to move away"
+                );
+                tokio::time::sleep(shutdown_delay).await;
             }
         }
     };

@@ -227,6 +227,107 @@ impl Coordinator {
             .map_err(|e| Status::internal(format!("node {node} sent an unreadable record: {e}")))
     }
 
+    /// A record sent to this node as a replica (or as a hint for another).
+    ///
+    /// A node that is handing the key's partition off acknowledges only once
+    /// the partition's receivers hold the record too: a coordinator whose
+    /// ring view is older than the transition counts this node's
+    /// acknowledgement, and the stream may already have passed the key
+    /// (Riak forwards such writes after a handoff for the same reason). A
+    /// node that replicates the partition in neither layout keeps no copy,
+    /// which the coordinator would count but nobody would read: it
+    /// passes the record to the partition's live owners instead (a stale
+    /// coordinator or a hint for a node that gave the partition up).
+    pub async fn accept(
+        &self,
+        key: Bytes,
+        record: Bytes,
+        hint_for: Option<String>,
+    ) -> Result<(), Status> {
+        let local = self.inner.local.clone();
+        let Some(state) = self.inner.ring.state().filter(|_| hint_for.is_none()) else {
+            return blocking(move || local.receive(&key, &record, hint_for.as_deref())).await;
+        };
+        let me = self.inner.me.clone();
+        let (partition, now) = self.preference(&state.current, &key)?;
+        let next = match &state.next {
+            Some(next) => Some(self.preference(next, &key)?.1),
+            None => None,
+        };
+        let in_now = now.contains(&me);
+        let in_next = next.as_ref().is_some_and(|n| n.contains(&me));
+        if !in_now && !in_next {
+            return self.forward_to_owners(partition, &now, &key, &record).await;
+        }
+        {
+            let (key, record) = (key.clone(), record.clone());
+            blocking(move || local.receive(&key, &record, None)).await?;
+        }
+        if in_now && next.is_some() && !in_next {
+            self.forward_to_receivers(&state, partition, &key, &record)
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// Sends a record to every live owner of `partition`; fails unless one
+    /// at least is alive and all the live ones took it.
+    async fn forward_to_owners(
+        &self,
+        partition: u32,
+        owners: &[String],
+        key: &Bytes,
+        record: &Bytes,
+    ) -> Result<(), Status> {
+        let view = self.inner.membership.view();
+        let timeout = self.timeout(None);
+        let live: Vec<&String> = owners.iter().filter(|o| view.is_alive(o)).collect();
+        if live.is_empty() {
+            return Err(Status::unavailable(format!(
+                "node {} does not replicate partition {partition} and none of its owners is alive",
+                self.inner.me
+            )));
+        }
+        for owner in live {
+            self.apply_to(&view, owner, key, record, None, timeout)
+                .await
+                .map_err(|status| {
+                    Status::unavailable(format!(
+                        "passing a write for partition {partition} on to its owner {owner}: {}",
+                        status.message()
+                    ))
+                })?;
+        }
+        Ok(())
+    }
+
+    /// Sends a record to every node receiving `partition`; fails unless all
+    /// of them took it.
+    async fn forward_to_receivers(
+        &self,
+        state: &RingState,
+        partition: u32,
+        key: &Bytes,
+        record: &Bytes,
+    ) -> Result<(), Status> {
+        let view = self.inner.membership.view();
+        let timeout = self.timeout(None);
+        for receiver in state.receivers(partition) {
+            if receiver == self.inner.me {
+                continue;
+            }
+            self.apply_to(&view, &receiver, key, record, None, timeout)
+                .await
+                .map_err(|status| {
+                    Status::unavailable(format!(
+                        "handing partition {partition} off: receiver {receiver} did not take the write: {}",
+                        status.message()
+                    ))
+                })?;
+        }
+        Ok(())
+    }
+
     async fn apply_to(
         &self,
         view: &View,
@@ -365,7 +466,22 @@ impl Coordinator {
         let record = blocking(move || local.update(&local_key, &context, value, expires_at_ms))
             .await?
             .encode();
-        let mut acks = usize::from(pref.contains(&me));
+        // A coordinator that hands this partition off counts itself only
+        // once the receivers hold the write (see `accept`).
+        let handing_off = pref.contains(&me)
+            && state.next.is_some()
+            && !state
+                .next
+                .as_ref()
+                .and_then(|next| self.preference(next, &key).ok())
+                .is_some_and(|(_, next)| next.contains(&me));
+        let own_ack = pref.contains(&me)
+            && (!handing_off
+                || self
+                    .forward_to_receivers(&state, partition, &key, &record)
+                    .await
+                    .is_ok());
+        let mut acks = usize::from(own_ack);
 
         let mut fallbacks: Vec<String> = layout
             .fallbacks(partition)

@@ -268,6 +268,9 @@ pub fn node_env(kvc: &KVCluster) -> Vec<EnvVar> {
         // A pod the StatefulSet keeps is meant to be a member, even one
         // whose node left in a scale-down the user took back.
         env("RINGKV_REJOIN_AFTER_LEAVE", "true"),
+        // Endpoints drop a terminating pod within a second or two; requests
+        // already on their way are still served.
+        env("RINGKV_SHUTDOWN_DELAY_MS", 3000),
     ]
 }
 
