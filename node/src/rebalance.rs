@@ -52,8 +52,13 @@ impl HandoffProgress {
     }
 }
 
-fn cursor_key(version: u64, partition: u32) -> String {
-    format!("sync/{version}/{partition}")
+fn cursor_key(version: u64, partition: u32, source: &str) -> String {
+    format!("sync/{version}/{partition}/from/{source}")
+}
+
+/// Everything `source` holds of the partition has arrived.
+fn source_done_key(version: u64, partition: u32, source: &str) -> String {
+    format!("sync/{version}/{partition}/from/{source}/done")
 }
 
 fn done_key(version: u64, partition: u32) -> String {
@@ -156,17 +161,33 @@ async fn receive_all(cx: &Receiving<'_>, incoming: &[u32]) -> Result<bool, Strin
     if pending.is_empty() {
         return Ok(true);
     }
-    // One stream per source: the first live current owner of each partition.
+    // Every live current owner streams its copy: a write acknowledged by W
+    // of them may be missing on any single one, and the copies of owners
+    // that leave are gone once they have left (CASSANDRA-2434). One stream
+    // per source, each resumable on its own.
     let mut groups: BTreeMap<String, Vec<u32>> = BTreeMap::new();
     for p in &pending {
-        let source = state
+        let sources: Vec<String> = state
             .current
             .preference_list(*p)
             .map_err(|e| e.to_string())?
             .into_iter()
-            .find(|id| *id != me && view.is_alive(id))
-            .ok_or_else(|| format!("no live owner of partition {p} to stream from"))?;
-        groups.entry(source.to_string()).or_default().push(*p);
+            .filter(|id| *id != me && view.is_alive(id))
+            .map(str::to_string)
+            .collect();
+        if sources.is_empty() {
+            return Err(format!("no live owner of partition {p} to stream from"));
+        }
+        for source in sources {
+            let storage = local.storage().clone();
+            let key = source_done_key(version, *p, &source);
+            let done = blocking(move || Ok(storage.meta_get(&key)?.is_some()))
+                .await
+                .map_err(|s| s.to_string())?;
+            if !done {
+                groups.entry(source).or_default().push(*p);
+            }
+        }
     }
     let streams = groups
         .into_iter()
@@ -174,6 +195,25 @@ async fn receive_all(cx: &Receiving<'_>, incoming: &[u32]) -> Result<bool, Strin
     for result in futures::future::join_all(streams).await {
         result?;
     }
+    let storage = local.storage().clone();
+    let finished = pending.clone();
+    blocking(move || {
+        let done: Vec<(String, Vec<u8>)> = finished
+            .iter()
+            .map(|p| (done_key(version, *p), b"1".to_vec()))
+            .collect();
+        Ok(storage.meta_put_many(&done)?)
+    })
+    .await
+    .map_err(|s| s.to_string())?;
+    progress.update(version, |map| {
+        for p in &pending {
+            if let Some(entry) = map.get_mut(p) {
+                entry.complete = true;
+                entry.keys_remaining = 0;
+            }
+        }
+    });
     Ok(true)
 }
 
@@ -203,10 +243,11 @@ async fn receive_group(
     let storage = local.storage().clone();
     let start_after: Bytes = {
         let partitions = partitions.clone();
+        let source_name = source.clone();
         blocking(move || {
             let mut earliest: Option<Vec<u8>> = None;
             for p in partitions {
-                match storage.meta_get(&cursor_key(version, p))? {
+                match storage.meta_get(&cursor_key(version, p, &source_name))? {
                     None => return Ok(Vec::new()),
                     Some(cursor) => {
                         if earliest.as_ref().is_none_or(|e| cursor < *e) {
@@ -265,13 +306,14 @@ async fn receive_group(
         }
         let (local_ref, parts) = (local.clone(), partitions.clone());
         let last_key = batch.last_key.clone();
+        let source_name = source.clone();
         blocking(move || {
             for record in batch.records {
                 local_ref.apply_encoded(&record.key, &record.record)?;
             }
             let cursors: Vec<(String, Vec<u8>)> = parts
                 .iter()
-                .map(|p| (cursor_key(version, *p), last_key.to_vec()))
+                .map(|p| (cursor_key(version, *p, &source_name), last_key.to_vec()))
                 .collect();
             local_ref.storage().meta_put_many(&cursors)?;
             Ok(())
@@ -298,22 +340,15 @@ async fn receive_group(
     }
     let storage = local.storage().clone();
     let parts = partitions.clone();
+    let source_name = source.clone();
     blocking(move || {
         let done: Vec<(String, Vec<u8>)> = parts
             .iter()
-            .map(|p| (done_key(version, *p), b"1".to_vec()))
+            .map(|p| (source_done_key(version, *p, &source_name), b"1".to_vec()))
             .collect();
         Ok(storage.meta_put_many(&done)?)
     })
     .await
     .map_err(|s| s.to_string())?;
-    progress.update(version, |map| {
-        for p in &partitions {
-            if let Some(entry) = map.get_mut(p) {
-                entry.complete = true;
-                entry.keys_remaining = 0;
-            }
-        }
-    });
     Ok(())
 }
