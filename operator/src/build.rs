@@ -324,8 +324,10 @@ pub fn stateful_set(kvc: &KVCluster, replicas: i32, partition: i32) -> StatefulS
             },
         ]),
         // Ready means a member of the ring serving its partitions; alive
-        // means the process answers.
-        readiness_probe: Some(grpc_probe("ringkv.v1.RawKV", 5, 3)),
+        // means the process answers. Readiness is probed often so that a
+        // node that left, or is shutting down, leaves the endpoints within
+        // seconds.
+        readiness_probe: Some(grpc_probe("ringkv.v1.RawKV", 2, 2)),
         liveness_probe: Some(grpc_probe("", 10, 6)),
         resources: spec.resources.clone(),
         volume_mounts: Some(vec![VolumeMount {

@@ -165,6 +165,9 @@ pub fn status(observed: &Observed<'_>) -> KVClusterStatus {
         .map(|r| {
             r.members
                 .values()
+                // A node that left and whose pod is gone lingers in gossip
+                // until it is forgotten; it is no longer a member.
+                .filter(|m| m.alive || m.status != "left")
                 .map(|m| MemberState {
                     name: m.node_id.clone(),
                     ring_status: if m.alive {

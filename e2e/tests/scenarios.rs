@@ -1,0 +1,447 @@
+//! The end-to-end scenarios, against a real control plane built from
+//! upstream Kubernetes with the pod runner as its only node. They run in
+//! order in one process (`cargo test -p ringkv-e2e -- --test-threads=1`,
+//! which `scripts/test.sh` does), each building on the last.
+
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::core::v1::PersistentVolumeClaim;
+use kube::{api::ListParams, Api};
+use ringkv_e2e::harness::{
+    eventually, service_endpoints, verify, Env, Load, ServiceClient, CLUSTER, NAMESPACE,
+    OPERATOR_NAMESPACE,
+};
+use serde_json::Value;
+
+const LONG: Duration = Duration::from_secs(300);
+
+fn kvc(env: &Env) -> Value {
+    let out = env.kubectl_ok(&["get", "kvc", CLUSTER, "-n", NAMESPACE, "-o", "json"]);
+    serde_json::from_str(&out).expect("KVCluster JSON")
+}
+
+fn condition(kvc: &Value, type_: &str) -> Option<(String, String, String)> {
+    kvc["status"]["conditions"]
+        .as_array()?
+        .iter()
+        .find(|c| c["type"] == type_)
+        .map(|c| {
+            (
+                c["status"].as_str().unwrap_or("").to_string(),
+                c["reason"].as_str().unwrap_or("").to_string(),
+                c["message"].as_str().unwrap_or("").to_string(),
+            )
+        })
+}
+
+/// Waits until the cluster is Available with `replicas` normal members.
+async fn wait_available(env: &Env, replicas: usize, deadline: Duration) -> Value {
+    eventually(
+        &format!("{CLUSTER} Available with {replicas} normal members"),
+        deadline,
+        || async {
+            let kvc = kvc(env);
+            let available = condition(&kvc, "Available").is_some_and(|c| c.0 == "True");
+            let members = kvc["status"]["members"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default();
+            let normal = members
+                .iter()
+                .filter(|m| m["ringStatus"] == "normal")
+                .count();
+            let settled = kvc["status"]["decommissioning"]
+                .as_array()
+                .is_none_or(|d| d.is_empty())
+                && kvc["status"]["phase"] == "Available";
+            (available && settled && normal == replicas && members.len() == replicas).then_some(kvc)
+        },
+    )
+    .await
+}
+
+/// Four writers through the Service, once their writes are flowing.
+async fn flowing_load(client: &kube::Client, prefix: &str) -> Load {
+    let load = Load::start(client, prefix, 4).await;
+    eventually("writes flowing", Duration::from_secs(30), || async {
+        (load.count() > 200).then_some(())
+    })
+    .await;
+    load
+}
+
+fn events(env: &Env) -> String {
+    env.kubectl_ok(&[
+        "get",
+        "events",
+        "-n",
+        NAMESPACE,
+        "--field-selector",
+        &format!("involvedObject.name={CLUSTER},involvedObject.kind=KVCluster"),
+        "-o",
+        "custom-columns=REASON:.reason,NOTE:.note,MESSAGE:.message",
+    ])
+}
+
+fn report(scenario: &str, started: Instant, checked: usize) {
+    println!(
+        "e2e scenario {scenario}: {:.1}s wall time, {checked} acknowledged writes checked",
+        started.elapsed().as_secs_f64()
+    );
+}
+
+#[tokio::test]
+async fn s1_install() {
+    let started = Instant::now();
+    let env = Env::get();
+    let chart = env.root.join("charts/ringkv-operator");
+    let chart = chart.to_str().expect("utf-8");
+    env.helm_ok(&["lint", chart]);
+    // The chart's manifests pass the API server's own validation.
+    let rendered = env.helm_ok(&[
+        "template",
+        "ringkv-operator",
+        chart,
+        "-n",
+        OPERATOR_NAMESPACE,
+        "--include-crds",
+    ]);
+    assert!(!rendered.contains("RINGKV_SEEDS") && !rendered.contains("--seeds"));
+    env.kubectl_ok(&["create", "namespace", OPERATOR_NAMESPACE]);
+    let dry = env.kubectl_stdin(&["apply", "--dry-run=server", "-f", "-"], &rendered);
+    assert!(
+        dry.status.success(),
+        "dry run: {}",
+        String::from_utf8_lossy(&dry.stderr)
+    );
+
+    env.helm_ok(&[
+        "install",
+        "ringkv-operator",
+        chart,
+        "-n",
+        OPERATOR_NAMESPACE,
+        "--wait",
+        "--timeout",
+        "5m",
+    ]);
+    env.kubectl_ok(&["apply", "-f", "examples/kvcluster.yaml", "-n", NAMESPACE]);
+    let kvc = wait_available(env, 3, LONG).await;
+
+    let table = env.kubectl_ok(&["get", "kvc", "-n", NAMESPACE]);
+    println!("{table}");
+    for column in ["NAME", "REPLICAS", "READY", "N", "R", "W", "PHASE", "AGE"] {
+        assert!(table.contains(column), "kubectl get kvc shows {column}");
+    }
+    assert!(table.contains("Available"));
+    // Seeds come from the Kubernetes API, through the nodes' own account.
+    let sts = env.kubectl_ok(&["get", "statefulset", CLUSTER, "-n", NAMESPACE, "-o", "json"]);
+    assert!(sts.contains("\"RINGKV_DISCOVERY\"") && sts.contains("\"kubernetes\""));
+    assert!(!sts.contains("RINGKV_SEEDS"));
+    assert!(sts.contains("\"serviceAccountName\": \"demo-node\""));
+    let operator = env.kubectl_ok(&["get", "pods", "-n", OPERATOR_NAMESPACE, "-o", "wide"]);
+    println!("{operator}");
+    assert!(operator.contains("Running"));
+    println!("members: {}", kvc["status"]["members"]);
+    report("1 install", started, 0);
+}
+
+#[tokio::test]
+async fn s2_client_through_the_service() {
+    let started = Instant::now();
+    let env = Env::get();
+    let client = env.client().await;
+    let endpoints = service_endpoints(&client, CLUSTER, "grpc").await;
+    assert_eq!(endpoints.len(), 3, "three ready endpoints: {endpoints:?}");
+    let mut service = ServiceClient::new(&client, 0);
+    let mut acknowledged = std::collections::BTreeMap::new();
+    for i in 0..10_000 {
+        let key = format!("service-{i:05}");
+        service
+            .put(&key)
+            .await
+            .unwrap_or_else(|e| panic!("write {key}: {e}"));
+        acknowledged.insert(key.clone(), ringkv_e2e::harness::value_of(&key));
+    }
+    let checked = verify(&client, &acknowledged).await;
+    assert_eq!(checked, 10_000);
+    report("2 client through the Service", started, checked);
+}
+
+#[tokio::test]
+async fn s3_scale_up_under_load() {
+    let started = Instant::now();
+    let env = Env::get();
+    let client = env.client().await;
+    let load = flowing_load(&client, "up").await;
+    env.kubectl_ok(&["scale", "kvc/demo", "-n", NAMESPACE, "--replicas=5"]);
+    let kvc = wait_available(env, 5, LONG).await;
+    let (acknowledged, failed) = load.stop().await;
+    let owned: Vec<f64> = kvc["status"]["members"]
+        .as_array()
+        .expect("members")
+        .iter()
+        .map(|m| m["partitionsOwned"].as_f64().unwrap_or(0.0))
+        .collect();
+    let mean = owned.iter().sum::<f64>() / owned.len() as f64;
+    let max = owned.iter().cloned().fold(0.0, f64::max);
+    println!(
+        "partitions owned after scale-up: {owned:?} (max/mean {:.3})",
+        max / mean
+    );
+    assert!(max / mean <= 1.15, "balanced partitions");
+    let checked = verify(&client, &acknowledged).await;
+    println!("writes that failed during the scale-up: {failed}");
+    report("3 scale up under load", started, checked);
+}
+
+/// Scales to 3 under load; with `restart_operator`, kills the operator pod
+/// while the decommission runs.
+async fn scale_down(env: &Env, prefix: &str, restart_operator: bool) -> usize {
+    let client = env.client().await;
+    let load = flowing_load(&client, prefix).await;
+    env.kubectl_ok(&["scale", "kvc/demo", "-n", NAMESPACE, "--replicas=3"]);
+    let decommissioning = eventually(
+        "status shows the decommission",
+        Duration::from_secs(60),
+        || async {
+            let kvc = kvc(env);
+            kvc["status"]["decommissioning"]
+                .as_array()
+                .filter(|d| !d.is_empty())
+                .map(|d| format!("{d:?}"))
+        },
+    )
+    .await;
+    println!("status.decommissioning: {decommissioning}");
+    if restart_operator {
+        env.kubectl_ok(&[
+            "delete",
+            "pod",
+            "-n",
+            OPERATOR_NAMESPACE,
+            "-l",
+            "app.kubernetes.io/name=ringkv-operator",
+            "--wait=false",
+        ]);
+        println!("operator pod deleted midway through the decommission");
+    }
+    wait_available(env, 3, LONG).await;
+    let (acknowledged, failed) = load.stop().await;
+    let events = events(env);
+    println!("{events}");
+    for reason in ["ScaleDownStarted", "Decommissioning", "ScaledDown"] {
+        assert!(events.contains(reason), "event {reason}");
+    }
+    // whenScaled: Delete in the example: the removed ordinals' volumes go.
+    let claims: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), NAMESPACE);
+    eventually(
+        "volumes of removed nodes deleted",
+        Duration::from_secs(120),
+        || async {
+            let names: Vec<String> = claims
+                .list(&ListParams::default())
+                .await
+                .ok()?
+                .items
+                .into_iter()
+                .filter_map(|c| c.metadata.name)
+                .collect();
+            let gone = !names
+                .iter()
+                .any(|n| n == "data-demo-3" || n == "data-demo-4");
+            (gone && names.iter().filter(|n| n.starts_with("data-demo-")).count() == 3)
+                .then_some(())
+        },
+    )
+    .await;
+    println!("writes that failed during the scale-down: {failed}");
+    verify(&client, &acknowledged).await
+}
+
+#[tokio::test]
+async fn s4_scale_down_under_load() {
+    let started = Instant::now();
+    let env = Env::get();
+    let mut checked = scale_down(env, "down", false).await;
+    // Again, restarting the operator midway.
+    env.kubectl_ok(&["scale", "kvc/demo", "-n", NAMESPACE, "--replicas=5"]);
+    wait_available(env, 5, LONG).await;
+    checked += scale_down(env, "down-restart", true).await;
+    report(
+        "4 scale down under load (twice, the second with an operator restart)",
+        started,
+        checked,
+    );
+}
+
+#[tokio::test]
+async fn s5_node_crash() {
+    let started = Instant::now();
+    let env = Env::get();
+    let client = env.client().await;
+    let load = flowing_load(&client, "crash").await;
+    let pid = env.crash(NAMESPACE, "demo-1");
+    println!("SIGKILL to demo-1 (pid {pid})");
+    eventually("demo-1 restarted", Duration::from_secs(60), || async {
+        let restarts = env.jsonpath(
+            "pod",
+            "demo-1",
+            NAMESPACE,
+            "{.status.containerStatuses[0].restartCount}",
+        );
+        (restarts.trim().parse::<i32>().unwrap_or(0) >= 1).then_some(())
+    })
+    .await;
+    wait_available(env, 3, LONG).await;
+    let (acknowledged, failed) = load.stop().await;
+    println!("writes that failed around the crash: {failed}");
+    let checked = verify(&client, &acknowledged).await;
+    report("5 node crash", started, checked);
+}
+
+#[tokio::test]
+async fn s6_rolling_upgrade() {
+    let started = Instant::now();
+    let env = Env::get();
+    let client = env.client().await;
+    let before = env.starts().len();
+    let load = flowing_load(&client, "upgrade").await;
+    env.kubectl_ok(&[
+        "patch",
+        "kvc",
+        CLUSTER,
+        "-n",
+        NAMESPACE,
+        "--type",
+        "merge",
+        "-p",
+        r#"{"spec":{"image":"ringkv/ringkv-node:0.1.1"}}"#,
+    ]);
+    // One pod at a time: never two node pods unready at once.
+    let mut most_unready = 0;
+    let deadline = Instant::now() + LONG;
+    loop {
+        let pods = env.kubectl_ok(&[
+            "get", "pods", "-n", NAMESPACE, "-l", "app.kubernetes.io/name=ringkv", "-o",
+            "jsonpath={range .items[*]}{.metadata.name} {.status.containerStatuses[0].image} {.status.containerStatuses[0].ready}{\"\\n\"}{end}",
+        ]);
+        let lines: Vec<&str> = pods.lines().filter(|l| !l.trim().is_empty()).collect();
+        let unready = 3usize.saturating_sub(lines.iter().filter(|l| l.ends_with("true")).count());
+        most_unready = most_unready.max(unready);
+        let upgraded = lines.len() == 3 && lines.iter().all(|l| l.contains(":0.1.1 true"));
+        if upgraded && condition(&kvc(env), "Available").is_some_and(|c| c.0 == "True") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "upgrade did not finish: {pods}");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let (acknowledged, failed) = load.stop().await;
+    if env.has_runner() {
+        // The runner's marker: which tag each start ran.
+        let starts: Vec<String> = env.starts()[before..].to_vec();
+        println!("starts during the roll:\n{}", starts.join("\n"));
+        assert_eq!(
+            starts
+                .iter()
+                .filter(|s| s.ends_with("ringkv/ringkv-node:0.1.1"))
+                .count(),
+            3,
+            "each pod restarted once on the new tag"
+        );
+    }
+    assert!(
+        most_unready <= 1,
+        "at most one pod down at a time, saw {most_unready}"
+    );
+    assert_eq!(failed, 0, "no W=2 write failed during the roll");
+    let events = events(env);
+    assert!(events.contains("UpgradingNode"), "{events}");
+    let checked = verify(&client, &acknowledged).await;
+    report("6 rolling upgrade", started, checked);
+}
+
+#[tokio::test]
+async fn s7_invalid_specs_are_rejected() {
+    let started = Instant::now();
+    let env = Env::get();
+    let bad = |spec: &str| {
+        format!("apiVersion: ringkv.io/v1alpha1\nkind: KVCluster\nmetadata: {{ name: bad, namespace: {NAMESPACE} }}\nspec: {spec}\n")
+    };
+    for (spec, message) in [
+        (
+            "{ replicas: 3, replicationFactor: 3, readQuorum: 4 }",
+            "readQuorum must lie in 1..=replicationFactor",
+        ),
+        ("{ replicas: 0 }", "replicas must be at least 1"),
+    ] {
+        let output = env.kubectl_stdin(&["apply", "-f", "-"], &bad(spec));
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(!output.status.success(), "{spec} accepted");
+        assert!(stderr.contains(message), "{spec}: {stderr}");
+        println!("rejected {spec}: {}", stderr.trim());
+    }
+    let output = env.kubectl(&[
+        "patch",
+        "kvc",
+        CLUSTER,
+        "-n",
+        NAMESPACE,
+        "--type",
+        "merge",
+        "-p",
+        r#"{"spec":{"partitions":512}}"#,
+    ]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success());
+    assert!(stderr.contains("partitions is immutable"), "{stderr}");
+    println!("rejected a change of partitions: {}", stderr.trim());
+    report("7 invalid specs", started, 0);
+}
+
+#[tokio::test]
+async fn s8_delete() {
+    let started = Instant::now();
+    let env = Env::get();
+    env.kubectl_ok(&[
+        "delete",
+        "kvc",
+        CLUSTER,
+        "-n",
+        NAMESPACE,
+        "--wait=true",
+        "--timeout=120s",
+    ]);
+    let client = env.client().await;
+    eventually("owned objects collected", Duration::from_secs(120), || async {
+        let left = env.kubectl_ok(&[
+            "get", "statefulsets,services,poddisruptionbudgets,serviceaccounts,roles,rolebindings,pods",
+            "-n", NAMESPACE, "-l", "app.kubernetes.io/instance=demo", "-o", "name",
+        ]);
+        left.trim().is_empty().then_some(())
+    })
+    .await;
+    // whenDeleted: Retain in the example: the three volumes stay.
+    let claims: Api<PersistentVolumeClaim> = Api::namespaced(client, NAMESPACE);
+    let names: Vec<String> = claims
+        .list(&ListParams::default())
+        .await
+        .expect("claims")
+        .items
+        .into_iter()
+        .filter_map(|c| c.metadata.name)
+        .collect();
+    println!("volumes after delete: {names:?}");
+    assert_eq!(
+        names.iter().filter(|n| n.starts_with("data-demo-")).count(),
+        3,
+        "Retain keeps the volumes"
+    );
+    let events = events(env);
+    assert!(events.contains("VolumesRetained"), "{events}");
+    let _ = std::process::Command::new("bash")
+        .arg(env.root.join("e2e/scripts/e2e-cleanup.sh"))
+        .arg(&env.dir)
+        .status();
+    report("8 delete", started, 0);
+}
