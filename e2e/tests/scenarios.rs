@@ -139,6 +139,22 @@ async fn s1_install() {
     assert!(sts.contains("\"RINGKV_DISCOVERY\"") && sts.contains("\"kubernetes\""));
     assert!(!sts.contains("RINGKV_SEEDS"));
     assert!(sts.contains("\"serviceAccountName\": \"demo-node\""));
+    // Each node pod carries the zone of the Kubernetes node it runs on.
+    let zones = env.kubectl_ok(&[
+        "get",
+        "pods",
+        "-n",
+        NAMESPACE,
+        "-l",
+        "app.kubernetes.io/name=ringkv",
+        "-o",
+        "jsonpath={range .items[*]}{.metadata.annotations.ringkv\\.io/zone}{\"\\n\"}{end}",
+    ]);
+    assert_eq!(
+        zones.lines().filter(|z| *z == "e2e-a").count(),
+        3,
+        "zones: {zones}"
+    );
     let operator = env.kubectl_ok(&["get", "pods", "-n", OPERATOR_NAMESPACE, "-o", "wide"]);
     println!("{operator}");
     assert!(operator.contains("Running"));

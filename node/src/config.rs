@@ -105,6 +105,17 @@ pub struct NodeConfig {
     #[arg(long, env = "RINGKV_ZONE")]
     pub zone: Option<String>,
 
+    /// With `--discovery kubernetes` and no `--zone`: wait at start (up to a
+    /// minute) for this annotation on the node's own pod and use its value
+    /// as the zone. The operator sets it from the Kubernetes node's label
+    /// named by the KVCluster's `zoneTopologyKey`.
+    #[arg(long, env = "RINGKV_ZONE_ANNOTATION")]
+    pub zone_annotation: Option<String>,
+
+    /// Name of this node's pod, for `--zone-annotation`.
+    #[arg(long, env = "POD_NAME")]
+    pub pod_name: Option<String>,
+
     /// Partition count, fixed when the cluster is created and stored on disk.
     /// A node refuses to join a cluster whose count differs from its own.
     #[arg(long, env = "RINGKV_PARTITIONS", default_value_t = 256)]

@@ -105,6 +105,39 @@ impl KubernetesSeeds {
     }
 }
 
+impl KubernetesSeeds {
+    /// The value of `annotation` on this node's own pod, once it is set.
+    /// The operator writes the zone there from the label of the Kubernetes
+    /// node the pod runs on, which the downward API cannot expose. Listing
+    /// by name keeps the nodes' permissions to list and watch.
+    pub async fn pod_annotation(
+        &self,
+        pod_name: &str,
+        annotation: &str,
+        deadline: std::time::Duration,
+    ) -> Option<String> {
+        let started = std::time::Instant::now();
+        let params = ListParams::default().fields(&format!("metadata.name={pod_name}"));
+        loop {
+            match self.pods.list(&params).await {
+                Ok(list) => {
+                    let value = list.items.iter().find_map(|pod| {
+                        pod.metadata.annotations.as_ref()?.get(annotation).cloned()
+                    });
+                    if value.is_some() {
+                        return value;
+                    }
+                }
+                Err(error) => tracing::warn!(%error, pod_name, "reading this node's pod"),
+            }
+            if started.elapsed() >= deadline {
+                return None;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        }
+    }
+}
+
 #[tonic::async_trait]
 impl SeedProvider for KubernetesSeeds {
     async fn discover(&self) -> Result<Vec<SocketAddr>, DiscoveryError> {

@@ -74,20 +74,42 @@ pub enum NodeError {
     Join(#[from] tokio::task::JoinError),
 }
 
-async fn seed_provider(config: &NodeConfig) -> Result<Arc<dyn SeedProvider>, NodeError> {
+/// The seed provider, and the zone: `--zone`, or the operator's annotation
+/// on this node's pod.
+async fn seed_provider(
+    config: &NodeConfig,
+) -> Result<(Arc<dyn SeedProvider>, Option<String>), NodeError> {
     Ok(match config.discovery {
-        Discovery::Static => Arc::new(StaticSeeds {
-            seeds: config.seeds.clone(),
-        }),
-        Discovery::Kubernetes => Arc::new(
-            KubernetesSeeds::from_environment(
+        Discovery::Static => (
+            Arc::new(StaticSeeds {
+                seeds: config.seeds.clone(),
+            }),
+            config.zone.clone(),
+        ),
+        Discovery::Kubernetes => {
+            let seeds = KubernetesSeeds::from_environment(
                 config.kubernetes_namespace.clone(),
                 config.kubernetes_selector.clone(),
                 config.gossip_listen().port(),
                 config.advertise_address().ip(),
             )
-            .await?,
-        ),
+            .await?;
+            let zone = match (&config.zone, &config.zone_annotation, &config.pod_name) {
+                (Some(zone), _, _) => Some(zone.clone()),
+                (None, Some(annotation), Some(pod)) => {
+                    let zone = seeds
+                        .pod_annotation(pod, annotation, std::time::Duration::from_secs(60))
+                        .await
+                        .filter(|z| !z.is_empty());
+                    if zone.is_none() {
+                        tracing::warn!(%annotation, %pod, "no zone annotation on this node's pod: running without a zone");
+                    }
+                    zone
+                }
+                _ => None,
+            };
+            (Arc::new(seeds), zone)
+        }
     })
 }
 
@@ -195,7 +217,7 @@ pub async fn run(
     let limits = config.limits();
     let peers = Arc::new(PeerClients::default());
 
-    let seeds = seed_provider(&config).await?;
+    let (seeds, zone) = seed_provider(&config).await?;
     let membership = Arc::new(
         Membership::start(
             SelfInfo {
@@ -203,7 +225,7 @@ pub async fn run(
                 grpc: config.advertise_address(),
                 gossip_listen: config.gossip_listen(),
                 gossip_advertise: config.gossip_advertise(),
-                zone: config.zone.clone(),
+                zone: zone.clone(),
                 partitions: config.partitions,
                 layout_version: ring.version(),
                 cluster_id: config.cluster_id.clone(),

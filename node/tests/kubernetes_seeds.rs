@@ -103,3 +103,48 @@ async fn an_api_error_is_reported_with_the_selector() {
         "{message}"
     );
 }
+
+#[tokio::test]
+async fn the_zone_comes_from_the_own_pods_annotation_once_set() {
+    let (service, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+    let client = kube::Client::new(service, "store");
+    let seeds = KubernetesSeeds::new(
+        client,
+        "store".into(),
+        "app.kubernetes.io/instance=demo".into(),
+        7946,
+        IpAddr::V4(Ipv4Addr::new(10, 1, 0, 1)),
+    );
+    let server = tokio::spawn(async move {
+        // First without the annotation (the operator has not written it
+        // yet), then with it.
+        for annotated in [false, true] {
+            let (request, send) = handle.next_request().await.expect("a request");
+            let uri = request.uri().to_string();
+            assert!(
+                uri.contains("fieldSelector=metadata.name%3Ddemo-0"),
+                "{uri}"
+            );
+            let mut own = pod("demo-0", Some("10.1.0.1"), false);
+            if annotated {
+                own["metadata"]["annotations"] = json!({ "ringkv.io/zone": "zone-b" });
+            }
+            let list =
+                json!({ "apiVersion": "v1", "kind": "PodList", "metadata": {}, "items": [own] });
+            send.send_response(
+                Response::builder()
+                    .body(Body::from(serde_json::to_vec(&list).expect("json")))
+                    .expect("response"),
+            );
+        }
+    });
+    let zone = seeds
+        .pod_annotation(
+            "demo-0",
+            "ringkv.io/zone",
+            std::time::Duration::from_secs(10),
+        )
+        .await;
+    server.await.expect("mock server");
+    assert_eq!(zone.as_deref(), Some("zone-b"));
+}

@@ -33,6 +33,9 @@ use crate::crd::{ConflictResolution, KVCluster, RetentionRule};
 pub const GRPC_PORT: i32 = 7379;
 pub const GOSSIP_PORT: i32 = 7946;
 pub const METRICS_PORT: i32 = 9379;
+/// Pod annotation that carries a node's zone, copied by the operator from
+/// the label `zoneTopologyKey` of the Kubernetes node the pod runs on.
+pub const ZONE_ANNOTATION: &str = "ringkv.io/zone";
 const DATA_DIR: &str = "/data";
 
 /// Labels every node pod of a cluster carries; the selector of everything.
@@ -233,7 +236,7 @@ fn field_env(name: &str, path: &str) -> EnvVar {
 /// variable, identity from the downward API, seeds from the Kubernetes API.
 pub fn node_env(kvc: &KVCluster) -> Vec<EnvVar> {
     let spec = &kvc.spec;
-    vec![
+    let mut vars = vec![
         field_env("POD_NAME", "metadata.name"),
         field_env("POD_NAMESPACE", "metadata.namespace"),
         field_env("POD_IP", "status.podIP"),
@@ -271,7 +274,11 @@ pub fn node_env(kvc: &KVCluster) -> Vec<EnvVar> {
         // Endpoints drop a terminating pod within a second or two; requests
         // already on their way are still served.
         env("RINGKV_SHUTDOWN_DELAY_MS", 3000),
-    ]
+    ];
+    if spec.zone_topology_key.is_some() {
+        vars.push(env("RINGKV_ZONE_ANNOTATION", ZONE_ANNOTATION));
+    }
+    vars
 }
 
 fn grpc_probe(service: &str, period: i32, failures: i32) -> Probe {

@@ -11,7 +11,7 @@ use futures::StreamExt;
 use k8s_openapi::{
     api::{
         apps::v1::StatefulSet,
-        core::v1::{PersistentVolumeClaim, Pod, Service},
+        core::v1::{Node, PersistentVolumeClaim, Pod, Service},
         policy::v1::PodDisruptionBudget,
     },
     NamespaceResourceScope,
@@ -221,6 +221,7 @@ pub async fn apply(kvc: &KVCluster, ctx: &Context) -> Result<Action, ReconcileEr
         .map_err(kube_error::<Pod>("listing", &name))?
         .items;
     let nodes = NodePods::new(&name, pods);
+    annotate_zones(ctx, kvc, &namespace, &nodes).await?;
     let ring = ring_view(ctx, &nodes).await;
 
     // Everything but the StatefulSet has no ordering concerns.
@@ -400,6 +401,55 @@ pub async fn apply(kvc: &KVCluster, ctx: &Context) -> Result<Action, ReconcileEr
     } else {
         BUSY_REQUEUE
     }))
+}
+
+/// Copies the zone label of each scheduled pod's Kubernetes node to the
+/// pod, where the node process reads it at start: the downward API cannot
+/// expose node labels.
+async fn annotate_zones(
+    ctx: &Context,
+    kvc: &KVCluster,
+    namespace: &str,
+    nodes: &NodePods,
+) -> Result<(), ReconcileError> {
+    let Some(key) = kvc.spec.zone_topology_key.as_deref() else {
+        return Ok(());
+    };
+    let hosts: Api<Node> = Api::all(ctx.client.clone());
+    let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), namespace);
+    for pod in nodes.by_ordinal.values() {
+        if pod.annotations().contains_key(build::ZONE_ANNOTATION) {
+            continue;
+        }
+        let Some(host) = pod.spec.as_ref().and_then(|s| s.node_name.clone()) else {
+            continue;
+        };
+        let node = hosts
+            .get(&host)
+            .await
+            .map_err(kube_error::<Node>("reading", &host))?;
+        let zone = node.labels().get(key).cloned();
+        if zone.is_none() {
+            publish(
+                ctx,
+                kvc,
+                EventType::Warning,
+                "ZoneLabelMissing",
+                "Zone",
+                format!(
+                    "node {host} has no label {key}: {} runs without a zone",
+                    pod.name_any()
+                ),
+            )
+            .await;
+        }
+        let name = pod.name_any();
+        let patch = json!({ "metadata": { "annotations": { build::ZONE_ANNOTATION: zone.unwrap_or_default() } } });
+        pods.patch(&name, &PatchParams::default(), &Patch::Merge(patch))
+            .await
+            .map_err(kube_error::<Pod>("annotating the zone of", &name))?;
+    }
+    Ok(())
 }
 
 /// Deletion: owner references collect everything but the volumes, which

@@ -53,6 +53,8 @@ struct World {
     pvcs: Vec<String>,
     /// Ordinals deleted by the operator, to be recreated by the world.
     restarted: Vec<i32>,
+    /// Zone annotations the operator wrote, by pod name.
+    zones: BTreeMap<String, String>,
 }
 
 impl World {
@@ -145,8 +147,10 @@ impl World {
             .iter()
             .map(|(o, (revision, ready))| {
                 json!({
+                    "spec": { "nodeName": "runner-0", "containers": [] },
                     "metadata": {
                         "name": node(*o), "namespace": NS,
+                        "annotations": self.zones.get(&node(*o)).map(|z| json!({ "ringkv.io/zone": z })).unwrap_or(json!({})),
                         "labels": { "app.kubernetes.io/name": "ringkv", "app.kubernetes.io/instance": NAME,
                                     "controller-revision-hash": revision }
                     },
@@ -186,6 +190,11 @@ impl World {
         let kvc_path = format!("/apis/ringkv.io/v1alpha1/namespaces/{NS}/kvclusters/{NAME}");
         match method {
             Method::GET if path.ends_with("/pods") => (StatusCode::OK, self.pod_list()),
+            Method::GET if path == "/api/v1/nodes/runner-0" => (
+                StatusCode::OK,
+                json!({ "apiVersion": "v1", "kind": "Node",
+                        "metadata": { "name": "runner-0", "labels": { "topology.kubernetes.io/zone": "zone-a" } } }),
+            ),
             Method::GET if path.ends_with("/persistentvolumeclaims") => {
                 let items: Vec<Value> = self
                     .pvcs
@@ -208,6 +217,14 @@ impl World {
                 let patch: Value = serde_json::from_slice(body).expect("merge patch");
                 merge(&mut self.kvc, &patch);
                 (StatusCode::OK, self.kvc.clone())
+            }
+            Method::PATCH if path.contains("/pods/") => {
+                let patch: Value = serde_json::from_slice(body).expect("merge patch");
+                let name = path.rsplit('/').next().unwrap_or_default().to_string();
+                if let Some(zone) = patch["metadata"]["annotations"]["ringkv.io/zone"].as_str() {
+                    self.zones.insert(name.clone(), zone.to_string());
+                }
+                (StatusCode::OK, json!({ "metadata": { "name": name } }))
             }
             Method::PATCH => {
                 let object: Value = serde_json::from_slice(body).expect("applied object");
@@ -907,5 +924,30 @@ async fn an_invalid_spec_changes_nothing() {
             .any(|e| e.contains("readQuorum must lie in 1..=3")),
         "{:?}",
         w.events
+    );
+}
+
+#[tokio::test]
+async fn each_pod_gets_the_zone_of_its_kubernetes_node() {
+    let mut zoned = spec(3);
+    zoned["zoneTopologyKey"] = json!("topology.kubernetes.io/zone");
+    let world = Arc::new(Mutex::new(World::new(3, zoned)));
+    let ctx = context(world.clone());
+    converge(&world, &ctx, |w| w.pods.len() == 3).await;
+    let kvc = world.lock().expect("world").kvc();
+    controller::apply(&kvc, &ctx).await.expect("reconcile");
+    let w = world.lock().expect("world");
+    for o in 0..3 {
+        assert_eq!(
+            w.zones.get(&node(o)).map(String::as_str),
+            Some("zone-a"),
+            "{}",
+            node(o)
+        );
+    }
+    let sts = w.sts().expect("statefulset").to_string();
+    assert!(
+        sts.contains("RINGKV_ZONE_ANNOTATION"),
+        "the nodes wait for the annotation"
     );
 }
