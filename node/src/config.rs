@@ -113,7 +113,7 @@ pub struct NodeConfig {
     pub zone_annotation: Option<String>,
 
     /// Name of this node's pod, for `--zone-annotation`.
-    #[arg(long, env = "POD_NAME")]
+    #[arg(long, env = "RINGKV_POD_NAME")]
     pub pod_name: Option<String>,
 
     /// Partition count, fixed when the cluster is created and stored on disk.

@@ -241,6 +241,7 @@ pub fn node_env(kvc: &KVCluster) -> Vec<EnvVar> {
         field_env("POD_NAMESPACE", "metadata.namespace"),
         field_env("POD_IP", "status.podIP"),
         env("RINGKV_NODE_ID", "$(POD_NAME)"),
+        env("RINGKV_POD_NAME", "$(POD_NAME)"),
         env("RINGKV_LISTEN", format!("0.0.0.0:{GRPC_PORT}")),
         env("RINGKV_ADVERTISE_ADDRESS", format!("$(POD_IP):{GRPC_PORT}")),
         env("RINGKV_GOSSIP_LISTEN", format!("0.0.0.0:{GOSSIP_PORT}")),
