@@ -109,7 +109,7 @@ impl Runner {
     fn allocate_ip(&self) -> Result<String, RunnerError> {
         let n = self.next_ip.fetch_add(1, Ordering::Relaxed);
         let ip = format!("{}.{}.{}", self.ip_prefix, n / 250, n % 250 + 1);
-        local_address("add", &ip)?;
+        add_local_address(&ip)?;
         Ok(ip)
     }
 
@@ -188,18 +188,19 @@ impl Runner {
     }
 }
 
-/// `ip addr add|del IP/32 dev lo`.
-fn local_address(action: &str, ip: &str) -> Result<(), RunnerError> {
+/// `ip addr add IP/32 dev lo`; the addresses go when the run is cleaned up
+/// (`e2e-cleanup.sh`).
+fn add_local_address(ip: &str) -> Result<(), RunnerError> {
     let output = std::process::Command::new("ip")
-        .args(["addr", action, &format!("{ip}/32"), "dev", "lo"])
+        .args(["addr", "add", &format!("{ip}/32"), "dev", "lo"])
         .output()
-        .map_err(RunnerError::io(format!("ip addr {action} {ip}")))?;
+        .map_err(RunnerError::io(format!("ip addr add {ip}")))?;
     let stderr = String::from_utf8_lossy(&output.stderr);
     if output.status.success() || stderr.contains("File exists") {
         Ok(())
     } else {
         Err(RunnerError::Unsupported(format!(
-            "ip addr {action} {ip}/32 dev lo: {}",
+            "ip addr add {ip}/32 dev lo: {}",
             stderr.trim()
         )))
     }
