@@ -174,6 +174,13 @@ pub struct NodeConfig {
     #[arg(long, env = "RINGKV_LAYOUT_SETTLE_MS", default_value_t = 1500)]
     pub layout_settle_ms: u64,
 
+    /// After a restart, how long RawKV may stay NOT_SERVING while gossip
+    /// looks for the other members of the layout, in milliseconds. The node
+    /// serves as soon as it sees them all alive; the limit is for members
+    /// that really are down.
+    #[arg(long, env = "RINGKV_GOSSIP_SETTLE_MS", default_value_t = 10000)]
+    pub gossip_settle_ms: u64,
+
     /// Seconds between anti-entropy rounds (hash-tree exchanges).
     #[arg(long, env = "RINGKV_ANTI_ENTROPY_INTERVAL_SECS", default_value_t = 60)]
     pub anti_entropy_interval_secs: u64,

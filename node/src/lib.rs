@@ -27,6 +27,7 @@ pub mod metrics;
 pub mod node;
 pub mod peers;
 pub mod rawkv_service;
+pub mod readiness;
 pub mod rebalance;
 pub mod repair;
 pub mod replica;

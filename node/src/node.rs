@@ -22,6 +22,7 @@ use crate::{
     metrics::{self, Metrics},
     peers::PeerClients,
     rawkv_service::RawKvService,
+    readiness,
     rebalance::{self, HandoffProgress},
     repair::{self, purgeable, Agreement, RepairConfig, TreeCache},
     replica::{LocalReplica, ReplicaError},
@@ -116,31 +117,6 @@ async fn seed_provider(
 /// Sets the status of the RawKV service and of the server as a whole.
 async fn set_health(reporter: &HealthReporter, service: &str, status: ServingStatus) {
     reporter.set_service_status(service, status).await;
-}
-
-/// RawKV reports SERVING only while this node is a member of the layout:
-/// readiness means part of the ring, not merely a process that is up.
-async fn track_readiness(ring: Arc<Ring>, me: String, reporter: HealthReporter) {
-    let mut layouts = ring.subscribe();
-    let mut serving = false;
-    loop {
-        let member = layouts
-            .borrow_and_update()
-            .as_ref()
-            .is_some_and(|s| s.current.members().iter().any(|m| m.id == me));
-        if member != serving {
-            serving = member;
-            let status = if member {
-                ServingStatus::Serving
-            } else {
-                ServingStatus::NotServing
-            };
-            set_health(&reporter, SERVICE_NAME, status).await;
-        }
-        if layouts.changed().await.is_err() {
-            return;
-        }
-    }
 }
 
 /// Whether this data dir belongs to a node that finished a decommission:
@@ -311,10 +287,12 @@ pub async fn run(
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
     set_health(&health_reporter, "", ServingStatus::Serving).await;
     set_health(&health_reporter, SERVICE_NAME, ServingStatus::NotServing).await;
-    background.push(tokio::spawn(track_readiness(
+    background.push(tokio::spawn(readiness::track(
         ring.clone(),
+        membership.clone(),
         node_id.clone(),
         health_reporter.clone(),
+        Duration::from_millis(config.gossip_settle_ms),
     )));
 
     let reflection = tonic_reflection::server::Builder::configure()

@@ -356,6 +356,36 @@ async fn quorum_errors_name_how_many_replied() {
 }
 
 #[tokio::test]
+async fn a_restarted_node_is_ready_only_once_it_sees_its_peers() {
+    // Readiness puts a pod behind the Service. A node that restarts over its
+    // data dir is in the layout at once, but until gossip has found its
+    // peers it would refuse every quorum read it coordinates.
+    let mut cluster = TestCluster::start(28, 3, &[]).await;
+    let mut client = cluster.nodes[0].client().await;
+    client
+        .raw()
+        .raw_put(put_at("settle", "v", 3))
+        .await
+        .expect("W=3 put");
+    for round in 0..3 {
+        cluster.nodes[2].kill9();
+        cluster.wait_alive(0, 2, false).await;
+        // restart() returns as soon as the node reports SERVING.
+        cluster.nodes[2].restart().await;
+        let got = cluster.nodes[2]
+            .client()
+            .await
+            .raw()
+            .raw_get(get_at("settle", 3))
+            .await
+            .unwrap_or_else(|status| {
+                panic!("round {round}: R=3 read right after SERVING: {status}")
+            });
+        assert_eq!(got.into_inner().value, "v".as_bytes());
+    }
+}
+
+#[tokio::test]
 async fn a_node_with_another_partition_count_refuses_to_join() {
     let cluster = TestCluster::start(27, 3, &[]).await;
     let data = tempfile::tempdir().expect("tempdir");

@@ -1,0 +1,151 @@
+//! When RawKV reports SERVING, which is what a Kubernetes readiness probe
+//! and the Service's endpoints follow.
+//!
+//! A node is ready when it is a member of the layout and gossip has settled.
+//! A node that restarts over its data dir is a member at once, but until
+//! gossip has found its peers it sees them as dead and refuses every quorum
+//! request it coordinates. Like Cassandra's wait for gossip to settle, the
+//! node waits until it sees every other member alive, or for at most
+//! `settle_timeout` when some member really is down. Settling happens once:
+//! a peer that dies later makes the cluster degraded, not this node unready.
+
+use std::{sync::Arc, time::Duration};
+
+use ringkv_proto::v1::raw_kv_server::SERVICE_NAME;
+use tokio::time::Instant;
+use tonic_health::{server::HealthReporter, ServingStatus};
+
+use crate::{
+    membership::{Membership, View},
+    ring::{Ring, RingState},
+};
+
+/// Whether this node sees every other member of the current layout alive.
+pub fn peers_seen(state: &RingState, view: &View, me: &str) -> bool {
+    state
+        .current
+        .members()
+        .iter()
+        .filter(|m| m.id != me)
+        .all(|m| view.is_alive(&m.id))
+}
+
+/// Whether `me` is in the current layout.
+pub fn is_member(state: Option<&RingState>, me: &str) -> bool {
+    state.is_some_and(|s| s.current.members().iter().any(|m| m.id == me))
+}
+
+/// Keeps RawKV's health status in step with membership and gossip.
+pub async fn track(
+    ring: Arc<Ring>,
+    membership: Arc<Membership>,
+    me: String,
+    reporter: HealthReporter,
+    settle_timeout: Duration,
+) {
+    let mut layouts = ring.subscribe();
+    let mut views = membership.watch();
+    let settle_deadline = Instant::now() + settle_timeout;
+    let mut settled = false;
+    let mut serving = false;
+    loop {
+        let state = layouts.borrow_and_update().clone();
+        let view = views.borrow_and_update().clone();
+        let member = is_member(state.as_deref(), &me);
+        if member && !settled {
+            let seen = state.as_deref().is_some_and(|s| peers_seen(s, &view, &me));
+            if seen || Instant::now() >= settle_deadline {
+                settled = true;
+                if !seen {
+                    tracing::warn!(
+                        timeout = ?settle_timeout,
+                        "gossip did not find every member of the layout: serving anyway"
+                    );
+                }
+            }
+        }
+        let ready = member && settled;
+        if ready != serving {
+            serving = ready;
+            let status = if ready {
+                ServingStatus::Serving
+            } else {
+                ServingStatus::NotServing
+            };
+            reporter.set_service_status(SERVICE_NAME, status).await;
+        }
+        let waiting_to_settle = member && !settled;
+        tokio::select! {
+            changed = layouts.changed() => if changed.is_err() { return },
+            changed = views.changed() => if changed.is_err() { return },
+            _ = tokio::time::sleep_until(settle_deadline), if waiting_to_settle => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+    use crate::{
+        membership::{NodeStatus, Peer},
+        ring::layout::{Layout, Member},
+    };
+
+    fn state(ids: &[&str]) -> RingState {
+        let members = ids.iter().map(|id| Member::new(*id)).collect();
+        RingState {
+            version: 1,
+            current: Arc::new(Layout::initial(16, 3, members).expect("layout")),
+            next: None,
+        }
+    }
+
+    fn view(alive: &[(&str, bool)]) -> View {
+        let peers: BTreeMap<String, Peer> = alive
+            .iter()
+            .map(|(id, alive)| {
+                (
+                    id.to_string(),
+                    Peer {
+                        id: id.to_string(),
+                        grpc: String::new(),
+                        gossip: "127.0.0.1:7946".parse().expect("address"),
+                        zone: None,
+                        status: NodeStatus::Normal,
+                        generation: 1,
+                        alive: *alive,
+                        partitions: 0,
+                        layout_version: 1,
+                        synced: 0,
+                        hints_pending: 0,
+                    },
+                )
+            })
+            .collect();
+        View { peers }
+    }
+
+    #[test]
+    fn settles_once_every_other_member_is_alive() {
+        let s = state(&["a", "b", "c"]);
+        assert!(!peers_seen(&s, &view(&[]), "a"));
+        assert!(!peers_seen(&s, &view(&[("b", true), ("c", false)]), "a"));
+        assert!(peers_seen(&s, &view(&[("b", true), ("c", true)]), "a"));
+        // Nodes outside the layout do not matter.
+        assert!(peers_seen(
+            &s,
+            &view(&[("b", true), ("c", true), ("d", false)]),
+            "a"
+        ));
+    }
+
+    #[test]
+    fn membership_is_of_the_current_layout() {
+        let s = state(&["a", "b", "c"]);
+        assert!(is_member(Some(&s), "b"));
+        assert!(!is_member(Some(&s), "d"));
+        assert!(!is_member(None, "a"));
+    }
+}
