@@ -33,6 +33,8 @@ use crate::crd::{ConflictResolution, KVCluster, RetentionRule};
 pub const GRPC_PORT: i32 = 7379;
 pub const GOSSIP_PORT: i32 = 7946;
 pub const METRICS_PORT: i32 = 9379;
+/// The storage node's container in each pod.
+pub const NODE_CONTAINER: &str = "node";
 /// Pod annotation that carries a node's zone, copied by the operator from
 /// the label `zoneTopologyKey` of the Kubernetes node the pod runs on.
 pub const ZONE_ANNOTATION: &str = "ringkv.io/zone";
@@ -309,7 +311,7 @@ pub fn stateful_set(kvc: &KVCluster, replicas: i32, partition: i32) -> StatefulS
     let spec = &kvc.spec;
     let overrides = spec.pod_template.clone().unwrap_or_default();
     let container = Container {
-        name: "node".into(),
+        name: NODE_CONTAINER.into(),
         image: Some(spec.image.clone()),
         image_pull_policy: spec.image_pull_policy.clone(),
         env: Some(node_env(kvc)),

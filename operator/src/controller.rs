@@ -243,6 +243,7 @@ pub async fn apply(kvc: &KVCluster, ctx: &Context) -> Result<Action, ReconcileEr
         decommissioning: &previous.decommissioning,
         ring: ring.as_ref(),
         node_id: &node_id,
+        running_since_ms: &|ordinal| nodes.running_since_ms(ordinal),
     });
 
     // Record the intent before acting on it, so that a restart finds it.
@@ -607,6 +608,27 @@ impl NodePods {
 
     fn count(&self) -> i32 {
         self.by_ordinal.len() as i32
+    }
+
+    /// When the node container of an ordinal's pod started running.
+    fn running_since_ms(&self, ordinal: i32) -> Option<u64> {
+        let statuses = self
+            .by_ordinal
+            .get(&ordinal)?
+            .status
+            .as_ref()?
+            .container_statuses
+            .as_ref()?;
+        let started = statuses
+            .iter()
+            .find(|c| c.name == build::NODE_CONTAINER)?
+            .state
+            .as_ref()?
+            .running
+            .as_ref()?
+            .started_at
+            .as_ref()?;
+        u64::try_from(started.0.as_millisecond()).ok()
     }
 
     fn is_ready(pod: &Pod) -> bool {

@@ -13,6 +13,9 @@ pub struct MemberView {
     /// joining, normal, leaving or left.
     pub status: String,
     pub alive: bool,
+    /// When the member's process started, in milliseconds since the epoch
+    /// on its own clock: it changes at every restart.
+    pub generation: u64,
     pub partitions_owned: u32,
     pub partitions_next: u32,
     /// Hints the node keeps for unreachable replicas.
@@ -124,6 +127,7 @@ fn view_of(response: ringkv_client::proto::RingStatusResponse) -> RingView {
                     node_id: m.node_id,
                     status: m.status,
                     alive: m.alive,
+                    generation: m.generation,
                     partitions_owned: m.partitions_owned,
                     partitions_next: m.partitions_next,
                     hints_pending: m.hints_pending,

@@ -28,6 +28,9 @@ pub struct ScaleInput<'a> {
     pub ring: Option<&'a RingView>,
     /// Node id (pod name) of an ordinal.
     pub node_id: &'a dyn Fn(i32) -> String,
+    /// When the node container of an ordinal's pod started running, in
+    /// milliseconds since the epoch; `None` while it is not running.
+    pub running_since_ms: &'a dyn Fn(i32) -> Option<u64>,
 }
 
 /// What to do now.
@@ -44,6 +47,12 @@ pub struct ScalePlan {
     /// Ordinals the StatefulSet keeps whose node has left (a scale-down the
     /// user took back, or a decommission from outside): deleting the pod
     /// restarts it, and the node wipes its handed-over data and rejoins.
+    /// Only a pod whose running process is the one that left qualifies: a
+    /// pod created since then (a new volume after a scale-down, or the
+    /// restart this asked for) has its own process, which announces itself
+    /// as joining once gossip carries it; until then the ring still shows
+    /// the old process as left, and restarting the new pod again would
+    /// only churn it.
     pub rejoin: Vec<i32>,
     /// Why the requested count is refused.
     pub blocked: Option<String>,
@@ -116,7 +125,13 @@ pub fn plan(input: &ScaleInput<'_>) -> ScalePlan {
     decommissioning.retain(|&o| o < replicas);
 
     let rejoin = (0..replicas.min(target))
-        .filter(|&o| status_of(o).is_some_and(|m| m.status == "left"))
+        .filter(|&o| {
+            status_of(o).is_some_and(|m| {
+                m.status == "left"
+                    && m.alive
+                    && (input.running_since_ms)(o).is_some_and(|since| m.generation >= since)
+            })
+        })
         .collect();
 
     ScalePlan {
@@ -151,6 +166,7 @@ mod tests {
                             node_id: id(i as i32),
                             status: status.to_string(),
                             alive: true,
+                            generation: 2_000,
                             partitions_owned: owned,
                             partitions_next: owned,
                             hints_pending: 0,
@@ -175,6 +191,7 @@ mod tests {
             decommissioning: decom,
             ring,
             node_id: &id,
+            running_since_ms: &|_| Some(1_000),
         })
     }
 
@@ -255,5 +272,42 @@ mod tests {
         assert!(plan.decommissioning.is_empty());
         assert!(plan.decommission.is_empty());
         assert_eq!(plan.rejoin, vec![4], "3 finishes leaving first");
+    }
+
+    #[test]
+    fn only_the_process_that_left_is_restarted() {
+        let ring = ring(&["normal", "normal", "normal", "left"]);
+        let input = |since: Option<u64>| {
+            plan(&ScaleInput {
+                desired: 4,
+                replication_factor: 3,
+                current: Some(4),
+                decommissioning: &[],
+                ring: Some(&ring),
+                node_id: &id,
+                running_since_ms: &move |_| since,
+            })
+        };
+        // The left process (generation 2000) runs in the pod started at 1000.
+        assert_eq!(input(Some(1_000)).rejoin, vec![3]);
+        // A pod started since has its own process, not yet in gossip.
+        assert!(input(Some(3_000)).rejoin.is_empty());
+        // A pod that is not running has nothing to restart.
+        assert!(input(None).rejoin.is_empty());
+        // A left process that gossip reports dead is gone already.
+        let mut dead = ring.clone();
+        if let Some(m) = dead.members.get_mut(&id(3)) {
+            m.alive = false;
+        }
+        let plan = plan(&ScaleInput {
+            desired: 4,
+            replication_factor: 3,
+            current: Some(4),
+            decommissioning: &[],
+            ring: Some(&dead),
+            node_id: &id,
+            running_since_ms: &|_| Some(1_000),
+        });
+        assert!(plan.rejoin.is_empty());
     }
 }

@@ -272,6 +272,7 @@ mod tests {
                             node_id: format!("demo-{i}"),
                             status: status.to_string(),
                             alive: *alive,
+                            generation: 1,
                             partitions_owned: 100,
                             partitions_next: 100,
                             hints_pending: 0,

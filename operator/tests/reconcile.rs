@@ -156,7 +156,11 @@ impl World {
                     },
                     "status": {
                         "podIP": format!("127.0.9.{}", o + 1),
-                        "conditions": [{ "type": "Ready", "status": if *ready { "True" } else { "False" } }]
+                        "conditions": [{ "type": "Ready", "status": if *ready { "True" } else { "False" } }],
+                        "containerStatuses": [{
+                            "name": "node", "image": "ringkv/ringkv-node", "imageID": "", "ready": *ready,
+                            "restartCount": 0, "state": { "running": { "startedAt": POD_STARTED } }
+                        }]
                     }
                 })
             })
@@ -364,12 +368,18 @@ impl World {
     }
 }
 
+/// Every simulated pod's node container started then, and its node
+/// process half a second later.
+const POD_STARTED: &str = "2026-01-01T00:00:00Z";
+const NODE_GENERATION: u64 = 1_767_225_600_500;
+
 fn member(ordinal: i32, status: &str) -> MemberView {
     let owned = if status == "normal" { 100 } else { 0 };
     MemberView {
         node_id: node(ordinal),
         status: status.into(),
         alive: true,
+        generation: NODE_GENERATION,
         partitions_owned: owned,
         partitions_next: owned,
         hints_pending: 0,
