@@ -2,6 +2,12 @@
 //! gossip sees it alive again. Hints live in RocksDB, so they survive a
 //! restart of the node keeping them; hints older than the maximum age are
 //! dropped and counted.
+//!
+//! A hint kept for a node that has since left the ring goes to the key's
+//! owners instead. Waiting for the departed node would hold the hint until
+//! its maximum age, and a node that keeps hints cannot finish its own
+//! decommission: a scale-down by two stalled that way when the second
+//! leaving node still kept hints for the first.
 
 use std::{sync::Arc, time::Duration};
 
@@ -10,7 +16,7 @@ use tonic::Request;
 
 use crate::{
     membership::Membership, metrics::ReplicationMetrics, peers::PeerClients, replica::LocalReplica,
-    storage::now_millis,
+    replication::Coordinator, storage::now_millis,
 };
 
 const BATCH: usize = 512;
@@ -26,6 +32,7 @@ pub struct HandoffConfig {
 /// Delivers hints until the process stops.
 pub async fn run(
     local: Arc<LocalReplica>,
+    coordinator: Coordinator,
     membership: Arc<Membership>,
     peers: Arc<PeerClients>,
     config: HandoffConfig,
@@ -54,6 +61,17 @@ pub async fn run(
                 metrics.hints_dropped.inc();
                 tracing::warn!(target_node = %hint.target, "dropped a hint older than the maximum age");
                 true
+            } else if coordinator.has_departed(&hint.target) {
+                match coordinator.deliver_to_owners(&hint.key, &hint.record).await {
+                    Ok(()) => {
+                        metrics.hints_delivered.inc();
+                        true
+                    }
+                    Err(status) => {
+                        tracing::debug!(target_node = %hint.target, %status, "hint for a departed node not delivered yet");
+                        false
+                    }
+                }
             } else if let Some(peer) = view.peers.get(&hint.target).filter(|p| p.alive) {
                 let delivered = match peers.replica(&peer.grpc) {
                     Ok(mut client) => {

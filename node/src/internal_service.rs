@@ -21,7 +21,7 @@ use crate::{
     rebalance::HandoffProgress,
     repair::{bucket_digests, TreeCache},
     replica::{blocking, LocalReplica},
-    replication::Coordinator,
+    replication::{Coordinator, FORWARD_HOPS},
     ring::{partition_of, Ring},
     storage::ScanRange,
     throttle::Throttle,
@@ -35,6 +35,23 @@ const STREAM_BATCH_BYTES: usize = 1 << 20;
 /// A batch is sent after this many scanned keys even if few matched, so the
 /// receiver's resume point keeps moving.
 const STREAM_BATCH_SCANNED: usize = 4096;
+
+/// How many nodes passed a replica write on before this one: 0 when the
+/// metadata is absent (a coordinator's own write).
+fn forward_hops<T>(request: &Request<T>) -> Result<u32, Status> {
+    let Some(value) = request.metadata().get(FORWARD_HOPS) else {
+        return Ok(0);
+    };
+    value
+        .to_str()
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .ok_or_else(|| {
+            Status::invalid_argument(format!(
+                "metadata {FORWARD_HOPS} must be a whole number of hops"
+            ))
+        })
+}
 
 /// Serves this node's replicas to its peers.
 pub struct ReplicaService {
@@ -92,11 +109,12 @@ impl Replica for ReplicaService {
         &self,
         request: Request<ReplicaApplyRequest>,
     ) -> Result<Response<ReplicaApplyResponse>, Status> {
+        let hops = forward_hops(&request)?;
         let req = request.into_inner();
         self.limits.key(&req.key)?;
         let hint_for = Some(req.hint_for).filter(|t| !t.is_empty());
         self.coordinator
-            .accept(req.key, req.record, hint_for)
+            .accept(req.key, req.record, hint_for, hops)
             .await?;
         Ok(Response::new(ReplicaApplyResponse {}))
     }

@@ -273,6 +273,7 @@ pub async fn run(
     if config.hinted_handoff {
         background.push(tokio::spawn(handoff::run(
             local.clone(),
+            coordinator.clone(),
             membership.clone(),
             peers.clone(),
             HandoffConfig {

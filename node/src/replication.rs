@@ -33,6 +33,28 @@ use crate::{
 /// Metadata that marks a forwarded write, so that it is never forwarded twice.
 pub const FORWARDED: &str = "ringkv-forwarded";
 
+/// Metadata on a replica write: how many nodes passed it on already.
+pub const FORWARD_HOPS: &str = "ringkv-forward-hops";
+
+/// The longest chain of nodes passing one replica write on. Two hops are
+/// needed when ring views agree: a node outside the partition passes the
+/// write to an owner that is handing the partition off, which passes it to
+/// the receiver. A longer chain means views disagree; without a limit two
+/// such nodes could pass a write back and forth until it timed out.
+pub const MAX_FORWARD_HOPS: u32 = 2;
+
+/// How a record reaches a node.
+#[derive(Clone, Copy, Debug)]
+enum Delivery<'a> {
+    /// As one of the key's replicas.
+    Replica,
+    /// As a hint, kept for the named replica while it is down.
+    HintFor(&'a str),
+    /// Passed on by a node that does not keep it (or not alone): the chain
+    /// is now `hops` long.
+    Forwarded { hops: u32 },
+}
+
 /// A request to another node's RawKV, marked as forwarded and bounded by
 /// the client's remaining time.
 fn forwarded<T>(message: T, timeout: Duration) -> Request<T> {
@@ -238,11 +260,15 @@ impl Coordinator {
     /// which the coordinator would count but nobody would read: it
     /// passes the record to the partition's live owners instead (a stale
     /// coordinator or a hint for a node that gave the partition up).
+    ///
+    /// `hops` counts the nodes that passed this record on before; past
+    /// [`MAX_FORWARD_HOPS`] it is refused rather than passed on again.
     pub async fn accept(
         &self,
         key: Bytes,
         record: Bytes,
         hint_for: Option<String>,
+        hops: u32,
     ) -> Result<(), Status> {
         let local = self.inner.local.clone();
         let Some(state) = self.inner.ring.state().filter(|_| hint_for.is_none()) else {
@@ -256,18 +282,54 @@ impl Coordinator {
         };
         let in_now = now.contains(&me);
         let in_next = next.as_ref().is_some_and(|n| n.contains(&me));
+        let must_forward = !in_next && (!in_now || next.is_some());
+        if must_forward && hops >= MAX_FORWARD_HOPS {
+            return Err(Status::unavailable(format!(
+                "node {me} would pass a write for partition {partition} on after {hops} nodes already did (at most {MAX_FORWARD_HOPS}): ring views disagree (this node has version {}); retry once they agree",
+                state.version
+            )));
+        }
         if !in_now && !in_next {
-            return self.forward_to_owners(partition, &now, &key, &record).await;
+            return self
+                .forward_to_owners(partition, &now, &key, &record, hops + 1)
+                .await;
         }
         {
             let (key, record) = (key.clone(), record.clone());
             blocking(move || local.receive(&key, &record, None)).await?;
         }
         if in_now && next.is_some() && !in_next {
-            self.forward_to_receivers(&state, partition, &key, &record)
+            self.forward_to_receivers(&state, partition, &key, &record, hops + 1)
                 .await?;
         }
         Ok(())
+    }
+
+    /// Whether `node` is in no layout of this node's ring state: it left the
+    /// ring (or never joined), so a hint kept for it will never be delivered.
+    pub fn has_departed(&self, node: &str) -> bool {
+        self.inner
+            .ring
+            .state()
+            .is_some_and(|state| !state.involves(node))
+    }
+
+    /// Delivers a hint kept for a node that has left the ring to the key's
+    /// owners now, in both layouts during a transition: the write was
+    /// acknowledged, and its intended replica no longer exists. Fails unless
+    /// one owner at least is alive and all the live ones took it.
+    pub async fn deliver_to_owners(&self, key: &Bytes, record: &Bytes) -> Result<(), Status> {
+        let state = self.state()?;
+        let (partition, mut owners) = self.preference(&state.current, key)?;
+        if let Some(next) = &state.next {
+            for owner in self.preference(next, key)?.1 {
+                if !owners.contains(&owner) {
+                    owners.push(owner);
+                }
+            }
+        }
+        self.forward_to_owners(partition, &owners, key, record, 0)
+            .await
     }
 
     /// Sends a record to every live owner of `partition`; fails unless one
@@ -278,27 +340,22 @@ impl Coordinator {
         owners: &[String],
         key: &Bytes,
         record: &Bytes,
+        hops: u32,
     ) -> Result<(), Status> {
         let view = self.inner.membership.view();
-        let timeout = self.timeout(None);
-        let live: Vec<&String> = owners.iter().filter(|o| view.is_alive(o)).collect();
+        let live: Vec<String> = owners
+            .iter()
+            .filter(|o| view.is_alive(o))
+            .cloned()
+            .collect();
         if live.is_empty() {
             return Err(Status::unavailable(format!(
-                "node {} does not replicate partition {partition} and none of its owners is alive",
+                "node {} cannot pass a write on: none of the owners of partition {partition} is alive",
                 self.inner.me
             )));
         }
-        for owner in live {
-            self.apply_to(&view, owner, key, record, None, timeout)
-                .await
-                .map_err(|status| {
-                    Status::unavailable(format!(
-                        "passing a write for partition {partition} on to its owner {owner}: {}",
-                        status.message()
-                    ))
-                })?;
-        }
-        Ok(())
+        self.pass_on(&view, &live, "owner", partition, key, record, hops)
+            .await
     }
 
     /// Sends a record to every node receiving `partition`; fails unless all
@@ -309,21 +366,48 @@ impl Coordinator {
         partition: u32,
         key: &Bytes,
         record: &Bytes,
+        hops: u32,
     ) -> Result<(), Status> {
         let view = self.inner.membership.view();
+        let receivers: Vec<String> = state
+            .receivers(partition)
+            .into_iter()
+            .filter(|r| *r != self.inner.me)
+            .collect();
+        self.pass_on(&view, &receivers, "receiver", partition, key, record, hops)
+            .await
+    }
+
+    /// Passes a record on to each of `targets` in turn, as the chain's
+    /// `hops`-th node; fails on the first that does not take it.
+    #[allow(clippy::too_many_arguments)]
+    async fn pass_on(
+        &self,
+        view: &View,
+        targets: &[String],
+        role: &str,
+        partition: u32,
+        key: &Bytes,
+        record: &Bytes,
+        hops: u32,
+    ) -> Result<(), Status> {
         let timeout = self.timeout(None);
-        for receiver in state.receivers(partition) {
-            if receiver == self.inner.me {
-                continue;
-            }
-            self.apply_to(&view, &receiver, key, record, None, timeout)
-                .await
-                .map_err(|status| {
-                    Status::unavailable(format!(
-                        "handing partition {partition} off: receiver {receiver} did not take the write: {}",
-                        status.message()
-                    ))
-                })?;
+        for target in targets {
+            self.apply_to(
+                view,
+                target,
+                key,
+                record,
+                Delivery::Forwarded { hops },
+                timeout,
+            )
+            .await
+            .map_err(|status| {
+                Status::unavailable(format!(
+                    "passing a write for partition {partition} on to its {role} {target}: {}",
+                    status.message()
+                ))
+            })?;
         }
         Ok(())
     }
@@ -334,9 +418,13 @@ impl Coordinator {
         node: &str,
         key: &Bytes,
         record: &Bytes,
-        hint_for: Option<&str>,
+        delivery: Delivery<'_>,
         timeout: Duration,
     ) -> Result<(), Status> {
+        let hint_for = match delivery {
+            Delivery::HintFor(target) => Some(target),
+            Delivery::Replica | Delivery::Forwarded { .. } => None,
+        };
         if node == self.inner.me {
             let (local, key, record) = (self.inner.local.clone(), key.clone(), record.clone());
             let hint_for = hint_for.map(str::to_string);
@@ -349,6 +437,11 @@ impl Coordinator {
             hint_for: hint_for.unwrap_or_default().to_string(),
         });
         request.set_timeout(timeout);
+        if let Delivery::Forwarded { hops } = delivery {
+            request
+                .metadata_mut()
+                .insert(FORWARD_HOPS, tonic::metadata::MetadataValue::from(hops));
+        }
         client.apply(request).await?;
         Ok(())
     }
@@ -367,7 +460,7 @@ impl Coordinator {
     ) -> bool {
         if view.is_alive(&target) {
             match self
-                .apply_to(&view, &target, &key, &record, None, timeout)
+                .apply_to(&view, &target, &key, &record, Delivery::Replica, timeout)
                 .await
             {
                 Ok(()) => return true,
@@ -382,7 +475,14 @@ impl Coordinator {
         let fallback = fallbacks.lock().ok().and_then(|mut f| f.pop());
         if let Some(fallback) = fallback {
             let sent = self
-                .apply_to(&view, &fallback, &key, &record, Some(&target), timeout)
+                .apply_to(
+                    &view,
+                    &fallback,
+                    &key,
+                    &record,
+                    Delivery::HintFor(&target),
+                    timeout,
+                )
                 .await;
             if sent.is_ok() {
                 self.inner.metrics.hints_stored.inc();
@@ -478,7 +578,7 @@ impl Coordinator {
         let own_ack = pref.contains(&me)
             && (!handing_off
                 || self
-                    .forward_to_receivers(&state, partition, &key, &record)
+                    .forward_to_receivers(&state, partition, &key, &record, 1)
                     .await
                     .is_ok());
         let mut acks = usize::from(own_ack);
@@ -666,7 +766,10 @@ impl Coordinator {
         record: &Bytes,
         timeout: Duration,
     ) {
-        match self.apply_to(view, node, key, record, None, timeout).await {
+        match self
+            .apply_to(view, node, key, record, Delivery::Replica, timeout)
+            .await
+        {
             Ok(()) => {
                 self.inner.metrics.read_repairs.inc();
             }

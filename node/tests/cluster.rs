@@ -386,6 +386,56 @@ async fn a_restarted_node_is_ready_only_once_it_sees_its_peers() {
 }
 
 #[tokio::test]
+async fn a_write_is_passed_on_at_most_twice() {
+    // Four nodes, N=3: each key has a node outside its replicas.
+    let cluster = TestCluster::start(29, 4, &[]).await;
+    let mut client = cluster.nodes[0].client().await;
+    client
+        .raw()
+        .raw_put(put_at("hops", "v", 3))
+        .await
+        .expect("W=3 put");
+    let mut owners = Vec::new();
+    let mut outsider = None;
+    for node in &cluster.nodes {
+        match node.replica_record(b"hops").await {
+            Some(_) => owners.push(node),
+            None => outsider = Some(node),
+        }
+    }
+    assert_eq!(owners.len(), 3, "three replicas hold the key");
+    let outsider = outsider.expect("a node outside the key's replicas");
+    let record = owners[0].replica_bytes(b"hops").await;
+
+    // A node outside the replicas passes a write on to the owners...
+    outsider
+        .replica_apply(b"hops", record.clone(), None, None)
+        .await
+        .expect("passed on to the owners");
+    assert!(
+        outsider.replica_record(b"hops").await.is_none(),
+        "the outsider keeps no copy nobody reads"
+    );
+    // ...but not once two nodes have passed it on already.
+    let refused = outsider
+        .replica_apply(b"hops", record.clone(), None, Some(2))
+        .await
+        .expect_err("a third hop");
+    println!("third hop: {:?} {}", refused.code(), refused.message());
+    assert_eq!(refused.code(), Code::Unavailable);
+    assert!(
+        refused.message().contains("at most 2"),
+        "{}",
+        refused.message()
+    );
+    // An owner that needs to pass nothing on takes it after any chain.
+    owners[0]
+        .replica_apply(b"hops", record, None, Some(2))
+        .await
+        .expect("an owner keeps it");
+}
+
+#[tokio::test]
 async fn a_node_with_another_partition_count_refuses_to_join() {
     let cluster = TestCluster::start(27, 3, &[]).await;
     let data = tempfile::tempdir().expect("tempdir");

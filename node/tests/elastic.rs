@@ -118,6 +118,69 @@ async fn a_decommission_below_n_is_refused() {
 }
 
 #[tokio::test]
+async fn hints_for_a_departed_node_go_to_the_owners_and_never_stall_a_decommission() {
+    let mut cluster = TestCluster::start(35, 5, &[]).await;
+    decommission(&cluster.nodes[0], &cluster.nodes[4]).await;
+    wait_left(
+        &cluster.nodes[0],
+        &cluster.nodes[4],
+        Duration::from_secs(60),
+    )
+    .await;
+    cluster.nodes[4].stop().await;
+    let remaining: Vec<&TestNode> = cluster.nodes[..4].iter().collect();
+    wait_stable(&cluster.nodes[0], &remaining, Duration::from_secs(60)).await;
+
+    // Node 3 keeps a hint for the departed node 4, as it would for a write
+    // whose replica on node 4 timed out just before node 4 left.
+    let mut client = cluster.nodes[0].client().await;
+    client
+        .raw()
+        .raw_put(RawPutRequest {
+            key: Bytes::from_static(b"source"),
+            value: Bytes::from_static(b"kept for a departed node"),
+            consistency: quorums(1, 3),
+            ..Default::default()
+        })
+        .await
+        .expect("W=3 put");
+    let record = cluster.nodes[0].replica_bytes(b"source").await;
+    let keeper = &cluster.nodes[3];
+    keeper
+        .replica_apply(b"departed", record, Some(cluster.nodes[4].node_id()), None)
+        .await
+        .expect("hint stored");
+
+    // The hint reaches the key's three owners among the four members.
+    let holders = eventually(
+        "the hint delivered to the owners",
+        Duration::from_secs(30),
+        || async {
+            let mut holders = 0;
+            for node in &cluster.nodes[..4] {
+                if node.replica_record(b"departed").await.is_some() {
+                    holders += 1;
+                }
+            }
+            (holders == 3).then_some(holders)
+        },
+    )
+    .await;
+    println!("hint for a departed node delivered to {holders} owners");
+
+    // Nothing keeps the keeper from leaving in turn.
+    let started = Instant::now();
+    decommission(&cluster.nodes[0], keeper).await;
+    wait_left(&cluster.nodes[0], keeper, Duration::from_secs(60)).await;
+    println!(
+        "the hint keeper left {:?} after its decommission",
+        started.elapsed()
+    );
+    let got = read_r2(&mut client, "departed").await.expect("R=2 read");
+    assert_eq!(got, Bytes::from_static(b"kept for a departed node"));
+}
+
+#[tokio::test]
 async fn a_left_node_started_with_rejoin_joins_again_fresh() {
     let mut cluster = TestCluster::start(33, 4, &[]).await;
     let keys = preload(&cluster.nodes[0], "rejoin", 1_000).await;

@@ -341,19 +341,53 @@ impl TestNode {
 
     /// This node's own record of `key`, read through the replica API.
     pub async fn replica_record(&self, key: &[u8]) -> Option<ringkv_node::versions::Siblings> {
-        let channel = ringkv_client::connect_channel(&self.grpc.to_string())
+        let record = self.replica_bytes(key).await;
+        (!record.is_empty())
+            .then(|| ringkv_node::versions::Siblings::decode(&record).expect("decodes"))
+    }
+
+    /// This node's own encoded record of `key`; empty when it has none.
+    pub async fn replica_bytes(&self, key: &[u8]) -> bytes::Bytes {
+        self.replica_client()
             .await
-            .expect("connect");
-        let record = ringkv_client::proto::replica_client::ReplicaClient::new(channel)
             .read(ringkv_client::proto::ReplicaReadRequest {
                 key: bytes::Bytes::copy_from_slice(key),
             })
             .await
             .expect("replica read")
             .into_inner()
-            .record;
-        (!record.is_empty())
-            .then(|| ringkv_node::versions::Siblings::decode(&record).expect("decodes"))
+            .record
+    }
+
+    /// Sends this node one replica write: a hint for `hint_for` when set,
+    /// marked as passed on by `hops` nodes when set.
+    pub async fn replica_apply(
+        &self,
+        key: &[u8],
+        record: bytes::Bytes,
+        hint_for: Option<String>,
+        hops: Option<u32>,
+    ) -> Result<(), tonic::Status> {
+        let mut request = tonic::Request::new(ringkv_client::proto::ReplicaApplyRequest {
+            key: bytes::Bytes::copy_from_slice(key),
+            record,
+            hint_for: hint_for.unwrap_or_default(),
+        });
+        if let Some(hops) = hops {
+            request
+                .metadata_mut()
+                .insert("ringkv-forward-hops", hops.into());
+        }
+        self.replica_client().await.apply(request).await.map(|_| ())
+    }
+
+    async fn replica_client(
+        &self,
+    ) -> ringkv_client::proto::replica_client::ReplicaClient<tonic::transport::Channel> {
+        let channel = ringkv_client::connect_channel(&self.grpc.to_string())
+            .await
+            .expect("connect");
+        ringkv_client::proto::replica_client::ReplicaClient::new(channel)
     }
 }
 
