@@ -8,8 +8,6 @@
 //! # Ok(()) }
 //! ```
 
-use std::time::Duration;
-
 use bytes::Bytes;
 use ringkv_proto::v1::{
     raw_kv_client::RawKvClient, KvPair, RawDeleteRequest, RawGetRequest, RawPutRequest,
@@ -20,7 +18,10 @@ use tonic::{
     Code,
 };
 
+pub use connector::Connector;
 pub use ringkv_proto::v1 as proto;
+
+mod connector;
 
 /// A failed client call.
 #[derive(Debug, thiserror::Error)]
@@ -40,6 +41,12 @@ pub enum ClientError {
     /// The server answered with an error status.
     #[error("{}: {}", .0.code(), .0.message())]
     Status(#[from] tonic::Status),
+    #[error("reading {path}: {source}")]
+    ReadFile {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 impl ClientError {
@@ -62,30 +69,14 @@ pub struct ScanOptions {
     pub reverse: bool,
 }
 
-/// Turns `HOST:PORT` (or a full URI) into a gRPC endpoint.
+/// Turns `HOST:PORT` (or a full URI) into a plaintext gRPC endpoint.
 pub fn endpoint(address: &str) -> Result<Endpoint, ClientError> {
-    let uri = if address.contains("://") {
-        address.to_string()
-    } else {
-        format!("http://{address}")
-    };
-    Endpoint::from_shared(uri)
-        .map(|e| e.connect_timeout(Duration::from_secs(5)).tcp_nodelay(true))
-        .map_err(|source| ClientError::InvalidEndpoint {
-            endpoint: address.to_string(),
-            source,
-        })
+    Connector::plaintext().endpoint(address)
 }
 
-/// Opens a channel to `HOST:PORT`.
+/// Opens a plaintext channel to `HOST:PORT`.
 pub async fn connect_channel(address: &str) -> Result<Channel, ClientError> {
-    endpoint(address)?
-        .connect()
-        .await
-        .map_err(|source| ClientError::Connect {
-            endpoint: address.to_string(),
-            source,
-        })
+    Connector::plaintext().channel(address).await
 }
 
 /// A connection to one ringkv node. Cloning shares the connection.
@@ -95,9 +86,9 @@ pub struct Client {
 }
 
 impl Client {
-    /// Connects to `HOST:PORT`.
+    /// Connects to `HOST:PORT` in plaintext; see [`Connector`] for TLS.
     pub async fn connect(address: &str) -> Result<Self, ClientError> {
-        Ok(Self::from_channel(connect_channel(address).await?))
+        Connector::plaintext().client(address).await
     }
 
     /// Wraps an existing channel.
@@ -188,51 +179,22 @@ impl Client {
     }
 }
 
-/// Whether the node at `address` reports SERVING for `ringkv.v1.RawKV` on the
-/// standard gRPC health service: it is a member of the ring and serves its
-/// partitions, not merely a running process.
+/// [`Connector::is_serving`] in plaintext.
 pub async fn is_serving(address: &str) -> Result<bool, ClientError> {
-    use tonic_health::pb::{
-        health_check_response::ServingStatus, health_client::HealthClient, HealthCheckRequest,
-    };
-    let channel = connect_channel(address).await?;
-    let response = HealthClient::new(channel)
-        .check(HealthCheckRequest {
-            service: "ringkv.v1.RawKV".to_string(),
-        })
-        .await?;
-    Ok(response.into_inner().status == ServingStatus::Serving as i32)
+    Connector::plaintext().is_serving(address).await
 }
 
-/// The node at `address`'s view of the cluster.
+/// [`Connector::cluster_status`] in plaintext.
 pub async fn cluster_status(address: &str) -> Result<proto::ClusterStatusResponse, ClientError> {
-    let channel = connect_channel(address).await?;
-    let mut request = tonic::Request::new(proto::ClusterStatusRequest {});
-    request.set_timeout(Duration::from_secs(5));
-    Ok(proto::admin_client::AdminClient::new(channel)
-        .cluster_status(request)
-        .await?
-        .into_inner())
+    Connector::plaintext().cluster_status(address).await
 }
 
-/// Asks the cluster at `address` to take `node_id` out of the ring.
+/// [`Connector::decommission`] in plaintext.
 pub async fn decommission(address: &str, node_id: &str) -> Result<(), ClientError> {
-    let channel = connect_channel(address).await?;
-    proto::admin_client::AdminClient::new(channel)
-        .decommission(proto::DecommissionRequest {
-            node_id: node_id.to_string(),
-        })
-        .await?;
-    Ok(())
+    Connector::plaintext().decommission(address, node_id).await
 }
 
-/// Each member's ring status and each moving partition's handoff progress.
+/// [`Connector::ring_status`] in plaintext.
 pub async fn ring_status(address: &str) -> Result<proto::RingStatusResponse, ClientError> {
-    let channel = connect_channel(address).await?;
-    let mut request = tonic::Request::new(proto::RingStatusRequest {});
-    request.set_timeout(Duration::from_secs(10));
-    Ok(proto::admin_client::AdminClient::new(channel)
-        .ring_status(request)
-        .await?
-        .into_inner())
+    Connector::plaintext().ring_status(address).await
 }

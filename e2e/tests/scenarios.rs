@@ -16,7 +16,11 @@ use serde_json::Value;
 const LONG: Duration = Duration::from_secs(300);
 
 fn kvc(env: &Env) -> Value {
-    let out = env.kubectl_ok(&["get", "kvc", CLUSTER, "-n", NAMESPACE, "-o", "json"]);
+    kvc_named(env, CLUSTER)
+}
+
+fn kvc_named(env: &Env, name: &str) -> Value {
+    let out = env.kubectl_ok(&["get", "kvc", name, "-n", NAMESPACE, "-o", "json"]);
     serde_json::from_str(&out).expect("KVCluster JSON")
 }
 
@@ -36,11 +40,15 @@ fn condition(kvc: &Value, type_: &str) -> Option<(String, String, String)> {
 
 /// Waits until the cluster is Available with `replicas` normal members.
 async fn wait_available(env: &Env, replicas: usize, deadline: Duration) -> Value {
+    wait_available_named(env, CLUSTER, replicas, deadline).await
+}
+
+async fn wait_available_named(env: &Env, name: &str, replicas: usize, deadline: Duration) -> Value {
     eventually(
-        &format!("{CLUSTER} Available with {replicas} normal members"),
+        &format!("{name} Available with {replicas} normal members"),
         deadline,
         || async {
-            let kvc = kvc(env);
+            let kvc = kvc_named(env, name);
             let available = condition(&kvc, "Available").is_some_and(|c| c.0 == "True");
             let members = kvc["status"]["members"]
                 .as_array()
@@ -415,8 +423,127 @@ async fn s7_invalid_specs_are_rejected() {
     report("7 invalid specs", started, 0);
 }
 
+/// A CA and a node certificate for `server_name`, as PEM.
+fn certificates(server_name: &str) -> (String, String, String) {
+    use rcgen::{
+        BasicConstraints, CertificateParams, CertifiedIssuer, DnType, ExtendedKeyUsagePurpose,
+        IsCa, KeyPair,
+    };
+    let mut params = CertificateParams::new(Vec::<String>::new()).expect("CA params");
+    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    params
+        .distinguished_name
+        .push(DnType::CommonName, "ringkv e2e CA");
+    let ca = CertifiedIssuer::self_signed(params, KeyPair::generate().expect("key")).expect("CA");
+    let mut params = CertificateParams::new(vec![server_name.to_string()]).expect("params");
+    params.extended_key_usages = vec![
+        ExtendedKeyUsagePurpose::ServerAuth,
+        ExtendedKeyUsagePurpose::ClientAuth,
+    ];
+    let key = KeyPair::generate().expect("key");
+    let cert = params.signed_by(&key, &ca).expect("certificate");
+    (ca.pem(), cert.pem(), key.serialize_pem())
+}
+
 #[tokio::test]
-async fn s8_delete() {
+async fn s8_tls_cluster() {
+    let started = Instant::now();
+    let env = Env::get();
+    const NAME: &str = "secure";
+    let server_name = format!("{NAME}-peers.{NAMESPACE}.svc");
+    let (ca, cert, key) = certificates(&server_name);
+    let dir = tempfile::tempdir().expect("tempdir");
+    for (file, pem) in [("ca.crt", &ca), ("tls.crt", &cert), ("tls.key", &key)] {
+        std::fs::write(dir.path().join(file), pem).expect("write PEM");
+    }
+    let from_file = |file: &str| format!("--from-file={file}={}", dir.path().join(file).display());
+    env.kubectl_ok(&[
+        "create",
+        "secret",
+        "generic",
+        "secure-tls",
+        "-n",
+        NAMESPACE,
+        &from_file("ca.crt"),
+        &from_file("tls.crt"),
+        &from_file("tls.key"),
+    ]);
+    let manifest = format!(
+        "apiVersion: ringkv.io/v1alpha1\nkind: KVCluster\nmetadata: {{ name: {NAME}, namespace: {NAMESPACE} }}\n\
+         spec: {{ replicas: 3, image: ringkv/ringkv-node:0.1.0, storage: {{ size: 1Gi }},\n\
+         tls: {{ serverSecretName: secure-tls, clientAuth: true }} }}\n"
+    );
+    let applied = env.kubectl_stdin(&["apply", "-f", "-"], &manifest);
+    assert!(
+        applied.status.success(),
+        "{}",
+        String::from_utf8_lossy(&applied.stderr)
+    );
+    // Available means the operator read the ring over mutual TLS, and the
+    // kubelet's probes reached health on the plaintext port.
+    wait_available_named(env, NAME, 3, LONG).await;
+
+    let client = env.client().await;
+    let endpoints = eventually("TLS endpoints", Duration::from_secs(60), || async {
+        let e = service_endpoints(&client, NAME, "grpc").await;
+        (e.len() == 3).then_some(e)
+    })
+    .await;
+    let connector = ringkv_client::Connector::tls(
+        ca.as_bytes(),
+        Some(&server_name),
+        Some((cert.as_bytes(), key.as_bytes())),
+    );
+    let mut written = 0;
+    for (i, endpoint) in endpoints.iter().cycle().take(300).enumerate() {
+        let mut kv = connector.client(endpoint).await.expect("TLS connect");
+        let key = format!("tls-{i:04}");
+        kv.put(key.as_bytes(), key.as_bytes())
+            .await
+            .expect("put over TLS");
+        written += 1;
+    }
+    for (i, endpoint) in endpoints.iter().cycle().take(written).enumerate() {
+        let mut kv = connector.client(endpoint).await.expect("TLS connect");
+        let key = format!("tls-{i:04}");
+        let got = kv.get(key.as_bytes()).await.expect("get over TLS");
+        assert_eq!(got.as_deref(), Some(key.as_bytes()), "{key}");
+    }
+    let plaintext = async {
+        ringkv_client::Client::connect(&endpoints[0])
+            .await?
+            .get(b"tls-0000")
+            .await
+    }
+    .await;
+    assert!(plaintext.is_err(), "a plaintext client is refused");
+    let anonymous = ringkv_client::Connector::tls(ca.as_bytes(), Some(&server_name), None);
+    let without_certificate = async {
+        anonymous
+            .client(&endpoints[0])
+            .await?
+            .get(b"tls-0000")
+            .await
+    }
+    .await;
+    assert!(
+        without_certificate.is_err(),
+        "clientAuth refuses a client without a certificate"
+    );
+    env.kubectl_ok(&[
+        "delete",
+        "kvc",
+        NAME,
+        "-n",
+        NAMESPACE,
+        "--wait=true",
+        "--timeout=120s",
+    ]);
+    report("8 TLS cluster", started, written);
+}
+
+#[tokio::test]
+async fn s9_delete() {
     let started = Instant::now();
     let env = Env::get();
     env.kubectl_ok(&[
@@ -459,5 +586,5 @@ async fn s8_delete() {
         .arg(env.root.join("e2e/scripts/e2e-cleanup.sh"))
         .arg(&env.dir)
         .status();
-    report("8 delete", started, 0);
+    report("9 delete", started, 0);
 }

@@ -24,6 +24,36 @@ pub struct NodeConfig {
     #[arg(long, env = "RINGKV_METRICS_LISTEN", default_value = "127.0.0.1:9379")]
     pub metrics_listen: SocketAddr,
 
+    /// A second, plaintext listener that serves only the gRPC health service,
+    /// for probes that cannot speak TLS (Kubernetes' gRPC probes).
+    #[arg(long, env = "RINGKV_HEALTH_LISTEN")]
+    pub health_listen: Option<SocketAddr>,
+
+    /// Certificate chain (PEM) of this node: TLS on the gRPC listener and
+    /// towards peers. Needs --tls-key-file, --tls-ca-file and
+    /// --tls-server-name.
+    #[arg(long, env = "RINGKV_TLS_CERT_FILE")]
+    pub tls_cert_file: Option<PathBuf>,
+
+    /// Private key (PEM) of --tls-cert-file.
+    #[arg(long, env = "RINGKV_TLS_KEY_FILE")]
+    pub tls_key_file: Option<PathBuf>,
+
+    /// CA certificate (PEM) that signed every node's certificate (and the
+    /// clients' certificates, with --tls-client-auth).
+    #[arg(long, env = "RINGKV_TLS_CA_FILE")]
+    pub tls_ca_file: Option<PathBuf>,
+
+    /// The name every node verifies in its peers' certificates: peers are
+    /// dialled by IP address, which certificates rarely name.
+    #[arg(long, env = "RINGKV_TLS_SERVER_NAME")]
+    pub tls_server_name: Option<String>,
+
+    /// Refuse clients that present no certificate signed by --tls-ca-file
+    /// (mutual TLS); peers present their own.
+    #[arg(long, env = "RINGKV_TLS_CLIENT_AUTH", default_value_t = false, action = clap::ArgAction::Set)]
+    pub tls_client_auth: bool,
+
     /// Directory that holds this node's RocksDB database. Created if missing.
     #[arg(long, env = "RINGKV_DATA_DIR", default_value = "./ringkv-data")]
     pub data_dir: PathBuf,

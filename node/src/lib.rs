@@ -36,6 +36,7 @@ pub mod ring;
 pub mod storage;
 pub mod telemetry;
 pub mod throttle;
+pub mod tls;
 pub mod validate;
 pub mod versions;
 

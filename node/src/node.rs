@@ -32,6 +32,7 @@ use crate::{
         Ring, RingError,
     },
     storage::{PurgeHook, RocksStorage, RocksStorageOptions, Storage, StorageError},
+    tls::{NodeTls, TlsError},
 };
 
 /// Why a node stopped with an error.
@@ -49,6 +50,8 @@ pub enum NodeError {
     Membership(#[from] MembershipError),
     #[error(transparent)]
     Discovery(#[from] DiscoveryError),
+    #[error(transparent)]
+    Tls(#[from] TlsError),
     #[error("creating data dir {path}: {source}")]
     DataDir {
         path: String,
@@ -191,7 +194,14 @@ pub async fn run(
     let lifecycle = Arc::new(Lifecycle::load(storage.clone())?);
     let metrics = Arc::new(Metrics::new(storage.clone()));
     let limits = config.limits();
-    let peers = Arc::new(PeerClients::default());
+    let tls = NodeTls::from_flags(
+        config.tls_cert_file.as_deref(),
+        config.tls_key_file.as_deref(),
+        config.tls_ca_file.as_deref(),
+        config.tls_server_name.as_deref(),
+        config.tls_client_auth,
+    )?;
+    let peers = Arc::new(PeerClients::new(tls.as_ref().map(|t| t.client.clone())));
 
     let (seeds, zone) = seed_provider(&config).await?;
     let membership = Arc::new(
@@ -390,11 +400,33 @@ pub async fn run(
         advertise = %config.advertise_address(),
         gossip = %config.gossip_listen(),
         metrics = %metrics_addr,
+        tls = tls.is_some(),
         data_dir = %config.data_dir.display(),
         durability = %storage_options.durability,
         "ringkv node serving"
     );
-    let served = Server::builder()
+    // Probes that cannot speak TLS get the health service alone, in plaintext.
+    let health_task = config.health_listen.map(|addr| {
+        let health = health_service.clone();
+        let stop = stopped(stop_rx.clone());
+        tokio::spawn(async move {
+            Server::builder()
+                .add_service(health)
+                .serve_with_shutdown(addr, stop)
+                .await
+                .map_err(|source| NodeError::Grpc { addr, source })
+        })
+    });
+    let mut server = Server::builder();
+    if let Some(tls) = &tls {
+        server = server
+            .tls_config(tls.server.clone())
+            .map_err(|source| NodeError::Grpc {
+                addr: config.listen,
+                source,
+            })?;
+    }
+    let served = server
         .add_service(health_service)
         .add_service(reflection)
         .add_service(rawkv)
@@ -407,6 +439,12 @@ pub async fn run(
             source,
         });
     drop(stop_rx);
+    if let Some(Ok(Err(error))) = match health_task {
+        Some(task) => Some(task.await),
+        None => None,
+    } {
+        tracing::warn!(%error, "health listener stopped with an error");
+    }
     if let Ok(Err(error)) = metrics_task.await {
         tracing::warn!(%error, "metrics server stopped with an error");
     }

@@ -5,15 +5,24 @@ use std::{collections::HashMap, sync::Mutex, time::Duration};
 use ringkv_proto::v1::{
     admin_client::AdminClient, raw_kv_client::RawKvClient, replica_client::ReplicaClient,
 };
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
 
 /// A cache of channels to peers, keyed by gRPC address.
 #[derive(Default)]
 pub struct PeerClients {
     channels: Mutex<HashMap<String, Channel>>,
+    /// TLS towards peers, when the cluster runs it.
+    tls: Option<ClientTlsConfig>,
 }
 
 impl PeerClients {
+    pub fn new(tls: Option<ClientTlsConfig>) -> Self {
+        Self {
+            channels: Mutex::default(),
+            tls,
+        }
+    }
+
     fn channel(&self, addr: &str) -> Result<Channel, tonic::Status> {
         let mut channels = self
             .channels
@@ -22,11 +31,18 @@ impl PeerClients {
         if let Some(channel) = channels.get(addr) {
             return Ok(channel.clone());
         }
-        let endpoint = Endpoint::from_shared(format!("http://{addr}"))
-            .map_err(|e| tonic::Status::internal(format!("peer address {addr}: {e}")))?
+        let invalid = |e: tonic::transport::Error| {
+            tonic::Status::internal(format!("peer address {addr}: {e}"))
+        };
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        let mut endpoint = Endpoint::from_shared(format!("{scheme}://{addr}"))
+            .map_err(invalid)?
             .connect_timeout(Duration::from_secs(1))
             .tcp_nodelay(true)
             .http2_keep_alive_interval(Duration::from_secs(10));
+        if let Some(tls) = &self.tls {
+            endpoint = endpoint.tls_config(tls.clone()).map_err(invalid)?;
+        }
         let channel = endpoint.connect_lazy();
         channels.insert(addr.to_string(), channel.clone());
         Ok(channel)

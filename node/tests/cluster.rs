@@ -11,33 +11,9 @@ use std::{
     time::{Duration, Instant},
 };
 
-use bytes::Bytes;
-use common::{eventually, TestCluster};
-use ringkv_client::proto::{Consistency, RawGetRequest, RawPutRequest};
+use common::{eventually, get_at, put_at, TestCluster};
 use tokio::sync::Mutex;
 use tonic::Code;
-
-fn get_at(key: &str, r: u32) -> RawGetRequest {
-    RawGetRequest {
-        key: Bytes::from(key.to_string()),
-        consistency: Some(Consistency {
-            read_quorum: Some(r),
-            write_quorum: None,
-        }),
-    }
-}
-
-fn put_at(key: &str, value: &str, w: u32) -> RawPutRequest {
-    RawPutRequest {
-        key: Bytes::from(key.to_string()),
-        value: Bytes::from(value.to_string()),
-        consistency: Some(Consistency {
-            read_quorum: None,
-            write_quorum: Some(w),
-        }),
-        ..Default::default()
-    }
-}
 
 async fn assert_formed(cluster: &TestCluster, started: Instant, bound: Duration) {
     let expected = cluster.nodes.len();

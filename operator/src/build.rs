@@ -14,8 +14,8 @@ use k8s_openapi::{
         core::v1::{
             Container, ContainerPort, EnvVar, EnvVarSource, GRPCAction, ObjectFieldSelector,
             PersistentVolumeClaim, PersistentVolumeClaimSpec, PodSecurityContext, PodSpec,
-            PodTemplateSpec, Probe, SecurityContext, Service, ServiceAccount, ServicePort,
-            ServiceSpec, VolumeMount, VolumeResourceRequirements,
+            PodTemplateSpec, Probe, SecretVolumeSource, SecurityContext, Service, ServiceAccount,
+            ServicePort, ServiceSpec, Volume, VolumeMount, VolumeResourceRequirements,
         },
         policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec},
         rbac::v1::{PolicyRule, Role, RoleBinding, RoleRef, Subject},
@@ -33,6 +33,10 @@ use crate::crd::{ConflictResolution, KVCluster, RetentionRule};
 pub const GRPC_PORT: i32 = 7379;
 pub const GOSSIP_PORT: i32 = 7946;
 pub const METRICS_PORT: i32 = 9379;
+/// Plaintext gRPC health for the probes, which cannot speak TLS.
+pub const HEALTH_PORT: i32 = 7380;
+const TLS_DIR: &str = "/etc/ringkv/tls";
+const TLS_CA_DIR: &str = "/etc/ringkv/tls-ca";
 /// The storage node's container in each pod.
 pub const NODE_CONTAINER: &str = "node";
 /// Pod annotation that carries a node's zone, copied by the operator from
@@ -248,6 +252,7 @@ pub fn node_env(kvc: &KVCluster) -> Vec<EnvVar> {
         env("RINGKV_ADVERTISE_ADDRESS", format!("$(POD_IP):{GRPC_PORT}")),
         env("RINGKV_GOSSIP_LISTEN", format!("0.0.0.0:{GOSSIP_PORT}")),
         env("RINGKV_METRICS_LISTEN", format!("0.0.0.0:{METRICS_PORT}")),
+        env("RINGKV_HEALTH_LISTEN", format!("0.0.0.0:{HEALTH_PORT}")),
         env("RINGKV_DATA_DIR", DATA_DIR),
         env("RINGKV_DISCOVERY", "kubernetes"),
         env("RINGKV_KUBERNETES_SELECTOR", selector_string(kvc)),
@@ -281,13 +286,70 @@ pub fn node_env(kvc: &KVCluster) -> Vec<EnvVar> {
     if spec.zone_topology_key.is_some() {
         vars.push(env("RINGKV_ZONE_ANNOTATION", ZONE_ANNOTATION));
     }
+    if let Some(tls) = &spec.tls {
+        let ca_dir = if tls.ca_secret_name.is_some() {
+            TLS_CA_DIR
+        } else {
+            TLS_DIR
+        };
+        vars.extend([
+            env("RINGKV_TLS_CERT_FILE", format!("{TLS_DIR}/tls.crt")),
+            env("RINGKV_TLS_KEY_FILE", format!("{TLS_DIR}/tls.key")),
+            env("RINGKV_TLS_CA_FILE", format!("{ca_dir}/ca.crt")),
+            env(
+                "RINGKV_TLS_SERVER_NAME",
+                format!("{}.$(POD_NAMESPACE).svc", peers_service_name(kvc)),
+            ),
+            env("RINGKV_TLS_CLIENT_AUTH", tls.client_auth),
+        ]);
+    }
     vars
+}
+
+/// The name nodes and the operator verify in the nodes' certificates.
+pub fn tls_server_name(kvc: &KVCluster) -> String {
+    format!(
+        "{}.{}.svc",
+        peers_service_name(kvc),
+        kvc.meta().namespace.as_deref().unwrap_or("default")
+    )
+}
+
+/// Secret volumes and their mounts for TLS.
+fn tls_volumes(kvc: &KVCluster) -> (Vec<Volume>, Vec<VolumeMount>) {
+    let Some(tls) = &kvc.spec.tls else {
+        return (Vec::new(), Vec::new());
+    };
+    let secret_volume = |name: &str, secret: &str, dir: &str| {
+        (
+            Volume {
+                name: name.into(),
+                secret: Some(SecretVolumeSource {
+                    secret_name: Some(secret.into()),
+                    default_mode: Some(0o440),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            },
+            VolumeMount {
+                name: name.into(),
+                mount_path: dir.into(),
+                read_only: Some(true),
+                ..Default::default()
+            },
+        )
+    };
+    let mut pairs = vec![secret_volume("tls", &tls.server_secret_name, TLS_DIR)];
+    if let Some(ca) = &tls.ca_secret_name {
+        pairs.push(secret_volume("tls-ca", ca, TLS_CA_DIR));
+    }
+    pairs.into_iter().unzip()
 }
 
 fn grpc_probe(service: &str, period: i32, failures: i32) -> Probe {
     Probe {
         grpc: Some(GRPCAction {
-            port: GRPC_PORT,
+            port: HEALTH_PORT,
             service: Some(service.into()),
             ..Default::default()
         }),
@@ -310,6 +372,7 @@ fn retention(rule: RetentionRule) -> String {
 pub fn stateful_set(kvc: &KVCluster, replicas: i32, partition: i32) -> StatefulSet {
     let spec = &kvc.spec;
     let overrides = spec.pod_template.clone().unwrap_or_default();
+    let (tls_volumes, tls_mounts) = tls_volumes(kvc);
     let container = Container {
         name: NODE_CONTAINER.into(),
         image: Some(spec.image.clone()),
@@ -332,6 +395,11 @@ pub fn stateful_set(kvc: &KVCluster, replicas: i32, partition: i32) -> StatefulS
                 container_port: METRICS_PORT,
                 ..Default::default()
             },
+            ContainerPort {
+                name: Some("health".into()),
+                container_port: HEALTH_PORT,
+                ..Default::default()
+            },
         ]),
         // Ready means a member of the ring serving its partitions; alive
         // means the process answers. Readiness is probed often so that a
@@ -340,11 +408,16 @@ pub fn stateful_set(kvc: &KVCluster, replicas: i32, partition: i32) -> StatefulS
         readiness_probe: Some(grpc_probe("ringkv.v1.RawKV", 2, 2)),
         liveness_probe: Some(grpc_probe("", 10, 6)),
         resources: spec.resources.clone(),
-        volume_mounts: Some(vec![VolumeMount {
-            name: "data".into(),
-            mount_path: DATA_DIR.into(),
-            ..Default::default()
-        }]),
+        volume_mounts: Some(
+            [VolumeMount {
+                name: "data".into(),
+                mount_path: DATA_DIR.into(),
+                ..Default::default()
+            }]
+            .into_iter()
+            .chain(tls_mounts)
+            .collect(),
+        ),
         security_context: Some(SecurityContext {
             allow_privilege_escalation: Some(false),
             read_only_root_filesystem: Some(true),
@@ -391,6 +464,7 @@ pub fn stateful_set(kvc: &KVCluster, replicas: i32, partition: i32) -> StatefulS
                 spec: Some(PodSpec {
                     service_account_name: Some(node_account_name(kvc)),
                     containers: vec![container],
+                    volumes: (!tls_volumes.is_empty()).then_some(tls_volumes),
                     node_selector: overrides.node_selector,
                     tolerations: overrides.tolerations,
                     affinity: overrides.affinity,
@@ -522,12 +596,64 @@ spec: { replicas: 3 }
             .and_then(|p| p.grpc.as_ref())
             .expect("grpc probe");
         assert_eq!(readiness.service.as_deref(), Some("ringkv.v1.RawKV"));
+        assert_eq!(readiness.port, HEALTH_PORT, "probes use the plaintext port");
+        assert_eq!(env["RINGKV_HEALTH_LISTEN"], "0.0.0.0:7380");
+        assert!(
+            !env.contains_key("RINGKV_TLS_CERT_FILE"),
+            "TLS only when asked"
+        );
+        assert!(pod.volumes.is_none());
         assert_eq!(pod.service_account_name.as_deref(), Some("demo-node"));
         let owner = sts.metadata.owner_references.expect("owner")[0].clone();
         assert_eq!(
             (owner.kind.as_str(), owner.controller),
             ("KVCluster", Some(true))
         );
+    }
+
+    #[test]
+    fn tls_mounts_the_secrets_and_names_the_peers_service() {
+        let kvc = cluster(
+            r#"
+apiVersion: ringkv.io/v1alpha1
+kind: KVCluster
+metadata: { name: demo, namespace: store }
+spec:
+  replicas: 3
+  tls: { serverSecretName: demo-tls, caSecretName: demo-ca, clientAuth: true }
+"#,
+        );
+        assert_eq!(tls_server_name(&kvc), "demo-peers.store.svc");
+        let pod = stateful_set(&kvc, 3, 0).spec.template.spec.expect("pod");
+        let env: BTreeMap<_, _> = pod.containers[0]
+            .env
+            .iter()
+            .flatten()
+            .map(|e| (e.name.as_str(), e.value.clone().unwrap_or_default()))
+            .collect();
+        assert_eq!(env["RINGKV_TLS_CERT_FILE"], "/etc/ringkv/tls/tls.crt");
+        assert_eq!(env["RINGKV_TLS_KEY_FILE"], "/etc/ringkv/tls/tls.key");
+        assert_eq!(env["RINGKV_TLS_CA_FILE"], "/etc/ringkv/tls-ca/ca.crt");
+        assert_eq!(
+            env["RINGKV_TLS_SERVER_NAME"],
+            "demo-peers.$(POD_NAMESPACE).svc"
+        );
+        assert_eq!(env["RINGKV_TLS_CLIENT_AUTH"], "true");
+        let secrets: Vec<_> = pod
+            .volumes
+            .iter()
+            .flatten()
+            .filter_map(|v| v.secret.as_ref()?.secret_name.clone())
+            .collect();
+        assert_eq!(secrets, ["demo-tls", "demo-ca"]);
+        let mounts: Vec<_> = pod.containers[0]
+            .volume_mounts
+            .iter()
+            .flatten()
+            .map(|m| (m.mount_path.as_str(), m.read_only))
+            .collect();
+        assert!(mounts.contains(&("/etc/ringkv/tls", Some(true))));
+        assert!(mounts.contains(&("/etc/ringkv/tls-ca", Some(true))));
     }
 
     #[test]

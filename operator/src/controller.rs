@@ -11,7 +11,7 @@ use futures::StreamExt;
 use k8s_openapi::{
     api::{
         apps::v1::StatefulSet,
-        core::v1::{Node, PersistentVolumeClaim, Pod, Service},
+        core::v1::{Node, PersistentVolumeClaim, Pod, Secret, Service},
         policy::v1::PodDisruptionBudget,
     },
     NamespaceResourceScope,
@@ -27,6 +27,7 @@ use kube::{
     },
     Api, Client, Resource, ResourceExt,
 };
+use ringkv_client::Connector;
 use serde::{de::DeserializeOwned, Serialize};
 use serde_json::json;
 use tokio::time::Instant;
@@ -222,7 +223,24 @@ pub async fn apply(kvc: &KVCluster, ctx: &Context) -> Result<Action, ReconcileEr
         .items;
     let nodes = NodePods::new(&name, pods);
     annotate_zones(ctx, kvc, &namespace, &nodes).await?;
-    let ring = ring_view(ctx, &nodes).await;
+    let connector = match admin_connector(ctx, kvc, &namespace).await {
+        Ok(connector) => connector,
+        Err(message) => {
+            // Pods could not mount the Secret either; nothing changes until
+            // it exists. Secrets are not watched, hence the requeue.
+            publish(
+                ctx,
+                kvc,
+                EventType::Warning,
+                "TLSSecretUnavailable",
+                "Validate",
+                message,
+            )
+            .await;
+            return Ok(Action::requeue(Duration::from_secs(30)));
+        }
+    };
+    let ring = ring_view(ctx, &connector, &nodes).await;
 
     // Everything but the StatefulSet has no ordering concerns.
     apply_object(ctx, &namespace, &build::node_service_account(kvc)).await?;
@@ -284,7 +302,7 @@ pub async fn apply(kvc: &KVCluster, ctx: &Context) -> Result<Action, ReconcileEr
         let Some(address) = nodes.address(ordinal).or_else(|| nodes.any_address()) else {
             continue;
         };
-        match ctx.ring_admin.decommission(&address, &id).await {
+        match ctx.ring_admin.decommission(&connector, &address, &id).await {
             Ok(()) => {
                 publish(
                     ctx,
@@ -672,9 +690,54 @@ impl NodePods {
     }
 }
 
-async fn ring_view(ctx: &Context, nodes: &NodePods) -> Option<RingView> {
+/// How the operator reaches the nodes' Admin service: over TLS with the
+/// cluster's CA (and its server certificate as the client's, under mutual
+/// TLS) when `spec.tls` is set. The error names the Secret and key.
+async fn admin_connector(
+    ctx: &Context,
+    kvc: &KVCluster,
+    namespace: &str,
+) -> Result<Connector, String> {
+    let Some(tls) = &kvc.spec.tls else {
+        return Ok(Connector::plaintext());
+    };
+    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), namespace);
+    let read = |secret: String, key: &'static str| {
+        let secrets = secrets.clone();
+        async move {
+            let found = secrets
+                .get_opt(&secret)
+                .await
+                .map_err(|error| format!("reading TLS Secret {namespace}/{secret}: {error}"))?
+                .ok_or_else(|| format!("TLS Secret {namespace}/{secret} does not exist"))?;
+            found
+                .data
+                .and_then(|mut data| data.remove(key))
+                .map(|bytes| bytes.0)
+                .ok_or_else(|| format!("TLS Secret {namespace}/{secret} has no key {key}"))
+        }
+    };
+    let ca = read(tls.ca_secret().to_string(), "ca.crt").await?;
+    let identity = if tls.client_auth {
+        Some((
+            read(tls.server_secret_name.clone(), "tls.crt").await?,
+            read(tls.server_secret_name.clone(), "tls.key").await?,
+        ))
+    } else {
+        None
+    };
+    Ok(Connector::tls(
+        &ca,
+        Some(&build::tls_server_name(kvc)),
+        identity
+            .as_ref()
+            .map(|(cert, key)| (cert.as_slice(), key.as_slice())),
+    ))
+}
+
+async fn ring_view(ctx: &Context, connector: &Connector, nodes: &NodePods) -> Option<RingView> {
     for address in nodes.addresses() {
-        match ctx.ring_admin.ring_status(&address).await {
+        match ctx.ring_admin.ring_status(connector, &address).await {
             Ok(view) => return Some(view),
             Err(error) => tracing::debug!(%error, "ring status"),
         }

@@ -204,11 +204,27 @@ pub struct RetentionPolicy {
 #[derive(Deserialize, Serialize, Clone, Debug, PartialEq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct TlsSpec {
-    /// Secret with `tls.crt` and `tls.key` for the gRPC API.
+    /// Secret with `tls.crt` and `tls.key` for the gRPC API, valid for
+    /// `NAME-peers.NAMESPACE.svc` (the name nodes and the operator verify)
+    /// and whatever names clients use. A cert-manager Certificate's Secret
+    /// also carries `ca.crt`, used when `caSecretName` is not set.
     pub server_secret_name: String,
-    /// Secret with `ca.crt` that peers and clients trust.
+    /// Secret with `ca.crt`, the CA that signed the nodes' certificates.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ca_secret_name: Option<String>,
+    /// Require client certificates signed by that CA (mutual TLS). Nodes
+    /// and the operator present the server certificate.
+    #[serde(default)]
+    pub client_auth: bool,
+}
+
+impl TlsSpec {
+    /// The Secret and key that hold the CA certificate.
+    pub fn ca_secret(&self) -> &str {
+        self.ca_secret_name
+            .as_deref()
+            .unwrap_or(&self.server_secret_name)
+    }
 }
 
 #[derive(Deserialize, Serialize, Clone, Debug, PartialEq, KubeSchema)]

@@ -5,6 +5,7 @@
 use std::collections::BTreeMap;
 
 use futures::future::BoxFuture;
+use ringkv_client::Connector;
 
 /// One ring member as the answering node sees it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -71,10 +72,12 @@ pub enum RingAdminError {
 pub trait RingAdmin: Send + Sync {
     fn ring_status<'a>(
         &'a self,
+        connector: &'a Connector,
         address: &'a str,
     ) -> BoxFuture<'a, Result<RingView, RingAdminError>>;
     fn decommission<'a>(
         &'a self,
+        connector: &'a Connector,
         address: &'a str,
         node_id: &'a str,
     ) -> BoxFuture<'a, Result<(), RingAdminError>>;
@@ -86,26 +89,31 @@ pub struct GrpcRingAdmin;
 impl RingAdmin for GrpcRingAdmin {
     fn ring_status<'a>(
         &'a self,
+        connector: &'a Connector,
         address: &'a str,
     ) -> BoxFuture<'a, Result<RingView, RingAdminError>> {
         Box::pin(async move {
-            let response = ringkv_client::ring_status(address).await.map_err(|error| {
-                RingAdminError::Status {
-                    address: address.to_string(),
-                    message: error.to_string(),
-                }
-            })?;
+            let response =
+                connector
+                    .ring_status(address)
+                    .await
+                    .map_err(|error| RingAdminError::Status {
+                        address: address.to_string(),
+                        message: error.to_string(),
+                    })?;
             Ok(view_of(response))
         })
     }
 
     fn decommission<'a>(
         &'a self,
+        connector: &'a Connector,
         address: &'a str,
         node_id: &'a str,
     ) -> BoxFuture<'a, Result<(), RingAdminError>> {
         Box::pin(async move {
-            ringkv_client::decommission(address, node_id)
+            connector
+                .decommission(address, node_id)
                 .await
                 .map_err(|error| RingAdminError::Decommission {
                     address: address.to_string(),

@@ -14,6 +14,7 @@ use std::{
 use futures::future::BoxFuture;
 use http::{Method, Request, Response, StatusCode};
 use kube::{client::Body, runtime::events::Reporter, Client};
+use ringkv_client::Connector;
 use ringkv_operator::{
     controller::{self, Context},
     crd::KVCluster,
@@ -407,6 +408,7 @@ struct ScriptedRing(Arc<Mutex<World>>);
 impl RingAdmin for ScriptedRing {
     fn ring_status<'a>(
         &'a self,
+        _connector: &'a Connector,
         address: &'a str,
     ) -> BoxFuture<'a, Result<RingView, RingAdminError>> {
         Box::pin(async move {
@@ -435,6 +437,7 @@ impl RingAdmin for ScriptedRing {
 
     fn decommission<'a>(
         &'a self,
+        _connector: &'a Connector,
         address: &'a str,
         node_id: &'a str,
     ) -> BoxFuture<'a, Result<(), RingAdminError>> {
@@ -932,6 +935,30 @@ async fn an_invalid_spec_changes_nothing() {
         w.events
             .iter()
             .any(|e| e.contains("readQuorum must lie in 1..=3")),
+        "{:?}",
+        w.events
+    );
+}
+
+#[tokio::test]
+async fn a_missing_tls_secret_changes_nothing_and_is_named() {
+    let mut secure = spec(3);
+    secure["tls"] = json!({ "serverSecretName": "demo-tls" });
+    let world = Arc::new(Mutex::new(World::new(0, secure)));
+    let ctx = context(world.clone());
+    let kvc = world.lock().expect("world").kvc();
+    controller::apply(&kvc, &ctx).await.expect("reconcile");
+    let w = world.lock().expect("world");
+    assert!(
+        w.objects.is_empty(),
+        "nothing applied: {:?}",
+        w.objects.keys()
+    );
+    assert!(
+        w.events
+            .iter()
+            .any(|e| e.starts_with("TLSSecretUnavailable")
+                && e.contains("TLS Secret store/demo-tls does not exist")),
         "{:?}",
         w.events
     );

@@ -15,7 +15,7 @@ use bytes::Bytes;
 use clap::{Args, ValueEnum};
 use hdrhistogram::Histogram;
 use indicatif::{ProgressBar, ProgressStyle};
-use ringkv_client::{endpoint, proto::RawGetRequest, proto::RawPutRequest, Client};
+use ringkv_client::{proto::RawGetRequest, proto::RawPutRequest, Client, Connector};
 use tonic::transport::Channel;
 use tonic_health::pb::{health_client::HealthClient, HealthCheckRequest};
 
@@ -167,11 +167,12 @@ async fn run_phase(
     })
 }
 
-pub async fn run(address: &str, args: BenchArgs) -> anyhow::Result<()> {
+pub async fn run(connector: &Connector, address: &str, args: BenchArgs) -> anyhow::Result<()> {
     let mut channels = Vec::new();
     for _ in 0..args.connections.max(1) {
         channels.push(
-            endpoint(address)?
+            connector
+                .endpoint(address)?
                 .connect()
                 .await
                 .with_context(|| format!("connecting to {address}"))?,

@@ -8,7 +8,7 @@ use std::io::{IsTerminal, Read, Write};
 
 use anyhow::{bail, Context};
 use clap::{Parser, Subcommand};
-use ringkv_client::{Client, ScanOptions};
+use ringkv_client::{Connector, ScanOptions};
 
 /// ringkv: a Dynamo-style distributed key-value store.
 #[derive(Debug, Parser)]
@@ -24,8 +24,61 @@ pub struct Cli {
     )]
     endpoint: String,
 
+    #[command(flatten)]
+    tls: TlsArgs,
+
     #[command(subcommand)]
     command: Command,
+}
+
+/// TLS towards a cluster whose nodes run with `--tls-cert-file`.
+#[derive(Debug, clap::Args)]
+struct TlsArgs {
+    /// CA certificate (PEM) that signed the nodes' certificates; turns TLS on.
+    #[arg(long, global = true, env = "RINGKV_TLS_CA_FILE")]
+    tls_ca_file: Option<std::path::PathBuf>,
+    /// Name to verify in the node's certificate, when the endpoint is an
+    /// address the certificate does not name.
+    #[arg(long, global = true, env = "RINGKV_TLS_SERVER_NAME")]
+    tls_server_name: Option<String>,
+    /// Client certificate (PEM), for clusters that require one.
+    #[arg(
+        long,
+        global = true,
+        env = "RINGKV_TLS_CLIENT_CERT_FILE",
+        requires = "tls_client_key_file"
+    )]
+    tls_client_cert_file: Option<std::path::PathBuf>,
+    /// Key (PEM) of the client certificate.
+    #[arg(
+        long,
+        global = true,
+        env = "RINGKV_TLS_CLIENT_KEY_FILE",
+        requires = "tls_client_cert_file"
+    )]
+    tls_client_key_file: Option<std::path::PathBuf>,
+}
+
+impl TlsArgs {
+    fn connector(&self) -> anyhow::Result<Connector> {
+        let Some(ca) = &self.tls_ca_file else {
+            if self.tls_client_cert_file.is_some() {
+                bail!(
+                    "--tls-client-cert-file needs --tls-ca-file: TLS is on only with a CA to trust"
+                );
+            }
+            return Ok(Connector::plaintext());
+        };
+        let identity = self
+            .tls_client_cert_file
+            .as_deref()
+            .zip(self.tls_client_key_file.as_deref());
+        Ok(Connector::tls_from_files(
+            ca,
+            self.tls_server_name.as_deref(),
+            identity,
+        )?)
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -73,6 +126,11 @@ enum Command {
 }
 
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    let connector = cli.tls.connector()?;
+    let connect = |endpoint: &str| {
+        let (connector, endpoint) = (connector.clone(), endpoint.to_string());
+        async move { anyhow::Ok(connector.client(&endpoint).await?) }
+    };
     match cli.command {
         Command::Put { key, value } => {
             let value = if value == "-" {
@@ -139,18 +197,64 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             }
             Ok(())
         }
-        Command::Status => status::run(&cli.endpoint).await,
+        Command::Status => status::run(&connector, &cli.endpoint).await,
         Command::Decommission { node } => {
-            ringkv_client::decommission(&cli.endpoint, &node).await?;
+            connector.decommission(&cli.endpoint, &node).await?;
             println!("{node} is leaving; follow it with `ringkv ring`");
             Ok(())
         }
-        Command::Ring => status::ring(&cli.endpoint).await,
-        Command::Bench(args) => bench::run(&cli.endpoint, args).await,
+        Command::Ring => status::ring(&connector, &cli.endpoint).await,
+        Command::Bench(args) => bench::run(&connector, &cli.endpoint, args).await,
         Command::Local(args) => local::run(args).await,
     }
 }
 
-async fn connect(endpoint: &str) -> anyhow::Result<Client> {
-    Ok(Client::connect(endpoint).await?)
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tls_args(args: &[&str]) -> TlsArgs {
+        let mut argv = vec!["ringkv"];
+        argv.extend_from_slice(args);
+        argv.push("status");
+        Cli::try_parse_from(argv).expect("parses").tls
+    }
+
+    #[test]
+    fn tls_is_on_only_with_a_ca() {
+        let plain = tls_args(&[]).connector().expect("plaintext");
+        assert!(!plain.is_tls());
+
+        let dir = tempfile::tempdir().expect("tempdir");
+        let ca = dir.path().join("ca.crt");
+        std::fs::write(&ca, "-----BEGIN CERTIFICATE-----\n").expect("write");
+        let ca = ca.display().to_string();
+        let tls = tls_args(&[
+            "--tls-ca-file",
+            &ca,
+            "--tls-server-name",
+            "demo.default.svc",
+        ])
+        .connector()
+        .expect("tls");
+        assert!(tls.is_tls());
+
+        let missing = tls_args(&["--tls-ca-file", "/nonexistent/ca.crt"])
+            .connector()
+            .expect_err("missing CA file");
+        assert!(
+            missing.to_string().contains("/nonexistent/ca.crt"),
+            "{missing}"
+        );
+
+        let no_ca = tls_args(&[
+            "--tls-client-cert-file",
+            "/c.crt",
+            "--tls-client-key-file",
+            "/c.key",
+        ])
+        .connector()
+        .expect_err("a client certificate without a CA");
+        assert!(no_ca.to_string().contains("--tls-ca-file"), "{no_ca}");
+    }
 }

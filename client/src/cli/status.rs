@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use ringkv_client::{cluster_status, proto::ClusterStatusResponse, ring_status};
+use ringkv_client::{proto::ClusterStatusResponse, Connector};
 
 /// What one member's view says, reduced to what must agree across members.
 fn fingerprint(view: &ClusterStatusResponse) -> (u64, Vec<(String, String, bool)>) {
@@ -16,8 +16,8 @@ fn fingerprint(view: &ClusterStatusResponse) -> (u64, Vec<(String, String, bool)
     )
 }
 
-pub async fn run(endpoint: &str) -> anyhow::Result<()> {
-    let first = cluster_status(endpoint).await?;
+pub async fn run(connector: &Connector, endpoint: &str) -> anyhow::Result<()> {
+    let first = connector.cluster_status(endpoint).await?;
     println!(
         "cluster seen from {}: layout v{}, {} partitions, N={}, {} conflicts",
         first.node_id,
@@ -47,7 +47,7 @@ pub async fn run(endpoint: &str) -> anyhow::Result<()> {
     let mut views = BTreeMap::new();
     let mut unreachable = Vec::new();
     for m in first.members.iter().filter(|m| m.alive) {
-        match cluster_status(&m.grpc_address).await {
+        match connector.cluster_status(&m.grpc_address).await {
             Ok(view) => {
                 views.insert(m.node_id.clone(), fingerprint(&view));
             }
@@ -77,8 +77,8 @@ pub async fn run(endpoint: &str) -> anyhow::Result<()> {
 }
 
 /// `ringkv ring`: members, and per receiving node the handoff progress.
-pub async fn ring(endpoint: &str) -> anyhow::Result<()> {
-    let status = ring_status(endpoint).await?;
+pub async fn ring(connector: &Connector, endpoint: &str) -> anyhow::Result<()> {
+    let status = connector.ring_status(endpoint).await?;
     println!(
         "ring state v{}: {}",
         status.state_version,

@@ -60,6 +60,8 @@ pub struct TestNode {
     args: Vec<String>,
     child: Option<Child>,
     _tempdir: Option<tempfile::TempDir>,
+    /// How the harness reaches the node: plaintext unless the test runs TLS.
+    pub connector: ringkv_client::Connector,
 }
 
 impl TestNode {
@@ -99,6 +101,7 @@ impl TestNode {
             args: args.iter().map(|a| a.to_string()).collect(),
             child: None,
             _tempdir: None,
+            connector: ringkv_client::Connector::plaintext(),
         }
     }
 
@@ -132,8 +135,8 @@ impl TestNode {
             &format!("node {grpc} serving"),
             Duration::from_secs(30),
             || {
-                let grpc = grpc.clone();
-                async move { matches!(ringkv_client::is_serving(&grpc).await, Ok(true)).then_some(()) }
+                let (grpc, connector) = (grpc.clone(), self.connector.clone());
+                async move { matches!(connector.is_serving(&grpc).await, Ok(true)).then_some(()) }
             },
         )
         .await;
@@ -144,7 +147,8 @@ impl TestNode {
     }
 
     pub async fn client(&self) -> Client {
-        Client::connect(&self.grpc.to_string())
+        self.connector
+            .client(&self.grpc.to_string())
             .await
             .expect("connect to node")
     }
@@ -286,6 +290,16 @@ impl TestCluster {
 
     /// Starts `count` nodes with `args` and waits until every one serves.
     pub async fn start(subnet: u8, count: u8, args: &[&str]) -> Self {
+        Self::start_with(subnet, count, args, ringkv_client::Connector::plaintext()).await
+    }
+
+    /// [`TestCluster::start`], reaching the nodes through `connector`.
+    pub async fn start_with(
+        subnet: u8,
+        count: u8,
+        args: &[&str],
+        connector: ringkv_client::Connector,
+    ) -> Self {
         let ips: Vec<Ipv4Addr> = (1..=count)
             .map(|i| Ipv4Addr::new(127, 0, subnet, i))
             .collect();
@@ -302,6 +316,7 @@ impl TestCluster {
             all.extend_from_slice(args);
             let mut node = TestNode::unstarted(*ip, &data_dir, &all);
             node._tempdir = Some(tempdir);
+            node.connector = connector.clone();
             node.spawn_process();
             nodes.push(node);
         }
@@ -467,4 +482,28 @@ pub async fn wait_equal_trees(
     )
     .await;
     started.elapsed()
+}
+
+/// A read of `key` at R=`r`.
+pub fn get_at(key: &str, r: u32) -> ringkv_client::proto::RawGetRequest {
+    ringkv_client::proto::RawGetRequest {
+        key: bytes::Bytes::from(key.to_string()),
+        consistency: Some(ringkv_client::proto::Consistency {
+            read_quorum: Some(r),
+            write_quorum: None,
+        }),
+    }
+}
+
+/// A write of `key` at W=`w`.
+pub fn put_at(key: &str, value: &str, w: u32) -> ringkv_client::proto::RawPutRequest {
+    ringkv_client::proto::RawPutRequest {
+        key: bytes::Bytes::from(key.to_string()),
+        value: bytes::Bytes::from(value.to_string()),
+        consistency: Some(ringkv_client::proto::Consistency {
+            read_quorum: None,
+            write_quorum: Some(w),
+        }),
+        ..Default::default()
+    }
 }

@@ -1,0 +1,169 @@
+//! How a client reaches a node: plaintext, or TLS against the cluster's CA.
+
+use std::{path::Path, time::Duration};
+
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
+
+use crate::{proto, Client, ClientError};
+
+/// Connects to nodes, in plaintext or over TLS. Cloning is cheap.
+#[derive(Debug, Clone, Default)]
+pub struct Connector {
+    tls: Option<ClientTlsConfig>,
+}
+
+impl Connector {
+    /// Plain HTTP/2: for clusters without `--tls-cert-file`.
+    pub fn plaintext() -> Self {
+        Self::default()
+    }
+
+    /// TLS: trust the nodes' certificates signed by `ca_pem`, verify
+    /// `server_name` in them (nodes are usually dialled by IP address, which
+    /// certificates rarely name), and present `identity` (certificate and
+    /// key, PEM) when the cluster requires client certificates.
+    pub fn tls(ca_pem: &[u8], server_name: Option<&str>, identity: Option<(&[u8], &[u8])>) -> Self {
+        let mut tls = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(ca_pem));
+        if let Some(name) = server_name {
+            tls = tls.domain_name(name);
+        }
+        if let Some((cert, key)) = identity {
+            tls = tls.identity(Identity::from_pem(cert, key));
+        }
+        Self { tls: Some(tls) }
+    }
+
+    /// [`Connector::tls`] from PEM files.
+    pub fn tls_from_files(
+        ca: &Path,
+        server_name: Option<&str>,
+        identity: Option<(&Path, &Path)>,
+    ) -> Result<Self, ClientError> {
+        let ca = read(ca)?;
+        let identity = match identity {
+            Some((cert, key)) => Some((read(cert)?, read(key)?)),
+            None => None,
+        };
+        Ok(Self::tls(
+            &ca,
+            server_name,
+            identity
+                .as_ref()
+                .map(|(cert, key)| (cert.as_slice(), key.as_slice())),
+        ))
+    }
+
+    pub fn is_tls(&self) -> bool {
+        self.tls.is_some()
+    }
+
+    /// Turns `HOST:PORT` (or a full URI) into a gRPC endpoint.
+    pub fn endpoint(&self, address: &str) -> Result<Endpoint, ClientError> {
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        let uri = if address.contains("://") {
+            address.to_string()
+        } else {
+            format!("{scheme}://{address}")
+        };
+        let invalid = |source| ClientError::InvalidEndpoint {
+            endpoint: address.to_string(),
+            source,
+        };
+        let endpoint = Endpoint::from_shared(uri)
+            .map_err(invalid)?
+            .connect_timeout(Duration::from_secs(5))
+            .tcp_nodelay(true);
+        match &self.tls {
+            Some(tls) => endpoint.tls_config(tls.clone()).map_err(invalid),
+            None => Ok(endpoint),
+        }
+    }
+
+    /// Opens a channel to `HOST:PORT`.
+    pub async fn channel(&self, address: &str) -> Result<Channel, ClientError> {
+        self.endpoint(address)?
+            .connect()
+            .await
+            .map_err(|source| ClientError::Connect {
+                endpoint: address.to_string(),
+                source,
+            })
+    }
+
+    /// A RawKV client of the node at `address`.
+    pub async fn client(&self, address: &str) -> Result<Client, ClientError> {
+        Ok(Client::from_channel(self.channel(address).await?))
+    }
+
+    /// Whether the node at `address` reports SERVING for `ringkv.v1.RawKV` on
+    /// the standard gRPC health service: it is a member of the ring and
+    /// serves its partitions, not merely a running process.
+    pub async fn is_serving(&self, address: &str) -> Result<bool, ClientError> {
+        use tonic_health::pb::{
+            health_check_response::ServingStatus, health_client::HealthClient, HealthCheckRequest,
+        };
+        let response = HealthClient::new(self.channel(address).await?)
+            .check(HealthCheckRequest {
+                service: "ringkv.v1.RawKV".to_string(),
+            })
+            .await?;
+        Ok(response.into_inner().status == ServingStatus::Serving as i32)
+    }
+
+    /// The node at `address`'s view of the cluster.
+    pub async fn cluster_status(
+        &self,
+        address: &str,
+    ) -> Result<proto::ClusterStatusResponse, ClientError> {
+        let mut request = tonic::Request::new(proto::ClusterStatusRequest {});
+        request.set_timeout(Duration::from_secs(5));
+        Ok(self
+            .admin(address)
+            .await?
+            .cluster_status(request)
+            .await?
+            .into_inner())
+    }
+
+    /// Asks the cluster at `address` to take `node_id` out of the ring.
+    pub async fn decommission(&self, address: &str, node_id: &str) -> Result<(), ClientError> {
+        self.admin(address)
+            .await?
+            .decommission(proto::DecommissionRequest {
+                node_id: node_id.to_string(),
+            })
+            .await?;
+        Ok(())
+    }
+
+    /// Each member's ring status and each moving partition's handoff progress.
+    pub async fn ring_status(
+        &self,
+        address: &str,
+    ) -> Result<proto::RingStatusResponse, ClientError> {
+        let mut request = tonic::Request::new(proto::RingStatusRequest {});
+        request.set_timeout(Duration::from_secs(10));
+        Ok(self
+            .admin(address)
+            .await?
+            .ring_status(request)
+            .await?
+            .into_inner())
+    }
+
+    async fn admin(
+        &self,
+        address: &str,
+    ) -> Result<proto::admin_client::AdminClient<Channel>, ClientError> {
+        Ok(proto::admin_client::AdminClient::new(
+            self.channel(address).await?,
+        ))
+    }
+}
+
+fn read(path: &Path) -> Result<Vec<u8>, ClientError> {
+    std::fs::read(path).map_err(|source| ClientError::ReadFile {
+        path: path.display().to_string(),
+        source,
+    })
+}

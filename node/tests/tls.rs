@@ -1,0 +1,159 @@
+//! TLS: a three-node cluster whose clients and peers all speak mutual TLS,
+//! with a plaintext listener that serves health alone for probes.
+
+mod common;
+
+use std::path::Path;
+
+use bytes::Bytes;
+use common::{get_at, put_at, TestCluster, STANDALONE};
+use rcgen::{
+    BasicConstraints, CertificateParams, CertifiedIssuer, DnType, ExtendedKeyUsagePurpose, IsCa,
+    KeyPair,
+};
+use ringkv_client::Connector;
+
+const SERVER_NAME: &str = "demo-peers.default.svc";
+
+/// A CA and the PEM files it signed, written into `dir`.
+struct Pki {
+    ca: String,
+}
+
+/// The node flags of TLS with the `ringkv` PKI in `dir`.
+fn tls_flags(dir: &Path) -> Vec<String> {
+    let path = |file: &str| dir.join(file).display().to_string();
+    vec![
+        "--tls-cert-file".into(),
+        path("ringkv-node.crt"),
+        "--tls-key-file".into(),
+        path("ringkv-node.key"),
+        "--tls-ca-file".into(),
+        path("ringkv-ca.crt"),
+        "--tls-server-name".into(),
+        SERVER_NAME.into(),
+    ]
+}
+
+impl Pki {
+    fn new(dir: &Path, name: &str) -> Self {
+        let mut params = CertificateParams::new(Vec::<String>::new()).expect("CA params");
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params
+            .distinguished_name
+            .push(DnType::CommonName, format!("{name} CA"));
+        let key = KeyPair::generate().expect("CA key");
+        let ca = CertifiedIssuer::self_signed(params, key).expect("CA certificate");
+        let pem = ca.pem();
+        std::fs::write(dir.join(format!("{name}-ca.crt")), &pem).expect("write CA");
+        for (leaf, names) in [
+            ("node", vec![SERVER_NAME.to_string()]),
+            ("client", Vec::new()),
+        ] {
+            let mut params = CertificateParams::new(names).expect("leaf params");
+            params
+                .distinguished_name
+                .push(DnType::CommonName, format!("{name} {leaf}"));
+            params.extended_key_usages = vec![
+                ExtendedKeyUsagePurpose::ServerAuth,
+                ExtendedKeyUsagePurpose::ClientAuth,
+            ];
+            let key = KeyPair::generate().expect("leaf key");
+            let cert = params.signed_by(&key, &ca).expect("leaf certificate");
+            std::fs::write(dir.join(format!("{name}-{leaf}.crt")), cert.pem()).expect("write");
+            std::fs::write(dir.join(format!("{name}-{leaf}.key")), key.serialize_pem())
+                .expect("write");
+        }
+        Self { ca: pem }
+    }
+}
+
+#[tokio::test]
+async fn mutual_tls_between_clients_and_peers() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = |file: &str| dir.path().join(file).display().to_string();
+    let pki = Pki::new(dir.path(), "ringkv");
+    let rogue = Pki::new(dir.path(), "rogue");
+    let mut flags = tls_flags(dir.path());
+    flags.extend(["--tls-client-auth".into(), "true".into()]);
+    let args: Vec<&str> = flags.iter().map(String::as_str).collect();
+    let client_identity = (
+        std::fs::read(path("ringkv-client.crt")).expect("client cert"),
+        std::fs::read(path("ringkv-client.key")).expect("client key"),
+    );
+    let trusted = Connector::tls(
+        pki.ca.as_bytes(),
+        Some(SERVER_NAME),
+        Some((&client_identity.0, &client_identity.1)),
+    );
+    // Forming the cluster and reaching SERVING already takes gossip, the
+    // claimant and the health check over TLS.
+    let cluster = TestCluster::start_with(36, 3, &args, trusted.clone()).await;
+    let endpoint = cluster.nodes[0].grpc.to_string();
+
+    // W=3 and R=3: the coordinator reaches both peers over mutual TLS.
+    let mut client = cluster.nodes[0].client().await;
+    client
+        .raw()
+        .raw_put(put_at("secret", "kept", 3))
+        .await
+        .expect("W=3 over TLS");
+    let got = client
+        .raw()
+        .raw_get(get_at("secret", 3))
+        .await
+        .expect("R=3 over TLS")
+        .into_inner();
+    assert_eq!(got.value, Bytes::from_static(b"kept"));
+
+    // Whoever does not hold the keys gets nothing.
+    let plaintext = async {
+        ringkv_client::Client::connect(&endpoint)
+            .await?
+            .get(b"secret")
+            .await
+    };
+    let refused = plaintext.await.expect_err("plaintext to a TLS port");
+    println!("plaintext client: {refused}");
+    let anonymous = Connector::tls(pki.ca.as_bytes(), Some(SERVER_NAME), None);
+    let refused = async { anonymous.client(&endpoint).await?.get(b"secret").await }
+        .await
+        .expect_err("no client certificate");
+    println!("client without a certificate: {refused}");
+    let rogue_client = Connector::tls(
+        rogue.ca.as_bytes(),
+        Some(SERVER_NAME),
+        Some((&client_identity.0, &client_identity.1)),
+    );
+    let refused = async { rogue_client.client(&endpoint).await?.get(b"secret").await }
+        .await
+        .expect_err("a client trusting another CA");
+    println!("client trusting another CA: {refused}");
+}
+
+#[tokio::test]
+async fn probes_reach_health_in_plaintext_beside_a_tls_listener() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let pki = Pki::new(dir.path(), "ringkv");
+    let health = "127.0.37.1:7380";
+    let mut flags = tls_flags(dir.path());
+    flags.extend(["--health-listen".into(), health.into()]);
+    let mut args: Vec<&str> = flags.iter().map(String::as_str).collect();
+    args.extend(STANDALONE);
+    let trusted = Connector::tls(pki.ca.as_bytes(), Some(SERVER_NAME), None);
+    let cluster = TestCluster::start_with(37, 1, &args, trusted).await;
+    assert!(
+        ringkv_client::is_serving(health)
+            .await
+            .expect("plaintext health"),
+        "the health listener reports what the TLS listener does"
+    );
+    let refused = ringkv_client::Client::connect(health)
+        .await
+        .expect("connect")
+        .get(b"k")
+        .await
+        .expect_err("RawKV is not on the health listener");
+    assert_eq!(refused.code(), Some(tonic::Code::Unimplemented));
+    drop(cluster);
+}
