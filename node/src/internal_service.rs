@@ -21,7 +21,7 @@ use crate::{
     rebalance::HandoffProgress,
     repair::{bucket_digests, TreeCache},
     replica::{blocking, LocalReplica},
-    replication::{Coordinator, FORWARD_HOPS},
+    replication::{Coordinator, Relay, FORWARD_HOPS, RING_VERSION},
     ring::{partition_of, Ring},
     storage::ScanRange,
     throttle::Throttle,
@@ -36,21 +36,28 @@ const STREAM_BATCH_BYTES: usize = 1 << 20;
 /// receiver's resume point keeps moving.
 const STREAM_BATCH_SCANNED: usize = 4096;
 
-/// How many nodes passed a replica write on before this one: 0 when the
-/// metadata is absent (a coordinator's own write).
-fn forward_hops<T>(request: &Request<T>) -> Result<u32, Status> {
-    let Some(value) = request.metadata().get(FORWARD_HOPS) else {
-        return Ok(0);
+/// What a replica write says about the nodes that passed it on: nothing
+/// (zero hops) for a coordinator's own write.
+fn relay<T>(request: &Request<T>) -> Result<Relay, Status> {
+    Ok(Relay {
+        hops: whole_number(request, FORWARD_HOPS)?.unwrap_or(0),
+        ring_version: whole_number(request, RING_VERSION)?.unwrap_or(0),
+    })
+}
+
+fn whole_number<T, N: std::str::FromStr>(
+    request: &Request<T>,
+    name: &str,
+) -> Result<Option<N>, Status> {
+    let Some(value) = request.metadata().get(name) else {
+        return Ok(None);
     };
     value
         .to_str()
         .ok()
         .and_then(|v| v.parse().ok())
-        .ok_or_else(|| {
-            Status::invalid_argument(format!(
-                "metadata {FORWARD_HOPS} must be a whole number of hops"
-            ))
-        })
+        .map(Some)
+        .ok_or_else(|| Status::invalid_argument(format!("metadata {name} must be a whole number")))
 }
 
 /// Serves this node's replicas to its peers.
@@ -109,12 +116,12 @@ impl Replica for ReplicaService {
         &self,
         request: Request<ReplicaApplyRequest>,
     ) -> Result<Response<ReplicaApplyResponse>, Status> {
-        let hops = forward_hops(&request)?;
+        let relay = relay(&request)?;
         let req = request.into_inner();
         self.limits.key(&req.key)?;
         let hint_for = Some(req.hint_for).filter(|t| !t.is_empty());
         self.coordinator
-            .accept(req.key, req.record, hint_for, hops)
+            .accept(req.key, req.record, hint_for, relay)
             .await?;
         Ok(Response::new(ReplicaApplyResponse {}))
     }

@@ -36,6 +36,18 @@ pub const FORWARDED: &str = "ringkv-forwarded";
 /// Metadata on a replica write: how many nodes passed it on already.
 pub const FORWARD_HOPS: &str = "ringkv-forward-hops";
 
+/// Metadata on a passed-on replica write: the sender's ring state version.
+pub const RING_VERSION: &str = "ringkv-ring-version";
+
+/// What a replica write says about the nodes that passed it on.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Relay {
+    /// How many nodes passed it on before this one.
+    pub hops: u32,
+    /// The ring state version of the node that passed it on; 0 when unknown.
+    pub ring_version: u64,
+}
+
 /// The longest chain of nodes passing one replica write on. Two hops are
 /// needed when ring views agree: a node outside the partition passes the
 /// write to an owner that is handing the partition off, which passes it to
@@ -261,15 +273,21 @@ impl Coordinator {
     /// passes the record to the partition's live owners instead (a stale
     /// coordinator or a hint for a node that gave the partition up).
     ///
-    /// `hops` counts the nodes that passed this record on before; past
-    /// [`MAX_FORWARD_HOPS`] it is refused rather than passed on again.
+    /// `relay.hops` counts the nodes that passed this record on before; past
+    /// [`MAX_FORWARD_HOPS`] it is refused rather than passed on again. A
+    /// record passed on by a node with a newer ring state is kept even by a
+    /// node that replicates the partition in neither of its own layouts: in
+    /// the sender's newer state it does (typically a receiver that has not
+    /// adopted the transition yet), and passing the record back would only
+    /// bounce it between the two.
     pub async fn accept(
         &self,
         key: Bytes,
         record: Bytes,
         hint_for: Option<String>,
-        hops: u32,
+        relay: Relay,
     ) -> Result<(), Status> {
+        let hops = relay.hops;
         let local = self.inner.local.clone();
         let Some(state) = self.inner.ring.state().filter(|_| hint_for.is_none()) else {
             return blocking(move || local.receive(&key, &record, hint_for.as_deref())).await;
@@ -282,6 +300,10 @@ impl Coordinator {
         };
         let in_now = now.contains(&me);
         let in_next = next.as_ref().is_some_and(|n| n.contains(&me));
+        let sender_is_newer = hops > 0 && relay.ring_version > state.version;
+        if !in_now && !in_next && sender_is_newer {
+            return blocking(move || local.receive(&key, &record, None)).await;
+        }
         let must_forward = !in_next && (!in_now || next.is_some());
         if must_forward && hops >= MAX_FORWARD_HOPS {
             return Err(Status::unavailable(format!(
@@ -438,9 +460,12 @@ impl Coordinator {
         });
         request.set_timeout(timeout);
         if let Delivery::Forwarded { hops } = delivery {
-            request
-                .metadata_mut()
-                .insert(FORWARD_HOPS, tonic::metadata::MetadataValue::from(hops));
+            let metadata = request.metadata_mut();
+            metadata.insert(FORWARD_HOPS, tonic::metadata::MetadataValue::from(hops));
+            metadata.insert(
+                RING_VERSION,
+                tonic::metadata::MetadataValue::from(self.inner.ring.version()),
+            );
         }
         client.apply(request).await?;
         Ok(())

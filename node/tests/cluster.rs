@@ -361,6 +361,8 @@ async fn a_restarted_node_is_ready_only_once_it_sees_its_peers() {
     }
 }
 
+const HOPS: &str = "ringkv-forward-hops";
+
 #[tokio::test]
 async fn a_write_is_passed_on_at_most_twice() {
     // Four nodes, N=3: each key has a node outside its replicas.
@@ -385,7 +387,7 @@ async fn a_write_is_passed_on_at_most_twice() {
 
     // A node outside the replicas passes a write on to the owners...
     outsider
-        .replica_apply(b"hops", record.clone(), None, None)
+        .replica_apply(b"hops", record.clone(), None, &[])
         .await
         .expect("passed on to the owners");
     assert!(
@@ -394,7 +396,7 @@ async fn a_write_is_passed_on_at_most_twice() {
     );
     // ...but not once two nodes have passed it on already.
     let refused = outsider
-        .replica_apply(b"hops", record.clone(), None, Some(2))
+        .replica_apply(b"hops", record.clone(), None, &[(HOPS, 2)])
         .await
         .expect_err("a third hop");
     println!("third hop: {:?} {}", refused.code(), refused.message());
@@ -406,9 +408,30 @@ async fn a_write_is_passed_on_at_most_twice() {
     );
     // An owner that needs to pass nothing on takes it after any chain.
     owners[0]
-        .replica_apply(b"hops", record, None, Some(2))
+        .replica_apply(b"hops", record.clone(), None, &[(HOPS, 2)])
         .await
         .expect("an owner keeps it");
+
+    // A sender whose ring state is newer knows something this node has not
+    // adopted yet (it is a receiver in a new transition, say): it keeps the
+    // record rather than bouncing it back.
+    let version = common::ring_status(outsider)
+        .await
+        .expect("ring status")
+        .state_version;
+    outsider
+        .replica_apply(
+            b"hops",
+            record,
+            None,
+            &[(HOPS, 1), ("ringkv-ring-version", version + 1)],
+        )
+        .await
+        .expect("kept on a newer sender's word");
+    assert!(
+        outsider.replica_record(b"hops").await.is_some(),
+        "the outsider keeps what a newer ring gives it"
+    );
 }
 
 #[tokio::test]

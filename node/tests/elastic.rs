@@ -147,7 +147,7 @@ async fn hints_for_a_departed_node_go_to_the_owners_and_never_stall_a_decommissi
     let record = cluster.nodes[0].replica_bytes(b"source").await;
     let keeper = &cluster.nodes[3];
     keeper
-        .replica_apply(b"departed", record, Some(cluster.nodes[4].node_id()), None)
+        .replica_apply(b"departed", record, Some(cluster.nodes[4].node_id()), &[])
         .await
         .expect("hint stored");
 

@@ -375,23 +375,21 @@ impl TestNode {
     }
 
     /// Sends this node one replica write: a hint for `hint_for` when set,
-    /// marked as passed on by `hops` nodes when set.
+    /// with `metadata` such as `ringkv-forward-hops`.
     pub async fn replica_apply(
         &self,
         key: &[u8],
         record: bytes::Bytes,
         hint_for: Option<String>,
-        hops: Option<u32>,
+        metadata: &[(&'static str, u64)],
     ) -> Result<(), tonic::Status> {
         let mut request = tonic::Request::new(ringkv_client::proto::ReplicaApplyRequest {
             key: bytes::Bytes::copy_from_slice(key),
             record,
             hint_for: hint_for.unwrap_or_default(),
         });
-        if let Some(hops) = hops {
-            request
-                .metadata_mut()
-                .insert("ringkv-forward-hops", hops.into());
+        for (name, value) in metadata {
+            request.metadata_mut().insert(*name, (*value).into());
         }
         self.replica_client().await.apply(request).await.map(|_| ())
     }
