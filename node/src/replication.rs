@@ -538,9 +538,13 @@ impl Coordinator {
     ) -> Result<(), Status> {
         let quorums = self.inner.config.quorums;
         let w = self.quorum("write_quorum", write_quorum, quorums.w)?;
-        if self.inner.lifecycle.has_left() {
+        // A node that has left still knows the ring and passes a client's
+        // write to a live owner below (clients reach it through a Service for
+        // a second or two after it left); it keeps no copy of its own, so a
+        // write that another node passed to it is refused.
+        if self.inner.lifecycle.has_left() && forwarded {
             return Err(Status::failed_precondition(format!(
-                "node {} has left the ring and takes no writes; send them to another node",
+                "node {} has left the ring and keeps no writes; send them to another node",
                 self.inner.me
             )));
         }

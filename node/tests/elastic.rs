@@ -178,6 +178,26 @@ async fn hints_for_a_departed_node_go_to_the_owners_and_never_stall_a_decommissi
     );
     let got = read_r2(&mut client, "departed").await.expect("R=2 read");
     assert_eq!(got, Bytes::from_static(b"kept for a departed node"));
+
+    // Clients that still reach the left node (through a Service, for a
+    // moment) have their writes passed to the owners; it keeps no copy.
+    keeper
+        .client()
+        .await
+        .raw()
+        .raw_put(RawPutRequest {
+            key: Bytes::from_static(b"after-leaving"),
+            value: Bytes::from_static(b"passed on"),
+            consistency: quorums(2, 2),
+            ..Default::default()
+        })
+        .await
+        .expect("a left node passes a client's write on");
+    let got = read_r2(&mut client, "after-leaving")
+        .await
+        .expect("R=2 read");
+    assert_eq!(got, Bytes::from_static(b"passed on"));
+    assert!(keeper.replica_record(b"after-leaving").await.is_none());
 }
 
 #[tokio::test]
