@@ -538,16 +538,6 @@ impl Coordinator {
     ) -> Result<(), Status> {
         let quorums = self.inner.config.quorums;
         let w = self.quorum("write_quorum", write_quorum, quorums.w)?;
-        // A node that has left still knows the ring and passes a client's
-        // write to a live owner below (clients reach it through a Service for
-        // a second or two after it left); it keeps no copy of its own, so a
-        // write that another node passed to it is refused.
-        if self.inner.lifecycle.has_left() && forwarded {
-            return Err(Status::failed_precondition(format!(
-                "node {} has left the ring and keeps no writes; send them to another node",
-                self.inner.me
-            )));
-        }
         let state = self.state()?;
         let layout = state.current.clone();
         let (partition, pref) = self.preference(&layout, &key)?;
@@ -562,7 +552,12 @@ impl Coordinator {
         let timeout = self.timeout(deadline);
         let me = self.inner.me.clone();
 
-        if !pref.contains(&me) && !forwarded {
+        // A node that has left keeps no data but still knows the ring: it
+        // passes on a client's write that reaches it through a Service for a
+        // moment after it left, and also a write passed to it by a node whose
+        // view predates the departure. Its target owns the partition in the
+        // newest layout and coordinates, so a write moves at most twice.
+        if !pref.contains(&me) && (!forwarded || self.inner.lifecycle.has_left()) {
             let target = pref
                 .iter()
                 .find(|id| view.is_alive(id))

@@ -198,6 +198,27 @@ async fn hints_for_a_departed_node_go_to_the_owners_and_never_stall_a_decommissi
         .expect("R=2 read");
     assert_eq!(got, Bytes::from_static(b"passed on"));
     assert!(keeper.replica_record(b"after-leaving").await.is_none());
+    // So are writes passed to it by a node whose view predates its leaving.
+    let mut passed = tonic::Request::new(RawPutRequest {
+        key: Bytes::from_static(b"stale-view"),
+        value: Bytes::from_static(b"passed on twice"),
+        consistency: quorums(2, 2),
+        ..Default::default()
+    });
+    passed.metadata_mut().insert(
+        "ringkv-forwarded",
+        tonic::metadata::MetadataValue::from_static("1"),
+    );
+    keeper
+        .client()
+        .await
+        .raw()
+        .raw_put(passed)
+        .await
+        .expect("a left node passes a passed-on write to an owner");
+    let got = read_r2(&mut client, "stale-view").await.expect("R=2 read");
+    assert_eq!(got, Bytes::from_static(b"passed on twice"));
+    assert!(keeper.replica_record(b"stale-view").await.is_none());
 }
 
 #[tokio::test]
