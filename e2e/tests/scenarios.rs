@@ -494,19 +494,24 @@ async fn s8_tls_cluster() {
         Some(&server_name),
         Some((cert.as_bytes(), key.as_bytes())),
     );
-    let mut written = 0;
-    for (i, endpoint) in endpoints.iter().cycle().take(300).enumerate() {
-        let mut kv = connector.client(endpoint).await.expect("TLS connect");
-        let key = format!("tls-{i:04}");
-        kv.put(key.as_bytes(), key.as_bytes())
+    let mut clients = Vec::new();
+    for endpoint in &endpoints {
+        clients.push(connector.client(endpoint).await.expect("TLS connect"));
+    }
+    let keys: Vec<String> = (0..300).map(|i| format!("tls-{i:04}")).collect();
+    let n = clients.len();
+    for (i, key) in keys.iter().enumerate() {
+        clients[i % n]
+            .put(key.as_bytes(), key.as_bytes())
             .await
             .expect("put over TLS");
-        written += 1;
     }
-    for (i, endpoint) in endpoints.iter().cycle().take(written).enumerate() {
-        let mut kv = connector.client(endpoint).await.expect("TLS connect");
-        let key = format!("tls-{i:04}");
-        let got = kv.get(key.as_bytes()).await.expect("get over TLS");
+    let written = keys.len();
+    for (i, key) in keys.iter().enumerate() {
+        let got = clients[(i + 1) % n]
+            .get(key.as_bytes())
+            .await
+            .expect("get over TLS");
         assert_eq!(got.as_deref(), Some(key.as_bytes()), "{key}");
     }
     let plaintext = async {

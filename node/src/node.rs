@@ -439,11 +439,10 @@ pub async fn run(
             source,
         });
     drop(stop_rx);
-    if let Some(Ok(Err(error))) = match health_task {
-        Some(task) => Some(task.await),
-        None => None,
-    } {
-        tracing::warn!(%error, "health listener stopped with an error");
+    if let Some(task) = health_task {
+        if let Ok(Err(error)) = task.await {
+            tracing::warn!(%error, "health listener stopped with an error");
+        }
     }
     if let Ok(Err(error)) = metrics_task.await {
         tracing::warn!(%error, "metrics server stopped with an error");
