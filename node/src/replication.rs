@@ -343,13 +343,7 @@ impl Coordinator {
     pub async fn deliver_to_owners(&self, key: &Bytes, record: &Bytes) -> Result<(), Status> {
         let state = self.state()?;
         let (partition, mut owners) = self.preference(&state.current, key)?;
-        if let Some(next) = &state.next {
-            for owner in self.preference(next, key)?.1 {
-                if !owners.contains(&owner) {
-                    owners.push(owner);
-                }
-            }
-        }
+        owners.extend(state.receivers(partition));
         self.forward_to_owners(partition, &owners, key, record, 0)
             .await
     }
