@@ -19,7 +19,9 @@ use crate::{
     replication::Coordinator, storage::now_millis,
 };
 
+/// Hints read per round, and at most this many of one target.
 const BATCH: usize = 512;
+const PER_TARGET: usize = 64;
 
 /// Settings of the handoff loop.
 #[derive(Debug, Clone)]
@@ -42,17 +44,18 @@ pub async fn run(
     loop {
         ticker.tick().await;
         let storage = local.storage().clone();
-        let hints = match tokio::task::spawn_blocking(move || storage.hints(BATCH)).await {
-            Ok(Ok(hints)) => hints,
-            Ok(Err(error)) => {
-                tracing::warn!(%error, "reading hints");
-                continue;
-            }
-            Err(error) => {
-                tracing::warn!(%error, "hint task");
-                continue;
-            }
-        };
+        let hints =
+            match tokio::task::spawn_blocking(move || storage.hints(PER_TARGET, BATCH)).await {
+                Ok(Ok(hints)) => hints,
+                Ok(Err(error)) => {
+                    tracing::warn!(%error, "reading hints");
+                    continue;
+                }
+                Err(error) => {
+                    tracing::warn!(%error, "hint task");
+                    continue;
+                }
+            };
         let view = membership.view();
         let now = now_millis();
         for hint in hints {
@@ -93,12 +96,10 @@ pub async fn run(
                 false
             };
             if done {
-                let storage = local.storage().clone();
-                let (target, key) = (hint.target.clone(), hint.key.clone());
-                let deleted =
-                    tokio::task::spawn_blocking(move || storage.delete_hint(&target, &key)).await;
-                if !matches!(deleted, Ok(Ok(()))) {
-                    tracing::warn!(target_node = %hint.target, "could not delete a handed-off hint");
+                let (local, target) = (local.clone(), hint.target.clone());
+                let forgotten = tokio::task::spawn_blocking(move || local.forget_hint(&hint)).await;
+                if !matches!(forgotten, Ok(Ok(()))) {
+                    tracing::warn!(target_node = %target, "could not delete a handed-off hint");
                 }
             }
         }

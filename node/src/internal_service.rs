@@ -172,11 +172,10 @@ impl Replica for ReplicaService {
         let req = request.into_inner();
         let partition_count = self.ring.partitions();
         let wanted: BTreeSet<u32> = req.partitions.iter().copied().collect();
-        let owned = self.ring.current().map_or(1, |l| {
-            l.partitions_of(self.local.actor().node.as_str())
-                .len()
-                .max(1)
-        });
+        let owned = self
+            .ring
+            .current()
+            .map_or(1, |l| l.partitions_of(self.local.node_id()).len().max(1));
         let storage = self.local.storage().clone();
         let estimated_keys = storage.stats().estimated_keys * wanted.len() as u64 / owned as u64;
         // Two batches in flight at most: the scan waits for the receiver.

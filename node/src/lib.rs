@@ -13,10 +13,13 @@
 //! - [`handoff`]: delivery of hints.
 //! - [`rebalance`]: streaming partitions to their new owners.
 //! - [`repair`]: anti-entropy with hash trees, and tombstone purge rules.
+//! - [`cleanup`]: former owners drop partitions once a transition is over.
 //! - [`lifecycle`]: whether this node is leaving or has left.
 //! - [`rawkv_service`], [`internal_service`]: the gRPC services.
 //! - [`validate`], [`metrics`], [`telemetry`], [`config`], [`node`].
+//! - [`wall_clock`]: the time every TTL, grace period and clock reads.
 
+pub mod cleanup;
 pub mod config;
 pub mod discovery;
 pub mod handoff;
@@ -39,5 +42,6 @@ pub mod throttle;
 pub mod tls;
 pub mod validate;
 pub mod versions;
+pub mod wall_clock;
 
 pub use config::NodeConfig;

@@ -28,6 +28,7 @@ const KEY_ZONE: &str = "zone";
 const KEY_STATUS: &str = "status";
 const KEY_PARTITIONS: &str = "partitions";
 const KEY_LAYOUT: &str = "layout_version";
+const KEY_LAYOUT_DIGEST: &str = "layout_digest";
 const KEY_SYNCED: &str = "synced";
 const KEY_HINTS: &str = "hints_pending";
 
@@ -80,6 +81,9 @@ pub struct Peer {
     pub alive: bool,
     pub partitions: u32,
     pub layout_version: u64,
+    /// Tells apart two ring states of the same version; see
+    /// [`crate::ring::RingState::digest`].
+    pub layout_digest: u64,
     /// The ring state version whose incoming partitions this node has
     /// completely received.
     pub synced: u64,
@@ -120,6 +124,7 @@ pub struct SelfInfo {
     pub zone: Option<String>,
     pub partitions: u32,
     pub layout_version: u64,
+    pub layout_digest: u64,
     pub cluster_id: String,
     pub gossip_interval: Duration,
 }
@@ -169,6 +174,7 @@ impl Membership {
             (KEY_STATUS.to_string(), NodeStatus::Joining.to_string()),
             (KEY_PARTITIONS.to_string(), me.partitions.to_string()),
             (KEY_LAYOUT.to_string(), me.layout_version.to_string()),
+            (KEY_LAYOUT_DIGEST.to_string(), me.layout_digest.to_string()),
         ];
         if let Some(zone) = &me.zone {
             initial.push((KEY_ZONE.to_string(), zone.clone()));
@@ -225,8 +231,13 @@ impl Membership {
         self.set(KEY_HINTS, hints.to_string()).await;
     }
 
-    pub async fn set_layout_version(&self, version: u64) {
-        self.set(KEY_LAYOUT, version.to_string()).await;
+    /// Announces the ring state this node holds: its version and digest.
+    pub async fn set_layout(&self, (version, digest): (u64, u64)) {
+        let chitchat = self.handle.chitchat();
+        let mut chitchat = chitchat.lock().await;
+        let state = chitchat.self_node_state();
+        state.set(KEY_LAYOUT, version.to_string());
+        state.set(KEY_LAYOUT_DIGEST, digest.to_string());
     }
 
     async fn set(&self, key: &str, value: String) {
@@ -315,6 +326,9 @@ fn build_view(chitchat: &chitchat::Chitchat) -> View {
                 .and_then(|s| s.parse().ok())
                 .unwrap_or(0),
             layout_version: get(KEY_LAYOUT).and_then(|s| s.parse().ok()).unwrap_or(0),
+            layout_digest: get(KEY_LAYOUT_DIGEST)
+                .and_then(|s| s.parse().ok())
+                .unwrap_or(0),
             synced: get(KEY_SYNCED).and_then(|s| s.parse().ok()).unwrap_or(0),
             hints_pending: get(KEY_HINTS).and_then(|s| s.parse().ok()).unwrap_or(0),
         };

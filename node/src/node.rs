@@ -31,7 +31,7 @@ use crate::{
         claimant::{self, ClaimantConfig},
         Ring, RingError,
     },
-    storage::{PurgeHook, RocksStorage, RocksStorageOptions, Storage, StorageError},
+    storage::{now_millis, PurgeHook, RocksStorage, RocksStorageOptions, Storage, StorageError},
     tls::{NodeTls, TlsError},
 };
 
@@ -154,7 +154,7 @@ pub async fn run(
         let (agreement, partitions) = (agreement.clone(), config.partitions);
         let grace_ms = config.gc_grace_secs.saturating_mul(1000);
         PurgeHook(Arc::new(move |key: &[u8], record: &[u8]| {
-            purgeable(key, record, partitions, grace_ms, &agreement)
+            purgeable(key, record, partitions, grace_ms, &agreement, now_millis())
         }))
     };
     let storage_options = RocksStorageOptions {
@@ -162,6 +162,7 @@ pub async fn run(
         durability: config.durability(),
         write_buffer_bytes: config.write_buffer_bytes,
         block_cache_bytes: config.block_cache_bytes,
+        in_memory: None,
     };
     let mut storage = Arc::new(RocksStorage::open(
         &config.data_dir,
@@ -214,6 +215,7 @@ pub async fn run(
                 zone: zone.clone(),
                 partitions: config.partitions,
                 layout_version: ring.version(),
+                layout_digest: ring.rank().1,
                 cluster_id: config.cluster_id.clone(),
                 gossip_interval: Duration::from_millis(config.gossip_interval_ms.max(10)),
             },

@@ -52,6 +52,39 @@ fn quorums(consistency: Option<&Consistency>) -> (Option<u32>, Option<u32>) {
     consistency.map_or((None, None), |c| (c.read_quorum, c.write_quorum))
 }
 
+/// Bytes of key names and reasons a batch error carries at most: gRPC
+/// status messages travel in a header, which proxies and clients cap.
+const NAMED_FAILURE_BYTES: usize = 8 << 10;
+
+/// The message of a batch in which some keys did not take: how many, and
+/// each key (escaped) with its reason, as many as fit in
+/// [`NAMED_FAILURE_BYTES`].
+fn batch_failure(total: usize, failed: &[(Bytes, Status)]) -> String {
+    let mut named = String::new();
+    let mut count = 0;
+    for (key, status) in failed {
+        let entry = format!("{:?}: {}", key, status.message());
+        if !named.is_empty() && named.len() + entry.len() > NAMED_FAILURE_BYTES {
+            break;
+        }
+        if !named.is_empty() {
+            named.push_str("; ");
+        }
+        named.push_str(&entry);
+        count += 1;
+    }
+    let unnamed = failed.len() - count;
+    let more = if unnamed > 0 {
+        format!("; and {unnamed} more not named here")
+    } else {
+        String::new()
+    };
+    format!(
+        "{} of {total} keys did not take; every other key was written. Keys that did not take: {named}{more}",
+        failed.len(),
+    )
+}
+
 /// The RawKV service of one node.
 pub struct RawKvService {
     coordinator: Coordinator,
@@ -126,12 +159,13 @@ impl RawKvService {
     async fn put(&self, req: RawPutRequest, call: Call) -> Result<RawPutResponse, Status> {
         self.limits.key(&req.key)?;
         self.limits.value(&req.value)?;
-        let (_, w) = quorums(req.consistency.as_ref());
+        let (r, w) = quorums(req.consistency.as_ref());
         self.coordinator
             .write(
                 req.key,
                 Some(req.value),
                 req.context,
+                r,
                 w,
                 req.ttl_seconds,
                 call.deadline,
@@ -143,12 +177,13 @@ impl RawKvService {
 
     async fn delete(&self, req: RawDeleteRequest, call: Call) -> Result<RawDeleteResponse, Status> {
         self.limits.key(&req.key)?;
-        let (_, w) = quorums(req.consistency.as_ref());
+        let (r, w) = quorums(req.consistency.as_ref());
         self.coordinator
             .write(
                 req.key,
                 None,
                 req.context,
+                r,
                 w,
                 0,
                 call.deadline,
@@ -161,7 +196,6 @@ impl RawKvService {
     async fn scan(&self, req: RawScanRequest, call: Call) -> Result<RawScanResponse, Status> {
         let limit = self.limits.scan(&req.start_key, &req.end_key, req.limit)?;
         let (r, _) = quorums(req.consistency.as_ref());
-        self.coordinator.quorum("read_quorum", r, 1)?;
         let range = ScanRange {
             start: req.start_key,
             end: req.end_key,
@@ -169,7 +203,7 @@ impl RawKvService {
             key_only: req.key_only,
             reverse: req.reverse,
         };
-        let found = self.coordinator.scan(range, call.deadline).await?;
+        let found = self.coordinator.scan(range, r, call.deadline).await?;
         Ok(RawScanResponse {
             kvs: found
                 .into_iter()
@@ -203,6 +237,9 @@ impl RawKvService {
         })
     }
 
+    /// Writes every key of a batch, each through its own quorum. A key that
+    /// fails does not stop the others; if any failed, the error names each
+    /// one with its reason, so the client knows exactly which keys took.
     async fn batch_write(
         &self,
         writes: Vec<(Bytes, Option<Bytes>, Bytes)>,
@@ -210,20 +247,31 @@ impl RawKvService {
         ttl_seconds: u64,
         call: Call,
     ) -> Result<(), Status> {
-        let (_, w) = quorums(consistency);
+        let (r, w) = quorums(consistency);
+        let total = writes.len();
+        let keys: Vec<Bytes> = writes.iter().map(|(key, _, _)| key.clone()).collect();
         let writes = writes.into_iter().map(|(key, value, context)| {
             self.coordinator.write(
                 key,
                 value,
                 context,
+                r,
                 w,
                 ttl_seconds,
                 call.deadline,
                 call.forwarded,
             )
         });
-        futures::future::try_join_all(writes).await?;
-        Ok(())
+        let outcomes = futures::future::join_all(writes).await;
+        let failed: Vec<(Bytes, Status)> = keys
+            .into_iter()
+            .zip(outcomes)
+            .filter_map(|(key, outcome)| outcome.err().map(|status| (key, status)))
+            .collect();
+        match failed.first() {
+            None => Ok(()),
+            Some((_, first)) => Err(Status::new(first.code(), batch_failure(total, &failed))),
+        }
     }
 
     async fn batch_put(

@@ -118,6 +118,7 @@ mod tests {
                         alive: *alive,
                         partitions: 0,
                         layout_version: 1,
+                        layout_digest: 0,
                         synced: 0,
                         hints_pending: 0,
                     },

@@ -30,6 +30,7 @@ use ringkv_proto::v1::{
 use tonic::Request;
 
 use crate::{
+    cleanup,
     membership::Membership,
     peers::PeerClients,
     replica::{blocking, LocalReplica, ReplicaError},
@@ -140,7 +141,8 @@ impl Agreement {
             .map_or(0, |a| a.load(Ordering::Acquire))
     }
 
-    fn record(&self, partition: u32, at_ms: u64) {
+    /// Notes that every replica of `partition` agreed at `at_ms`.
+    pub fn record(&self, partition: u32, at_ms: u64) {
         if let Some(a) = self.agreed_at_ms.get(partition as usize) {
             a.fetch_max(at_ms, Ordering::AcqRel);
         }
@@ -158,16 +160,16 @@ pub fn purgeable(
     partition_count: u32,
     grace_ms: u64,
     agreement: &Agreement,
+    now_ms: u64,
 ) -> bool {
     let Ok(record) = Siblings::decode(record) else {
         return false;
     };
-    let Some(deleted_at) = record.tombstone_since() else {
+    let Some(deleted_ms) = record.deleted_since(now_ms) else {
         return false;
     };
-    let deleted_ms = deleted_at.physical_ms();
     let agreed = agreement.agreed_at_ms(partition_of(key, partition_count));
-    deleted_ms.saturating_add(grace_ms) < now_millis() && deleted_ms < agreed
+    deleted_ms.saturating_add(grace_ms) < now_ms && deleted_ms < agreed
 }
 
 /// Anti-entropy metrics.
@@ -254,6 +256,19 @@ async fn round(
         return Ok(());
     };
     let current = state.current.clone();
+    let droppable = cleanup::droppable(&state, &membership.view(), me);
+    if !droppable.is_empty() {
+        let (local, count) = (local.clone(), current.partitions());
+        let dropped = blocking(move || cleanup::drop_partitions(&local, &droppable, count))
+            .await
+            .map_err(|s| s.to_string())?;
+        if dropped > 0 {
+            tracing::info!(
+                dropped,
+                "dropped the records of partitions this node no longer owns"
+            );
+        }
+    }
     let owned: BTreeSet<u32> = current.partitions_of(me).into_iter().collect();
     if owned.is_empty() {
         return Ok(());
@@ -491,26 +506,27 @@ mod tests {
         let agreement = Agreement::new(16);
 
         // Old enough, but no round has seen every replica agree since.
-        assert!(!purgeable(key, &old_tombstone, 16, grace, &agreement));
+        assert!(!purgeable(key, &old_tombstone, 16, grace, &agreement, now));
         agreement.record(p, now - 30_000);
-        assert!(purgeable(key, &old_tombstone, 16, grace, &agreement));
+        assert!(purgeable(key, &old_tombstone, 16, grace, &agreement, now));
 
         // Agreement before the delete proves nothing about the tombstone.
         let recent = record(None, now - 40_000);
         let early = Agreement::new(16);
         early.record(p, now - 50_000);
-        assert!(!purgeable(key, &recent, 16, grace, &early));
+        assert!(!purgeable(key, &recent, 16, grace, &early, now));
 
         // Inside the grace period, or a live value: never.
         let fresh = record(None, now - 1_000);
         agreement.record(p, now);
-        assert!(!purgeable(key, &fresh, 16, grace, &agreement));
+        assert!(!purgeable(key, &fresh, 16, grace, &agreement, now));
         assert!(!purgeable(
             key,
             &record(Some(b"v"), now - 60_000),
             16,
             grace,
-            &agreement
+            &agreement,
+            now
         ));
     }
 

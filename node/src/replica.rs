@@ -1,22 +1,53 @@
 //! This node's replicas: versioned records in local storage.
 //!
 //! Every record is a dotted version vector set ([`Siblings`]). Writes that
-//! this node coordinates get a new dot of its actor (node id plus epoch);
-//! writes from peers and repairs are merged in. Read-modify-write of one key
-//! is serialised by a striped lock, so different keys never wait on each
-//! other and there is no global lock.
+//! this node coordinates get a new dot of one of its actors; writes from
+//! peers and repairs are merged in. Read-modify-write of one key is
+//! serialised by a striped lock, so different keys never wait on each other
+//! and there is no global lock.
+//!
+//! # Dots are never reused
+//!
+//! A dot `(actor, counter)` that two different writes carry makes replicas
+//! that saw the first take the second as already seen, and drop it (Riak's
+//! kv679). A counter is safe to continue only where this node's own record
+//! holds the latest dot it issued for the actor. That holds for an actor
+//! this process created, as long as the key's record has not vanished. So:
+//! - every start is a new *incarnation* with a random 64-bit id, and an
+//!   actor of an earlier incarnation is never continued: an unclean stop
+//!   under `--durability periodic` may have lost the tail of the WAL, a data
+//!   dir restored from a copy has lost everything after the copy, and a
+//!   wiped one everything;
+//! - a key whose record holds no actor of this incarnation (a new key, one
+//!   whose tombstone was purged, one last written before the restart) gets
+//!   a fresh actor `(node, incarnation, epoch)` whose epoch is a tick of
+//!   this node's hybrid logical clock, unique within the incarnation.
+//!
+//! Uniqueness rests on the random id, not on clocks, so it holds even when
+//! a wiped node's clock is behind the one it had. The clock still never
+//! goes backwards across a restart that keeps the data dir: a ceiling above
+//! every timestamp issued is kept in the meta column family, synced, and a
+//! restarted node starts its clock above it.
 
-use std::sync::{Arc, Mutex};
+use std::sync::{
+    atomic::{AtomicU64, Ordering},
+    Arc, Mutex,
+};
 
 use bytes::Bytes;
 
 use crate::{
-    storage::{now_millis, Modify, RocksStorage, ScanRange, Storage, StorageError},
-    versions::{Actor, CausalContext, ConflictMode, HlcClock, Siblings, VersionError},
+    storage::{Hint, Modify, RocksStorage, ScanRange, Storage, StorageError},
+    versions::{Actor, CausalContext, ConflictMode, Hlc, HlcClock, Siblings, VersionError},
+    wall_clock::WallClock,
 };
 
 const STRIPES: usize = 1024;
-const META_EPOCH: &str = "epoch";
+/// Physical milliseconds that no timestamp this node issued has reached.
+const META_CLOCK_CEILING: &str = "clock-ceiling";
+/// How far ahead of the clock the ceiling is moved at a time: one synced
+/// metadata write per this many milliseconds of clock.
+const CEILING_LEASE_MS: u64 = 10_000;
 
 /// Why a local replica operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -48,52 +79,126 @@ pub async fn blocking<T: Send + 'static>(
 pub struct LocalReplica {
     storage: Arc<RocksStorage>,
     stripes: Vec<Mutex<()>>,
-    actor: Actor,
+    node_id: String,
+    /// Random per start: the actors this process created carry it.
+    incarnation: u64,
     clock: HlcClock,
+    /// The persisted ceiling, in physical milliseconds.
+    ceiling_ms: AtomicU64,
+    ceiling_lock: Mutex<()>,
+    wall: WallClock,
     mode: ConflictMode,
 }
 
 impl LocalReplica {
-    /// Opens the replica store, starting a new actor epoch when the data dir
-    /// has none: a node that lost its disk must never reuse old dots (Riak's
-    /// kv679).
+    /// Opens the replica store as a new incarnation of this node.
     pub fn open(
         storage: Arc<RocksStorage>,
         node_id: &str,
         mode: ConflictMode,
     ) -> Result<Self, ReplicaError> {
-        let epoch = match storage.meta_get(META_EPOCH)? {
+        Self::open_with_clock(storage, node_id, mode, WallClock::system())
+    }
+
+    /// [`LocalReplica::open`] reading the time from `wall`.
+    pub fn open_with_clock(
+        storage: Arc<RocksStorage>,
+        node_id: &str,
+        mode: ConflictMode,
+        wall: WallClock,
+    ) -> Result<Self, ReplicaError> {
+        let clock = HlcClock::new();
+        let ceiling_ms = match storage.meta_get(META_CLOCK_CEILING)? {
             Some(raw) if raw.len() == 8 => {
                 let mut bytes = [0u8; 8];
                 bytes.copy_from_slice(&raw);
                 u64::from_be_bytes(bytes)
             }
-            _ => {
-                let epoch = now_millis();
-                storage.meta_put(META_EPOCH, &epoch.to_be_bytes())?;
-                tracing::info!(epoch, "started a new actor epoch for this data dir");
-                epoch
-            }
+            _ => 0,
         };
-        Ok(Self {
+        clock.observe(Hlc::new(ceiling_ms, u16::MAX));
+        // Never 0, which marks actors from before incarnations existed.
+        let incarnation = rand::random::<u64>().max(1);
+        let replica = Self {
             storage,
             stripes: (0..STRIPES).map(|_| Mutex::new(())).collect(),
-            actor: Actor::new(node_id, epoch),
-            clock: HlcClock::new(),
+            node_id: node_id.to_string(),
+            incarnation,
+            clock,
+            ceiling_ms: AtomicU64::new(0),
+            ceiling_lock: Mutex::new(()),
+            wall,
             mode,
-        })
+        };
+        replica.tick()?;
+        tracing::info!(
+            incarnation = format!("{incarnation:x}"),
+            "started a new incarnation: every key gets fresh actors"
+        );
+        Ok(replica)
     }
 
-    pub fn actor(&self) -> &Actor {
-        &self.actor
+    /// This node's id.
+    pub fn node_id(&self) -> &str {
+        &self.node_id
     }
 
     pub fn mode(&self) -> ConflictMode {
         self.mode
     }
 
+    /// The time this replica reads.
+    pub fn wall_clock(&self) -> &WallClock {
+        &self.wall
+    }
+
     pub fn storage(&self) -> &Arc<RocksStorage> {
         &self.storage
+    }
+
+    /// A new timestamp of this node's clock, below the persisted ceiling.
+    fn tick(&self) -> Result<Hlc, ReplicaError> {
+        let now = self.clock.now_at(self.wall.now_ms());
+        self.raise_ceiling(now)?;
+        Ok(now)
+    }
+
+    /// Persists a ceiling above `issued` before it is used anywhere.
+    fn raise_ceiling(&self, issued: Hlc) -> Result<(), ReplicaError> {
+        let needed = issued.physical_ms().saturating_add(1);
+        if needed <= self.ceiling_ms.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        let _guard = self
+            .ceiling_lock
+            .lock()
+            .map_err(|_| ReplicaError::Poisoned)?;
+        if needed <= self.ceiling_ms.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        let ceiling = needed.saturating_add(CEILING_LEASE_MS);
+        self.storage
+            .meta_put(META_CLOCK_CEILING, &ceiling.to_be_bytes())?;
+        self.ceiling_ms.store(ceiling, Ordering::Release);
+        Ok(())
+    }
+
+    /// The actor that stamps this node's next write of a key whose record
+    /// here is `local`: its actor of this incarnation if it has one, else a
+    /// fresh one (see the module's notes on dots).
+    fn actor_for(&self, local: &Siblings) -> Result<Actor, ReplicaError> {
+        let current = local
+            .actors()
+            .filter(|a| a.node == self.node_id && a.incarnation == self.incarnation)
+            .max();
+        match current {
+            Some(actor) => Ok(actor.clone()),
+            None => Ok(Actor::of_incarnation(
+                self.node_id.clone(),
+                self.incarnation,
+                self.tick()?.as_raw(),
+            )),
+        }
     }
 
     fn stripe(&self, key: &[u8]) -> Result<std::sync::MutexGuard<'_, ()>, ReplicaError> {
@@ -111,17 +216,19 @@ impl LocalReplica {
         }
     }
 
+    /// Stores a record. Expiry stays inside the record: an expired value is
+    /// kept, as a tombstone, until tombstone purge removes the whole record.
     fn write(&self, key: &Bytes, record: &Siblings) -> Result<(), ReplicaError> {
         self.storage.write(vec![Modify::Put {
             key: key.clone(),
             value: record.encode(),
-            expires_at_ms: expiry_of(record),
+            expires_at_ms: None,
         }])?;
         Ok(())
     }
 
     /// A write coordinated here: supersedes what `context` covers and gets a
-    /// new dot of this node's actor.
+    /// new dot of this node's actor for the key.
     pub fn update(
         &self,
         key: &Bytes,
@@ -136,22 +243,18 @@ impl LocalReplica {
         };
         let _guard = self.stripe(key)?;
         let local = self.read(key)?.unwrap_or_default();
-        // A delete that names no context removes every value this replica
-        // knows, as a raw delete is expected to; a put without context
-        // stays a sibling of what it did not see.
+        // A delete that names no context removes at least every value this
+        // replica knows; a put without context stays a sibling of what it
+        // did not see.
         let context = if value.is_none() && context.is_empty() {
             local.context()
         } else {
             context
         };
-        let updated = local.update_with(
-            self.mode,
-            &context,
-            value,
-            expires_at_ms,
-            &self.actor,
-            self.clock.now(),
-        );
+        let actor = self.actor_for(&local)?;
+        let now = self.tick()?;
+        let updated = local.update_with(self.mode, &context, value, expires_at_ms, &actor, now);
+        self.raise_ceiling(updated.max_hlc())?;
         self.write(key, &updated)?;
         Ok(updated)
     }
@@ -178,9 +281,32 @@ impl LocalReplica {
         self.apply(key, &incoming).map(|_| ())
     }
 
-    /// Keeps `record` as a hint for node `target`, stamped now.
+    /// Keeps `record` as a hint for node `target`, stamped now. A hint
+    /// already kept for the same key and target is merged with it, so
+    /// neither write is lost.
     pub fn keep_hint(&self, target: &str, key: &[u8], record: &[u8]) -> Result<(), ReplicaError> {
-        Ok(self.storage.put_hint(target, key, record, now_millis())?)
+        let _guard = self.stripe(key)?;
+        let kept = match self.storage.hint(target, key)? {
+            Some(earlier) => {
+                let earlier = Siblings::decode(&earlier).map_err(ReplicaError::Corrupt)?;
+                let incoming = Siblings::decode(record).map_err(ReplicaError::BadRecord)?;
+                earlier.merge_with(self.mode, &incoming).encode()
+            }
+            None => Bytes::copy_from_slice(record),
+        };
+        Ok(self
+            .storage
+            .put_hint(target, key, &kept, self.wall.now_ms())?)
+    }
+
+    /// Forgets a hint once it has been delivered (or given up on), unless a
+    /// newer write was merged into it meanwhile: that one is still owed.
+    pub fn forget_hint(&self, hint: &Hint) -> Result<(), ReplicaError> {
+        let _guard = self.stripe(&hint.key)?;
+        if self.storage.hint(&hint.target, &hint.key)?.as_ref() == Some(&hint.record) {
+            self.storage.delete_hint(&hint.target, &hint.key)?;
+        }
+        Ok(())
     }
 
     /// Takes a record sent to this node: merged into its own copy, or kept as
@@ -208,14 +334,4 @@ impl LocalReplica {
             })
             .collect()
     }
-}
-
-/// A record expires when every value in it does; the compaction filter then
-/// purges it.
-fn expiry_of(record: &Siblings) -> Option<u64> {
-    let values = record.values();
-    if values.is_empty() || values.iter().any(|v| v.expires_at_ms == 0) {
-        return None;
-    }
-    values.iter().map(|v| v.expires_at_ms).max()
 }

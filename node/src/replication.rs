@@ -25,7 +25,7 @@ use crate::{
     metrics::ReplicationMetrics,
     peers::PeerClients,
     replica::{blocking, LocalReplica, ReplicaError},
-    ring::{Layout, Ring, RingState},
+    ring::{partition_of, Layout, Ring, RingState},
     storage::{now_millis, ScanRange},
     versions::{ConflictMode, Siblings},
 };
@@ -76,6 +76,18 @@ fn forwarded<T>(message: T, timeout: Duration) -> Request<T> {
         .metadata_mut()
         .insert(FORWARDED, tonic::metadata::MetadataValue::from_static("1"));
     request
+}
+
+/// Names the first few of `partitions`, and how many more there are.
+fn name_some(partitions: &[u32]) -> String {
+    const SHOWN: usize = 8;
+    let named: Vec<String> = partitions.iter().take(SHOWN).map(u32::to_string).collect();
+    let more = partitions.len().saturating_sub(SHOWN);
+    if more > 0 {
+        format!("partitions {} and {more} more", named.join(", "))
+    } else {
+        format!("partitions {}", named.join(", "))
+    }
 }
 
 /// Whether a replica's record lacks something the merged record has.
@@ -131,24 +143,9 @@ impl From<ReplicaError> for Status {
     }
 }
 
-/// What a client may see of a record: every live concurrent value, or in
-/// lww mode the single winner. Tombstones and expired values are hidden.
+/// What a client may see of a record now: see [`Siblings::visible_data`].
 pub fn visible_values(record: &Siblings, mode: ConflictMode) -> Vec<Bytes> {
-    let now = now_millis();
-    match mode {
-        ConflictMode::Lww => record
-            .resolve_lww()
-            .filter(|v| !v.is_expired(now))
-            .and_then(|v| v.data.clone())
-            .into_iter()
-            .collect(),
-        ConflictMode::Siblings => record
-            .live_values()
-            .into_iter()
-            .filter(|v| !v.is_expired(now))
-            .filter_map(|v| v.data.clone())
-            .collect(),
-    }
+    record.visible_data(mode, now_millis())
 }
 
 impl Coordinator {
@@ -519,12 +516,19 @@ impl Coordinator {
     }
 
     /// Writes `value` (or a tombstone, for `None`) under `key`.
+    ///
+    /// A delete without a context deletes what the cluster holds, not only
+    /// what this node holds: it first reads the key from R replicas (the
+    /// request's `read_quorum`) and writes its tombstone with their merged
+    /// context, as Riak's clients do before a delete. A replica that missed
+    /// a write is thereby never the only judge of what a delete removes.
     #[allow(clippy::too_many_arguments)]
     pub async fn write(
         &self,
         key: Bytes,
         value: Option<Bytes>,
         context: Bytes,
+        read_quorum: Option<u32>,
         write_quorum: Option<u32>,
         ttl_seconds: u64,
         deadline: Option<Duration>,
@@ -567,12 +571,19 @@ impl Coordinator {
                     key,
                     value,
                     context,
-                    write_quorum,
+                    (read_quorum, write_quorum),
                     ttl_seconds,
                     timeout,
                 )
                 .await;
         }
+
+        let context = if value.is_none() && context.is_empty() {
+            let held = self.read(key.clone(), read_quorum, Some(timeout)).await?;
+            held.context().to_bytes()
+        } else {
+            context
+        };
 
         let expires_at_ms = if ttl_seconds > 0 {
             now_millis().saturating_add(ttl_seconds.saturating_mul(1000))
@@ -670,13 +681,13 @@ impl Coordinator {
         key: Bytes,
         value: Option<Bytes>,
         context: Bytes,
-        write_quorum: Option<u32>,
+        (read_quorum, write_quorum): (Option<u32>, Option<u32>),
         ttl_seconds: u64,
         timeout: Duration,
     ) -> Result<(), Status> {
         let mut client = self.inner.peers.rawkv(&Self::address(view, target)?)?;
         let consistency = Some(Consistency {
-            read_quorum: None,
+            read_quorum,
             write_quorum,
         });
         match value {
@@ -795,16 +806,23 @@ impl Coordinator {
         }
     }
 
-    /// Scans a key range across every live member: each returns its own
-    /// records, and copies of one key are merged. Pages continue past keys
-    /// that every copy shows deleted, until `limit` visible pairs are found.
+    /// Scans a key range: every live member returns its own records, of
+    /// which only those of partitions it owns in the current layout count
+    /// (a former owner's leftover copy is no answer), and the copies of one
+    /// key are merged. Every partition needs answers from R of its owners,
+    /// or the scan fails with UNAVAILABLE naming the partitions short of R,
+    /// rather than silently returning part of the range. Pages continue
+    /// past keys that every copy shows deleted, until `limit` visible pairs
+    /// are found.
     pub async fn scan(
         &self,
         range: ScanRange,
+        read_quorum: Option<u32>,
         deadline: Option<Duration>,
     ) -> Result<Vec<(Bytes, Siblings)>, Status> {
+        let r = self.quorum("read_quorum", read_quorum, self.inner.config.quorums.r)?;
         let layout = self.layout()?;
-        let view = Arc::new((*self.inner.membership.view()).clone());
+        let view = self.inner.membership.view();
         let timeout = self.timeout(deadline);
         let members: Vec<String> = layout
             .members()
@@ -812,6 +830,15 @@ impl Coordinator {
             .map(|m| m.id.clone())
             .filter(|id| view.is_alive(id) || *id == self.inner.me)
             .collect();
+        let partitions = layout.partitions();
+        let owners: Vec<Vec<String>> = (0..partitions)
+            .map(|p| {
+                layout
+                    .preference_list(p)
+                    .map(|list| list.into_iter().map(String::from).collect())
+                    .map_err(|e| Status::internal(e.to_string()))
+            })
+            .collect::<Result<_, _>>()?;
         let mode = self.mode();
         let page = range.limit.clamp(1, 10_000);
         let mut cursor = range.clone();
@@ -827,10 +854,16 @@ impl Coordinator {
             // Keys past the first full page's last key may be missing from
             // that node's answer, so only keys up to it are final this round.
             let mut frontier: Option<Bytes> = None;
-            let mut answered = 0;
-            for result in pages {
-                let Ok(records) = result else { continue };
-                answered += 1;
+            let mut answered: Vec<&str> = Vec::new();
+            for (node, result) in members.iter().zip(pages) {
+                let records = match result {
+                    Ok(records) => records,
+                    Err(status) => {
+                        tracing::debug!(%node, %status, "replica scan failed");
+                        continue;
+                    }
+                };
+                answered.push(node);
                 if records.len() >= page {
                     if let Some((last, _)) = records.last() {
                         frontier = Some(match (frontier, range.reverse) {
@@ -841,12 +874,29 @@ impl Coordinator {
                     }
                 }
                 for (key, record) in records {
+                    let partition = partition_of(&key, partitions);
+                    if !owners[partition as usize].iter().any(|o| o == node) {
+                        continue;
+                    }
                     let entry = merged.entry(key).or_default();
                     *entry = entry.merge_with(mode, &record);
                 }
             }
-            if answered == 0 {
-                return Err(Status::unavailable("scan: no member answered"));
+            let short: Vec<u32> = (0..partitions)
+                .filter(|p| {
+                    owners[*p as usize]
+                        .iter()
+                        .filter(|o| answered.contains(&o.as_str()))
+                        .count()
+                        < r
+                })
+                .collect();
+            if !short.is_empty() {
+                return Err(Status::unavailable(format!(
+                    "scan: read quorum not met for {} of {partitions} partitions (R={r}): {}",
+                    short.len(),
+                    name_some(&short)
+                )));
             }
             let keys: Box<dyn Iterator<Item = (Bytes, Siblings)>> = if range.reverse {
                 Box::new(merged.into_iter().rev())

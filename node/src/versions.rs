@@ -87,34 +87,50 @@ pub enum VersionError {
     AnonymousWithClock,
 }
 
-/// Who coordinated a write.
+/// Who coordinated a write: one node, in one incarnation, for one lineage
+/// of a key.
 ///
-/// The epoch exists because of Riak's kv679 bug: a node that lost its disk and
-/// restarted its counters reused dots that other replicas had already seen, so
-/// its new writes were silently discarded as "already known". A node bumps its
-/// epoch whenever it starts without its old state, which makes every dot it
-/// issues afterwards new to the whole cluster.
+/// Dots must never be reused: Riak's kv679 bug was a node that lost its
+/// state, restarted its counters, and issued dots that other replicas had
+/// already seen, so its new writes were silently discarded as "already
+/// known". A node draws a random `incarnation` at every start and never
+/// continues an actor of an earlier one; within an incarnation it starts a
+/// new `epoch` (a tick of its clock) whenever it writes a key whose record
+/// holds no actor of this incarnation. See `replica` for the rule.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Actor {
     /// Stable node id.
     pub node: String,
-    /// Incarnation of the node's local state.
+    /// Distinguishes the actors of one incarnation.
     pub epoch: u64,
+    /// Random per start of the node; 0 for actors written before
+    /// incarnations existed.
+    pub incarnation: u64,
 }
 
 impl Actor {
-    /// Convenience constructor.
+    /// An actor without an incarnation, as tests and old records have.
     pub fn new(node: impl Into<String>, epoch: u64) -> Self {
+        Self::of_incarnation(node, 0, epoch)
+    }
+
+    /// An actor of `node`'s incarnation `incarnation`.
+    pub fn of_incarnation(node: impl Into<String>, incarnation: u64, epoch: u64) -> Self {
         Self {
             node: node.into(),
             epoch,
+            incarnation,
         }
     }
 }
 
 impl fmt::Display for Actor {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}@{}", self.node, self.epoch)
+        if self.incarnation == 0 {
+            write!(f, "{}@{}", self.node, self.epoch)
+        } else {
+            write!(f, "{}@{:x}.{}", self.node, self.incarnation, self.epoch)
+        }
     }
 }
 
@@ -632,6 +648,25 @@ impl Siblings {
         self.ranked().max().map(|(_, _, v)| v)
     }
 
+    /// What a client may see at `now_ms`: every live concurrent value, or in
+    /// lww mode the single winner. Tombstones and expired values are hidden.
+    pub fn visible_data(&self, mode: ConflictMode, now_ms: u64) -> Vec<Bytes> {
+        match mode {
+            ConflictMode::Lww => self
+                .resolve_lww()
+                .filter(|v| !v.is_expired(now_ms))
+                .and_then(|v| v.data.clone())
+                .into_iter()
+                .collect(),
+            ConflictMode::Siblings => self
+                .live_values()
+                .into_iter()
+                .filter(|v| !v.is_expired(now_ms))
+                .filter_map(|v| v.data.clone())
+                .collect(),
+        }
+    }
+
     /// Every concurrent value, tombstones included, in a deterministic order.
     pub fn values(&self) -> Vec<&Value> {
         self.entries
@@ -661,16 +696,38 @@ impl Siblings {
         !values.is_empty() && values.iter().all(|v| v.is_tombstone())
     }
 
-    /// For tombstone GC: when the key became deleted, as the HLC of the latest
-    /// tombstone. `None` while any live value remains. The latest rather than
-    /// the earliest, because a GC grace period must outlast every delete that
-    /// might still be in flight.
-    pub fn tombstone_since(&self) -> Option<Hlc> {
-        if self.is_tombstone_only() {
-            self.values().into_iter().map(|v| v.hlc).max()
-        } else {
-            None
+    /// For tombstone GC: since when (Unix milliseconds) the key has been
+    /// gone at `now_ms`, every value a tombstone or expired; `None` while any
+    /// value is live. A tombstone counts from its HLC, an expired value from
+    /// its expiry, and the key from the latest of them, because a grace
+    /// period must outlast every delete that might still be in flight.
+    ///
+    /// An expired value is a tombstone in all but name: it keeps its dot, so
+    /// a replica that missed the write it came with cannot bring back what
+    /// that write replaced (Cassandra turns expired cells into tombstones for
+    /// the same reason).
+    pub fn deleted_since(&self, now_ms: u64) -> Option<u64> {
+        let values = self.values();
+        let gone = |v: &&Value| v.is_tombstone() || v.is_expired(now_ms);
+        if values.is_empty() || !values.iter().all(gone) {
+            return None;
         }
+        values
+            .iter()
+            .map(|v| {
+                let deleted = v.hlc.physical_ms();
+                if v.is_tombstone() {
+                    deleted
+                } else {
+                    deleted.max(v.expires_at_ms)
+                }
+            })
+            .max()
+    }
+
+    /// The actors in this record's clock.
+    pub fn actors(&self) -> impl Iterator<Item = &Actor> {
+        self.entries.keys()
     }
 
     /// Whether `self` already contains everything `other` knows, i.e.
@@ -809,6 +866,9 @@ mod pb {
         pub node: String,
         #[prost(uint64, tag = "2")]
         pub epoch: u64,
+        /// Random, so fixed64 is shorter than a varint.
+        #[prost(fixed64, tag = "3")]
+        pub incarnation: u64,
     }
 
     #[derive(Clone, PartialEq, prost::Message)]
@@ -863,6 +923,7 @@ impl From<&Actor> for pb::Actor {
         Self {
             node: a.node.clone(),
             epoch: a.epoch,
+            incarnation: a.incarnation,
         }
     }
 }
@@ -872,6 +933,7 @@ impl From<pb::Actor> for Actor {
         Self {
             node: a.node,
             epoch: a.epoch,
+            incarnation: a.incarnation,
         }
     }
 }
@@ -1273,16 +1335,18 @@ mod tests {
             Hlc::new(10, 0),
         );
         assert!(s.values()[0].is_expired(1_000) && !s.values()[0].is_expired(999));
-        assert_eq!(s.tombstone_since(), None);
+        assert_eq!(s.deleted_since(999), None);
+        // Expired, it counts as deleted from its expiry on.
+        assert_eq!(s.deleted_since(1_000), Some(1_000));
         let d = s.update(&s.context(), None, &a, Hlc::new(20, 0));
         assert!(d.is_tombstone_only() && d.live_values().is_empty());
-        assert_eq!(d.tombstone_since(), Some(Hlc::new(20, 0)));
+        assert_eq!(d.deleted_since(0), Some(Hlc::new(20, 0).physical_ms()));
         // A concurrent live write keeps the key alive.
         let b = Actor::new("b", 1);
         let live = s.update(&s.context(), payload("w"), &b, Hlc::new(15, 0));
         let m = d.merge(&live);
         assert!(!m.is_tombstone_only());
-        assert_eq!(m.tombstone_since(), None);
+        assert_eq!(m.deleted_since(0), None);
         assert_eq!(m.live_values().len(), 1);
         assert!(!Siblings::new().is_tombstone_only());
         assert_eq!(Siblings::decode(&d.encode()).ok(), Some(d));
@@ -1346,6 +1410,7 @@ mod tests {
                 actor: Some(pb::Actor {
                     node: "a".into(),
                     epoch: 1,
+                    incarnation: 0,
                 }),
                 counter: 1,
                 values: vec![pb::Value::default(), pb::Value::default()],

@@ -48,7 +48,7 @@ pub async fn run(
     let mut ticker = tokio::time::interval(config.tick);
     let mut last_set: BTreeSet<String> = BTreeSet::new();
     let mut stable_since = Instant::now();
-    let mut announced: Option<(u64, NodeStatus)> = None;
+    let mut announced: Option<((u64, u64), NodeStatus)> = None;
     let mut announced_hints: Option<u64> = None;
     loop {
         ticker.tick().await;
@@ -83,11 +83,11 @@ pub async fn run(
             membership.set_hints_pending(hints).await;
             announced_hints = Some(hints);
         }
-        let version = ring.version();
-        if announced != Some((version, status)) {
-            membership.set_layout_version(version).await;
+        let rank = ring.rank();
+        if announced != Some((rank, status)) {
+            membership.set_layout(rank).await;
             membership.set_status(status).await;
-            announced = Some((version, status));
+            announced = Some((rank, status));
         }
     }
 }
@@ -142,11 +142,11 @@ async fn adopt_newer_state(view: &View, me: &str, ring: &Ring, peers: &PeerClien
     let Some(source) = view
         .alive()
         .filter(|p| p.id != me && p.partitions == ring.partitions())
-        .max_by_key(|p| p.layout_version)
+        .max_by_key(|p| (p.layout_version, p.layout_digest))
     else {
         return;
     };
-    if source.layout_version <= ring.version() {
+    if (source.layout_version, source.layout_digest) <= ring.rank() {
         return;
     }
     match fetch_state(source, peers).await {

@@ -87,6 +87,14 @@ impl RingState {
             .collect()
     }
 
+    /// A hash of the whole state. Two claimants on either side of a
+    /// partition can each make a state of the same version; every node
+    /// orders states by (version, digest), so all of them settle on the same
+    /// one once they hear of both.
+    pub fn digest(&self) -> u64 {
+        serde_json::to_vec(self).map_or(0, |json| xxhash_rust::xxh3::xxh3_64(&json))
+    }
+
     /// Whether `node` is a member of the current or the next layout.
     pub fn involves(&self, node: &str) -> bool {
         let member = |l: &Arc<Layout>| l.members().iter().any(|m| m.id == node);
@@ -157,12 +165,22 @@ impl Ring {
         self.state.borrow().as_ref().map_or(0, |s| s.version)
     }
 
+    /// (version, digest) of the newest state: what decides which of two
+    /// states wins, and what gossip announces.
+    pub fn rank(&self) -> (u64, u64) {
+        self.state
+            .borrow()
+            .as_ref()
+            .map_or((0, 0), |s| (s.version, s.digest()))
+    }
+
     pub fn subscribe(&self) -> watch::Receiver<Option<Arc<RingState>>> {
         self.state.subscribe()
     }
 
-    /// Installs `state` if it is newer than the current one; the newest
-    /// version wins. Returns whether it was installed.
+    /// Installs `state` if it ranks above the current one: the newest
+    /// version wins, and of two states with the same version the one with
+    /// the higher digest. Returns whether it was installed.
     pub fn install(&self, state: RingState) -> Result<bool, RingError> {
         for layout in std::iter::once(&state.current).chain(&state.next) {
             if layout.partitions() != self.partitions {
@@ -172,7 +190,7 @@ impl Ring {
                 });
             }
         }
-        if state.version <= self.version() {
+        if (state.version, state.digest()) <= self.rank() {
             return Ok(false);
         }
         let json = serde_json::to_vec(&state).map_err(|e| RingError::Decode(e.to_string()))?;
@@ -192,5 +210,64 @@ impl Ring {
         let state = self.state()?;
         let json = serde_json::to_string(state.as_ref()).ok()?;
         Some((state.version, json))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::storage::{Durability, RocksStorageOptions};
+
+    fn ring(dir: &std::path::Path) -> Ring {
+        let options = RocksStorageOptions {
+            durability: Durability::Periodic(std::time::Duration::from_secs(60)),
+            ..Default::default()
+        };
+        let storage = Arc::new(RocksStorage::open(dir, "n0", &options).expect("storage"));
+        Ring::load(storage, 8).expect("ring")
+    }
+
+    /// A state of `version` whose members are the nodes picked by `mask`.
+    fn state(version: u64, mask: u8) -> RingState {
+        let members = (0..6)
+            .filter(|i| mask & (1 << i) != 0)
+            .map(|i| Member::new(format!("n{i}")))
+            .collect();
+        RingState {
+            version,
+            current: Arc::new(Layout::initial(8, 1, members).expect("layout")),
+            next: None,
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(32))]
+        /// Row 10 of the data-safety issue: two claimants may make different
+        /// states of one version. In whatever order two nodes hear of the
+        /// states, they end on the same one.
+        #[test]
+        fn nodes_that_hear_of_the_same_states_settle_on_the_same_one(
+            states in prop::collection::vec((1u64..4, 1u8..64), 1..6),
+            order in any::<u64>(),
+        ) {
+            let states: Vec<RingState> = states.into_iter().map(|(v, m)| state(v, m)).collect();
+            let (a_dir, b_dir) = (tempfile::tempdir().expect("dir"), tempfile::tempdir().expect("dir"));
+            let (a, b) = (ring(a_dir.path()), ring(b_dir.path()));
+            for s in &states {
+                a.install(s.clone()).expect("install");
+            }
+            let mut shuffled = states.clone();
+            let len = shuffled.len();
+            for i in 0..len {
+                shuffled.swap(i, (order as usize >> (i * 3)) % len);
+            }
+            for s in shuffled {
+                b.install(s).expect("install");
+            }
+            prop_assert_eq!(a.state(), b.state());
+            prop_assert_eq!(a.rank(), b.rank());
+        }
     }
 }

@@ -12,7 +12,7 @@ use std::{fmt, time::Duration};
 use bytes::Bytes;
 
 pub use record::{now_millis, Record};
-pub use rocks::{Hint, PurgeHook, RocksStorage, RocksStorageOptions};
+pub use rocks::{Hint, MemoryFiles, PurgeHook, RocksStorage, RocksStorageOptions};
 
 /// One change in an atomic write batch (the seed's `storage.Modify`).
 #[derive(Debug, Clone, PartialEq, Eq)]

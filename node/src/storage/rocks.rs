@@ -51,6 +51,29 @@ pub struct RocksStorageOptions {
     /// flushes and compactions, which tests use.
     pub write_buffer_bytes: usize,
     pub block_cache_bytes: usize,
+    /// Keep the files in memory instead of on disk: the same engine, for
+    /// simulations that open thousands of databases.
+    pub in_memory: Option<MemoryFiles>,
+}
+
+/// An in-memory file system for RocksDB. Clones share the files, so a
+/// database closed and opened again on the same `MemoryFiles` finds what it
+/// wrote, as after a process restart.
+#[derive(Clone)]
+pub struct MemoryFiles(rocksdb::Env);
+
+impl MemoryFiles {
+    pub fn new() -> Result<Self, StorageError> {
+        rocksdb::Env::mem_env()
+            .map(Self)
+            .map_err(engine("create an in-memory file system"))
+    }
+}
+
+impl std::fmt::Debug for MemoryFiles {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("MemoryFiles")
+    }
 }
 
 impl Default for RocksStorageOptions {
@@ -60,6 +83,7 @@ impl Default for RocksStorageOptions {
             durability: Durability::Sync,
             write_buffer_bytes: 64 << 20,
             block_cache_bytes: 256 << 20,
+            in_memory: None,
         }
     }
 }
@@ -99,6 +123,9 @@ impl RocksStorage {
         // Concurrent writers share the memtable without a lock of ours.
         db_opts.set_allow_concurrent_memtable_write(true);
         db_opts.set_enable_pipelined_write(true);
+        if let Some(files) = &opts.in_memory {
+            db_opts.set_env(&files.0);
+        }
 
         let mut table = BlockBasedOptions::default();
         table.set_block_cache(&Cache::new_lru_cache(opts.block_cache_bytes));
@@ -239,20 +266,52 @@ impl RocksStorage {
             .map_err(engine("write hint"))
     }
 
-    /// Up to `limit` hints, oldest target first: (target, key, record, stored at).
-    pub fn hints(&self, limit: usize) -> Result<Vec<Hint>, StorageError> {
+    /// The record of the hint kept for `target` under `key`, if any.
+    pub fn hint(&self, target: &str, key: &[u8]) -> Result<Option<Bytes>, StorageError> {
+        let raw = self
+            .db
+            .get_cf(self.cf(CF_HINTS)?, hint_key(target, key))
+            .map_err(engine("read hint"))?;
+        Ok(raw
+            .filter(|raw| raw.len() >= 8)
+            .map(|raw| Bytes::copy_from_slice(&raw[8..])))
+    }
+
+    /// Up to `limit` hints, at most `per_target` of each target, so that one
+    /// target with many hints (a node that stays down) never keeps the
+    /// others' hints from being delivered.
+    pub fn hints(&self, per_target: usize, limit: usize) -> Result<Vec<Hint>, StorageError> {
         let mut iter = self.db.raw_iterator_cf(self.cf(CF_HINTS)?);
         iter.seek_to_first();
         let mut out = Vec::new();
+        let mut taken: Option<(Vec<u8>, usize)> = None;
         while out.len() < limit {
             let (Some(raw_key), Some(raw)) = (iter.key(), iter.value()) else {
                 break;
             };
-            if let (Some(split), true) = (raw_key.iter().position(|b| *b == 0), raw.len() >= 8) {
+            let Some(split) = raw_key.iter().position(|b| *b == 0) else {
+                iter.next();
+                continue;
+            };
+            let target = &raw_key[..split];
+            let count = match &mut taken {
+                Some((current, count)) if current.as_slice() == target => count,
+                _ => &mut taken.insert((target.to_vec(), 0)).1,
+            };
+            if *count >= per_target {
+                // Past this target's share: on to the next target, whose
+                // keys start right after every `target\0…` key.
+                let mut next = target.to_vec();
+                next.push(1);
+                iter.seek(&next);
+                continue;
+            }
+            *count += 1;
+            if raw.len() >= 8 {
                 let mut stamp = [0u8; 8];
                 stamp.copy_from_slice(&raw[..8]);
                 out.push(Hint {
-                    target: String::from_utf8_lossy(&raw_key[..split]).into_owned(),
+                    target: String::from_utf8_lossy(target).into_owned(),
                     key: Bytes::copy_from_slice(&raw_key[split + 1..]),
                     record: Bytes::copy_from_slice(&raw[8..]),
                     stored_at_ms: u64::from_be_bytes(stamp),
@@ -569,6 +628,36 @@ mod tests {
             limit,
             reverse,
             ..Default::default()
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(32))]
+        /// However the hints spread over targets, a round takes from every
+        /// target: one node with many hints never starves the others.
+        #[test]
+        fn hint_rounds_take_from_every_target(
+            counts in proptest::collection::vec(0usize..40, 1..6),
+            per_target in 1usize..8,
+        ) {
+            let dir = tempfile::tempdir().expect("tempdir");
+            let opts = RocksStorageOptions {
+                durability: Durability::Periodic(Duration::from_secs(60)),
+                ..Default::default()
+            };
+            let storage = RocksStorage::open(dir.path(), "node-a", &opts).expect("opens");
+            for (t, count) in counts.iter().enumerate() {
+                for i in 0..*count {
+                    storage
+                        .put_hint(&format!("n{t}"), format!("k{i}").as_bytes(), b"r", 1)
+                        .expect("hint");
+                }
+            }
+            let round = storage.hints(per_target, usize::MAX).expect("hints");
+            for (t, count) in counts.iter().enumerate() {
+                let taken = round.iter().filter(|h| h.target == format!("n{t}")).count();
+                prop_assert_eq!(taken, (*count).min(per_target));
+            }
         }
     }
 

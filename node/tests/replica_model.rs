@@ -1,0 +1,638 @@
+//! Model-based tests of the replica logic.
+//!
+//! A simulated cluster of 3 to 5 in-process replicas (real `LocalReplica`s
+//! over real RocksDB, without gRPC) runs random client histories with faults,
+//! under a wall clock moved by hand:
+//! - puts and deletes, with and without causal contexts, and TTLs;
+//! - writes that reach only some replicas, the others getting hints;
+//! - reads with read repair;
+//! - time passing, compaction with tombstone purge, anti-entropy rounds;
+//! - hint delivery, also while a newer hint for the same key is stored;
+//! - restarts, restarts that lose the unsynced tail of the WAL, wiped disks.
+//!
+//! After each history the cluster is healed (every hint delivered, every
+//! pair of replicas repaired) and every replica must hold the same record.
+//! The outcome is checked against a model of what the store promises:
+//! - no value appears that was never written;
+//! - every acknowledged put is readable, or has expired, or was superseded by
+//!   a write whose client had seen it;
+//! - nothing that an acknowledged write superseded comes back (no
+//!   acknowledged delete is undone).
+//!
+//! The coordinator's rules appear here as the coordinator applies them: a
+//! write is stamped by one replica, sent to the others, and acknowledged at
+//! W; a delete without a context first reads R replicas and deletes what
+//! they hold.
+
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    path::Path,
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc,
+    },
+    time::Duration,
+};
+
+use bytes::Bytes;
+use proptest::{
+    prelude::*,
+    test_runner::{Config, TestCaseError, TestRunner},
+};
+use ringkv_node::{
+    repair::{purgeable, Agreement},
+    replica::LocalReplica,
+    ring::partition_of,
+    storage::{
+        Durability, MemoryFiles, Modify, PurgeHook, RocksStorage, RocksStorageOptions, Storage,
+    },
+    versions::{CausalContext, ConflictMode, Siblings},
+    wall_clock::WallClock,
+};
+
+const PARTITIONS: u32 = 16;
+const GRACE_MS: u64 = 60_000;
+const KEYS: u8 = 2;
+const MAX_NODES: usize = 5;
+
+/// One step of a history. Node numbers are taken modulo the cluster size;
+/// a `reach` or `read` mask picks other nodes by bit.
+#[derive(Debug, Clone)]
+enum Op {
+    /// A put through `node`; `read` is the set of replicas the client read
+    /// the context from first, `None` for a blind put.
+    Put {
+        node: usize,
+        key: u8,
+        read: Option<u8>,
+        ttl_ms: Option<u64>,
+        reach: u8,
+    },
+    /// A delete through `node`, with a context read from `read`, or blind.
+    Delete {
+        node: usize,
+        key: u8,
+        read: Option<u8>,
+        reach: u8,
+    },
+    /// A read through `node` of the replicas in `reach`, with read repair.
+    Get {
+        node: usize,
+        key: u8,
+        reach: u8,
+    },
+    Advance {
+        ms: u64,
+    },
+    Compact {
+        node: usize,
+    },
+    /// An anti-entropy round of `node` with the replicas in `reach`.
+    AntiEntropy {
+        node: usize,
+        reach: u8,
+    },
+    /// `node` delivers its hints to the replicas in `reach`; with
+    /// `racing_put`, a put of that key through `node` that reaches nobody
+    /// lands between reading the hints and forgetting them.
+    DeliverHints {
+        node: usize,
+        reach: u8,
+        racing_put: Option<u8>,
+    },
+    Restart {
+        node: usize,
+        lose_tail: bool,
+    },
+    Wipe {
+        node: usize,
+    },
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    let node = 0..MAX_NODES;
+    let key = 0..KEYS;
+    let mask = any::<u8>();
+    let read = prop::option::weighted(0.6, any::<u8>());
+    prop_oneof![
+        6 => (node.clone(), key.clone(), read.clone(), prop::option::weighted(0.3, 1u64..20_000), mask)
+            .prop_map(|(node, key, read, ttl_ms, reach)| Op::Put { node, key, read, ttl_ms, reach }),
+        3 => (node.clone(), key.clone(), read, mask)
+            .prop_map(|(node, key, read, reach)| Op::Delete { node, key, read, reach }),
+        2 => (node.clone(), key.clone(), mask).prop_map(|(node, key, reach)| Op::Get { node, key, reach }),
+        3 => prop_oneof![1u64..5_000, 10_000u64..30_000, GRACE_MS..3 * GRACE_MS].prop_map(|ms| Op::Advance { ms }),
+        2 => node.clone().prop_map(|node| Op::Compact { node }),
+        2 => (node.clone(), mask).prop_map(|(node, reach)| Op::AntiEntropy { node, reach }),
+        2 => (node.clone(), mask, prop::option::weighted(0.3, key))
+            .prop_map(|(node, reach, racing_put)| Op::DeliverHints { node, reach, racing_put }),
+        1 => (node.clone(), any::<bool>()).prop_map(|(node, lose_tail)| Op::Restart { node, lose_tail }),
+        1 => node.prop_map(|node| Op::Wipe { node }),
+    ]
+}
+
+/// One client write, as the model knows it.
+#[derive(Debug, Clone)]
+struct Write {
+    key: u8,
+    /// `false` for a delete.
+    put: bool,
+    /// Every write the client had seen, transitively: what this one replaces.
+    seen: BTreeSet<u64>,
+    acked: bool,
+    expires_at_ms: Option<u64>,
+}
+
+struct SimNode {
+    /// The node's disk: RocksDB's files, kept in memory.
+    disk: MemoryFiles,
+    replica: LocalReplica,
+    agreement: Arc<Agreement>,
+    /// Each key's record before its latest change: what a lost WAL tail
+    /// rolls back to.
+    before_latest: BTreeMap<Bytes, Option<Siblings>>,
+}
+
+impl SimNode {
+    fn open(disk: MemoryFiles, id: &str, wall: &WallClock) -> Self {
+        let agreement = Arc::new(Agreement::new(PARTITIONS));
+        let purge = {
+            let (agreement, wall) = (agreement.clone(), wall.clone());
+            PurgeHook(Arc::new(move |key: &[u8], record: &[u8]| {
+                purgeable(key, record, PARTITIONS, GRACE_MS, &agreement, wall.now_ms())
+            }))
+        };
+        let options = RocksStorageOptions {
+            purge: Some(purge),
+            // No fsync per write: the simulation never crashes the machine,
+            // and lost tails are simulated explicitly.
+            durability: Durability::Periodic(Duration::from_secs(3600)),
+            write_buffer_bytes: 1 << 20,
+            block_cache_bytes: 1 << 20,
+            in_memory: Some(disk.clone()),
+        };
+        let storage =
+            Arc::new(RocksStorage::open(Path::new("/db"), id, &options).expect("open storage"));
+        let replica =
+            LocalReplica::open_with_clock(storage, id, ConflictMode::Siblings, wall.clone())
+                .expect("open replica");
+        Self {
+            disk,
+            replica,
+            agreement,
+            before_latest: BTreeMap::new(),
+        }
+    }
+
+    fn read(&self, key: &Bytes) -> Option<Siblings> {
+        self.replica.read(key).expect("read")
+    }
+
+    fn note_change(&mut self, key: &Bytes) {
+        let before = self.read(key);
+        self.before_latest.insert(key.clone(), before);
+    }
+
+    fn apply(&mut self, key: &Bytes, record: &Siblings) {
+        self.note_change(key);
+        self.replica.apply(key, record).expect("apply");
+    }
+}
+
+struct Sim {
+    wall: WallClock,
+    nodes: Vec<SimNode>,
+    writes: Vec<Write>,
+    r: usize,
+    w: usize,
+    disk_faults: usize,
+}
+
+fn new_disk() -> MemoryFiles {
+    MemoryFiles::new().expect("in-memory files")
+}
+
+fn key_bytes(key: u8) -> Bytes {
+    Bytes::from(format!("key-{key}"))
+}
+
+fn write_id(value: &[u8]) -> Option<u64> {
+    std::str::from_utf8(value)
+        .ok()?
+        .strip_prefix('w')?
+        .parse()
+        .ok()
+}
+
+impl Sim {
+    fn new(size: usize) -> Self {
+        // Starts at the real time, then runs ahead of it by hand.
+        let wall = WallClock::manual(WallClock::system().now_ms());
+        let nodes = (0..size)
+            .map(|i| SimNode::open(new_disk(), &format!("n{i}"), &wall))
+            .collect();
+        let majority = size / 2 + 1;
+        Self {
+            wall,
+            nodes,
+            writes: Vec::new(),
+            r: majority,
+            w: majority,
+            disk_faults: 0,
+        }
+    }
+
+    fn size(&self) -> usize {
+        self.nodes.len()
+    }
+
+    /// `node` and the others picked by `mask`.
+    fn with(&self, node: usize, mask: u8) -> Vec<usize> {
+        (0..self.size())
+            .filter(|&i| i == node || mask & (1 << i) != 0)
+            .collect()
+    }
+
+    fn merged(&self, key: &Bytes, from: &[usize]) -> Siblings {
+        from.iter()
+            .filter_map(|&i| self.nodes[i].read(key))
+            .fold(Siblings::new(), |acc, r| acc.merge(&r))
+    }
+
+    /// The ids a reader of `record` sees now, with everything they replaced.
+    fn observed(&self, record: &Siblings) -> BTreeSet<u64> {
+        let mut seen = BTreeSet::new();
+        for data in record.visible_data(ConflictMode::Siblings, self.wall.now_ms()) {
+            if let Some(id) = write_id(&data) {
+                seen.insert(id);
+                if let Some(w) = self.writes.get(id as usize) {
+                    seen.extend(w.seen.iter().copied());
+                }
+            }
+        }
+        seen
+    }
+
+    /// A write through `node`: stamped there, sent to the replicas in
+    /// `reach`, hints for the rest; acknowledged at W.
+    fn write(
+        &mut self,
+        node: usize,
+        key: u8,
+        put: bool,
+        read: Option<u8>,
+        ttl_ms: Option<u64>,
+        reach: u8,
+    ) {
+        let k = key_bytes(key);
+        let replies = self.with(node, reach);
+        let context_from = match read {
+            Some(mask) => Some(self.with(node, mask)),
+            // A delete without a context deletes what R replicas hold.
+            None if !put => {
+                if replies.len() < self.r {
+                    return;
+                }
+                Some(replies.clone())
+            }
+            None => None,
+        };
+        let (context, seen) = match context_from {
+            Some(from) => {
+                let record = self.merged(&k, &from);
+                (record.context(), self.observed(&record))
+            }
+            None => (CausalContext::new(), BTreeSet::new()),
+        };
+        let id = self.writes.len() as u64;
+        let now = self.wall.now_ms();
+        let expires_at_ms = ttl_ms.map(|ttl| now + ttl);
+        let value = put.then(|| Bytes::from(format!("w{id}")));
+        self.nodes[node].note_change(&k);
+        let record = self.nodes[node]
+            .replica
+            .update(&k, &context.to_bytes(), value, expires_at_ms.unwrap_or(0))
+            .expect("update");
+        let encoded = record.encode();
+        let mut acks = 1;
+        for other in 0..self.size() {
+            if other == node {
+                continue;
+            }
+            if replies.contains(&other) {
+                self.nodes[other].apply(&k, &record);
+                acks += 1;
+            } else {
+                self.nodes[node]
+                    .replica
+                    .keep_hint(&format!("n{other}"), &k, &encoded)
+                    .expect("keep hint");
+            }
+        }
+        self.writes.push(Write {
+            key,
+            put,
+            seen,
+            acked: acks >= self.w,
+            expires_at_ms,
+        });
+    }
+
+    fn get(&mut self, node: usize, key: u8, reach: u8) -> Result<(), TestCaseError> {
+        let k = key_bytes(key);
+        let from = self.with(node, reach);
+        let merged = self.merged(&k, &from);
+        for data in merged.visible_data(ConflictMode::Siblings, self.wall.now_ms()) {
+            let id = write_id(&data);
+            prop_assert!(
+                id.and_then(|id| self.writes.get(id as usize))
+                    .is_some_and(|w| w.put && w.key == key),
+                "read a value that was never written: {:?}",
+                data
+            );
+        }
+        for i in from {
+            if self.nodes[i].read(&k).is_none_or(|r| !r.descends(&merged)) {
+                self.nodes[i].apply(&k, &merged);
+            }
+        }
+        Ok(())
+    }
+
+    /// One anti-entropy round of `node`: a partition counts as agreed when
+    /// every other replica took part and held exactly the same records;
+    /// then differing keys are merged both ways.
+    fn anti_entropy(&mut self, node: usize, reach: u8) {
+        let partners: Vec<usize> = self
+            .with(node, reach)
+            .into_iter()
+            .filter(|&i| i != node)
+            .collect();
+        let now = self.wall.now_ms();
+        let keys: Vec<Bytes> = (0..KEYS).map(key_bytes).collect();
+        if partners.len() == self.size() - 1 {
+            let partitions: BTreeSet<u32> =
+                keys.iter().map(|k| partition_of(k, PARTITIONS)).collect();
+            for p in partitions {
+                let agreed = keys
+                    .iter()
+                    .filter(|k| partition_of(k, PARTITIONS) == p)
+                    .all(|k| {
+                        let mine = self.nodes[node].read(k);
+                        partners.iter().all(|&i| self.nodes[i].read(k) == mine)
+                    });
+                if agreed {
+                    self.nodes[node].agreement.record(p, now);
+                }
+            }
+        }
+        for k in &keys {
+            for &other in &partners {
+                let (mine, theirs) = (self.nodes[node].read(k), self.nodes[other].read(k));
+                if mine == theirs {
+                    continue;
+                }
+                if let Some(theirs) = theirs {
+                    self.nodes[node].apply(k, &theirs);
+                }
+                if let Some(merged) = self.nodes[node].read(k) {
+                    self.nodes[other].apply(k, &merged);
+                }
+            }
+        }
+    }
+
+    fn deliver_hints(&mut self, node: usize, reach: u8, racing_put: Option<u8>) {
+        let hints = self.nodes[node]
+            .replica
+            .storage()
+            .hints(1024, 1024)
+            .expect("read hints");
+        if let Some(key) = racing_put {
+            self.write(node, key, true, None, None, 0);
+        }
+        let targets = self.with(node, reach);
+        for hint in hints {
+            let Some(target) = (0..self.size()).find(|&i| format!("n{i}") == hint.target) else {
+                continue;
+            };
+            if !targets.contains(&target) || target == node {
+                continue;
+            }
+            let record = Siblings::decode(&hint.record).expect("hint record");
+            self.nodes[target].apply(&hint.key, &record);
+            self.nodes[node]
+                .replica
+                .forget_hint(&hint)
+                .expect("forget hint");
+        }
+    }
+
+    fn restart(&mut self, node: usize, lose_tail: bool) {
+        if lose_tail {
+            if self.disk_faults > 0 {
+                return;
+            }
+            self.disk_faults += 1;
+            let storage = self.nodes[node].replica.storage().clone();
+            let rollback: Vec<Modify> = std::mem::take(&mut self.nodes[node].before_latest)
+                .into_iter()
+                .map(|(key, before)| match before {
+                    Some(record) => Modify::Put {
+                        key,
+                        value: record.encode(),
+                        expires_at_ms: None,
+                    },
+                    None => Modify::Delete { key },
+                })
+                .collect();
+            storage.write(rollback).expect("roll back the tail");
+        }
+        self.reopen(node, false);
+    }
+
+    fn wipe(&mut self, node: usize) {
+        if self.disk_faults > 0 {
+            return;
+        }
+        self.disk_faults += 1;
+        self.reopen(node, true);
+    }
+
+    fn reopen(&mut self, node: usize, wipe: bool) {
+        // The old database must be closed before it is opened again.
+        let SimNode { disk, replica, .. } = self.nodes.remove(node);
+        drop(replica);
+        let disk = if wipe { new_disk() } else { disk };
+        let reopened = SimNode::open(disk, &format!("n{node}"), &self.wall);
+        self.nodes.insert(node, reopened);
+    }
+
+    fn run(&mut self, op: &Op) -> Result<(), TestCaseError> {
+        let n = self.size();
+        match *op {
+            Op::Put {
+                node,
+                key,
+                read,
+                ttl_ms,
+                reach,
+            } => self.write(node % n, key, true, read, ttl_ms, reach),
+            Op::Delete {
+                node,
+                key,
+                read,
+                reach,
+            } => self.write(node % n, key, false, read, None, reach),
+            Op::Get { node, key, reach } => self.get(node % n, key, reach)?,
+            Op::Advance { ms } => self.wall.advance(ms),
+            Op::Compact { node } => self.nodes[node % n]
+                .replica
+                .storage()
+                .compact()
+                .expect("compact"),
+            Op::AntiEntropy { node, reach } => self.anti_entropy(node % n, reach),
+            Op::DeliverHints {
+                node,
+                reach,
+                racing_put,
+            } => self.deliver_hints(node % n, reach, racing_put),
+            Op::Restart { node, lose_tail } => self.restart(node % n, lose_tail),
+            Op::Wipe { node } => self.wipe(node % n),
+        }
+        Ok(())
+    }
+
+    /// Every hint delivered and every pair repaired, until nothing changes.
+    fn heal(&mut self) -> Result<(), TestCaseError> {
+        let everyone = u8::MAX;
+        for _ in 0..4 {
+            for node in 0..self.size() {
+                self.deliver_hints(node, everyone, None);
+            }
+            for node in 0..self.size() {
+                self.anti_entropy(node, everyone);
+            }
+        }
+        for node in 0..self.size() {
+            prop_assert!(
+                !self.nodes[node]
+                    .replica
+                    .storage()
+                    .has_hints()
+                    .expect("hints"),
+                "node n{node} still keeps hints after healing"
+            );
+        }
+        Ok(())
+    }
+
+    /// Checks the healed cluster against the model; returns how many
+    /// acknowledged (puts, deletes) were checked.
+    fn check(&self) -> Result<(u64, u64), TestCaseError> {
+        let now = self.wall.now_ms();
+        let (mut puts, mut deletes) = (0, 0);
+        for key in 0..KEYS {
+            let k = key_bytes(key);
+            let record = self.nodes[0].read(&k);
+            for (i, node) in self.nodes.iter().enumerate() {
+                prop_assert_eq!(
+                    node.read(&k),
+                    record.clone(),
+                    "n{} and n0 disagree on {:?} after healing",
+                    i,
+                    k
+                );
+            }
+            let visible: BTreeSet<u64> = record
+                .map(|r| r.visible_data(ConflictMode::Siblings, now))
+                .unwrap_or_default()
+                .iter()
+                .map(|data| {
+                    write_id(data)
+                        .filter(|id| {
+                            self.writes
+                                .get(*id as usize)
+                                .is_some_and(|w| w.put && w.key == key)
+                        })
+                        .ok_or_else(|| {
+                            TestCaseError::fail(format!(
+                                "{k:?} holds a value that was never written: {data:?}"
+                            ))
+                        })
+                })
+                .collect::<Result<_, _>>()?;
+            let superseded: BTreeSet<u64> = self
+                .writes
+                .iter()
+                .filter(|w| w.key == key)
+                .flat_map(|w| w.seen.iter().copied())
+                .collect();
+            for (id, w) in self.writes.iter().enumerate() {
+                let id = id as u64;
+                if w.key != key || !w.acked {
+                    continue;
+                }
+                if w.put {
+                    puts += 1;
+                    let expired = w.expires_at_ms.is_some_and(|at| at <= now);
+                    prop_assert!(
+                        visible.contains(&id) || expired || superseded.contains(&id),
+                        "acknowledged put w{} of {:?} was lost: the key shows {:?}",
+                        id,
+                        k,
+                        visible
+                    );
+                } else {
+                    deletes += 1;
+                }
+                let undone: Vec<&u64> = w.seen.iter().filter(|s| visible.contains(s)).collect();
+                prop_assert!(
+                    undone.is_empty(),
+                    "acknowledged write w{} of {:?} replaced {:?}, which came back",
+                    id,
+                    k,
+                    undone
+                );
+            }
+        }
+        Ok((puts, deletes))
+    }
+}
+
+fn history() -> impl Strategy<Value = (usize, Vec<Op>)> {
+    (3..=MAX_NODES, prop::collection::vec(op(), 1..40))
+}
+
+#[test]
+fn random_histories_never_lose_an_acknowledged_write_or_undo_a_delete() {
+    let cases: u32 = std::env::var("RINGKV_MODEL_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(10_000);
+    let puts = AtomicU64::new(0);
+    let deletes = AtomicU64::new(0);
+    let mut runner = TestRunner::new(Config {
+        cases,
+        failure_persistence: None,
+        ..Config::default()
+    });
+    let result = runner.run(&history(), |(size, ops)| {
+        let mut sim = Sim::new(size);
+        for op in &ops {
+            sim.run(op)?;
+        }
+        sim.heal()?;
+        let (p, d) = sim.check()?;
+        puts.fetch_add(p, Ordering::Relaxed);
+        deletes.fetch_add(d, Ordering::Relaxed);
+        Ok(())
+    });
+    println!(
+        "replica model: {cases} histories, {} acknowledged puts and {} acknowledged deletes checked",
+        puts.load(Ordering::Relaxed),
+        deletes.load(Ordering::Relaxed)
+    );
+    if let Err(error) = result {
+        panic!("{error}");
+    }
+}
