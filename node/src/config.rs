@@ -5,7 +5,9 @@ use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
 use clap::{Parser, ValueEnum};
 
-use crate::{storage::Durability, validate::Limits, versions::ConflictMode};
+use crate::{
+    context_seal::ContextSeal, storage::Durability, validate::Limits, versions::ConflictMode,
+};
 
 /// A ringkv storage node: RocksDB storage behind the RawKV gRPC API.
 #[derive(Debug, Clone, Parser)]
@@ -129,6 +131,20 @@ pub struct NodeConfig {
     /// Name of the cluster; nodes of other clusters are ignored by gossip.
     #[arg(long, env = "RINGKV_CLUSTER_ID", default_value = "ringkv")]
     pub cluster_id: String,
+
+    /// Secret shared by every node of the cluster; the causal contexts
+    /// handed to clients are sealed with a key derived from it, so a forged
+    /// context is refused. Without it the key derives from --cluster-id,
+    /// which still binds each context to its key and cluster.
+    #[arg(long, env = "RINGKV_CLUSTER_SECRET", hide_env_values = true)]
+    pub cluster_secret: Option<String>,
+
+    /// Largest offset between the nodes' clocks that is tolerated, in
+    /// milliseconds: a timestamp further ahead of this node's clock, in a
+    /// client's context or a peer's record, is refused rather than adopted
+    /// (CockroachDB's max-offset).
+    #[arg(long, env = "RINGKV_MAX_CLOCK_OFFSET_MS", default_value_t = 500)]
+    pub max_clock_offset_ms: u64,
 
     /// Failure-domain zone of this node; replicas of a partition go to
     /// distinct zones wherever zones are set.
@@ -323,6 +339,14 @@ impl NodeConfig {
             return Err("--partitions must be at least 1".into());
         }
         Ok(())
+    }
+
+    /// What seals the causal contexts this node hands out.
+    pub fn context_seal(&self) -> ContextSeal {
+        match &self.cluster_secret {
+            Some(secret) => ContextSeal::new(secret.as_bytes()),
+            None => ContextSeal::new(self.cluster_id.as_bytes()),
+        }
     }
 
     pub fn limits(&self) -> Limits {

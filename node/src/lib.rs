@@ -6,6 +6,7 @@
 //!
 //! - [`storage`]: the local RocksDB engine.
 //! - [`versions`]: dotted version vector sets and hybrid logical clocks.
+//! - [`context_seal`]: the cluster's seal on the causal contexts clients hold.
 //! - [`replica`]: this node's versioned records.
 //! - [`ring`]: partition layouts and the claimant that makes them.
 //! - [`membership`] and [`discovery`]: gossip and where seeds come from.
@@ -21,6 +22,7 @@
 
 pub mod cleanup;
 pub mod config;
+pub mod context_seal;
 pub mod discovery;
 pub mod handoff;
 pub mod internal_service;

@@ -187,11 +187,10 @@ pub async fn run(
         )?);
     }
     let ring = Arc::new(Ring::load(storage.clone(), config.partitions)?);
-    let local = Arc::new(LocalReplica::open(
-        storage.clone(),
-        &node_id,
-        config.conflict_mode(),
-    )?);
+    let local = Arc::new(
+        LocalReplica::open(storage.clone(), &node_id, config.conflict_mode())?
+            .with_max_clock_offset(config.max_clock_offset_ms),
+    );
     let lifecycle = Arc::new(Lifecycle::load(storage.clone())?);
     let metrics = Arc::new(Metrics::new(storage.clone()));
     let limits = config.limits();
@@ -241,6 +240,7 @@ pub async fn run(
             quorums,
             hinted_handoff: config.hinted_handoff,
             replica_timeout,
+            seal: config.context_seal(),
         },
         metrics.replication.clone(),
     );

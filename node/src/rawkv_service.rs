@@ -131,11 +131,12 @@ impl RawKvService {
         } else {
             Vec::new()
         };
+        let context = self.coordinator.seal_context(&key, record);
         Some(KvPair {
             key,
             value,
             siblings,
-            context: record.context().to_bytes(),
+            context,
         })
     }
 

@@ -46,8 +46,10 @@ const STRIPES: usize = 1024;
 /// Physical milliseconds that no timestamp this node issued has reached.
 const META_CLOCK_CEILING: &str = "clock-ceiling";
 /// How far ahead of the clock the ceiling is moved at a time: one synced
-/// metadata write per this many milliseconds of clock.
-const CEILING_LEASE_MS: u64 = 10_000;
+/// metadata write per this many milliseconds of clock. A restarted node's
+/// clock starts at the ceiling, so the lease stays well below the tolerated
+/// clock offset.
+const CEILING_LEASE_MS: u64 = 200;
 
 /// Why a local replica operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -58,11 +60,21 @@ pub enum ReplicaError {
     Corrupt(VersionError),
     #[error("record from a peer is unreadable: {0}")]
     BadRecord(VersionError),
-    #[error("causal context is unreadable: {0}")]
-    BadContext(VersionError),
     #[error("key lock poisoned")]
     Poisoned,
+    #[error(
+        "{what} carries a timestamp {ahead_ms} ms ahead of this node's clock, \
+         more than --max-clock-offset-ms ({limit_ms}); check the clock synchronisation of the nodes"
+    )]
+    ClockAhead {
+        what: &'static str,
+        ahead_ms: u64,
+        limit_ms: u64,
+    },
 }
+
+/// The default of `--max-clock-offset-ms`.
+pub const DEFAULT_MAX_CLOCK_OFFSET_MS: u64 = 500;
 
 /// Runs a replica call on tokio's blocking pool (RocksDB blocks) and maps
 /// its failure to a gRPC status.
@@ -88,6 +100,7 @@ pub struct LocalReplica {
     ceiling_lock: Mutex<()>,
     wall: WallClock,
     mode: ConflictMode,
+    max_clock_offset_ms: u64,
 }
 
 impl LocalReplica {
@@ -129,6 +142,7 @@ impl LocalReplica {
             ceiling_lock: Mutex::new(()),
             wall,
             mode,
+            max_clock_offset_ms: DEFAULT_MAX_CLOCK_OFFSET_MS,
         };
         replica.tick()?;
         tracing::info!(
@@ -136,6 +150,28 @@ impl LocalReplica {
             "started a new incarnation: every key gets fresh actors"
         );
         Ok(replica)
+    }
+
+    /// Refuses timestamps more than `ms` ahead of this node's clock.
+    pub fn with_max_clock_offset(mut self, ms: u64) -> Self {
+        self.max_clock_offset_ms = ms;
+        self
+    }
+
+    /// Refuses a timestamp further ahead of the wall clock than the
+    /// tolerated offset: adopted, one bad timestamp would drag the clock,
+    /// and every write stamped after it, towards the end of time.
+    fn check_offset(&self, what: &'static str, hlc: Hlc) -> Result<(), ReplicaError> {
+        let now = self.wall.now_ms();
+        let ahead_ms = hlc.physical_ms().saturating_sub(now);
+        if ahead_ms > self.max_clock_offset_ms {
+            return Err(ReplicaError::ClockAhead {
+                what,
+                ahead_ms,
+                limit_ms: self.max_clock_offset_ms,
+            });
+        }
+        Ok(())
     }
 
     /// This node's id.
@@ -232,15 +268,11 @@ impl LocalReplica {
     pub fn update(
         &self,
         key: &Bytes,
-        context: &[u8],
+        context: &CausalContext,
         value: Option<Bytes>,
         expires_at_ms: u64,
     ) -> Result<Siblings, ReplicaError> {
-        let context = if context.is_empty() {
-            CausalContext::new()
-        } else {
-            CausalContext::from_bytes(context).map_err(ReplicaError::BadContext)?
-        };
+        self.check_offset("the causal context", context.max_hlc())?;
         let _guard = self.stripe(key)?;
         let local = self.read(key)?.unwrap_or_default();
         // A delete that names no context removes at least every value this
@@ -249,7 +281,7 @@ impl LocalReplica {
         let context = if value.is_none() && context.is_empty() {
             local.context()
         } else {
-            context
+            context.clone()
         };
         let actor = self.actor_for(&local)?;
         let now = self.tick()?;
@@ -262,6 +294,7 @@ impl LocalReplica {
     /// Merges a record from a peer (a replicated write or a repair).
     /// Returns the merged record.
     pub fn apply(&self, key: &Bytes, incoming: &Siblings) -> Result<Siblings, ReplicaError> {
+        self.check_offset("a peer's record", incoming.max_hlc())?;
         self.clock.observe(incoming.max_hlc());
         let _guard = self.stripe(key)?;
         let local = self.read(key)?;
@@ -333,5 +366,104 @@ impl LocalReplica {
                 Ok((kv.key, record))
             })
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+    use crate::storage::{MemoryFiles, RocksStorageOptions};
+    use crate::versions::Hlc;
+
+    fn open(files: &MemoryFiles, wall: &WallClock) -> LocalReplica {
+        let options = RocksStorageOptions {
+            in_memory: Some(files.clone()),
+            ..Default::default()
+        };
+        let storage = Arc::new(RocksStorage::open(Path::new("/db"), "n1", &options).expect("open"));
+        LocalReplica::open_with_clock(storage, "n1", ConflictMode::Siblings, wall.clone())
+            .expect("replica")
+    }
+
+    fn stamped_at(ms: u64) -> Siblings {
+        Siblings::new().update(
+            &CausalContext::new(),
+            Some(Bytes::from_static(b"v")),
+            &Actor::new("n2", 1),
+            Hlc::new(ms, 0),
+        )
+    }
+
+    #[test]
+    fn timestamps_beyond_the_clock_offset_are_refused_not_adopted() {
+        let files = MemoryFiles::new().expect("files");
+        let wall = WallClock::manual(1_000_000);
+        let replica = open(&files, &wall);
+        let key = Bytes::from_static(b"k");
+        let far = stamped_at(1_000_000 + 10_000);
+        for refused in [
+            replica.apply(&key, &far).map(|_| ()),
+            replica
+                .update(&key, &far.context(), Some(Bytes::from_static(b"w")), 0)
+                .map(|_| ()),
+        ] {
+            assert!(
+                matches!(
+                    refused,
+                    Err(ReplicaError::ClockAhead {
+                        ahead_ms: 10_000,
+                        limit_ms: 500,
+                        ..
+                    })
+                ),
+                "{refused:?}"
+            );
+        }
+        assert!(
+            replica.read(&key).expect("read").is_none(),
+            "nothing was stored"
+        );
+        let near = stamped_at(1_000_000 + 400);
+        replica.apply(&key, &near).expect("within the offset");
+        let written = replica
+            .update(&key, &near.context(), Some(Bytes::from_static(b"w")), 0)
+            .expect("write");
+        assert!(written.max_hlc() > near.max_hlc());
+        assert!(written.max_hlc().physical_ms() < 1_000_000 + 1_000);
+    }
+
+    #[test]
+    fn the_clock_never_goes_backwards_across_a_restart() {
+        let files = MemoryFiles::new().expect("files");
+        let key = Bytes::from_static(b"k");
+        let before = {
+            let replica = open(&files, &WallClock::manual(5_000_000));
+            replica
+                .update(
+                    &key,
+                    &CausalContext::new(),
+                    Some(Bytes::from_static(b"v")),
+                    0,
+                )
+                .expect("write")
+                .max_hlc()
+        };
+        // The wall clock stepped back a whole minute while the node was down.
+        let replica = open(&files, &WallClock::manual(5_000_000 - 60_000));
+        let after = replica
+            .update(
+                &key,
+                &CausalContext::new(),
+                Some(Bytes::from_static(b"w")),
+                0,
+            )
+            .expect("write")
+            .max_hlc();
+        assert!(after > before, "{after:?} after {before:?}");
+        // And the restarted node's writes are new dots, not continuations.
+        let record = replica.read(&key).expect("read").expect("record");
+        assert_eq!(record.actors().count(), 2, "{record:?}");
     }
 }

@@ -20,6 +20,7 @@ use ringkv_proto::v1::{
 use tonic::{Request, Status};
 
 use crate::{
+    context_seal::ContextSeal,
     lifecycle::Lifecycle,
     membership::{Membership, View},
     metrics::ReplicationMetrics,
@@ -27,7 +28,7 @@ use crate::{
     replica::{blocking, LocalReplica, ReplicaError},
     ring::{partition_of, Layout, Ring, RingState},
     storage::{now_millis, ScanRange},
-    versions::{ConflictMode, Siblings},
+    versions::{CausalContext, ConflictMode, Siblings},
 };
 
 /// Metadata that marks a forwarded write, so that it is never forwarded twice.
@@ -109,6 +110,8 @@ pub struct CoordinatorConfig {
     pub quorums: Quorums,
     pub hinted_handoff: bool,
     pub replica_timeout: Duration,
+    /// Seals the contexts clients get, and opens the ones they send.
+    pub seal: ContextSeal,
 }
 
 struct Inner {
@@ -132,8 +135,9 @@ impl From<ReplicaError> for Status {
     fn from(error: ReplicaError) -> Self {
         match error {
             ReplicaError::Storage(error) => error.into(),
-            ReplicaError::BadContext(e) => {
-                Status::invalid_argument(format!("causal context is not one ringkv issued: {e}"))
+            error @ ReplicaError::ClockAhead { .. } => {
+                tracing::warn!(%error, "refused a timestamp from the future");
+                Status::unavailable(error.to_string())
             }
             other => {
                 tracing::error!(error = %other, "replica failure");
@@ -180,6 +184,11 @@ impl Coordinator {
 
     pub fn quorums(&self) -> Quorums {
         self.inner.config.quorums
+    }
+
+    /// The token a client gets for the context of `record`, read from `key`.
+    pub fn seal_context(&self, key: &[u8], record: &Siblings) -> Bytes {
+        self.inner.config.seal.seal(key, &record.context())
     }
 
     fn state(&self) -> Result<Arc<RingState>, Status> {
@@ -578,9 +587,19 @@ impl Coordinator {
                 .await;
         }
 
+        let context = if context.is_empty() {
+            CausalContext::new()
+        } else {
+            self.inner
+                .config
+                .seal
+                .open(&key, &context)
+                .map_err(|e| Status::invalid_argument(e.to_string()))?
+        };
         let context = if value.is_none() && context.is_empty() {
-            let held = self.read(key.clone(), read_quorum, Some(timeout)).await?;
-            held.context().to_bytes()
+            self.read(key.clone(), read_quorum, Some(timeout))
+                .await?
+                .context()
         } else {
             context
         };

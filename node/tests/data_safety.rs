@@ -4,11 +4,15 @@
 
 mod common;
 
-use std::time::Duration;
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    time::Duration,
+};
 
 use bytes::Bytes;
 use common::{eventually, get_at, put_at, wait_equal_trees, TestCluster};
 use ringkv_client::proto::{Consistency, RawDeleteRequest, RawPutRequest};
+use ringkv_node::ring::partition_of;
 use tonic::Code;
 
 const KEYS: usize = 20;
@@ -244,5 +248,231 @@ async fn a_batch_that_partly_fails_names_the_keys_that_did_not_take() {
     println!(
         "partly failed batch: {} keys acknowledged and read back, {counted} named as not taken",
         BATCH - counted
+    );
+}
+
+/// Row 5 of the data-safety issue: contexts the cluster did not issue. A
+/// context read from one key and sent with a write to another, a token
+/// whose clock was pushed towards the end of time, a 2 MB token, garbage:
+/// each used to be accepted (or adopted), and each is now refused with
+/// INVALID_ARGUMENT before anything is written.
+#[tokio::test]
+async fn contexts_the_cluster_did_not_issue_are_refused() {
+    let cluster = TestCluster::start(43, 3, &["--cluster-secret", "s3cret"]).await;
+    let mut client = cluster.nodes[0].client().await;
+    let mut token_of = BTreeMap::new();
+    for name in ["a", "b"] {
+        client
+            .raw()
+            .raw_put(put_at(name, "first", 3))
+            .await
+            .expect("put");
+        let read = client
+            .raw()
+            .raw_get(get_at(name, 2))
+            .await
+            .expect("get")
+            .into_inner();
+        token_of.insert(name, read.context);
+    }
+    let token_a = token_of["a"].clone();
+    // The context's HLC is the fixed64 just before the 32-byte seal.
+    let mut future = token_a.to_vec();
+    let hlc_at = future.len() - 32 - 8;
+    future[hlc_at..hlc_at + 8].copy_from_slice(&u64::MAX.to_le_bytes());
+    let forged: Vec<(&str, &str, Bytes)> = vec![
+        ("a context read from key a", "b", token_a.clone()),
+        (
+            "a context whose clock was pushed to the end of time",
+            "a",
+            Bytes::from(future),
+        ),
+        ("a 2 MB context", "a", Bytes::from(vec![0xC7; 2 << 20])),
+        ("garbage", "a", Bytes::from_static(b"not a context at all")),
+    ];
+    for (what, target, context) in &forged {
+        let status = client
+            .raw()
+            .raw_put(RawPutRequest {
+                key: Bytes::from(target.to_string()),
+                value: Bytes::from_static(b"forged"),
+                context: context.clone(),
+                ..Default::default()
+            })
+            .await
+            .expect_err(what);
+        assert_eq!(status.code(), Code::InvalidArgument, "{what}: {status:?}");
+        assert!(
+            status.message().contains("causal context"),
+            "{what}: {}",
+            status.message()
+        );
+    }
+    let too_large = client
+        .raw()
+        .raw_delete(RawDeleteRequest {
+            key: Bytes::from_static(b"a"),
+            context: Bytes::from(vec![0u8; 2 << 20]),
+            ..Default::default()
+        })
+        .await
+        .expect_err("a 2 MB context on a delete");
+    assert!(
+        too_large.message().contains("65536"),
+        "the error names the limit: {}",
+        too_large.message()
+    );
+    // Nothing forged took, and the real context still works for its key.
+    for (name, values) in [
+        ("a", vec![Bytes::from_static(b"first")]),
+        ("b", vec![Bytes::from_static(b"first")]),
+    ] {
+        assert_eq!(values_at(&cluster, 1, name, 3).await, values, "{name}");
+    }
+    client
+        .raw()
+        .raw_put(RawPutRequest {
+            key: Bytes::from_static(b"a"),
+            value: Bytes::from_static(b"second"),
+            context: token_a,
+            ..Default::default()
+        })
+        .await
+        .expect("the context issued for a");
+    assert_eq!(
+        values_at(&cluster, 2, "a", 3).await,
+        vec![Bytes::from_static(b"second")],
+        "the real context replaced what was read"
+    );
+    println!(
+        "sealed contexts: {} forged writes refused, 2 acknowledged puts and 1 acknowledged overwrite checked at R=3",
+        forged.len() + 1
+    );
+}
+
+/// Row 1 of the data-safety issue (the tombstone half of Riak's kv679):
+/// put and delete a key through one node, let that node alone purge the
+/// tombstone, then put the key again through it. Its fresh write used to
+/// restart the key's counter at 1, which the replicas still holding the
+/// tombstone took as already seen: acknowledged, then dropped everywhere.
+#[tokio::test]
+async fn a_recreate_after_a_tombstone_purge_is_kept() {
+    let mut cluster = TestCluster::start(
+        44,
+        3,
+        &[
+            "--anti-entropy-interval-secs",
+            "1",
+            "--write-buffer-bytes",
+            "65536",
+        ],
+    )
+    .await;
+    // Only the first node purges tombstones after a second; the others keep
+    // them for the default ten days, as replicas that have not compacted.
+    cluster.nodes[0].stop().await;
+    cluster.nodes[0].add_args(&["--gc-grace-secs", "1"]);
+    cluster.nodes[0].restart().await;
+    cluster.wait_alive(1, 0, true).await;
+    let mut client = cluster.nodes[0].client().await;
+    for i in 0..KEYS {
+        client
+            .raw()
+            .raw_put(put_at(&key(i), "first", 3))
+            .await
+            .expect("put");
+        let read = client
+            .raw()
+            .raw_get(get_at(&key(i), 3))
+            .await
+            .expect("get")
+            .into_inner();
+        client
+            .raw()
+            .raw_delete(RawDeleteRequest {
+                key: Bytes::from(key(i)),
+                context: read.context,
+                consistency: Some(Consistency {
+                    read_quorum: None,
+                    write_quorum: Some(3),
+                }),
+            })
+            .await
+            .expect("delete at W=3");
+    }
+    // Filler writes make the first node flush and compact until its
+    // compaction filter has purged every tombstone (after the grace period
+    // and an anti-entropy round that saw all replicas agree). They go to
+    // other partitions, so that they never keep the replicas of the test
+    // keys' partitions from agreeing.
+    let ours: BTreeSet<u32> = (0..KEYS)
+        .map(|i| partition_of(key(i).as_bytes(), 256))
+        .collect();
+    let fillers = (0..)
+        .map(|f| format!("filler-{f:06}"))
+        .filter(|k| !ours.contains(&partition_of(k.as_bytes(), 256)));
+    let fillers = std::sync::Mutex::new(fillers);
+    let mut written = 0usize;
+    eventually(
+        "the first node purges the tombstones",
+        Duration::from_secs(60),
+        || {
+            let mut client = client.clone();
+            let node = &cluster.nodes[0];
+            let batch: Vec<String> = fillers
+                .lock()
+                .expect("fillers")
+                .by_ref()
+                .take(500)
+                .collect();
+            written += batch.len();
+            async move {
+                for filler in batch {
+                    client
+                        .raw()
+                        .raw_put(put_at(&filler, &"x".repeat(256), 1))
+                        .await
+                        .expect("filler");
+                }
+                for i in 0..KEYS {
+                    if node.replica_record(key(i).as_bytes()).await.is_some() {
+                        return None;
+                    }
+                }
+                Some(())
+            }
+        },
+    )
+    .await;
+    // The test needs the other replicas to still hold the tombstones.
+    for i in 0..KEYS {
+        let held = cluster.nodes[1].replica_record(key(i).as_bytes()).await;
+        assert!(
+            held.is_some_and(|r| r.deleted_since(u64::MAX).is_some()),
+            "node 2 still holds the tombstone of {}",
+            key(i)
+        );
+    }
+    for i in 0..KEYS {
+        client
+            .raw()
+            .raw_put(put_at(&key(i), "again", 2))
+            .await
+            .expect("recreate through the purging node");
+    }
+    let nodes: Vec<&common::TestNode> = cluster.nodes.iter().collect();
+    wait_equal_trees(&nodes, 256, Duration::from_secs(30)).await;
+    for i in 0..KEYS {
+        for node in 0..3 {
+            assert_eq!(
+                values_at(&cluster, node, &key(i), 3).await,
+                vec![Bytes::from_static(b"again")],
+                "the recreated {} through node {node}",
+                key(i)
+            );
+        }
+    }
+    println!(
+        "recreate after purge: {KEYS} acknowledged puts, deletes and recreates checked at R=3; {written} filler writes"
     );
 }
