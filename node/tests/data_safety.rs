@@ -476,3 +476,125 @@ async fn a_recreate_after_a_tombstone_purge_is_kept() {
         "recreate after purge: {KEYS} acknowledged puts, deletes and recreates checked at R=3; {written} filler writes"
     );
 }
+
+/// Row 6 of the data-safety issue: a scan at R=3 with a replica down used to
+/// return whatever answered; it now fails with UNAVAILABLE naming the
+/// partitions short of R, and succeeds at R=2 with every acknowledged key.
+#[tokio::test]
+async fn a_scan_honours_its_read_quorum() {
+    let mut cluster = TestCluster::start(45, 3, &[]).await;
+    let mut client = cluster.nodes[0].client().await;
+    for i in 0..KEYS {
+        client
+            .raw()
+            .raw_put(put_at(&key(i), "scanned", 3))
+            .await
+            .expect("put");
+    }
+    cluster.nodes[2].kill9();
+    cluster.wait_alive(0, 2, false).await;
+    let scan = |r: u32| ringkv_client::proto::RawScanRequest {
+        start_key: Bytes::from_static(b"key-"),
+        end_key: Bytes::from_static(b"key."),
+        consistency: Some(Consistency {
+            read_quorum: Some(r),
+            write_quorum: None,
+        }),
+        ..Default::default()
+    };
+    let status = client
+        .raw()
+        .raw_scan(scan(3))
+        .await
+        .expect_err("R=3 with a replica down");
+    assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+    assert!(
+        status.message().contains("read quorum not met") && status.message().contains("partitions"),
+        "the error names the partitions: {}",
+        status.message()
+    );
+    let found = client
+        .raw()
+        .raw_scan(scan(2))
+        .await
+        .expect("R=2 with a replica down")
+        .into_inner()
+        .kvs;
+    let keys: Vec<String> = found
+        .iter()
+        .map(|p| String::from_utf8_lossy(&p.key).into_owned())
+        .collect();
+    assert_eq!(keys, (0..KEYS).map(key).collect::<Vec<_>>());
+    println!(
+        "scan quorum: {KEYS} acknowledged puts scanned at R=2; R=3 refused with a replica down"
+    );
+}
+
+/// Row 4 of the data-safety issue: after a partition moves to a joining
+/// node, its former owner used to keep its copy for ever, missing every
+/// later delete and purge. Once the transition is over, every key is held
+/// by exactly its N=3 owners, and deletes and scans see no leftover copy.
+#[tokio::test]
+async fn former_owners_drop_moved_partitions_once_the_transition_is_over() {
+    const MOVED: usize = 200;
+    let args = ["--anti-entropy-interval-secs", "1"];
+    let mut cluster = TestCluster::start(46, 3, &args).await;
+    let mut client = cluster.nodes[0].client().await;
+    for i in 0..MOVED {
+        client
+            .raw()
+            .raw_put(put_at(&key(i), "before the join", 3))
+            .await
+            .expect("put");
+    }
+    let fourth = cluster.spawn_joining(46, 4, &args);
+    let members: Vec<&common::TestNode> = cluster.nodes.iter().chain([&fourth]).collect();
+    common::wait_stable(&cluster.nodes[0], &members, Duration::from_secs(120)).await;
+    cluster.nodes.push(fourth);
+    eventually(
+        "every key is held by exactly its three owners",
+        Duration::from_secs(30),
+        || async {
+            for i in 0..MOVED {
+                let mut holders = 0;
+                for node in &cluster.nodes {
+                    holders += usize::from(node.replica_record(key(i).as_bytes()).await.is_some());
+                }
+                if holders != 3 {
+                    return None;
+                }
+            }
+            Some(())
+        },
+    )
+    .await;
+    for i in 0..MOVED {
+        client
+            .raw()
+            .raw_delete(RawDeleteRequest {
+                key: Bytes::from(key(i)),
+                ..Default::default()
+            })
+            .await
+            .expect("delete");
+    }
+    let left = client
+        .raw()
+        .raw_scan(ringkv_client::proto::RawScanRequest {
+            start_key: Bytes::from_static(b"key-"),
+            end_key: Bytes::from_static(b"key."),
+            ..Default::default()
+        })
+        .await
+        .expect("scan")
+        .into_inner()
+        .kvs;
+    assert!(
+        left.is_empty(),
+        "deleted keys appear in a scan: {}",
+        left.len()
+    );
+    println!(
+        "clean-up after a join: {MOVED} acknowledged puts held by exactly 3 of 4 nodes, {MOVED} acknowledged deletes checked by a scan"
+    );
+}
