@@ -183,11 +183,6 @@ impl LocalReplica {
         self.mode
     }
 
-    /// The time this replica reads.
-    pub fn wall_clock(&self) -> &WallClock {
-        &self.wall
-    }
-
     pub fn storage(&self) -> &Arc<RocksStorage> {
         &self.storage
     }
