@@ -377,3 +377,47 @@ impl RawKv for RawKvService {
         observed!(self, "RawBatchDelete", request, batch_delete)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_batch_error_names_failed_keys_within_its_budget_and_counts_the_rest() {
+        let failed: Vec<(Bytes, Status)> = (0..1_000)
+            .map(|i| {
+                (
+                    Bytes::from(format!("key-{i:04}-{}", "x".repeat(80))),
+                    Status::unavailable("write quorum not met: 1 of 2"),
+                )
+            })
+            .collect();
+        let message = batch_failure(1_024, &failed);
+        assert!(
+            message.starts_with("1000 of 1024 keys did not take"),
+            "{message}"
+        );
+        let named = (0..1_000)
+            .filter(|i| message.contains(&format!("key-{i:04}-")))
+            .count();
+        assert!(named > 0 && named < 1_000, "{named} named");
+        assert!(
+            message.ends_with(&format!("; and {} more not named here", 1_000 - named)),
+            "the rest are counted: {}",
+            &message[message.len() - 60..]
+        );
+        assert!(
+            message.len() <= NAMED_FAILURE_BYTES + 200,
+            "{} bytes",
+            message.len()
+        );
+
+        let few = &failed[..3];
+        let message = batch_failure(10, few);
+        assert!(message.starts_with("3 of 10 keys did not take"));
+        assert!(!message.contains("more not named"), "{message}");
+        for (key, _) in few {
+            assert!(message.contains(&format!("{key:?}")));
+        }
+    }
+}
