@@ -38,6 +38,22 @@ async fn values_at(cluster: &TestCluster, node: usize, key: &str, r: u32) -> Vec
     }
 }
 
+/// Reads each of `keys` at R=`r` through every node and checks that it
+/// shows exactly `expected`.
+async fn assert_reads(cluster: &TestCluster, keys: usize, r: u32, expected: &[Bytes], after: &str) {
+    for i in 0..keys {
+        for node in 0..cluster.nodes.len() {
+            let values = values_at(cluster, node, &key(i), r).await;
+            assert_eq!(
+                values,
+                expected,
+                "{} at R={r} through node {node} {after}",
+                key(i)
+            );
+        }
+    }
+}
+
 /// Row 3 of the data-safety issue: a put acknowledged by two replicas while
 /// the third is down, then a delete without a context through the third.
 /// The delete used to cover only what its coordinator held (nothing), so
@@ -90,16 +106,7 @@ async fn a_delete_without_context_through_a_replica_that_missed_the_put_deletes_
             .await
             .expect("delete without a context");
     }
-    for i in 0..KEYS {
-        for node in 0..3 {
-            let values = values_at(&cluster, node, &key(i), 3).await;
-            assert!(
-                values.is_empty(),
-                "{} reads back {values:?} through node {node} after an acknowledged delete",
-                key(i)
-            );
-        }
-    }
+    assert_reads(&cluster, KEYS, 3, &[], "after an acknowledged delete").await;
     println!(
         "blind delete through a lagging replica: {KEYS} acknowledged puts and {KEYS} acknowledged deletes checked at R=3 on 3 nodes"
     );
@@ -176,16 +183,7 @@ async fn an_expired_overwrite_never_brings_back_what_it_replaced() {
     }
     let nodes: Vec<&common::TestNode> = cluster.nodes.iter().collect();
     wait_equal_trees(&nodes, 256, Duration::from_secs(30)).await;
-    for i in 0..KEYS {
-        for node in 0..3 {
-            let values = values_at(&cluster, node, &key(i), 1).await;
-            assert!(
-                values.is_empty(),
-                "{} reads {values:?} at R=1 through node {node} after anti-entropy",
-                key(i)
-            );
-        }
-    }
+    assert_reads(&cluster, KEYS, 1, &[], "after anti-entropy").await;
     println!(
         "expired overwrite: {KEYS} acknowledged puts of v1 and {KEYS} acknowledged overwrites checked at R=3 and on each replica"
     );
@@ -462,16 +460,8 @@ async fn a_recreate_after_a_tombstone_purge_is_kept() {
     }
     let nodes: Vec<&common::TestNode> = cluster.nodes.iter().collect();
     wait_equal_trees(&nodes, 256, Duration::from_secs(30)).await;
-    for i in 0..KEYS {
-        for node in 0..3 {
-            assert_eq!(
-                values_at(&cluster, node, &key(i), 3).await,
-                vec![Bytes::from_static(b"again")],
-                "the recreated {} through node {node}",
-                key(i)
-            );
-        }
-    }
+    let again = [Bytes::from_static(b"again")];
+    assert_reads(&cluster, KEYS, 3, &again, "after the recreate").await;
     println!(
         "recreate after purge: {KEYS} acknowledged puts, deletes and recreates checked at R=3; {written} filler writes"
     );
