@@ -105,10 +105,12 @@ impl Replica for ReplicaService {
     ) -> Result<Response<ReplicaReadResponse>, Status> {
         let key = request.into_inner().key;
         self.limits.key(&key)?;
+        let refilling = !self.coordinator.refill().serves_key(&key);
         let local = self.local.clone();
         let record = blocking(move || local.read(&key)).await?;
         Ok(Response::new(ReplicaReadResponse {
             record: record.map(|r| r.encode()).unwrap_or_default(),
+            refilling,
         }))
     }
 
@@ -139,9 +141,11 @@ impl Replica for ReplicaService {
             key_only: false,
             reverse: req.reverse,
         };
+        let refilling = self.coordinator.refill().unserved();
         let local = self.local.clone();
         let records = blocking(move || local.scan(&range)).await?;
         Ok(Response::new(ReplicaScanResponse {
+            refilling,
             records: records
                 .into_iter()
                 .map(|(key, record)| ReplicaRecord {
@@ -320,6 +324,7 @@ impl AdminService {
                     .map_or(0, |s| s.current.partitions_of(&peer.id).len() as u32),
                 layout_version: peer.layout_version,
                 hints_pending: peer.hints_pending,
+                partitions_refilling: peer.refilling,
                 partitions_next: state.as_ref().map_or(0, |s| {
                     s.next
                         .as_ref()

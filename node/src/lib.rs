@@ -13,6 +13,8 @@
 //! - [`replication`]: quorum coordination, sloppy quorum, read repair.
 //! - [`handoff`]: delivery of hints.
 //! - [`rebalance`]: streaming partitions to their new owners.
+//! - [`refill`]: a node that lost its data counts toward no read until it
+//!   has streamed its partitions back.
 //! - [`repair`]: anti-entropy with hash trees, and tombstone purge rules.
 //! - [`cleanup`]: former owners drop partitions once a transition is over.
 //! - [`lifecycle`]: whether this node is leaving or has left.
@@ -34,6 +36,7 @@ pub mod peers;
 pub mod rawkv_service;
 pub mod readiness;
 pub mod rebalance;
+pub mod refill;
 pub mod repair;
 pub mod replica;
 pub mod replication;

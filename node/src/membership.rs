@@ -31,6 +31,7 @@ const KEY_LAYOUT: &str = "layout_version";
 const KEY_LAYOUT_DIGEST: &str = "layout_digest";
 const KEY_SYNCED: &str = "synced";
 const KEY_HINTS: &str = "hints_pending";
+const KEY_REFILLING: &str = "refilling";
 
 /// A node's place in the ring's life cycle.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -89,6 +90,8 @@ pub struct Peer {
     pub synced: u64,
     /// Hints the node keeps for others, as it last announced.
     pub hints_pending: u64,
+    /// Partitions the node refills after losing its data.
+    pub refilling: u32,
 }
 
 /// A consistent snapshot of every known node, this one included.
@@ -100,6 +103,14 @@ pub struct View {
 impl View {
     pub fn is_alive(&self, id: &str) -> bool {
         self.peers.get(id).is_some_and(|p| p.alive)
+    }
+
+    /// The gRPC address of `id` while gossip sees it alive.
+    pub fn live_address(&self, id: &str) -> Option<String> {
+        self.peers
+            .get(id)
+            .filter(|p| p.alive)
+            .map(|p| p.grpc.clone())
     }
 
     pub fn alive(&self) -> impl Iterator<Item = &Peer> {
@@ -231,6 +242,12 @@ impl Membership {
         self.set(KEY_HINTS, hints.to_string()).await;
     }
 
+    /// Announces how many partitions this node still refills after it
+    /// started with an empty data dir.
+    pub async fn set_refilling(&self, partitions: u32) {
+        self.set(KEY_REFILLING, partitions.to_string()).await;
+    }
+
     /// Announces the ring state this node holds: its version and digest.
     pub async fn set_layout(&self, (version, digest): (u64, u64)) {
         let chitchat = self.handle.chitchat();
@@ -331,6 +348,7 @@ fn build_view(chitchat: &chitchat::Chitchat) -> View {
                 .unwrap_or(0),
             synced: get(KEY_SYNCED).and_then(|s| s.parse().ok()).unwrap_or(0),
             hints_pending: get(KEY_HINTS).and_then(|s| s.parse().ok()).unwrap_or(0),
+            refilling: get(KEY_REFILLING).and_then(|s| s.parse().ok()).unwrap_or(0),
         };
         // A restarted node appears once per generation; the newest wins.
         match peers.get(&peer.id) {

@@ -24,6 +24,7 @@ use crate::{
     rawkv_service::RawKvService,
     readiness,
     rebalance::{self, HandoffProgress},
+    refill::{self, Refill},
     repair::{self, purgeable, Agreement, RepairConfig, TreeCache},
     replica::{LocalReplica, ReplicaError},
     replication::{Coordinator, CoordinatorConfig, Quorums},
@@ -191,6 +192,11 @@ pub async fn run(
         LocalReplica::open(storage.clone(), &node_id, config.conflict_mode())?
             .with_max_clock_offset(config.max_clock_offset_ms),
     );
+    let refill = Arc::new(Refill::load(
+        &storage,
+        local.started_empty(),
+        config.partitions,
+    )?);
     let lifecycle = Arc::new(Lifecycle::load(storage.clone())?);
     let metrics = Arc::new(Metrics::new(storage.clone()));
     let limits = config.limits();
@@ -243,6 +249,7 @@ pub async fn run(
             seal: config.context_seal(),
         },
         metrics.replication.clone(),
+        refill.clone(),
     );
 
     let (fatal_tx, mut fatal_rx) = mpsc::channel::<String>(1);
@@ -267,6 +274,13 @@ pub async fn run(
         peers.clone(),
         progress.clone(),
         metrics.replication.clone(),
+    )));
+    background.push(tokio::spawn(refill::run(
+        refill.clone(),
+        ring.clone(),
+        membership.clone(),
+        local.clone(),
+        peers.clone(),
     )));
     background.push(tokio::spawn(repair::run(
         ring.clone(),
@@ -304,6 +318,7 @@ pub async fn run(
         ring.clone(),
         membership.clone(),
         node_id.clone(),
+        refill.watch(),
         health_reporter.clone(),
         Duration::from_millis(config.gossip_settle_ms),
     )));

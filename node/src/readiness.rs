@@ -8,11 +8,17 @@
 //! node waits until it sees every other member alive, or for at most
 //! `settle_timeout` when some member really is down. Settling happens once:
 //! a peer that dies later makes the cluster degraded, not this node unready.
+//!
+//! A node that started with an empty data dir also waits, within the same
+//! limit, until it has refilled its partitions (see [`crate::refill`]), so
+//! that a new cluster reports SERVING when its reads can be answered. Past
+//! the limit it serves as a coordinator while its own answers still count
+//! toward no read.
 
 use std::{sync::Arc, time::Duration};
 
 use ringkv_proto::v1::raw_kv_server::SERVICE_NAME;
-use tokio::time::Instant;
+use tokio::{sync::watch, time::Instant};
 use tonic_health::{server::HealthReporter, ServingStatus};
 
 use crate::{
@@ -40,6 +46,7 @@ pub async fn track(
     ring: Arc<Ring>,
     membership: Arc<Membership>,
     me: String,
+    mut refilled: watch::Receiver<bool>,
     reporter: HealthReporter,
     settle_timeout: Duration,
 ) {
@@ -53,13 +60,14 @@ pub async fn track(
         let view = views.borrow_and_update().clone();
         let member = is_member(state.as_deref(), &me);
         if member && !settled {
-            let seen = state.as_deref().is_some_and(|s| peers_seen(s, &view, &me));
+            let seen = state.as_deref().is_some_and(|s| peers_seen(s, &view, &me))
+                && *refilled.borrow_and_update();
             if seen || Instant::now() >= settle_deadline {
                 settled = true;
                 if !seen {
                     tracing::warn!(
                         timeout = ?settle_timeout,
-                        "gossip did not find every member of the layout: serving anyway"
+                        "gossip did not find every member of the layout, or the refill is unfinished: serving anyway"
                     );
                 }
             }
@@ -78,6 +86,7 @@ pub async fn track(
         tokio::select! {
             changed = layouts.changed() => if changed.is_err() { return },
             changed = views.changed() => if changed.is_err() { return },
+            _ = refilled.changed(), if waiting_to_settle => {}
             _ = tokio::time::sleep_until(settle_deadline), if waiting_to_settle => {}
         }
     }
@@ -121,6 +130,7 @@ mod tests {
                         layout_digest: 0,
                         synced: 0,
                         hints_pending: 0,
+                        refilling: 0,
                     },
                 )
             })

@@ -300,12 +300,7 @@ async fn round(
     let mut disagreed: BTreeSet<u32> = BTreeSet::new();
     let mut unreached: BTreeSet<u32> = BTreeSet::new();
     for (peer, partitions) in shared {
-        let Some(addr) = view
-            .peers
-            .get(&peer)
-            .filter(|p| p.alive)
-            .map(|p| p.grpc.clone())
-        else {
+        let Some(addr) = view.live_address(&peer) else {
             unreached.extend(partitions);
             continue;
         };

@@ -101,6 +101,8 @@ pub struct LocalReplica {
     wall: WallClock,
     mode: ConflictMode,
     max_clock_offset_ms: u64,
+    /// No clock ceiling was stored: this data dir never held a replica.
+    started_empty: bool,
 }
 
 impl LocalReplica {
@@ -121,7 +123,9 @@ impl LocalReplica {
         wall: WallClock,
     ) -> Result<Self, ReplicaError> {
         let clock = HlcClock::new();
-        let ceiling_ms = match storage.meta_get(META_CLOCK_CEILING)? {
+        let stored_ceiling = storage.meta_get(META_CLOCK_CEILING)?;
+        let started_empty = stored_ceiling.is_none();
+        let ceiling_ms = match stored_ceiling {
             Some(raw) if raw.len() == 8 => {
                 let mut bytes = [0u8; 8];
                 bytes.copy_from_slice(&raw);
@@ -143,6 +147,7 @@ impl LocalReplica {
             wall,
             mode,
             max_clock_offset_ms: DEFAULT_MAX_CLOCK_OFFSET_MS,
+            started_empty,
         };
         replica.tick()?;
         tracing::info!(
@@ -150,6 +155,12 @@ impl LocalReplica {
             "started a new incarnation: every key gets fresh actors"
         );
         Ok(replica)
+    }
+
+    /// Whether this data dir had never held a replica before this start: a
+    /// new node, or one whose disk was lost or wiped.
+    pub fn started_empty(&self) -> bool {
+        self.started_empty
     }
 
     /// Refuses timestamps more than `ms` ahead of this node's clock.

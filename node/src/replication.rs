@@ -25,6 +25,7 @@ use crate::{
     membership::{Membership, View},
     metrics::ReplicationMetrics,
     peers::PeerClients,
+    refill::Refill,
     replica::{blocking, LocalReplica, ReplicaError},
     ring::{partition_of, Layout, Ring, RingState},
     storage::{now_millis, ScanRange},
@@ -123,6 +124,22 @@ struct Inner {
     peers: Arc<PeerClients>,
     config: CoordinatorConfig,
     metrics: ReplicationMetrics,
+    refill: Arc<Refill>,
+}
+
+/// One replica's answer to a read.
+struct ReplicaReply {
+    record: Option<Siblings>,
+    /// False while the replica refills the key's partition.
+    counts: bool,
+}
+
+/// One replica's answer to a scan.
+struct ScanReply {
+    records: Vec<(Bytes, Siblings)>,
+    /// Partitions the replica still refills: its records of them count
+    /// toward no quorum.
+    refilling: Vec<u32>,
 }
 
 /// Coordinates client requests across replicas. Cheap to clone.
@@ -163,6 +180,7 @@ impl Coordinator {
         peers: Arc<PeerClients>,
         config: CoordinatorConfig,
         metrics: ReplicationMetrics,
+        refill: Arc<Refill>,
     ) -> Self {
         Self {
             inner: Arc::new(Inner {
@@ -174,8 +192,14 @@ impl Coordinator {
                 peers,
                 config,
                 metrics,
+                refill,
             }),
         }
+    }
+
+    /// Which of this node's partitions count toward reads.
+    pub fn refill(&self) -> &Refill {
+        &self.inner.refill
     }
 
     pub fn mode(&self) -> ConflictMode {
@@ -250,20 +274,29 @@ impl Coordinator {
         node: &str,
         key: &Bytes,
         timeout: Duration,
-    ) -> Result<Option<Siblings>, Status> {
+    ) -> Result<ReplicaReply, Status> {
         if node == self.inner.me {
             let (local, key) = (self.inner.local.clone(), key.clone());
-            return blocking(move || local.read(&key)).await;
+            let counts = self.inner.refill.serves_key(&key);
+            let record = blocking(move || local.read(&key)).await?;
+            return Ok(ReplicaReply { record, counts });
         }
         let mut client = self.inner.peers.replica(&Self::address(view, node)?)?;
         let mut request = Request::new(ReplicaReadRequest { key: key.clone() });
         request.set_timeout(timeout);
-        let record = client.read(request).await?.into_inner().record;
-        if record.is_empty() {
-            return Ok(None);
+        let reply = client.read(request).await?.into_inner();
+        let counts = !reply.refilling;
+        if reply.record.is_empty() {
+            return Ok(ReplicaReply {
+                record: None,
+                counts,
+            });
         }
-        Siblings::decode(&record)
-            .map(Some)
+        Siblings::decode(&reply.record)
+            .map(|record| ReplicaReply {
+                record: Some(record),
+                counts,
+            })
             .map_err(|e| Status::internal(format!("node {node} sent an unreadable record: {e}")))
     }
 
@@ -759,20 +792,34 @@ impl Coordinator {
                 }
             })
             .collect();
+        // A refilling replica's answer is merged but counts toward no
+        // quorum: it may lack acknowledged writes (see `refill`).
         let mut replies: Vec<(String, Option<Siblings>)> = Vec::new();
-        while replies.len() < r {
+        let (mut counted, mut refilling) = (0usize, 0usize);
+        while counted < r {
             match pending.next().await {
-                Some((node, Ok(record))) => replies.push((node, record)),
+                Some((node, Ok(reply))) => {
+                    if reply.counts {
+                        counted += 1;
+                    } else {
+                        refilling += 1;
+                    }
+                    replies.push((node, reply.record));
+                }
                 Some((node, Err(status))) => {
                     tracing::debug!(%node, %status, "replica read failed");
                 }
                 None => break,
             }
         }
-        if replies.len() < r {
+        if counted < r {
+            let refilling = if refilling > 0 {
+                format!(" ({refilling} more replied but are refilling after losing their data)")
+            } else {
+                String::new()
+            };
             return Err(Status::unavailable(format!(
-                "read quorum not met: {} of {} replicas replied, R={r} required",
-                replies.len(),
+                "read quorum not met: {counted} of {} replicas replied, R={r} required{refilling}",
                 pref.len()
             )));
         }
@@ -796,7 +843,7 @@ impl Coordinator {
         let (this, merged_late) = (self.clone(), merged.clone());
         tokio::spawn(async move {
             while let Some((node, result)) = pending.next().await {
-                if let Ok(record) = result {
+                if let Ok(ReplicaReply { record, .. }) = result {
                     if is_stale(&record, &merged_late) {
                         this.repair(&view, &node, &key, &encoded, timeout).await;
                     }
@@ -873,16 +920,22 @@ impl Coordinator {
             // Keys past the first full page's last key may be missing from
             // that node's answer, so only keys up to it are final this round.
             let mut frontier: Option<Bytes> = None;
-            let mut answered: Vec<&str> = Vec::new();
+            // Per partition, how many of its owners answered for it.
+            let mut answers = vec![0usize; partitions as usize];
             for (node, result) in members.iter().zip(pages) {
-                let records = match result {
-                    Ok(records) => records,
+                let ScanReply { records, refilling } = match result {
+                    Ok(reply) => reply,
                     Err(status) => {
                         tracing::debug!(%node, %status, "replica scan failed");
                         continue;
                     }
                 };
-                answered.push(node);
+                let counts = |p: u32| {
+                    owners[p as usize].iter().any(|o| o == node) && !refilling.contains(&p)
+                };
+                for (p, count) in answers.iter_mut().enumerate() {
+                    *count += usize::from(counts(p as u32));
+                }
                 if records.len() >= page {
                     if let Some((last, _)) = records.last() {
                         frontier = Some(match (frontier, range.reverse) {
@@ -893,8 +946,7 @@ impl Coordinator {
                     }
                 }
                 for (key, record) in records {
-                    let partition = partition_of(&key, partitions);
-                    if !owners[partition as usize].iter().any(|o| o == node) {
+                    if !counts(partition_of(&key, partitions)) {
                         continue;
                     }
                     let entry = merged.entry(key).or_default();
@@ -902,13 +954,7 @@ impl Coordinator {
                 }
             }
             let short: Vec<u32> = (0..partitions)
-                .filter(|p| {
-                    owners[*p as usize]
-                        .iter()
-                        .filter(|o| answered.contains(&o.as_str()))
-                        .count()
-                        < r
-                })
+                .filter(|p| answers[*p as usize] < r)
                 .collect();
             if !short.is_empty() {
                 return Err(Status::unavailable(format!(
@@ -963,7 +1009,7 @@ impl Coordinator {
         range: &ScanRange,
         page: usize,
         timeout: Duration,
-    ) -> Result<Vec<(Bytes, Siblings)>, Status> {
+    ) -> Result<ScanReply, Status> {
         let range = ScanRange {
             limit: page,
             key_only: false,
@@ -971,7 +1017,9 @@ impl Coordinator {
         };
         if node == self.inner.me {
             let local = self.inner.local.clone();
-            return blocking(move || local.scan(&range)).await;
+            let refilling = self.inner.refill.unserved();
+            let records = blocking(move || local.scan(&range)).await?;
+            return Ok(ScanReply { records, refilling });
         }
         let mut client = self.inner.peers.replica(&Self::address(view, node)?)?;
         let mut request = Request::new(ReplicaScanRequest {
@@ -981,10 +1029,8 @@ impl Coordinator {
             reverse: range.reverse,
         });
         request.set_timeout(timeout);
-        client
-            .scan_local(request)
-            .await?
-            .into_inner()
+        let reply = client.scan_local(request).await?.into_inner();
+        let records = reply
             .records
             .into_iter()
             .map(|r| {
@@ -994,6 +1040,10 @@ impl Coordinator {
                         Status::internal(format!("node {node} sent an unreadable record: {e}"))
                     })
             })
-            .collect()
+            .collect::<Result<_, _>>()?;
+        Ok(ScanReply {
+            records,
+            refilling: reply.refilling,
+        })
     }
 }

@@ -21,6 +21,46 @@ fn key(i: usize) -> String {
     format!("key-{i:02}")
 }
 
+/// Puts `value` under each of the first `keys` keys through `node` at
+/// W=`w`; every put must be acknowledged.
+async fn put_each(cluster: &TestCluster, node: usize, keys: usize, value: &str, w: u32) {
+    let mut client = cluster.nodes[node].client().await;
+    for i in 0..keys {
+        client
+            .raw()
+            .raw_put(put_at(&key(i), value, w))
+            .await
+            .unwrap_or_else(|status| {
+                panic!("put {} at W={w} through node {node}: {status}", key(i))
+            });
+    }
+}
+
+/// Waits until `observer` sees `node` alive and refilling a number of
+/// partitions that passes `check`.
+async fn wait_refilling(
+    cluster: &TestCluster,
+    observer: usize,
+    node: usize,
+    check: impl Fn(u32) -> bool,
+) {
+    let id = cluster.nodes[node].node_id();
+    let endpoint = cluster.nodes[observer].grpc.to_string();
+    eventually(
+        &format!("the partitions {id} refills, as node {observer} sees them"),
+        Duration::from_secs(60),
+        || async {
+            let status = ringkv_client::cluster_status(&endpoint).await.ok()?;
+            status
+                .members
+                .iter()
+                .any(|m| m.node_id == id && m.alive && check(m.partitions_refilling))
+                .then_some(())
+        },
+    )
+    .await;
+}
+
 /// Reads `key` at R=`r` through `node`: its values, or none when not found.
 async fn values_at(cluster: &TestCluster, node: usize, key: &str, r: u32) -> Vec<Bytes> {
     let mut client = cluster.nodes[node].client().await;
@@ -75,14 +115,7 @@ async fn a_delete_without_context_through_a_replica_that_missed_the_put_deletes_
     .await;
     cluster.nodes[2].kill9();
     cluster.wait_alive(0, 2, false).await;
-    let mut writer = cluster.nodes[0].client().await;
-    for i in 0..KEYS {
-        writer
-            .raw()
-            .raw_put(put_at(&key(i), "acknowledged", 2))
-            .await
-            .expect("put at W=2 with one replica down");
-    }
+    put_each(&cluster, 0, KEYS, "acknowledged", 2).await;
     cluster.nodes[2].restart().await;
     cluster.wait_alive(0, 2, true).await;
     cluster.wait_alive(2, 0, true).await;
@@ -129,14 +162,8 @@ async fn an_expired_overwrite_never_brings_back_what_it_replaced() {
         ],
     )
     .await;
+    put_each(&cluster, 0, KEYS, "v1", 3).await;
     let mut client = cluster.nodes[0].client().await;
-    for i in 0..KEYS {
-        client
-            .raw()
-            .raw_put(put_at(&key(i), "v1", 3))
-            .await
-            .expect("put v1 at W=3");
-    }
     cluster.nodes[2].kill9();
     cluster.wait_alive(0, 2, false).await;
     for i in 0..KEYS {
@@ -473,14 +500,8 @@ async fn a_recreate_after_a_tombstone_purge_is_kept() {
 #[tokio::test]
 async fn a_scan_honours_its_read_quorum() {
     let mut cluster = TestCluster::start(45, 3, &[]).await;
+    put_each(&cluster, 0, KEYS, "scanned", 3).await;
     let mut client = cluster.nodes[0].client().await;
-    for i in 0..KEYS {
-        client
-            .raw()
-            .raw_put(put_at(&key(i), "scanned", 3))
-            .await
-            .expect("put");
-    }
     cluster.nodes[2].kill9();
     cluster.wait_alive(0, 2, false).await;
     let scan = |r: u32| ringkv_client::proto::RawScanRequest {
@@ -529,14 +550,8 @@ async fn former_owners_drop_moved_partitions_once_the_transition_is_over() {
     const MOVED: usize = 200;
     let args = ["--anti-entropy-interval-secs", "1"];
     let mut cluster = TestCluster::start(46, 3, &args).await;
+    put_each(&cluster, 0, MOVED, "before the join", 3).await;
     let mut client = cluster.nodes[0].client().await;
-    for i in 0..MOVED {
-        client
-            .raw()
-            .raw_put(put_at(&key(i), "before the join", 3))
-            .await
-            .expect("put");
-    }
     let fourth = cluster.spawn_joining(46, 4, &args);
     let members: Vec<&common::TestNode> = cluster.nodes.iter().chain([&fourth]).collect();
     common::wait_stable(&cluster.nodes[0], &members, Duration::from_secs(120)).await;
@@ -586,5 +601,86 @@ async fn former_owners_drop_moved_partitions_once_the_transition_is_over() {
     );
     println!(
         "clean-up after a join: {MOVED} acknowledged puts held by exactly 3 of 4 nodes, {MOVED} acknowledged deletes checked by a scan"
+    );
+}
+
+/// Row 11 of the data-safety issue: a node restarted with an empty data dir
+/// but its old id. The keys were acknowledged by nodes 2 and 3 while node 1
+/// was down; then node 2 goes down and node 3 loses its disk. Node 3 used
+/// to answer reads at once, so a read at R=2 through node 1 heard "no such
+/// key" twice and reported the acknowledged writes missing. A node that lost
+/// its data counts toward no read until it has been refilled from every
+/// co-replica, and `ringkv status` shows it refilling.
+#[tokio::test]
+async fn a_node_that_lost_its_data_serves_no_reads_until_refilled() {
+    let mut cluster = TestCluster::start(
+        47,
+        3,
+        &[
+            "--hinted-handoff",
+            "false",
+            "--anti-entropy-interval-secs",
+            "3600",
+            "--gossip-settle-ms",
+            "2000",
+        ],
+    )
+    .await;
+    cluster.nodes[0].kill9();
+    cluster.wait_alive(2, 0, false).await;
+    put_each(&cluster, 2, KEYS, "acknowledged", 2).await;
+    cluster.nodes[1].kill9();
+    cluster.nodes[2].kill9();
+    cluster.nodes[2].wipe();
+    cluster.nodes[0].restart().await;
+    cluster.nodes[2].respawn();
+    cluster.wait_alive(0, 2, true).await;
+    cluster.wait_alive(2, 0, true).await;
+
+    // Node 1 never had the keys, node 3 lost them, node 2 is down: no read
+    // may claim they are absent.
+    wait_refilling(&cluster, 0, 2, |partitions| partitions > 0).await;
+    let mut reader = cluster.nodes[0].client().await;
+    for i in 0..KEYS {
+        match reader.raw().raw_get(get_at(&key(i), 2)).await {
+            Err(status) if status.code() == Code::Unavailable => {}
+            other => panic!(
+                "{} at R=2 with one replica down and one refilling: want UNAVAILABLE, got {other:?}",
+                key(i)
+            ),
+        }
+    }
+    let scan = reader
+        .raw()
+        .raw_scan(ringkv_client::proto::RawScanRequest {
+            start_key: Bytes::from_static(b"key-"),
+            end_key: Bytes::from_static(b"key."),
+            ..Default::default()
+        })
+        .await;
+    assert_eq!(
+        scan.as_ref().map_err(|s| s.code()).err(),
+        Some(Code::Unavailable),
+        "a scan at R=2 with one replica down and one refilling: {scan:?}"
+    );
+
+    // Node 2 comes back: node 3 refills from it and serves again.
+    cluster.nodes[1].restart().await;
+    wait_refilling(&cluster, 0, 2, |partitions| partitions == 0).await;
+    cluster.nodes[2].wait_serving().await;
+    for i in 0..KEYS {
+        assert!(
+            cluster.nodes[2]
+                .replica_record(key(i).as_bytes())
+                .await
+                .is_some(),
+            "the refill brought {} back to node 3",
+            key(i)
+        );
+    }
+    let acknowledged = [Bytes::from_static(b"acknowledged")];
+    assert_reads(&cluster, KEYS, 3, &acknowledged, "after the refill").await;
+    println!(
+        "lost disk: {KEYS} acknowledged puts refused at R=2 while their only surviving copy was down, then read at R=3 on 3 nodes after the refill"
     );
 }

@@ -27,19 +27,26 @@ pub async fn run(connector: &Connector, endpoint: &str) -> anyhow::Result<()> {
         first.conflict_resolution
     );
     println!(
-        "{:<16} {:<22} {:<8} {:<6} {:>10} {:>7} {:>10}",
-        "NODE", "ADDRESS", "STATUS", "ALIVE", "PARTITIONS", "LAYOUT", "ZONE"
+        "{:<16} {:<22} {:<8} {:<6} {:>10} {:>9} {:>7} {:>10}",
+        "NODE", "ADDRESS", "STATUS", "ALIVE", "PARTITIONS", "REFILLING", "LAYOUT", "ZONE"
     );
     for m in &first.members {
         println!(
-            "{:<16} {:<22} {:<8} {:<6} {:>10} {:>7} {:>10}",
+            "{:<16} {:<22} {:<8} {:<6} {:>10} {:>9} {:>7} {:>10}",
             m.node_id,
             m.grpc_address,
             m.status,
             if m.alive { "yes" } else { "no" },
             m.partitions_owned,
+            m.partitions_refilling,
             format!("v{}", m.layout_version),
             if m.zone.is_empty() { "-" } else { &m.zone }
+        );
+    }
+    for m in first.members.iter().filter(|m| m.partitions_refilling > 0) {
+        println!(
+            "{} lost its data: it refills {} partitions from their other owners and counts toward no read of them until then",
+            m.node_id, m.partitions_refilling
         );
     }
 

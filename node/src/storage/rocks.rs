@@ -239,6 +239,15 @@ impl RocksStorage {
             .map_err(engine("write metadata"))
     }
 
+    /// Removes a value of the node's own metadata, synced.
+    pub fn meta_delete(&self, key: &str) -> Result<(), StorageError> {
+        let mut sync = WriteOptions::default();
+        sync.set_sync(true);
+        self.db
+            .delete_cf_opt(self.cf(CF_META)?, key.as_bytes(), &sync)
+            .map_err(engine("delete metadata"))
+    }
+
     /// Stores several metadata values in one synced batch.
     pub fn meta_put_many(&self, entries: &[(String, Vec<u8>)]) -> Result<(), StorageError> {
         let meta = self.cf(CF_META)?;
