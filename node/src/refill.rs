@@ -130,13 +130,15 @@ impl Refill {
         self.finished.subscribe()
     }
 
-    fn mark_refilled(&self, partition: u32) {
+    /// Notes that every other owner has streamed `partition` here.
+    pub fn mark_refilled(&self, partition: u32) {
         if let Ok(mut refilled) = self.refilled.lock() {
             refilled.insert(partition);
         }
     }
 
-    fn finish(&self, storage: &RocksStorage) -> Result<(), ReplicaError> {
+    /// Ends the refill for good, once every owned partition is refilled.
+    pub fn finish(&self, storage: &RocksStorage) -> Result<(), ReplicaError> {
         storage.meta_delete(META_REFILLING)?;
         self.active.store(false, Ordering::Release);
         self.finished.send_replace(true);

@@ -8,7 +8,8 @@
 //! - reads with read repair;
 //! - time passing, compaction with tombstone purge, anti-entropy rounds;
 //! - hint delivery, also while a newer hint for the same key is stored;
-//! - restarts, restarts that lose the unsynced tail of the WAL, wiped disks.
+//! - restarts, restarts that lose the unsynced tail of the WAL, wiped disks,
+//!   and the refill of a wiped node from the others.
 //!
 //! After each history the cluster is healed (every hint delivered, every
 //! pair of replicas repaired) and every replica must hold the same record.
@@ -18,6 +19,14 @@
 //!   a write whose client had seen it;
 //! - nothing that an acknowledged write superseded comes back (no
 //!   acknowledged delete is undone).
+//!
+//! During the history, every read (and every blind delete's read) that
+//! hears R replicas which count toward a quorum (none that is refilling
+//! after losing its disk) must show every acknowledged put of the key that
+//! has not expired or been superseded: W + R > N, and the harness has no
+//! sloppy quorum, so R such replicas always include one that took it.
+//! Histories that lost a WAL tail are exempt for the writes before it, since
+//! `--durability periodic` gives up exactly that.
 //!
 //! A quarter of the histories run in lww mode, where a put may lose to a
 //! concurrent write with a later timestamp by design: there every check but
@@ -43,6 +52,7 @@ use proptest::{
     test_runner::{Config, TestCaseError, TestRunner},
 };
 use ringkv_node::{
+    refill::Refill,
     repair::{purgeable, Agreement},
     replica::LocalReplica,
     ring::partition_of,
@@ -110,6 +120,12 @@ enum Op {
     Wipe {
         node: usize,
     },
+    /// `node` streams the records of the replicas in `reach`; once it has
+    /// streamed from every other replica its refill is over.
+    Refill {
+        node: usize,
+        reach: u8,
+    },
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -129,7 +145,8 @@ fn op() -> impl Strategy<Value = Op> {
         2 => (node.clone(), mask, prop::option::weighted(0.3, key))
             .prop_map(|(node, reach, racing_put)| Op::DeliverHints { node, reach, racing_put }),
         1 => (node.clone(), any::<bool>()).prop_map(|(node, lose_tail)| Op::Restart { node, lose_tail }),
-        1 => node.prop_map(|node| Op::Wipe { node }),
+        1 => node.clone().prop_map(|node| Op::Wipe { node }),
+        1 => (node, mask).prop_map(|(node, reach)| Op::Refill { node, reach }),
     ]
 }
 
@@ -145,10 +162,19 @@ struct Write {
     expires_at_ms: Option<u64>,
 }
 
+impl Write {
+    fn expired(&self, now_ms: u64) -> bool {
+        self.expires_at_ms.is_some_and(|at| at <= now_ms)
+    }
+}
+
 struct SimNode {
     /// The node's disk: RocksDB's files, kept in memory.
     disk: MemoryFiles,
     replica: LocalReplica,
+    refill: Refill,
+    /// The replicas this node has streamed from during its refill.
+    streamed: BTreeSet<usize>,
     agreement: Arc<Agreement>,
     /// Each key's record before its latest change: what a lost WAL tail
     /// rolls back to.
@@ -175,11 +201,15 @@ impl SimNode {
         };
         let storage =
             Arc::new(RocksStorage::open(Path::new("/db"), id, &options).expect("open storage"));
-        let replica =
-            LocalReplica::open_with_clock(storage, id, mode, wall.clone()).expect("open replica");
+        let replica = LocalReplica::open_with_clock(storage.clone(), id, mode, wall.clone())
+            .expect("open replica");
+        let refill =
+            Refill::load(&storage, replica.started_empty(), PARTITIONS).expect("load refill");
         Self {
             disk,
             replica,
+            refill,
+            streamed: BTreeSet::new(),
             agreement,
             before_latest: BTreeMap::new(),
         }
@@ -208,6 +238,11 @@ struct Sim {
     r: usize,
     w: usize,
     disk_faults: usize,
+    /// How many writes came before a WAL tail was lost: quorum reads do
+    /// not vouch for those.
+    tail_lost_after: Option<usize>,
+    /// Reads at a quorum of counting replicas that were checked.
+    quorum_reads: u64,
 }
 
 fn new_disk() -> MemoryFiles {
@@ -234,7 +269,7 @@ impl Sim {
             .map(|i| SimNode::open(new_disk(), &format!("n{i}"), mode, &wall))
             .collect();
         let majority = size / 2 + 1;
-        Self {
+        let mut sim = Self {
             mode,
             wall,
             nodes,
@@ -242,7 +277,15 @@ impl Sim {
             r: majority,
             w: majority,
             disk_faults: 0,
+            tail_lost_after: None,
+            quorum_reads: 0,
+        };
+        // A new cluster's nodes all start empty; their refills from each
+        // other end at once.
+        for node in 0..size {
+            sim.refill(node, u8::MAX);
         }
+        sim
     }
 
     fn size(&self) -> usize {
@@ -260,6 +303,52 @@ impl Sim {
         from.iter()
             .filter_map(|&i| self.nodes[i].read(key))
             .fold(Siblings::new(), |acc, r| acc.merge_with(self.mode, &r))
+    }
+
+    /// Reads `key` from the replicas in `from`, as a coordinator does: the
+    /// merge of every answer, and whether R of them count toward a quorum.
+    /// A quorum read must show every acknowledged put of the key that has
+    /// not expired and that no write has superseded.
+    fn quorum_read(&mut self, key: u8, from: &[usize]) -> Result<(Siblings, bool), TestCaseError> {
+        let k = key_bytes(key);
+        let merged = self.merged(&k, from);
+        let counting = from
+            .iter()
+            .filter(|&&i| self.nodes[i].refill.serves_key(&k))
+            .count();
+        let quorum = counting >= self.r;
+        if quorum && self.mode == ConflictMode::Siblings {
+            self.quorum_reads += 1;
+            let now = self.wall.now_ms();
+            let visible = self.observed(&merged);
+            let superseded = self.superseded(key);
+            let vouched = self.tail_lost_after.unwrap_or(0);
+            for (id, w) in self.writes.iter().enumerate().skip(vouched) {
+                let id = id as u64;
+                if w.key == key && w.put && w.acked && !w.expired(now) && !superseded.contains(&id)
+                {
+                    prop_assert!(
+                        visible.contains(&id),
+                        "a read of {:?} at R={} from {:?} ({} counting) misses acknowledged put w{}",
+                        k,
+                        self.r,
+                        from,
+                        counting,
+                        id
+                    );
+                }
+            }
+        }
+        Ok((merged, quorum))
+    }
+
+    /// Every write of `key` that some write (acknowledged or not) replaced.
+    fn superseded(&self, key: u8) -> BTreeSet<u64> {
+        self.writes
+            .iter()
+            .filter(|w| w.key == key)
+            .flat_map(|w| w.seen.iter().copied())
+            .collect()
     }
 
     /// The ids a reader of `record` sees now, with everything they replaced.
@@ -286,25 +375,20 @@ impl Sim {
         read: Option<u8>,
         ttl_ms: Option<u64>,
         reach: u8,
-    ) {
+    ) -> Result<(), TestCaseError> {
         let k = key_bytes(key);
         let replies = self.with(node, reach);
-        let context_from = match read {
-            Some(mask) => Some(self.with(node, mask)),
+        let read_first = match read {
+            Some(mask) => Some(self.merged(&k, &self.with(node, mask))),
             // A delete without a context deletes what R replicas hold.
-            None if !put => {
-                if replies.len() < self.r {
-                    return;
-                }
-                Some(replies.clone())
-            }
+            None if !put => match self.quorum_read(key, &replies)? {
+                (record, true) => Some(record),
+                (_, false) => return Ok(()),
+            },
             None => None,
         };
-        let (context, seen) = match context_from {
-            Some(from) => {
-                let record = self.merged(&k, &from);
-                (record.context(), self.observed(&record))
-            }
+        let (context, seen) = match read_first {
+            Some(record) => (record.context(), self.observed(&record)),
             None => (CausalContext::new(), BTreeSet::new()),
         };
         let id = self.writes.len() as u64;
@@ -339,12 +423,13 @@ impl Sim {
             acked: acks >= self.w,
             expires_at_ms,
         });
+        Ok(())
     }
 
     fn get(&mut self, node: usize, key: u8, reach: u8) -> Result<(), TestCaseError> {
         let k = key_bytes(key);
         let from = self.with(node, reach);
-        let merged = self.merged(&k, &from);
+        let (merged, _) = self.quorum_read(key, &from)?;
         for data in merged.visible_data(self.mode, self.wall.now_ms()) {
             let id = write_id(&data);
             prop_assert!(
@@ -405,6 +490,35 @@ impl Sim {
         }
     }
 
+    /// `node` streams every record of the replicas in `reach`; once it has
+    /// streamed from all the others, every partition is refilled.
+    fn refill(&mut self, node: usize, reach: u8) {
+        let sources: Vec<usize> = self
+            .with(node, reach)
+            .into_iter()
+            .filter(|&i| i != node)
+            .collect();
+        for source in sources {
+            for key in 0..KEYS {
+                let k = key_bytes(key);
+                if let Some(record) = self.nodes[source].read(&k) {
+                    self.nodes[node].apply(&k, &record);
+                }
+            }
+            self.nodes[node].streamed.insert(source);
+        }
+        let target = &self.nodes[node];
+        if target.streamed.len() + 1 == self.size() {
+            for p in 0..PARTITIONS {
+                target.refill.mark_refilled(p);
+            }
+            target
+                .refill
+                .finish(target.replica.storage())
+                .expect("finish the refill");
+        }
+    }
+
     fn deliver_hints(&mut self, node: usize, reach: u8, racing_put: Option<u8>) {
         let hints = self.nodes[node]
             .replica
@@ -412,7 +526,8 @@ impl Sim {
             .hints(1024, 1024)
             .expect("read hints");
         if let Some(key) = racing_put {
-            self.write(node, key, true, None, None, 0);
+            self.write(node, key, true, None, None, 0)
+                .expect("a blind put reads nothing");
         }
         let targets = self.with(node, reach);
         for hint in hints {
@@ -437,6 +552,7 @@ impl Sim {
                 return;
             }
             self.disk_faults += 1;
+            self.tail_lost_after = Some(self.writes.len());
             let storage = self.nodes[node].replica.storage().clone();
             let rollback: Vec<Modify> = std::mem::take(&mut self.nodes[node].before_latest)
                 .into_iter()
@@ -483,13 +599,13 @@ impl Sim {
                 read,
                 ttl_ms,
                 reach,
-            } => self.write(node % n, key, true, read, ttl_ms, reach),
+            } => self.write(node % n, key, true, read, ttl_ms, reach)?,
             Op::Delete {
                 node,
                 key,
                 read,
                 reach,
-            } => self.write(node % n, key, false, read, None, reach),
+            } => self.write(node % n, key, false, read, None, reach)?,
             Op::Get { node, key, reach } => self.get(node % n, key, reach)?,
             Op::Advance { ms } => self.wall.advance(ms),
             Op::Compact { node } => self.nodes[node % n]
@@ -505,6 +621,7 @@ impl Sim {
             } => self.deliver_hints(node % n, reach, racing_put),
             Op::Restart { node, lose_tail } => self.restart(node % n, lose_tail),
             Op::Wipe { node } => self.wipe(node % n),
+            Op::Refill { node, reach } => self.refill(node % n, reach),
         }
         Ok(())
     }
@@ -512,6 +629,9 @@ impl Sim {
     /// Every hint delivered and every pair repaired, until nothing changes.
     fn heal(&mut self) -> Result<(), TestCaseError> {
         let everyone = u8::MAX;
+        for node in 0..self.size() {
+            self.refill(node, everyone);
+        }
         for _ in 0..4 {
             for node in 0..self.size() {
                 self.deliver_hints(node, everyone, None);
@@ -571,12 +691,7 @@ impl Sim {
             if self.mode == ConflictMode::Lww {
                 prop_assert!(visible.len() <= 1, "lww shows {:?} for {:?}", visible, k);
             }
-            let superseded: BTreeSet<u64> = self
-                .writes
-                .iter()
-                .filter(|w| w.key == key)
-                .flat_map(|w| w.seen.iter().copied())
-                .collect();
+            let superseded = self.superseded(key);
             for (id, w) in self.writes.iter().enumerate() {
                 let id = id as u64;
                 if w.key != key || !w.acked {
@@ -625,6 +740,7 @@ fn random_histories_never_lose_an_acknowledged_write_or_undo_a_delete() {
         .unwrap_or(10_000);
     let puts = AtomicU64::new(0);
     let deletes = AtomicU64::new(0);
+    let quorum_reads = AtomicU64::new(0);
     let mut runner = TestRunner::new(Config {
         cases,
         failure_persistence: None,
@@ -638,13 +754,15 @@ fn random_histories_never_lose_an_acknowledged_write_or_undo_a_delete() {
         sim.heal()?;
         let (p, d) = sim.check()?;
         puts.fetch_add(p, Ordering::Relaxed);
+        quorum_reads.fetch_add(sim.quorum_reads, Ordering::Relaxed);
         deletes.fetch_add(d, Ordering::Relaxed);
         Ok(())
     });
     println!(
-        "replica model: {cases} histories, {} acknowledged puts and {} acknowledged deletes checked",
+        "replica model: {cases} histories, {} acknowledged puts and {} acknowledged deletes checked; {} quorum reads checked during the histories",
         puts.load(Ordering::Relaxed),
-        deletes.load(Ordering::Relaxed)
+        deletes.load(Ordering::Relaxed),
+        quorum_reads.load(Ordering::Relaxed)
     );
     if let Err(error) = result {
         panic!("{error}");
