@@ -68,3 +68,62 @@ pub fn drop_partitions(
     }
     Ok(dropped)
 }
+
+#[cfg(test)]
+mod tests {
+    use std::{collections::BTreeMap, sync::Arc};
+
+    use super::*;
+    use crate::{
+        membership::Peer,
+        ring::layout::{Layout, Member},
+    };
+
+    fn layout(ids: &[&str]) -> Layout {
+        Layout::initial(16, 2, ids.iter().map(|id| Member::new(*id)).collect()).expect("layout")
+    }
+
+    fn view(versions: &[(&str, u64, bool)]) -> View {
+        let peers: BTreeMap<String, Peer> = versions
+            .iter()
+            .map(|(id, version, alive)| (id.to_string(), Peer::for_test(id, *alive, *version)))
+            .collect();
+        View { peers }
+    }
+
+    #[test]
+    fn only_a_settled_ring_lets_a_node_drop_what_it_no_longer_owns() {
+        let before = layout(&["a", "b"]);
+        let after = before.with_member_added(Member::new("c")).expect("c joins");
+        let owned_by_a = after.partitions_of("a").len();
+        let moving = RingState {
+            version: 2,
+            current: Arc::new(before),
+            next: Some(Arc::new(after.clone())),
+        };
+        let settled = RingState {
+            version: 3,
+            current: Arc::new(after),
+            next: None,
+        };
+        let everyone_at = |v| view(&[("a", v, true), ("b", v, true), ("c", v, true)]);
+
+        // A transition is running: nothing is dropped, whatever moves.
+        assert!(droppable(&moving, &everyone_at(2), "a").is_empty());
+        // Settled, but a live peer knows a newer state: nothing either.
+        assert!(droppable(&settled, &everyone_at(4), "a").is_empty());
+        // A dead peer's newer state does not hold the clean-up back.
+        let dead_newer = view(&[("a", 3, true), ("b", 3, true), ("c", 9, false)]);
+        assert_eq!(droppable(&settled, &dead_newer, "a").len(), 16 - owned_by_a);
+        // Settled: exactly the partitions `a` does not own.
+        let dropped = droppable(&settled, &everyone_at(3), "a");
+        assert_eq!(dropped.len(), 16 - owned_by_a);
+        assert!(settled
+            .current
+            .partitions_of("a")
+            .iter()
+            .all(|p| !dropped.contains(p)));
+        // A node in no layout (it left) drops nothing here.
+        assert!(droppable(&settled, &everyone_at(3), "z").is_empty());
+    }
+}

@@ -7,9 +7,10 @@ use ringkv_proto::v1::{
     ClusterStatusRequest, ClusterStatusResponse, DecommissionRequest, DecommissionResponse,
     GetLayoutRequest, GetLayoutResponse, HandoffProgressRequest, HandoffProgressResponse,
     KeyDigest, MemberStatus, PartitionTree, PartitionTreesRequest, PartitionTreesResponse,
-    ReplicaApplyRequest, ReplicaApplyResponse, ReplicaReadRequest, ReplicaReadResponse,
-    ReplicaRecord, ReplicaScanRequest, ReplicaScanResponse, RingStatusRequest, RingStatusResponse,
-    StreamBatch, StreamPartitionsRequest,
+    ReplicaApplyBatchRequest, ReplicaApplyBatchResponse, ReplicaApplyRequest, ReplicaApplyResponse,
+    ReplicaReadRequest, ReplicaReadResponse, ReplicaRecord, ReplicaScanRequest,
+    ReplicaScanResponse, RingStatusRequest, RingStatusResponse, StreamBatch,
+    StreamPartitionsRequest,
 };
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
@@ -126,6 +127,21 @@ impl Replica for ReplicaService {
             .accept(req.key, req.record, hint_for, relay)
             .await?;
         Ok(Response::new(ReplicaApplyResponse {}))
+    }
+
+    async fn apply_batch(
+        &self,
+        request: Request<ReplicaApplyBatchRequest>,
+    ) -> Result<Response<ReplicaApplyBatchResponse>, Status> {
+        let records = request.into_inner().records;
+        self.limits.batch(records.len())?;
+        for record in &records {
+            self.limits.key(&record.key)?;
+        }
+        self.coordinator
+            .accept_batch(records.into_iter().map(|r| (r.key, r.record)).collect())
+            .await?;
+        Ok(Response::new(ReplicaApplyBatchResponse {}))
     }
 
     async fn scan_local(

@@ -94,6 +94,28 @@ pub struct Peer {
     pub refilling: u32,
 }
 
+#[cfg(test)]
+impl Peer {
+    /// A peer as gossip would show it, for tests of what reads views.
+    pub fn for_test(id: &str, alive: bool, layout_version: u64) -> Self {
+        Self {
+            id: id.to_string(),
+            grpc: String::new(),
+            gossip: std::net::SocketAddr::from(([127, 0, 0, 1], 7946)),
+            zone: None,
+            status: NodeStatus::Normal,
+            generation: 1,
+            alive,
+            partitions: 0,
+            layout_version,
+            layout_digest: 0,
+            synced: 0,
+            hints_pending: 0,
+            refilling: 0,
+        }
+    }
+}
+
 /// A consistent snapshot of every known node, this one included.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct View {

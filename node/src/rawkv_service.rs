@@ -14,7 +14,7 @@ use tonic::{metadata::MetadataMap, Request, Response, Status};
 
 use crate::{
     metrics::RpcMetrics,
-    replication::{visible_values, Coordinator, FORWARDED},
+    replication::{visible_values, BatchOptions, BatchWrite, Coordinator, FORWARDED},
     storage::{ScanRange, StorageError},
     validate::Limits,
     versions::Siblings,
@@ -238,32 +238,33 @@ impl RawKvService {
         })
     }
 
-    /// Writes every key of a batch, each through its own quorum. A key that
-    /// fails does not stop the others; if any failed, the error names each
-    /// one with its reason, so the client knows exactly which keys took.
+    /// Writes every key of a batch, each through its own quorum, each
+    /// replica's share in one write batch (see `replication::batch`). A key
+    /// that fails does not stop the others; if any failed, the error names
+    /// each one with its reason, so the client knows exactly which keys took.
     async fn batch_write(
         &self,
-        writes: Vec<(Bytes, Option<Bytes>, Bytes)>,
+        writes: Vec<BatchWrite>,
         consistency: Option<&Consistency>,
         ttl_seconds: u64,
         call: Call,
     ) -> Result<(), Status> {
-        let (r, w) = quorums(consistency);
+        let (read_quorum, write_quorum) = quorums(consistency);
         let total = writes.len();
-        let keys: Vec<Bytes> = writes.iter().map(|(key, _, _)| key.clone()).collect();
-        let writes = writes.into_iter().map(|(key, value, context)| {
-            self.coordinator.write(
-                key,
-                value,
-                context,
-                r,
-                w,
-                ttl_seconds,
-                call.deadline,
-                call.forwarded,
+        let keys: Vec<Bytes> = writes.iter().map(|write| write.key.clone()).collect();
+        let outcomes = self
+            .coordinator
+            .write_batch(
+                writes,
+                BatchOptions {
+                    read_quorum,
+                    write_quorum,
+                    ttl_seconds,
+                    deadline: call.deadline,
+                    forwarded: call.forwarded,
+                },
             )
-        });
-        let outcomes = futures::future::join_all(writes).await;
+            .await;
         let failed: Vec<(Bytes, Status)> = keys
             .into_iter()
             .zip(outcomes)
@@ -285,10 +286,15 @@ impl RawKvService {
             self.limits.key(&pair.key)?;
             self.limits.value(&pair.value)?;
         }
+        self.limits.distinct(req.pairs.iter().map(|p| &p.key[..]))?;
         let writes = req
             .pairs
             .into_iter()
-            .map(|p| (p.key, Some(p.value), p.context))
+            .map(|p| BatchWrite {
+                key: p.key,
+                value: Some(p.value),
+                context: p.context,
+            })
             .collect();
         self.batch_write(writes, req.consistency.as_ref(), req.ttl_seconds, call)
             .await?;
@@ -304,10 +310,15 @@ impl RawKvService {
         for key in &req.keys {
             self.limits.key(key)?;
         }
+        self.limits.distinct(req.keys.iter().map(|k| &k[..]))?;
         let writes = req
             .keys
             .into_iter()
-            .map(|key| (key, None, Bytes::new()))
+            .map(|key| BatchWrite {
+                key,
+                value: None,
+                context: Bytes::new(),
+            })
             .collect();
         self.batch_write(writes, req.consistency.as_ref(), 0, call)
             .await?;

@@ -98,7 +98,7 @@ mod tests {
 
     use super::*;
     use crate::{
-        membership::{NodeStatus, Peer},
+        membership::Peer,
         ring::layout::{Layout, Member},
     };
 
@@ -114,26 +114,7 @@ mod tests {
     fn view(alive: &[(&str, bool)]) -> View {
         let peers: BTreeMap<String, Peer> = alive
             .iter()
-            .map(|(id, alive)| {
-                (
-                    id.to_string(),
-                    Peer {
-                        id: id.to_string(),
-                        grpc: String::new(),
-                        gossip: "127.0.0.1:7946".parse().expect("address"),
-                        zone: None,
-                        status: NodeStatus::Normal,
-                        generation: 1,
-                        alive: *alive,
-                        partitions: 0,
-                        layout_version: 1,
-                        layout_digest: 0,
-                        synced: 0,
-                        hints_pending: 0,
-                        refilling: 0,
-                    },
-                )
-            })
+            .map(|(id, alive)| (id.to_string(), Peer::for_test(id, *alive, 1)))
             .collect();
         View { peers }
     }

@@ -29,6 +29,7 @@
 //! every timestamp issued is kept in the meta column family, synced, and a
 //! restarted node starts its clock above it.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{
     atomic::{AtomicU64, Ordering},
     Arc, Mutex,
@@ -85,6 +86,17 @@ pub async fn blocking<T: Send + 'static>(
         .await
         .map_err(|e| tonic::Status::internal(format!("storage task failed: {e}")))?
         .map_err(tonic::Status::from)
+}
+
+/// One write of a batch, as [`LocalReplica::update_many`] takes it.
+#[derive(Debug, Clone)]
+pub struct Update {
+    pub key: Bytes,
+    pub context: CausalContext,
+    /// `None` for a delete.
+    pub value: Option<Bytes>,
+    /// 0 for no expiry.
+    pub expires_at_ms: u64,
 }
 
 /// The local replica store of one node.
@@ -269,6 +281,113 @@ impl LocalReplica {
         Ok(())
     }
 
+    /// Locks the stripes of every key, in ascending order, so that two
+    /// batches never wait on each other.
+    fn stripes_of<'a>(
+        &self,
+        keys: impl Iterator<Item = &'a Bytes>,
+    ) -> Result<Vec<std::sync::MutexGuard<'_, ()>>, ReplicaError> {
+        let indexes: BTreeSet<usize> = keys
+            .map(|key| (xxhash_rust::xxh3::xxh3_64(key) as usize) % STRIPES)
+            .collect();
+        indexes
+            .into_iter()
+            .map(|i| self.stripes[i].lock().map_err(|_| ReplicaError::Poisoned))
+            .collect()
+    }
+
+    /// Stores every record in one RocksDB write batch.
+    fn write_all(&self, records: BTreeMap<Bytes, Siblings>) -> Result<(), ReplicaError> {
+        let batch = records
+            .into_iter()
+            .map(|(key, record)| Modify::Put {
+                key,
+                value: record.encode(),
+                expires_at_ms: None,
+            })
+            .collect();
+        Ok(self.storage.write(batch)?)
+    }
+
+    /// The writes of a batch coordinated here, each as [`LocalReplica::update`]
+    /// would make it, stored in one RocksDB write batch: on this replica the
+    /// batch lands whole or not at all. A key named twice is updated twice,
+    /// in order. Returns each write's record, in the order given.
+    pub fn update_many(&self, updates: &[Update]) -> Result<Vec<Siblings>, ReplicaError> {
+        for update in updates {
+            self.check_offset("the causal context", update.context.max_hlc())?;
+        }
+        let _guards = self.stripes_of(updates.iter().map(|u| &u.key))?;
+        let mut changed: BTreeMap<Bytes, Siblings> = BTreeMap::new();
+        let mut records = Vec::with_capacity(updates.len());
+        for update in updates {
+            let local = match changed.get(&update.key) {
+                Some(record) => record.clone(),
+                None => self.read(&update.key)?.unwrap_or_default(),
+            };
+            let updated = self.stamp(&local, update)?;
+            changed.insert(update.key.clone(), updated.clone());
+            records.push(updated);
+        }
+        self.write_all(changed)?;
+        Ok(records)
+    }
+
+    /// Merges a batch of records from a peer, stored in one RocksDB write
+    /// batch: on this replica the batch lands whole or not at all.
+    pub fn apply_many(&self, incoming: &[(Bytes, Siblings)]) -> Result<(), ReplicaError> {
+        for (_, record) in incoming {
+            self.check_offset("a peer's record", record.max_hlc())?;
+        }
+        for (_, record) in incoming {
+            self.clock.observe(record.max_hlc());
+        }
+        let _guards = self.stripes_of(incoming.iter().map(|(key, _)| key))?;
+        let mut changed: BTreeMap<Bytes, Siblings> = BTreeMap::new();
+        for (key, record) in incoming {
+            let local = match changed.get(key) {
+                Some(record) => Some(record.clone()),
+                None => self.read(key)?,
+            };
+            let merged = match &local {
+                Some(local) => local.merge_with(self.mode, record),
+                None => record.clone(),
+            };
+            if local.as_ref() != Some(&merged) {
+                changed.insert(key.clone(), merged);
+            }
+        }
+        if changed.is_empty() {
+            return Ok(());
+        }
+        self.write_all(changed)
+    }
+
+    /// The record `local` becomes after `update`, with a new dot of this
+    /// node's actor for the key.
+    fn stamp(&self, local: &Siblings, update: &Update) -> Result<Siblings, ReplicaError> {
+        // A delete that names no context removes at least every value this
+        // replica knows; a put without context stays a sibling of what it
+        // did not see.
+        let context = if update.value.is_none() && update.context.is_empty() {
+            local.context()
+        } else {
+            update.context.clone()
+        };
+        let actor = self.actor_for(local)?;
+        let now = self.tick()?;
+        let updated = local.update_with(
+            self.mode,
+            &context,
+            update.value.clone(),
+            update.expires_at_ms,
+            &actor,
+            now,
+        );
+        self.raise_ceiling(updated.max_hlc())?;
+        Ok(updated)
+    }
+
     /// A write coordinated here: supersedes what `context` covers and gets a
     /// new dot of this node's actor for the key.
     pub fn update(
@@ -281,18 +400,13 @@ impl LocalReplica {
         self.check_offset("the causal context", context.max_hlc())?;
         let _guard = self.stripe(key)?;
         let local = self.read(key)?.unwrap_or_default();
-        // A delete that names no context removes at least every value this
-        // replica knows; a put without context stays a sibling of what it
-        // did not see.
-        let context = if value.is_none() && context.is_empty() {
-            local.context()
-        } else {
-            context.clone()
+        let update = Update {
+            key: key.clone(),
+            context: context.clone(),
+            value,
+            expires_at_ms,
         };
-        let actor = self.actor_for(&local)?;
-        let now = self.tick()?;
-        let updated = local.update_with(self.mode, &context, value, expires_at_ms, &actor, now);
-        self.raise_ceiling(updated.max_hlc())?;
+        let updated = self.stamp(&local, &update)?;
         self.write(key, &updated)?;
         Ok(updated)
     }
@@ -471,5 +585,104 @@ mod tests {
         // And the restarted node's writes are new dots, not continuations.
         let record = replica.read(&key).expect("read").expect("record");
         assert_eq!(record.actors().count(), 2, "{record:?}");
+    }
+
+    fn put(key: &'static [u8], value: &'static [u8]) -> Update {
+        Update {
+            key: Bytes::from_static(key),
+            context: CausalContext::new(),
+            value: Some(Bytes::from_static(value)),
+            expires_at_ms: 0,
+        }
+    }
+
+    #[test]
+    fn a_batch_lands_whole_or_not_at_all() {
+        let wall = WallClock::manual(1_000_000);
+        let files = MemoryFiles::new().expect("files");
+        let replica = open(&files, &wall);
+        let ahead = stamped_at(wall.now_ms() + 10 * DEFAULT_MAX_CLOCK_OFFSET_MS);
+
+        // One record of a peer's batch is refused: none of it is stored.
+        let incoming = vec![
+            (Bytes::from_static(b"a"), stamped_at(wall.now_ms())),
+            (Bytes::from_static(b"b"), ahead.clone()),
+        ];
+        assert!(matches!(
+            replica.apply_many(&incoming),
+            Err(ReplicaError::ClockAhead { .. })
+        ));
+        assert_eq!(replica.read(b"a").expect("read"), None);
+
+        // One write of a coordinated batch is refused: none of it is stored.
+        let mut refused = put(b"d", b"4");
+        refused.context = ahead.context();
+        let batch = vec![put(b"c", b"3"), refused];
+        assert!(matches!(
+            replica.update_many(&batch),
+            Err(ReplicaError::ClockAhead { .. })
+        ));
+        assert_eq!(replica.read(b"c").expect("read"), None);
+
+        // A good batch: every write stored, a key named twice updated twice,
+        // the second time as a sibling of the first (no context).
+        let records = replica
+            .update_many(&[put(b"c", b"3"), put(b"e", b"5"), put(b"c", b"33")])
+            .expect("batch");
+        assert_eq!(records.len(), 3);
+        let c = replica.read(b"c").expect("read").expect("c stored");
+        assert_eq!(c, records[2]);
+        assert_eq!(c.values().len(), 2, "both writes of c are siblings");
+        assert_eq!(replica.read(b"e").expect("read"), Some(records[1].clone()));
+
+        // A peer's batch merges like single applies.
+        replica
+            .apply_many(&[(Bytes::from_static(b"a"), stamped_at(wall.now_ms()))])
+            .expect("apply");
+        assert!(replica.read(b"a").expect("read").is_some());
+    }
+
+    #[test]
+    fn a_hint_merges_later_writes_and_is_forgotten_only_as_delivered() {
+        let wall = WallClock::manual(1_000_000);
+        let files = MemoryFiles::new().expect("files");
+        let replica = open(&files, &wall);
+        let first = replica
+            .update(
+                &Bytes::from_static(b"k"),
+                &CausalContext::new(),
+                Some(Bytes::from_static(b"1")),
+                0,
+            )
+            .expect("first");
+        replica
+            .keep_hint("n2", b"k", &first.encode())
+            .expect("keep");
+        let delivered = replica.storage().hints(16, 16).expect("hints");
+        assert_eq!(delivered.len(), 1);
+
+        // A second write for the same target lands while the first is
+        // being delivered: the hint now holds both.
+        let second = replica
+            .update(
+                &Bytes::from_static(b"k"),
+                &CausalContext::new(),
+                Some(Bytes::from_static(b"2")),
+                0,
+            )
+            .expect("second");
+        replica
+            .keep_hint("n2", b"k", &second.encode())
+            .expect("keep");
+        let kept = replica.storage().hints(16, 16).expect("hints");
+        let merged = Siblings::decode(&kept[0].record).expect("decodes");
+        assert!(merged.descends(&first) && merged.descends(&second));
+
+        // Forgetting what was delivered keeps the newer hint...
+        replica.forget_hint(&delivered[0]).expect("forget");
+        assert_eq!(replica.storage().hints(16, 16).expect("hints").len(), 1);
+        // ...and forgetting the hint as it now is removes it.
+        replica.forget_hint(&kept[0]).expect("forget");
+        assert!(replica.storage().hints(16, 16).expect("hints").is_empty());
     }
 }

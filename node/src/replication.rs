@@ -19,6 +19,10 @@ use ringkv_proto::v1::{
 };
 use tonic::{Request, Status};
 
+mod batch;
+
+pub use batch::{BatchOptions, BatchWrite};
+
 use crate::{
     context_seal::ContextSeal,
     lifecycle::Lifecycle,
@@ -125,6 +129,15 @@ struct Inner {
     config: CoordinatorConfig,
     metrics: ReplicationMetrics,
     refill: Arc<Refill>,
+}
+
+/// When a value written now with `ttl_seconds` expires; 0 for never.
+fn expiry(ttl_seconds: u64) -> u64 {
+    if ttl_seconds > 0 {
+        now_millis().saturating_add(ttl_seconds.saturating_mul(1000))
+    } else {
+        0
+    }
 }
 
 /// One replica's answer to a read.
@@ -557,6 +570,49 @@ impl Coordinator {
         false
     }
 
+    /// The live fallbacks of `partition`, in reverse: they are popped from
+    /// the end, so the first fallback goes first.
+    fn live_fallbacks(&self, layout: &Layout, partition: u32, view: &View) -> Vec<String> {
+        let mut fallbacks: Vec<String> = layout
+            .fallbacks(partition)
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|id| *id != self.inner.me && view.is_alive(id))
+            .map(String::from)
+            .collect();
+        fallbacks.reverse();
+        fallbacks
+    }
+
+    /// The causal context a write of `key` replaces: the client's, once its
+    /// seal is checked; for a delete without one, what R replicas hold.
+    async fn context_for(
+        &self,
+        key: &Bytes,
+        delete: bool,
+        sealed: &Bytes,
+        read_quorum: Option<u32>,
+        timeout: Duration,
+    ) -> Result<CausalContext, Status> {
+        let context = if sealed.is_empty() {
+            CausalContext::new()
+        } else {
+            self.inner
+                .config
+                .seal
+                .open(key, sealed)
+                .map_err(|e| Status::invalid_argument(e.to_string()))?
+        };
+        if delete && context.is_empty() {
+            Ok(self
+                .read(key.clone(), read_quorum, Some(timeout))
+                .await?
+                .context())
+        } else {
+            Ok(context)
+        }
+    }
+
     /// Writes `value` (or a tombstone, for `None`) under `key`.
     ///
     /// A delete without a context deletes what the cluster holds, not only
@@ -620,28 +676,10 @@ impl Coordinator {
                 .await;
         }
 
-        let context = if context.is_empty() {
-            CausalContext::new()
-        } else {
-            self.inner
-                .config
-                .seal
-                .open(&key, &context)
-                .map_err(|e| Status::invalid_argument(e.to_string()))?
-        };
-        let context = if value.is_none() && context.is_empty() {
-            self.read(key.clone(), read_quorum, Some(timeout))
-                .await?
-                .context()
-        } else {
-            context
-        };
-
-        let expires_at_ms = if ttl_seconds > 0 {
-            now_millis().saturating_add(ttl_seconds.saturating_mul(1000))
-        } else {
-            0
-        };
+        let context = self
+            .context_for(&key, value.is_none(), &context, read_quorum, timeout)
+            .await?;
+        let expires_at_ms = expiry(ttl_seconds);
         let local = self.inner.local.clone();
         let local_key = key.clone();
         let record = blocking(move || local.update(&local_key, &context, value, expires_at_ms))
@@ -664,15 +702,7 @@ impl Coordinator {
                     .is_ok());
         let mut acks = usize::from(own_ack);
 
-        let mut fallbacks: Vec<String> = layout
-            .fallbacks(partition)
-            .map_err(|e| Status::internal(e.to_string()))?
-            .into_iter()
-            .filter(|id| *id != me && view.is_alive(id))
-            .map(String::from)
-            .collect();
-        fallbacks.reverse(); // popped from the end, so the first fallback goes first
-        let fallbacks = Arc::new(Mutex::new(fallbacks));
+        let fallbacks = Arc::new(Mutex::new(self.live_fallbacks(&layout, partition, &view)));
         let view = Arc::new((*view).clone());
         let extra: FuturesUnordered<_> = receivers
             .iter()

@@ -62,6 +62,23 @@ impl Limits {
         Ok(())
     }
 
+    /// A batch that writes names each key once: which of two writes of one
+    /// key should win is the client's to say, not the order of the list
+    /// (etcd refuses a transaction that puts a key twice for the same
+    /// reason).
+    pub fn distinct<'a>(&self, keys: impl Iterator<Item = &'a [u8]>) -> Result<(), Status> {
+        let mut seen = std::collections::HashSet::new();
+        for key in keys {
+            if !seen.insert(key) {
+                return Err(Status::invalid_argument(format!(
+                    "key {:?} appears more than once in the batch; a batch names each key once",
+                    bytes::Bytes::copy_from_slice(key)
+                )));
+            }
+        }
+        Ok(())
+    }
+
     /// Checks a scan range and returns the effective limit.
     pub fn scan(&self, start: &[u8], end: &[u8], limit: u32) -> Result<usize, Status> {
         for bound in [start, end] {

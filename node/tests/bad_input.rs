@@ -116,6 +116,22 @@ async fn invalid_requests_get_their_codes_and_messages() {
         "--max-batch-keys",
     );
     assert_status(
+        "a key twice in one batch",
+        raw.raw_batch_delete(RawBatchDeleteRequest {
+            keys: vec!["twice".into(), "once".into(), "twice".into()],
+            ..Default::default()
+        })
+        .await,
+        Code::InvalidArgument,
+        "appears more than once in the batch",
+    );
+    assert_status(
+        "empty batch",
+        raw.raw_batch_put(RawBatchPutRequest::default()).await,
+        Code::InvalidArgument,
+        "batch is empty",
+    );
+    assert_status(
         "scan with start after end",
         raw.raw_scan(RawScanRequest {
             start_key: "b".into(),

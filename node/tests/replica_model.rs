@@ -3,7 +3,8 @@
 //! A simulated cluster of 3 to 5 in-process replicas (real `LocalReplica`s
 //! over real RocksDB, without gRPC) runs random client histories with faults,
 //! under a wall clock moved by hand:
-//! - puts and deletes, with and without causal contexts, and TTLs;
+//! - puts and deletes, with and without causal contexts, and TTLs, alone or
+//!   in batches that each replica takes in one write batch;
 //! - writes that reach only some replicas, the others getting hints;
 //! - reads with read repair;
 //! - time passing, compaction with tombstone purge, anti-entropy rounds;
@@ -54,7 +55,7 @@ use proptest::{
 use ringkv_node::{
     refill::Refill,
     repair::{purgeable, Agreement},
-    replica::LocalReplica,
+    replica::{LocalReplica, Update},
     ring::partition_of,
     storage::{
         Durability, MemoryFiles, Modify, PurgeHook, RocksStorage, RocksStorageOptions, Storage,
@@ -120,6 +121,13 @@ enum Op {
     Wipe {
         node: usize,
     },
+    /// Writes through `node` as one client batch: (key, put, read mask).
+    Batch {
+        node: usize,
+        writes: Vec<(u8, bool, Option<u8>)>,
+        ttl_ms: Option<u64>,
+        reach: u8,
+    },
     /// `node` streams the records of the replicas in `reach`; once it has
     /// streamed from every other replica its refill is over.
     Refill {
@@ -142,11 +150,19 @@ fn op() -> impl Strategy<Value = Op> {
         3 => prop_oneof![1u64..5_000, 10_000u64..30_000, GRACE_MS..3 * GRACE_MS].prop_map(|ms| Op::Advance { ms }),
         2 => node.clone().prop_map(|node| Op::Compact { node }),
         2 => (node.clone(), mask).prop_map(|(node, reach)| Op::AntiEntropy { node, reach }),
-        2 => (node.clone(), mask, prop::option::weighted(0.3, key))
+        2 => (node.clone(), mask, prop::option::weighted(0.3, key.clone()))
             .prop_map(|(node, reach, racing_put)| Op::DeliverHints { node, reach, racing_put }),
         1 => (node.clone(), any::<bool>()).prop_map(|(node, lose_tail)| Op::Restart { node, lose_tail }),
         1 => node.clone().prop_map(|node| Op::Wipe { node }),
-        1 => (node, mask).prop_map(|(node, reach)| Op::Refill { node, reach }),
+        1 => (node.clone(), mask).prop_map(|(node, reach)| Op::Refill { node, reach }),
+        2 => (
+            node,
+            prop::collection::btree_map(key.clone(), (any::<bool>(), prop::option::weighted(0.5, any::<u8>())), 1..=KEYS as usize)
+                .prop_map(|writes| writes.into_iter().map(|(key, (put, read))| (key, put, read)).collect()),
+            prop::option::weighted(0.2, 1u64..20_000),
+            mask,
+        )
+            .prop_map(|(node, writes, ttl_ms, reach)| Op::Batch { node, writes, ttl_ms, reach }),
     ]
 }
 
@@ -376,53 +392,93 @@ impl Sim {
         ttl_ms: Option<u64>,
         reach: u8,
     ) -> Result<(), TestCaseError> {
-        let k = key_bytes(key);
+        self.write_batch(node, &[(key, put, read)], ttl_ms, reach)
+    }
+
+    /// A batch of writes through `node`, stamped there in one write batch
+    /// (`update_many`) and merged by each replica in `reach` in one write
+    /// batch (`apply_many`), hints for the rest; each write acknowledged at
+    /// W. A write is (key, put, read mask for its context or blind).
+    fn write_batch(
+        &mut self,
+        node: usize,
+        batch: &[(u8, bool, Option<u8>)],
+        ttl_ms: Option<u64>,
+        reach: u8,
+    ) -> Result<(), TestCaseError> {
         let replies = self.with(node, reach);
-        let read_first = match read {
-            Some(mask) => Some(self.merged(&k, &self.with(node, mask))),
-            // A delete without a context deletes what R replicas hold.
-            None if !put => match self.quorum_read(key, &replies)? {
-                (record, true) => Some(record),
-                (_, false) => return Ok(()),
-            },
-            None => None,
-        };
-        let (context, seen) = match read_first {
-            Some(record) => (record.context(), self.observed(&record)),
-            None => (CausalContext::new(), BTreeSet::new()),
-        };
-        let id = self.writes.len() as u64;
         let now = self.wall.now_ms();
         let expires_at_ms = ttl_ms.map(|ttl| now + ttl);
-        let value = put.then(|| Bytes::from(format!("w{id}")));
-        self.nodes[node].note_change(&k);
-        let record = self.nodes[node]
+        // The node refuses a batch that names a key twice.
+        let keys: BTreeSet<u8> = batch.iter().map(|(key, _, _)| *key).collect();
+        if keys.len() < batch.len() {
+            return Ok(());
+        }
+        // Every context is read before anything of the batch is written.
+        let mut updates = Vec::new();
+        let mut written = Vec::new();
+        for &(key, put, read) in batch {
+            let k = key_bytes(key);
+            let read_first = match read {
+                Some(mask) => Some(self.merged(&k, &self.with(node, mask))),
+                // A delete without a context deletes what R replicas hold,
+                // and fails without them.
+                None if !put => match self.quorum_read(key, &replies)? {
+                    (record, true) => Some(record),
+                    (_, false) => continue,
+                },
+                None => None,
+            };
+            let (context, seen) = match read_first {
+                Some(record) => (record.context(), self.observed(&record)),
+                None => (CausalContext::new(), BTreeSet::new()),
+            };
+            let id = (self.writes.len() + written.len()) as u64;
+            updates.push(Update {
+                key: k,
+                context,
+                value: put.then(|| Bytes::from(format!("w{id}"))),
+                expires_at_ms: expires_at_ms.unwrap_or(0),
+            });
+            written.push(Write {
+                key,
+                put,
+                seen,
+                acked: replies.len() >= self.w,
+                expires_at_ms,
+            });
+        }
+        if updates.is_empty() {
+            return Ok(());
+        }
+        for update in &updates {
+            self.nodes[node].note_change(&update.key);
+        }
+        let records = self.nodes[node]
             .replica
-            .update(&k, &context, value, expires_at_ms.unwrap_or(0))
-            .expect("update");
-        let encoded = record.encode();
-        let mut acks = 1;
-        for other in 0..self.size() {
-            if other == node {
-                continue;
-            }
+            .update_many(&updates)
+            .expect("update a batch");
+        let share: Vec<(Bytes, Siblings)> =
+            updates.iter().map(|u| u.key.clone()).zip(records).collect();
+        for other in (0..self.size()).filter(|&i| i != node) {
             if replies.contains(&other) {
-                self.nodes[other].apply(&k, &record);
-                acks += 1;
-            } else {
-                self.nodes[node]
+                for (key, _) in &share {
+                    self.nodes[other].note_change(key);
+                }
+                self.nodes[other]
                     .replica
-                    .keep_hint(&format!("n{other}"), &k, &encoded)
-                    .expect("keep hint");
+                    .apply_many(&share)
+                    .expect("apply a batch");
+            } else {
+                for (key, record) in &share {
+                    self.nodes[node]
+                        .replica
+                        .keep_hint(&format!("n{other}"), key, &record.encode())
+                        .expect("keep hint");
+                }
             }
         }
-        self.writes.push(Write {
-            key,
-            put,
-            seen,
-            acked: acks >= self.w,
-            expires_at_ms,
-        });
+        self.writes.extend(written);
         Ok(())
     }
 
@@ -622,6 +678,12 @@ impl Sim {
             Op::Restart { node, lose_tail } => self.restart(node % n, lose_tail),
             Op::Wipe { node } => self.wipe(node % n),
             Op::Refill { node, reach } => self.refill(node % n, reach),
+            Op::Batch {
+                node,
+                ref writes,
+                ttl_ms,
+                reach,
+            } => self.write_batch(node % n, writes, ttl_ms, reach)?,
         }
         Ok(())
     }

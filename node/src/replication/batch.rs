@@ -1,0 +1,330 @@
+//! Client batches: each replica takes its share in one RocksDB write batch.
+//!
+//! The keys of a batch whose partition this node replicates, with no ring
+//! transition under way, are stamped here together (`update_many`: one
+//! write batch) and sent to each other replica as one `ApplyBatch` (one
+//! write batch there). A replica that is down or refuses its share gets
+//! those keys one by one through the single-key path, with its fallbacks
+//! and hints. Every other key (one this node does not replicate, or one
+//! whose partition is moving) takes [`Coordinator::write`]. Each key
+//! succeeds or fails on its own, at W acknowledgements; unlike a single
+//! write, a batch waits for every replica's answer, up to the replica
+//! timeout, before it answers.
+
+use std::{
+    collections::BTreeMap,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use bytes::Bytes;
+use ringkv_proto::v1::{ReplicaApplyBatchRequest, ReplicaRecord};
+use tonic::{Request, Status};
+
+use super::{expiry, Coordinator, Relay};
+use crate::{
+    membership::View,
+    replica::{blocking, ReplicaError, Update},
+    ring::Layout,
+    versions::Siblings,
+};
+
+/// One write of a client batch.
+#[derive(Debug, Clone)]
+pub struct BatchWrite {
+    pub key: Bytes,
+    /// `None` for a delete.
+    pub value: Option<Bytes>,
+    /// The sealed causal context the client sent; empty for none.
+    pub context: Bytes,
+}
+
+/// The quorums and limits every write of a batch shares.
+#[derive(Debug, Clone, Copy)]
+pub struct BatchOptions {
+    pub read_quorum: Option<u32>,
+    pub write_quorum: Option<u32>,
+    pub ttl_seconds: u64,
+    pub deadline: Option<Duration>,
+    pub forwarded: bool,
+}
+
+/// A write of the batch stamped here.
+struct Stamped {
+    /// Its position in the batch.
+    index: usize,
+    partition: u32,
+    replicas: Vec<String>,
+    key: Bytes,
+    record: Bytes,
+}
+
+impl Coordinator {
+    /// Writes a client batch; returns each write's outcome, in order.
+    pub async fn write_batch(
+        &self,
+        writes: Vec<BatchWrite>,
+        options: BatchOptions,
+    ) -> Vec<Result<(), Status>> {
+        let every = |status: Status| writes.iter().map(|_| Err(status.clone())).collect();
+        let w = match self.quorum(
+            "write_quorum",
+            options.write_quorum,
+            self.inner.config.quorums.w,
+        ) {
+            Ok(w) => w,
+            Err(status) => return every(status),
+        };
+        let state = match self.state() {
+            Ok(state) => state,
+            Err(status) => return every(status),
+        };
+        let mut outcomes: Vec<Option<Result<(), Status>>> = vec![None; writes.len()];
+        let mut together = Vec::new();
+        let mut alone = Vec::new();
+        for (index, write) in writes.iter().enumerate() {
+            match self.preference(&state.current, &write.key) {
+                Ok((partition, replicas))
+                    if state.next.is_none() && replicas.contains(&self.inner.me) =>
+                {
+                    together.push((index, partition, replicas));
+                }
+                Ok(_) => alone.push(index),
+                Err(status) => outcomes[index] = Some(Err(status)),
+            }
+        }
+        let singles = futures::future::join_all(alone.iter().map(|&index| {
+            let write = &writes[index];
+            self.write(
+                write.key.clone(),
+                write.value.clone(),
+                write.context.clone(),
+                options.read_quorum,
+                options.write_quorum,
+                options.ttl_seconds,
+                options.deadline,
+                options.forwarded,
+            )
+        }));
+        let batched = self.write_together(&writes, together, &state.current, w, options);
+        let (singles, batched) = futures::future::join(singles, batched).await;
+        for (index, outcome) in alone.into_iter().zip(singles) {
+            outcomes[index] = Some(outcome);
+        }
+        for (index, outcome) in batched {
+            outcomes[index] = Some(outcome);
+        }
+        outcomes
+            .into_iter()
+            .map(|o| o.unwrap_or_else(|| Err(Status::internal("a batch write got no outcome"))))
+            .collect()
+    }
+
+    /// Stamps the writes this node replicates in one local write batch and
+    /// sends each other replica its share as one `ApplyBatch`.
+    async fn write_together(
+        &self,
+        writes: &[BatchWrite],
+        together: Vec<(usize, u32, Vec<String>)>,
+        layout: &Layout,
+        w: usize,
+        options: BatchOptions,
+    ) -> Vec<(usize, Result<(), Status>)> {
+        let timeout = self.timeout(options.deadline);
+        let mut outcomes = Vec::new();
+        let contexts = futures::future::join_all(together.iter().map(|(index, _, _)| {
+            let write = &writes[*index];
+            self.context_for(
+                &write.key,
+                write.value.is_none(),
+                &write.context,
+                options.read_quorum,
+                timeout,
+            )
+        }))
+        .await;
+        let expires_at_ms = expiry(options.ttl_seconds);
+        let mut updates = Vec::new();
+        let mut placed = Vec::new();
+        for ((index, partition, replicas), context) in together.into_iter().zip(contexts) {
+            match context {
+                Ok(context) => {
+                    let write = &writes[index];
+                    updates.push(Update {
+                        key: write.key.clone(),
+                        context,
+                        value: write.value.clone(),
+                        expires_at_ms,
+                    });
+                    placed.push((index, partition, replicas));
+                }
+                Err(status) => outcomes.push((index, Err(status))),
+            }
+        }
+        if updates.is_empty() {
+            return outcomes;
+        }
+        let local = self.inner.local.clone();
+        let records = match blocking(move || {
+            let records = local.update_many(&updates)?;
+            Ok(updates.into_iter().zip(records).collect::<Vec<_>>())
+        })
+        .await
+        {
+            Ok(records) => records,
+            Err(status) => {
+                outcomes.extend(placed.into_iter().map(|(i, _, _)| (i, Err(status.clone()))));
+                return outcomes;
+            }
+        };
+        let stamped: Vec<Stamped> = placed
+            .into_iter()
+            .zip(records)
+            .map(|((index, partition, replicas), (update, record))| Stamped {
+                index,
+                partition,
+                replicas,
+                key: update.key,
+                record: record.encode(),
+            })
+            .collect();
+        let acks = self.replicate_shares(&stamped, layout, timeout).await;
+        outcomes.extend(stamped.iter().zip(acks).map(|(s, acks)| {
+            let outcome = if acks >= w {
+                Ok(())
+            } else {
+                Err(Status::unavailable(format!(
+                    "write quorum not met: {acks} of {w} required acknowledgements from the {} replicas of partition {}",
+                    s.replicas.len(),
+                    s.partition
+                )))
+            };
+            (s.index, outcome)
+        }));
+        outcomes
+    }
+
+    /// Sends every other replica its share of `stamped`; returns each
+    /// write's acknowledgements, this node's own included.
+    async fn replicate_shares(
+        &self,
+        stamped: &[Stamped],
+        layout: &Layout,
+        timeout: Duration,
+    ) -> Vec<usize> {
+        let me = &self.inner.me;
+        let mut shares: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
+        for (position, s) in stamped.iter().enumerate() {
+            for replica in s.replicas.iter().filter(|r| *r != me) {
+                shares.entry(replica.as_str()).or_default().push(position);
+            }
+        }
+        let view = Arc::new((*self.inner.membership.view()).clone());
+        let sends = futures::future::join_all(shares.iter().map(|(replica, positions)| {
+            let records = positions
+                .iter()
+                .map(|&p| ReplicaRecord {
+                    key: stamped[p].key.clone(),
+                    record: stamped[p].record.clone(),
+                })
+                .collect();
+            self.apply_share(&view, replica, records, timeout)
+        }))
+        .await;
+        let mut acks = vec![1usize; stamped.len()];
+        let mut retries = Vec::new();
+        for ((replica, positions), sent) in shares.iter().zip(sends) {
+            match sent {
+                Ok(()) => positions.iter().for_each(|&p| acks[p] += 1),
+                Err(status) => {
+                    tracing::debug!(%replica, %status, "batch share not taken; sending its keys one by one");
+                    retries.extend(positions.iter().map(|&p| (p, replica.to_string())));
+                }
+            }
+        }
+        // The keys a replica did not take go one by one, with fallbacks and
+        // hints, exactly as single writes do.
+        let fallbacks: Vec<Arc<Mutex<Vec<String>>>> = stamped
+            .iter()
+            .map(|s| Arc::new(Mutex::new(self.live_fallbacks(layout, s.partition, &view))))
+            .collect();
+        let retried = futures::future::join_all(retries.iter().map(|(p, replica)| {
+            self.clone().replicate(
+                view.clone(),
+                replica.clone(),
+                stamped[*p].key.clone(),
+                stamped[*p].record.clone(),
+                fallbacks[*p].clone(),
+                timeout,
+            )
+        }))
+        .await;
+        for ((p, _), took) in retries.iter().zip(retried) {
+            acks[*p] += usize::from(took);
+        }
+        acks
+    }
+
+    async fn apply_share(
+        &self,
+        view: &View,
+        replica: &str,
+        records: Vec<ReplicaRecord>,
+        timeout: Duration,
+    ) -> Result<(), Status> {
+        if !view.is_alive(replica) {
+            return Err(Status::unavailable(format!("{replica} is down")));
+        }
+        let mut client = self.inner.peers.replica(&Self::address(view, replica)?)?;
+        let mut request = Request::new(ReplicaApplyBatchRequest { records });
+        request.set_timeout(timeout);
+        client.apply_batch(request).await?;
+        Ok(())
+    }
+
+    /// This node's share of a client batch, sent by its coordinator (see
+    /// `Replica.ApplyBatch`): the records of keys it plainly replicates land
+    /// in one write batch; keys a ring transition makes it pass on take
+    /// [`Coordinator::accept`] one by one.
+    pub async fn accept_batch(&self, records: Vec<(Bytes, Bytes)>) -> Result<(), Status> {
+        let state = self.inner.ring.state();
+        let mut kept = Vec::new();
+        let mut passed = Vec::new();
+        for (key, record) in records {
+            let plain = match &state {
+                None => true,
+                Some(state) => {
+                    state.next.is_none()
+                        && self
+                            .preference(&state.current, &key)?
+                            .1
+                            .contains(&self.inner.me)
+                }
+            };
+            if plain {
+                kept.push((key, record));
+            } else {
+                passed.push((key, record));
+            }
+        }
+        if !kept.is_empty() {
+            let local = self.inner.local.clone();
+            blocking(move || {
+                let decoded = kept
+                    .into_iter()
+                    .map(|(key, record)| {
+                        Siblings::decode(&record)
+                            .map(|record| (key, record))
+                            .map_err(ReplicaError::BadRecord)
+                    })
+                    .collect::<Result<Vec<_>, _>>()?;
+                local.apply_many(&decoded)
+            })
+            .await?;
+        }
+        for (key, record) in passed {
+            self.accept(key, record, None, Relay::default()).await?;
+        }
+        Ok(())
+    }
+}
