@@ -994,3 +994,44 @@ async fn scans_hide_deleted_keys_that_a_stale_replica_holds_and_page_past_tombst
         SCANNED - 50
     );
 }
+
+/// A joining node streams each partition it receives from every live owner,
+/// not from one (CASSANDRA-2434): a write acknowledged at W=2 may be missing
+/// on any single owner. The keys here were acknowledged while node 3 was
+/// down and never repaired, so a receiver that streamed from node 3 alone
+/// would miss them.
+#[tokio::test]
+async fn a_joining_node_receives_every_acknowledged_write_of_its_partitions() {
+    const JOINED: usize = 200;
+    let mut cluster = TestCluster::start(52, 3, &NO_REPAIR).await;
+    kill(&mut cluster, 2).await;
+    put_each(&cluster, 0, JOINED, "before the join", 2).await;
+    cluster.nodes[2].restart().await;
+    cluster.wait_alive(0, 2, true).await;
+    let fourth = cluster.spawn_joining(52, 4, &NO_REPAIR);
+    let members: Vec<&common::TestNode> = cluster.nodes.iter().chain([&fourth]).collect();
+    common::wait_stable(&cluster.nodes[0], &members, Duration::from_secs(120)).await;
+
+    let state = cluster.nodes[0].ring_state().await;
+    let joined = fourth.node_id();
+    let mut received = 0;
+    for i in 0..JOINED {
+        let partition = state.current.partition_for_key(key(i).as_bytes());
+        let owners = state.current.preference_list(partition).expect("owners");
+        if owners.contains(&joined.as_str()) {
+            assert!(
+                fourth.replica_record(key(i).as_bytes()).await.is_some(),
+                "the joining node owns {} but did not receive it",
+                key(i)
+            );
+            received += 1;
+        }
+    }
+    assert!(received > 0, "the joining node received some partitions");
+    cluster.nodes.push(fourth);
+    let acknowledged = [Bytes::from_static(b"before the join")];
+    assert_reads(&cluster, JOINED, 2, &acknowledged, "after the join").await;
+    println!(
+        "join: {received} acknowledged puts of the joining node's partitions held by it; all {JOINED} read at R=2 through each of 4 nodes"
+    );
+}

@@ -374,6 +374,19 @@ impl TestNode {
             .record
     }
 
+    /// The ring state this node holds.
+    pub async fn ring_state(&self) -> ringkv_node::ring::RingState {
+        let json = self
+            .replica_client()
+            .await
+            .get_layout(ringkv_client::proto::GetLayoutRequest {})
+            .await
+            .expect("get layout")
+            .into_inner()
+            .layout_json;
+        serde_json::from_str(&json).expect("a ring state")
+    }
+
     /// Sends this node one replica write: a hint for `hint_for` when set,
     /// with `metadata` such as `ringkv-forward-hops`.
     pub async fn replica_apply(
