@@ -477,7 +477,7 @@ async fn exchange(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::versions::{Actor, CausalContext, Hlc};
+    use crate::versions::{Actor, CausalContext, ConflictMode, Hlc};
 
     fn record(value: Option<&'static [u8]>, at_ms: u64) -> Vec<u8> {
         Siblings::new()
@@ -518,6 +518,46 @@ mod tests {
         assert!(!purgeable(
             key,
             &record(Some(b"v"), now - 60_000),
+            16,
+            grace,
+            &agreement,
+            now
+        ));
+
+        // An expired value is a tombstone whose grace period counts from
+        // its expiry: purged past it, kept inside it or before expiry.
+        let with_ttl = |expires_at_ms: u64| {
+            Siblings::new()
+                .update_with(
+                    ConflictMode::Siblings,
+                    &CausalContext::new(),
+                    Some(Bytes::from_static(b"v")),
+                    expires_at_ms,
+                    &Actor::new("n1", 1),
+                    Hlc::new(now - 60_000, 0),
+                )
+                .encode()
+                .to_vec()
+        };
+        assert!(purgeable(
+            key,
+            &with_ttl(now - 50_000),
+            16,
+            grace,
+            &agreement,
+            now
+        ));
+        assert!(!purgeable(
+            key,
+            &with_ttl(now - 1_000),
+            16,
+            grace,
+            &agreement,
+            now
+        ));
+        assert!(!purgeable(
+            key,
+            &with_ttl(now + 60_000),
             16,
             grace,
             &agreement,
