@@ -1035,3 +1035,67 @@ async fn a_joining_node_receives_every_acknowledged_write_of_its_partitions() {
         "join: {received} acknowledged puts of the joining node's partitions held by it; all {JOINED} read at R=2 through each of 4 nodes"
     );
 }
+
+/// Sloppy quorum with a fallback: on four nodes (N=3) a write whose replica
+/// is down is kept by a fallback node as a hint, which counts toward W. The
+/// hints survive restarts of every node that keeps them, and reach the
+/// replica when it returns, with neither reads nor anti-entropy to help.
+#[tokio::test]
+async fn a_fallbacks_hint_counts_toward_w_survives_restarts_and_is_delivered() {
+    const HINTED: usize = 60;
+    let mut cluster = TestCluster::start(
+        53,
+        4,
+        &[
+            "--anti-entropy-interval-secs",
+            "3600",
+            "--gossip-settle-ms",
+            "2000",
+        ],
+    )
+    .await;
+    kill(&mut cluster, 3).await;
+    put_each(&cluster, 0, HINTED, "hinted", 3).await;
+    for node in 0..3 {
+        cluster.nodes[node].stop().await;
+        cluster.nodes[node].restart().await;
+    }
+    cluster.nodes[3].restart().await;
+    cluster.wait_refilled().await;
+    let state = cluster.nodes[0].ring_state().await;
+    let returning = cluster.nodes[3].node_id();
+    let owned: Vec<usize> = (0..HINTED)
+        .filter(|i| {
+            let partition = state.current.partition_for_key(key(*i).as_bytes());
+            state
+                .current
+                .preference_list(partition)
+                .is_ok_and(|owners| owners.contains(&returning.as_str()))
+        })
+        .collect();
+    assert!(!owned.is_empty(), "the dead node owns some of the keys");
+    let node = &cluster.nodes[3];
+    eventually(
+        "the hints reach the returning replica",
+        Duration::from_secs(60),
+        || async {
+            for &i in &owned {
+                node.replica_record(key(i).as_bytes()).await?;
+            }
+            Some(())
+        },
+    )
+    .await;
+    assert_reads(
+        &cluster,
+        HINTED,
+        3,
+        &[Bytes::from_static(b"hinted")],
+        "after hinted handoff",
+    )
+    .await;
+    println!(
+        "fallback hints: {HINTED} puts acknowledged at W=3 with a replica down, {} of them delivered by hint after restarts of the nodes that kept them, all read at R=3",
+        owned.len()
+    );
+}

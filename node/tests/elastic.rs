@@ -603,3 +603,85 @@ async fn scale_three_five_three_under_load() {
         ledger.uncertain.len()
     );
 }
+
+/// Writes acknowledged while partitions stream to a joining node reach that
+/// node too (pending ownership): the stream may already have passed their
+/// keys, so a receiver that got them only through the stream would miss
+/// them for good once the former owners drop the partitions. No hints and
+/// no anti-entropy here, so nothing else could fill the gap.
+#[tokio::test]
+async fn writes_during_a_transition_reach_the_receiving_node() {
+    let args = [
+        "--handoff-bytes-per-sec",
+        "1000000",
+        "--hinted-handoff",
+        "false",
+        "--anti-entropy-interval-secs",
+        "3600",
+    ];
+    let cluster = TestCluster::start(38, 3, &args).await;
+    preload(&cluster.nodes[0], "streamed", 6_000).await;
+    let joining = cluster.spawn_joining(38, 4, &args);
+    wait_mid_stream(&cluster.nodes[0], &joining).await;
+    let mut clients = Vec::new();
+    for node in &cluster.nodes {
+        clients.push(node.client().await);
+    }
+    let mut written = Vec::new();
+    loop {
+        let moving = ring_status(&cluster.nodes[0])
+            .await
+            .is_some_and(|status| status.transition);
+        if !moving || written.len() >= 5_000 {
+            break;
+        }
+        for _ in 0..50 {
+            let key = format!("during-{:05}", written.len());
+            clients[written.len() % 3]
+                .raw()
+                .raw_put(RawPutRequest {
+                    key: Bytes::from(key.clone()),
+                    value: value_of(&key),
+                    consistency: quorums(2, 2),
+                    ..Default::default()
+                })
+                .await
+                .expect("a put at W=2 during the transition");
+            written.push(key);
+        }
+    }
+    assert!(!written.is_empty(), "some writes landed mid-transition");
+    let members: Vec<&TestNode> = cluster.nodes.iter().chain([&joining]).collect();
+    wait_stable(&cluster.nodes[0], &members, Duration::from_secs(120)).await;
+
+    let state = cluster.nodes[0].ring_state().await;
+    let id = joining.node_id();
+    let mut held = 0;
+    for key in &written {
+        let partition = state.current.partition_for_key(key.as_bytes());
+        if state
+            .current
+            .preference_list(partition)
+            .expect("owners")
+            .contains(&id.as_str())
+        {
+            assert!(
+                joining.replica_record(key.as_bytes()).await.is_some(),
+                "{key} was acknowledged mid-transition in a partition the new node received, but it does not hold it"
+            );
+            held += 1;
+        }
+    }
+    let mut client = joining.client().await;
+    for key in &written {
+        assert_eq!(
+            read_r2(&mut client, key).await.expect("read at R=2"),
+            value_of(key),
+            "{key} after the transition"
+        );
+    }
+    println!(
+        "writes during a transition: {} acknowledged puts read at R=2 through the new node, {held} of them held by it as an owner",
+        written.len()
+    );
+}

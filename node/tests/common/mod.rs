@@ -323,7 +323,36 @@ impl TestCluster {
         for node in &nodes {
             node.wait_serving().await;
         }
-        Self { nodes }
+        let cluster = Self { nodes };
+        cluster.wait_refilled().await;
+        cluster
+    }
+
+    /// Waits until the first node sees every node alive and none refilling.
+    /// A node reports SERVING once its refill is over, or after the gossip
+    /// settle limit; tests that kill a node at once need the former, or the
+    /// others keep refilling from the dead node.
+    pub async fn wait_refilled(&self) {
+        let endpoint = self.nodes[0].grpc.to_string();
+        let connector = self.nodes[0].connector.clone();
+        let count = self.nodes.len();
+        eventually(
+            "every node alive and refilled",
+            Duration::from_secs(30),
+            || {
+                let (endpoint, connector) = (endpoint.clone(), connector.clone());
+                async move {
+                    let status = connector.cluster_status(&endpoint).await.ok()?;
+                    let ready = status
+                        .members
+                        .iter()
+                        .filter(|m| m.alive && m.partitions_refilling == 0)
+                        .count();
+                    (ready == count).then_some(())
+                }
+            },
+        )
+        .await;
     }
 
     /// Waits until `observer` sees `node` as alive (or dead).
