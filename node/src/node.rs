@@ -192,11 +192,7 @@ pub async fn run(
         LocalReplica::open(storage.clone(), &node_id, config.conflict_mode())?
             .with_max_clock_offset(config.max_clock_offset_ms),
     );
-    let refill = Arc::new(Refill::load(
-        &storage,
-        local.started_empty(),
-        config.partitions,
-    )?);
+    let refill = Arc::new(Refill::load(&storage, config.partitions)?);
     let lifecycle = Arc::new(Lifecycle::load(storage.clone())?);
     let metrics = Arc::new(Metrics::new(storage.clone()));
     let limits = config.limits();

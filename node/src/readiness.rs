@@ -59,9 +59,11 @@ pub async fn track(
         let state = layouts.borrow_and_update().clone();
         let view = views.borrow_and_update().clone();
         let member = is_member(state.as_deref(), &me);
+        // Marked seen on every pass, so that a finished refill does not
+        // wake the loop again while gossip settles.
+        let refill_over = *refilled.borrow_and_update();
         if member && !settled {
-            let seen = state.as_deref().is_some_and(|s| peers_seen(s, &view, &me))
-                && *refilled.borrow_and_update();
+            let seen = state.as_deref().is_some_and(|s| peers_seen(s, &view, &me)) && refill_over;
             if seen || Instant::now() >= settle_deadline {
                 settled = true;
                 if !seen {

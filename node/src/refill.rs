@@ -1,8 +1,8 @@
 //! A node that lost its data refills its partitions before it counts
 //! toward any read.
 //!
-//! A data dir that never held a replica (see
-//! [`LocalReplica::started_empty`]) may belong to a node that was a member
+//! A data dir that never held a replica (marked by [`LocalReplica`] at its
+//! first start, see [`META_REFILLING`]) may belong to a node that was a member
 //! before and lost its disk. Restarted under its old id, it is an owner at
 //! once; if its empty answers counted toward R, a read could hear "no such
 //! key" from it and from one replica that missed the write, and report an
@@ -39,14 +39,10 @@ use tokio::sync::watch;
 use crate::{
     membership::Membership,
     peers::PeerClients,
-    replica::{blocking, LocalReplica, ReplicaError},
+    replica::{blocking, LocalReplica, ReplicaError, META_REFILLING},
     ring::{partition_of, Ring},
     storage::RocksStorage,
 };
-
-/// Present in the meta column family while a refill is unfinished, so a
-/// crash during the refill does not end it.
-const META_REFILLING: &str = "refilling";
 
 /// How long the refill waits between attempts while a source is missing.
 const RETRY: Duration = Duration::from_millis(250);
@@ -70,16 +66,9 @@ pub struct Refill {
 }
 
 impl Refill {
-    /// Starts a refill when the data dir started empty, or resumes one that
-    /// a crash interrupted.
-    pub fn load(
-        storage: &RocksStorage,
-        started_empty: bool,
-        partition_count: u32,
-    ) -> Result<Self, ReplicaError> {
-        if started_empty {
-            storage.meta_put(META_REFILLING, b"1")?;
-        }
+    /// The refill state of a data dir: active from its first start until
+    /// the refill ends, across crashes.
+    pub fn load(storage: &RocksStorage, partition_count: u32) -> Result<Self, ReplicaError> {
         let active = storage.meta_get(META_REFILLING)?.is_some();
         if active {
             tracing::warn!(
@@ -101,7 +90,7 @@ impl Refill {
 
     /// Whether this node's record of `key` may count toward a read quorum.
     pub fn serves_key(&self, key: &[u8]) -> bool {
-        self.serves(partition_of(key, self.partition_count))
+        !self.active.load(Ordering::Acquire) || self.serves(partition_of(key, self.partition_count))
     }
 
     /// Whether this node's records of `partition` may count toward reads.
@@ -193,6 +182,16 @@ pub async fn run(
         if announced != Some(pending) {
             membership.set_refilling(pending).await;
             announced = Some(pending);
+        }
+        // Partitions coming through a transition are received by
+        // `rebalance`; the refill ends only once they are this node's own.
+        let receiving = state
+            .next
+            .as_ref()
+            .is_some_and(|next| !next.partitions_of(&me).is_empty());
+        if pending == 0 && receiving {
+            tokio::time::sleep(RETRY).await;
+            continue;
         }
         if pending == 0 {
             let (refill, local) = (refill.clone(), local.clone());
@@ -299,21 +298,34 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let open = || RocksStorage::open(dir.path(), "n1", &RocksStorageOptions::default());
         {
-            let storage = open().expect("opens");
-            let refill = Refill::load(&storage, true, 16).expect("loads");
+            let storage = Arc::new(open().expect("opens"));
+            let replica = LocalReplica::open(
+                storage.clone(),
+                "n1",
+                crate::versions::ConflictMode::Siblings,
+            )
+            .expect("a replica marks its empty data dir");
+            drop(replica);
+            let refill = Refill::load(&storage, 16).expect("loads");
             assert!(!refill.serves(0), "an empty data dir refills");
         }
         {
             // Crashed before the end: the data dir is no longer empty, but
             // the refill goes on.
-            let storage = open().expect("opens");
-            let refill = Refill::load(&storage, false, 16).expect("loads");
+            let storage = Arc::new(open().expect("opens"));
+            let _replica = LocalReplica::open(
+                storage.clone(),
+                "n1",
+                crate::versions::ConflictMode::Siblings,
+            )
+            .expect("opens again");
+            let refill = Refill::load(&storage, 16).expect("loads");
             assert!(!refill.serves(0));
             refill.finish(&storage).expect("finishes");
             assert!(refill.serves(0) && *refill.watch().borrow());
         }
         let storage = open().expect("opens");
-        let refill = Refill::load(&storage, false, 16).expect("loads");
+        let refill = Refill::load(&storage, 16).expect("loads");
         assert!(refill.serves(0), "a finished refill is not redone");
     }
 

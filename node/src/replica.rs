@@ -46,6 +46,9 @@ use crate::{
 const STRIPES: usize = 1024;
 /// Physical milliseconds that no timestamp this node issued has reached.
 const META_CLOCK_CEILING: &str = "clock-ceiling";
+/// Present in the meta column family from the first start of a data dir
+/// until its refill ends (see `refill`).
+pub const META_REFILLING: &str = "refilling";
 /// How far ahead of the clock the ceiling is moved at a time: one synced
 /// metadata write per this many milliseconds of clock. A restarted node's
 /// clock starts at the ceiling, so the lease stays well below the tolerated
@@ -113,8 +116,6 @@ pub struct LocalReplica {
     wall: WallClock,
     mode: ConflictMode,
     max_clock_offset_ms: u64,
-    /// No clock ceiling was stored: this data dir never held a replica.
-    started_empty: bool,
 }
 
 impl LocalReplica {
@@ -136,7 +137,13 @@ impl LocalReplica {
     ) -> Result<Self, ReplicaError> {
         let clock = HlcClock::new();
         let stored_ceiling = storage.meta_get(META_CLOCK_CEILING)?;
-        let started_empty = stored_ceiling.is_none();
+        if stored_ceiling.is_none() {
+            // No ceiling: this data dir never held a replica, and the node
+            // must refill before it counts toward reads (see `refill`). The
+            // mark goes down before the first ceiling, so that a crash in
+            // between cannot leave a dir that looks used and skips it.
+            storage.meta_put(META_REFILLING, b"1")?;
+        }
         let ceiling_ms = match stored_ceiling {
             Some(raw) if raw.len() == 8 => {
                 let mut bytes = [0u8; 8];
@@ -159,7 +166,6 @@ impl LocalReplica {
             wall,
             mode,
             max_clock_offset_ms: DEFAULT_MAX_CLOCK_OFFSET_MS,
-            started_empty,
         };
         replica.tick()?;
         tracing::info!(
@@ -167,12 +173,6 @@ impl LocalReplica {
             "started a new incarnation: every key gets fresh actors"
         );
         Ok(replica)
-    }
-
-    /// Whether this data dir had never held a replica before this start: a
-    /// new node, or one whose disk was lost or wiped.
-    pub fn started_empty(&self) -> bool {
-        self.started_empty
     }
 
     /// Refuses timestamps more than `ms` ahead of this node's clock.
@@ -279,6 +279,12 @@ impl LocalReplica {
             expires_at_ms: None,
         }])?;
         Ok(())
+    }
+
+    /// Refuses a client's context stamped too far ahead of this node's
+    /// clock, as [`LocalReplica::update`] would.
+    pub fn check_context(&self, context: &CausalContext) -> Result<(), ReplicaError> {
+        self.check_offset("the causal context", context.max_hlc())
     }
 
     /// Locks the stripes of every key, in ascending order, so that two

@@ -219,8 +219,7 @@ impl SimNode {
             Arc::new(RocksStorage::open(Path::new("/db"), id, &options).expect("open storage"));
         let replica = LocalReplica::open_with_clock(storage.clone(), id, mode, wall.clone())
             .expect("open replica");
-        let refill =
-            Refill::load(&storage, replica.started_empty(), PARTITIONS).expect("load refill");
+        let refill = Refill::load(&storage, PARTITIONS).expect("load refill");
         Self {
             disk,
             replica,

@@ -147,6 +147,11 @@ impl Coordinator {
         let mut updates = Vec::new();
         let mut placed = Vec::new();
         for ((index, partition, replicas), context) in together.into_iter().zip(contexts) {
+            // A key refused on its own must not fail the batch's write batch.
+            let context = context.and_then(|context| {
+                self.inner.local.check_context(&context)?;
+                Ok(context)
+            });
             match context {
                 Ok(context) => {
                     let write = &writes[index];
