@@ -539,30 +539,10 @@ mod tests {
                 .encode()
                 .to_vec()
         };
-        assert!(purgeable(
-            key,
-            &with_ttl(now - 50_000),
-            16,
-            grace,
-            &agreement,
-            now
-        ));
-        assert!(!purgeable(
-            key,
-            &with_ttl(now - 1_000),
-            16,
-            grace,
-            &agreement,
-            now
-        ));
-        assert!(!purgeable(
-            key,
-            &with_ttl(now + 60_000),
-            16,
-            grace,
-            &agreement,
-            now
-        ));
+        let purged = |record: &[u8]| purgeable(key, record, 16, grace, &agreement, now);
+        assert!(purged(&with_ttl(now - 50_000)));
+        assert!(!purged(&with_ttl(now - 1_000)));
+        assert!(!purged(&with_ttl(now + 60_000)));
     }
 
     #[test]

@@ -49,6 +49,22 @@ async fn read_r2(client: &mut ringkv_client::Client, key: &str) -> Result<Bytes,
         .value)
 }
 
+/// Puts `key` with its 1 KiB value at W=2.
+async fn put_w2(
+    client: &mut ringkv_client::Client,
+    key: &str,
+) -> Result<tonic::Response<ringkv_client::proto::RawPutResponse>, tonic::Status> {
+    client
+        .raw()
+        .raw_put(RawPutRequest {
+            key: Bytes::from(key.to_string()),
+            value: value_of(key),
+            consistency: quorums(2, 2),
+            ..Default::default()
+        })
+        .await
+}
+
 /// Writes `count` keys of 1 KiB named `prefix-N` with W=3, in batches.
 async fn preload(node: &TestNode, prefix: &str, count: usize) -> Vec<String> {
     let mut client = node.client().await;
@@ -463,15 +479,7 @@ async fn scale_three_five_three_under_load() {
             let mut i = 0usize;
             while !stop.load(Ordering::Relaxed) && i * WRITERS < TARGET_KEYS * 2 {
                 let key = format!("load-{w}-{i:06}");
-                let put = client
-                    .raw()
-                    .raw_put(RawPutRequest {
-                        key: Bytes::from(key.clone()),
-                        value: value_of(&key),
-                        consistency: quorums(2, 2),
-                        ..Default::default()
-                    })
-                    .await;
+                let put = put_w2(&mut client, &key).await;
                 {
                     let mut ledger = ledger.lock().await;
                     match put {
@@ -637,14 +645,7 @@ async fn writes_during_a_transition_reach_the_receiving_node() {
         }
         for _ in 0..50 {
             let key = format!("during-{:05}", written.len());
-            clients[written.len() % 3]
-                .raw()
-                .raw_put(RawPutRequest {
-                    key: Bytes::from(key.clone()),
-                    value: value_of(&key),
-                    consistency: quorums(2, 2),
-                    ..Default::default()
-                })
+            put_w2(&mut clients[written.len() % 3], &key)
                 .await
                 .expect("a put at W=2 during the transition");
             written.push(key);
