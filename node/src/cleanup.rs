@@ -24,10 +24,11 @@ use crate::{
 const BATCH: usize = 1_000;
 
 /// The partitions whose records this node may drop now: those it owns in
-/// no layout of `state`. Empty while a transition runs or while a live
-/// peer reports a newer ring state, which may give partitions back.
+/// no layout of `state`. Empty while a transition runs (until every member
+/// has adopted its end) or while a live peer reports a newer ring state,
+/// which may give partitions back.
 pub fn droppable(state: &RingState, view: &View, me: &str) -> BTreeSet<u32> {
-    let settled = state.next.is_none()
+    let settled = !state.in_transition()
         && view
             .alive()
             .all(|peer| peer.layout_version <= state.version);
@@ -98,25 +99,32 @@ mod tests {
         let owned_by_a = after.partitions_of("a").len();
         let moving = RingState {
             version: 2,
-            current: Arc::new(before),
+            current: Arc::new(before.clone()),
             next: Some(Arc::new(after.clone())),
+            previous: None,
+            floor: 0,
         };
-        let settled = RingState {
+        let closing = RingState {
             version: 3,
-            current: Arc::new(after),
+            current: Arc::new(after.clone()),
             next: None,
+            previous: Some(Arc::new(before)),
+            floor: 0,
         };
+        let settled = RingState::settled(4, Arc::new(after));
         let everyone_at = |v| view(&[("a", v, true), ("b", v, true), ("c", v, true)]);
 
         // A transition is running: nothing is dropped, whatever moves.
         assert!(droppable(&moving, &everyone_at(2), "a").is_empty());
+        // Promoted, but members may still read from the former owners.
+        assert!(droppable(&closing, &everyone_at(3), "a").is_empty());
         // Settled, but a live peer knows a newer state: nothing either.
-        assert!(droppable(&settled, &everyone_at(4), "a").is_empty());
+        assert!(droppable(&settled, &everyone_at(5), "a").is_empty());
         // A dead peer's newer state does not hold the clean-up back.
-        let dead_newer = view(&[("a", 3, true), ("b", 3, true), ("c", 9, false)]);
+        let dead_newer = view(&[("a", 4, true), ("b", 4, true), ("c", 9, false)]);
         assert_eq!(droppable(&settled, &dead_newer, "a").len(), 16 - owned_by_a);
         // Settled: exactly the partitions `a` does not own.
-        let dropped = droppable(&settled, &everyone_at(3), "a");
+        let dropped = droppable(&settled, &everyone_at(4), "a");
         assert_eq!(dropped.len(), 16 - owned_by_a);
         assert!(settled
             .current
@@ -124,6 +132,6 @@ mod tests {
             .iter()
             .all(|p| !dropped.contains(p)));
         // A node in no layout (it left) drops nothing here.
-        assert!(droppable(&settled, &everyone_at(3), "z").is_empty());
+        assert!(droppable(&settled, &everyone_at(4), "z").is_empty());
     }
 }

@@ -46,6 +46,16 @@ fn relay<T>(request: &Request<T>) -> Result<Relay, Status> {
     })
 }
 
+/// Refuses a replica request from a coordinator that missed a ring change
+/// (see [`crate::ring::RingState::refuses`]).
+fn fence<T>(coordinator: &Coordinator, request: &Request<T>) -> Result<(), Status> {
+    let sender = whole_number(request, RING_VERSION)?.unwrap_or(0);
+    match coordinator.ring_state().and_then(|s| s.refuses(sender)) {
+        Some(reason) => Err(Status::failed_precondition(reason)),
+        None => Ok(()),
+    }
+}
+
 fn whole_number<T, N: std::str::FromStr>(
     request: &Request<T>,
     name: &str,
@@ -104,6 +114,7 @@ impl Replica for ReplicaService {
         &self,
         request: Request<ReplicaReadRequest>,
     ) -> Result<Response<ReplicaReadResponse>, Status> {
+        fence(&self.coordinator, &request)?;
         let key = request.into_inner().key;
         self.limits.key(&key)?;
         let refilling = !self.coordinator.refill().serves_key(&key);
@@ -119,6 +130,7 @@ impl Replica for ReplicaService {
         &self,
         request: Request<ReplicaApplyRequest>,
     ) -> Result<Response<ReplicaApplyResponse>, Status> {
+        fence(&self.coordinator, &request)?;
         let relay = relay(&request)?;
         let req = request.into_inner();
         self.limits.key(&req.key)?;
@@ -133,13 +145,18 @@ impl Replica for ReplicaService {
         &self,
         request: Request<ReplicaApplyBatchRequest>,
     ) -> Result<Response<ReplicaApplyBatchResponse>, Status> {
+        fence(&self.coordinator, &request)?;
+        let relay = relay(&request)?;
         let records = request.into_inner().records;
         self.limits.batch(records.len())?;
         for record in &records {
             self.limits.key(&record.key)?;
         }
         self.coordinator
-            .accept_batch(records.into_iter().map(|r| (r.key, r.record)).collect())
+            .accept_batch(
+                records.into_iter().map(|r| (r.key, r.record)).collect(),
+                relay,
+            )
             .await?;
         Ok(Response::new(ReplicaApplyBatchResponse {}))
     }
@@ -148,6 +165,7 @@ impl Replica for ReplicaService {
         &self,
         request: Request<ReplicaScanRequest>,
     ) -> Result<Response<ReplicaScanResponse>, Status> {
+        fence(&self.coordinator, &request)?;
         let req = request.into_inner();
         let limit = self.limits.scan(&req.start_key, &req.end_key, req.limit)?;
         let range = ScanRange {
@@ -466,7 +484,7 @@ impl Admin for AdminService {
         }
         Ok(Response::new(RingStatusResponse {
             state_version: self.ring.version(),
-            transition: state.as_ref().is_some_and(|s| s.next.is_some()),
+            transition: state.as_ref().is_some_and(|s| s.in_transition()),
             members: self.members(),
             handoffs,
             unreachable,

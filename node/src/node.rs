@@ -270,6 +270,7 @@ pub async fn run(
         peers.clone(),
         progress.clone(),
         metrics.replication.clone(),
+        refill.clone(),
     )));
     background.push(tokio::spawn(refill::run(
         refill.clone(),

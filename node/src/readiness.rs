@@ -106,11 +106,10 @@ mod tests {
 
     fn state(ids: &[&str]) -> RingState {
         let members = ids.iter().map(|id| Member::new(*id)).collect();
-        RingState {
-            version: 1,
-            current: Arc::new(Layout::initial(16, 3, members).expect("layout")),
-            next: None,
-        }
+        RingState::settled(
+            1,
+            Arc::new(Layout::initial(16, 3, members).expect("layout")),
+        )
     }
 
     fn view(alive: &[(&str, bool)]) -> View {

@@ -23,6 +23,7 @@ use crate::{
     membership::{Membership, View},
     metrics::ReplicationMetrics,
     peers::PeerClients,
+    refill::Refill,
     replica::{blocking, LocalReplica},
     ring::{partition_of, Ring, RingState},
 };
@@ -73,6 +74,7 @@ pub async fn run(
     peers: Arc<PeerClients>,
     progress: Arc<HandoffProgress>,
     metrics: ReplicationMetrics,
+    refill: Arc<Refill>,
 ) {
     let me = membership.self_id().to_string();
     let mut states = ring.subscribe();
@@ -101,6 +103,13 @@ pub async fn run(
                     partitions = incoming.len(),
                     "received every incoming partition"
                 );
+                // A received partition holds what every live owner held, as
+                // a refill would, and every write since: a node that joined
+                // with an empty data dir need not refill it again, which
+                // would wait for every owner, dead ones included.
+                for p in &incoming {
+                    refill.mark_refilled(*p);
+                }
                 membership.set_synced(state.version).await;
                 synced = state.version;
             }

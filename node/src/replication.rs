@@ -73,6 +73,23 @@ enum Delivery<'a> {
     Forwarded { hops: u32 },
 }
 
+/// What a request was routed with: the membership view, and the version of
+/// the ring state its owners came from. Peers refuse a version below their
+/// ring state's floor, so it must be the version the owners were chosen
+/// from, not whatever this node has adopted since.
+pub(crate) struct Route {
+    pub view: Arc<View>,
+    pub version: u64,
+}
+
+impl std::ops::Deref for Route {
+    type Target = View;
+
+    fn deref(&self) -> &View {
+        &self.view
+    }
+}
+
 /// A request to another node's RawKV, marked as forwarded and bounded by
 /// the client's remaining time.
 fn forwarded<T>(message: T, timeout: Duration) -> Request<T> {
@@ -210,6 +227,11 @@ impl Coordinator {
         }
     }
 
+    /// The newest ring state this node knows.
+    pub fn ring_state(&self) -> Option<Arc<RingState>> {
+        self.inner.ring.state()
+    }
+
     /// Which of this node's partitions count toward reads.
     pub fn refill(&self) -> &Refill {
         &self.inner.refill
@@ -237,10 +259,6 @@ impl Coordinator {
         })
     }
 
-    fn layout(&self) -> Result<Arc<Layout>, Status> {
-        self.state().map(|s| s.current.clone())
-    }
-
     /// A quorum override, checked against N.
     pub fn quorum(
         &self,
@@ -255,6 +273,27 @@ impl Coordinator {
             Some(q) => Err(Status::invalid_argument(format!(
                 "{name} {q} is outside 1..={n}, the replication factor"
             ))),
+        }
+    }
+
+    /// A request to a peer's replica service, bounded by `timeout` and
+    /// carrying the ring state version of `route`, by which the peer refuses
+    /// a coordinator that missed a ring change (see [`RingState::refuses`]).
+    pub(crate) fn to_replica<T>(&self, route: &Route, message: T, timeout: Duration) -> Request<T> {
+        let mut request = Request::new(message);
+        request.set_timeout(timeout);
+        request.metadata_mut().insert(
+            RING_VERSION,
+            tonic::metadata::MetadataValue::from(route.version),
+        );
+        request
+    }
+
+    /// A route from the current membership view and ring state `version`.
+    fn route(&self, version: u64) -> Route {
+        Route {
+            view: self.inner.membership.view(),
+            version,
         }
     }
 
@@ -283,7 +322,7 @@ impl Coordinator {
 
     async fn read_from(
         &self,
-        view: &View,
+        route: &Route,
         node: &str,
         key: &Bytes,
         timeout: Duration,
@@ -294,9 +333,8 @@ impl Coordinator {
             let record = blocking(move || local.read(&key)).await?;
             return Ok(ReplicaReply { record, counts });
         }
-        let mut client = self.inner.peers.replica(&Self::address(view, node)?)?;
-        let mut request = Request::new(ReplicaReadRequest { key: key.clone() });
-        request.set_timeout(timeout);
+        let mut client = self.inner.peers.replica(&Self::address(route, node)?)?;
+        let request = self.to_replica(route, ReplicaReadRequest { key: key.clone() }, timeout);
         let reply = client.read(request).await?.into_inner();
         let counts = !reply.refilling;
         if reply.record.is_empty() {
@@ -352,6 +390,36 @@ impl Coordinator {
         };
         let in_now = now.contains(&me);
         let in_next = next.as_ref().is_some_and(|n| n.contains(&me));
+        if !in_now && !in_next && state.previous_owners(partition).contains(&me) {
+            // A former owner while the promotion spreads keeps the record:
+            // members that have not adopted the promotion still read here.
+            // A sender that has not adopted it either counts this node as an
+            // owner, so the new owners must hold the write before it
+            // acknowledges (a sender on this version writes to them itself).
+            {
+                let (key, record) = (key.clone(), record.clone());
+                blocking(move || local.receive(&key, &record, None)).await?;
+            }
+            if relay.ring_version < state.version {
+                let gained: Vec<String> = state
+                    .gained_owners(partition)
+                    .into_iter()
+                    .filter(|id| *id != me)
+                    .collect();
+                let route = self.route(state.version);
+                self.pass_on(
+                    &route,
+                    &gained,
+                    "new owner",
+                    partition,
+                    &key,
+                    &record,
+                    hops + 1,
+                )
+                .await?;
+            }
+            return Ok(());
+        }
         let sender_is_newer = hops > 0 && relay.ring_version > state.version;
         if !in_now && !in_next && sender_is_newer {
             return blocking(move || local.receive(&key, &record, None)).await;
@@ -365,7 +433,7 @@ impl Coordinator {
         }
         if !in_now && !in_next {
             return self
-                .forward_to_owners(partition, &now, &key, &record, hops + 1)
+                .forward_to_owners(state.version, partition, &now, &key, &record, hops + 1)
                 .await;
         }
         {
@@ -389,14 +457,20 @@ impl Coordinator {
     }
 
     /// Delivers a hint kept for a node that has left the ring to the key's
-    /// owners now, in both layouts during a transition: the write was
+    /// owners now, in every layout of the ring state: the write was
     /// acknowledged, and its intended replica no longer exists. Fails unless
     /// one owner at least is alive and all the live ones took it.
     pub async fn deliver_to_owners(&self, key: &Bytes, record: &Bytes) -> Result<(), Status> {
         let state = self.state()?;
         let (partition, mut owners) = self.preference(&state.current, key)?;
         owners.extend(state.receivers(partition));
-        self.forward_to_owners(partition, &owners, key, record, 0)
+        // Right after a promotion, members still read the former owners.
+        for former in state.previous_owners(partition) {
+            if !owners.contains(&former) {
+                owners.push(former);
+            }
+        }
+        self.forward_to_owners(state.version, partition, &owners, key, record, 0)
             .await
     }
 
@@ -404,16 +478,17 @@ impl Coordinator {
     /// at least is alive and all the live ones took it.
     async fn forward_to_owners(
         &self,
+        version: u64,
         partition: u32,
         owners: &[String],
         key: &Bytes,
         record: &Bytes,
         hops: u32,
     ) -> Result<(), Status> {
-        let view = self.inner.membership.view();
+        let route = self.route(version);
         let live: Vec<String> = owners
             .iter()
-            .filter(|o| view.is_alive(o))
+            .filter(|o| route.is_alive(o))
             .cloned()
             .collect();
         if live.is_empty() {
@@ -422,7 +497,7 @@ impl Coordinator {
                 self.inner.me
             )));
         }
-        self.pass_on(&view, &live, "owner", partition, key, record, hops)
+        self.pass_on(&route, &live, "owner", partition, key, record, hops)
             .await
     }
 
@@ -436,13 +511,13 @@ impl Coordinator {
         record: &Bytes,
         hops: u32,
     ) -> Result<(), Status> {
-        let view = self.inner.membership.view();
+        let route = self.route(state.version);
         let receivers: Vec<String> = state
             .receivers(partition)
             .into_iter()
             .filter(|r| *r != self.inner.me)
             .collect();
-        self.pass_on(&view, &receivers, "receiver", partition, key, record, hops)
+        self.pass_on(&route, &receivers, "receiver", partition, key, record, hops)
             .await
     }
 
@@ -451,7 +526,7 @@ impl Coordinator {
     #[allow(clippy::too_many_arguments)]
     async fn pass_on(
         &self,
-        view: &View,
+        route: &Route,
         targets: &[String],
         role: &str,
         partition: u32,
@@ -462,7 +537,7 @@ impl Coordinator {
         let timeout = self.timeout(None);
         for target in targets {
             self.apply_to(
-                view,
+                route,
                 target,
                 key,
                 record,
@@ -482,7 +557,7 @@ impl Coordinator {
 
     async fn apply_to(
         &self,
-        view: &View,
+        route: &Route,
         node: &str,
         key: &Bytes,
         record: &Bytes,
@@ -498,20 +573,20 @@ impl Coordinator {
             let hint_for = hint_for.map(str::to_string);
             return blocking(move || local.receive(&key, &record, hint_for.as_deref())).await;
         }
-        let mut client = self.inner.peers.replica(&Self::address(view, node)?)?;
-        let mut request = Request::new(ReplicaApplyRequest {
-            key: key.clone(),
-            record: record.clone(),
-            hint_for: hint_for.unwrap_or_default().to_string(),
-        });
-        request.set_timeout(timeout);
+        let mut client = self.inner.peers.replica(&Self::address(route, node)?)?;
+        let mut request = self.to_replica(
+            route,
+            ReplicaApplyRequest {
+                key: key.clone(),
+                record: record.clone(),
+                hint_for: hint_for.unwrap_or_default().to_string(),
+            },
+            timeout,
+        );
         if let Delivery::Forwarded { hops } = delivery {
-            let metadata = request.metadata_mut();
-            metadata.insert(FORWARD_HOPS, tonic::metadata::MetadataValue::from(hops));
-            metadata.insert(
-                RING_VERSION,
-                tonic::metadata::MetadataValue::from(self.inner.ring.version()),
-            );
+            request
+                .metadata_mut()
+                .insert(FORWARD_HOPS, tonic::metadata::MetadataValue::from(hops));
         }
         client.apply(request).await?;
         Ok(())
@@ -522,16 +597,16 @@ impl Coordinator {
     /// acknowledged by either.
     async fn replicate(
         self,
-        view: Arc<View>,
+        route: Arc<Route>,
         target: String,
         key: Bytes,
         record: Bytes,
         fallbacks: Arc<Mutex<Vec<String>>>,
         timeout: Duration,
     ) -> bool {
-        if view.is_alive(&target) {
+        if route.is_alive(&target) {
             match self
-                .apply_to(&view, &target, &key, &record, Delivery::Replica, timeout)
+                .apply_to(&route, &target, &key, &record, Delivery::Replica, timeout)
                 .await
             {
                 Ok(()) => return true,
@@ -547,7 +622,7 @@ impl Coordinator {
         if let Some(fallback) = fallback {
             let sent = self
                 .apply_to(
-                    &view,
+                    &route,
                     &fallback,
                     &key,
                     &record,
@@ -701,14 +776,26 @@ impl Coordinator {
                     .await
                     .is_ok());
         let mut acks = usize::from(own_ack);
+        // Right after a promotion, members that have not adopted it still
+        // read from the owners before it: the write needs W of them too.
+        let previous = state.previous_owners(partition);
+        let mut previous_acks = usize::from(own_ack && previous.contains(&me));
+        let former: Vec<String> = previous
+            .iter()
+            .filter(|id| !pref.contains(id) && **id != me)
+            .cloned()
+            .collect();
 
         let fallbacks = Arc::new(Mutex::new(self.live_fallbacks(&layout, partition, &view)));
-        let view = Arc::new((*view).clone());
+        let route = Arc::new(Route {
+            view: view.clone(),
+            version: state.version,
+        });
         let extra: FuturesUnordered<_> = receivers
             .iter()
             .map(|target| {
                 self.clone().replicate(
-                    view.clone(),
+                    route.clone(),
                     target.clone(),
                     key.clone(),
                     record.clone(),
@@ -723,21 +810,32 @@ impl Coordinator {
         let mut pending: FuturesUnordered<_> = pref
             .iter()
             .filter(|id| **id != me)
-            .map(|target| {
-                self.clone().replicate(
-                    view.clone(),
+            .map(|target| (target, fallbacks.clone()))
+            .chain(
+                former
+                    .iter()
+                    .map(|target| (target, Arc::new(Mutex::new(Vec::new())))),
+            )
+            .map(|(target, fallbacks)| {
+                let write = self.clone().replicate(
+                    route.clone(),
                     target.clone(),
                     key.clone(),
                     record.clone(),
-                    fallbacks.clone(),
+                    fallbacks,
                     timeout,
-                )
+                );
+                let target = target.clone();
+                async move { (target, write.await) }
             })
             .collect();
-        while acks < w {
+        while acks < w || (!previous.is_empty() && previous_acks < w) {
             match pending.next().await {
-                Some(true) => acks += 1,
-                Some(false) => {}
+                Some((target, true)) => {
+                    acks += usize::from(pref.contains(&target));
+                    previous_acks += usize::from(previous.contains(&target));
+                }
+                Some((_, false)) => {}
                 None => break,
             }
         }
@@ -750,6 +848,12 @@ impl Coordinator {
             return Err(Status::unavailable(format!(
                 "write quorum not met: {acks} of {w} required acknowledgements from the {} replicas of partition {partition}",
                 pref.len()
+            )));
+        }
+        if !previous.is_empty() && previous_acks < w {
+            return Err(Status::unavailable(format!(
+                "write quorum not met: {previous_acks} of {w} required acknowledgements from the {} owners partition {partition} had before its last move (members that have not adopted the move still read from them)",
+                previous.len()
             )));
         }
         Ok(())
@@ -805,19 +909,19 @@ impl Coordinator {
     ) -> Result<Siblings, Status> {
         let quorums = self.inner.config.quorums;
         let r = self.quorum("read_quorum", read_quorum, quorums.r)?;
-        let layout = self.layout()?;
-        let (_, pref) = self.preference(&layout, &key)?;
-        let view = Arc::new((*self.inner.membership.view()).clone());
+        let state = self.state()?;
+        let (_, pref) = self.preference(&state.current, &key)?;
+        let route = Arc::new(self.route(state.version));
         let timeout = self.timeout(deadline);
 
         let mut pending: FuturesUnordered<_> = pref
             .iter()
-            .filter(|id| view.is_alive(id) || **id == self.inner.me)
+            .filter(|id| route.is_alive(id) || **id == self.inner.me)
             .map(|node| {
-                let (this, view, node, key) =
-                    (self.clone(), view.clone(), node.clone(), key.clone());
+                let (this, route, node, key) =
+                    (self.clone(), route.clone(), node.clone(), key.clone());
                 async move {
-                    let result = this.read_from(&view, &node, &key, timeout).await;
+                    let result = this.read_from(&route, &node, &key, timeout).await;
                     (node, result)
                 }
             })
@@ -867,7 +971,7 @@ impl Coordinator {
         let repairs = replies
             .iter()
             .filter(|(_, record)| is_stale(record, &merged))
-            .map(|(node, _)| self.repair(&view, node, &key, &encoded, timeout));
+            .map(|(node, _)| self.repair(&route, node, &key, &encoded, timeout));
         futures::future::join_all(repairs).await;
 
         let (this, merged_late) = (self.clone(), merged.clone());
@@ -875,7 +979,7 @@ impl Coordinator {
             while let Some((node, result)) = pending.next().await {
                 if let Ok(ReplicaReply { record, .. }) = result {
                     if is_stale(&record, &merged_late) {
-                        this.repair(&view, &node, &key, &encoded, timeout).await;
+                        this.repair(&route, &node, &key, &encoded, timeout).await;
                     }
                 }
             }
@@ -885,14 +989,14 @@ impl Coordinator {
 
     async fn repair(
         &self,
-        view: &View,
+        route: &Route,
         node: &str,
         key: &Bytes,
         record: &Bytes,
         timeout: Duration,
     ) {
         match self
-            .apply_to(view, node, key, record, Delivery::Replica, timeout)
+            .apply_to(route, node, key, record, Delivery::Replica, timeout)
             .await
         {
             Ok(()) => {
@@ -917,8 +1021,12 @@ impl Coordinator {
         deadline: Option<Duration>,
     ) -> Result<Vec<(Bytes, Siblings)>, Status> {
         let r = self.quorum("read_quorum", read_quorum, self.inner.config.quorums.r)?;
-        let layout = self.layout()?;
-        let view = self.inner.membership.view();
+        let state = self.state()?;
+        let layout = state.current.clone();
+        // Every page goes out on the version the owners came from: once the
+        // ring has moved past it, peers refuse the pages and the scan fails
+        // rather than count copies their former owners have dropped.
+        let view = self.route(state.version);
         let timeout = self.timeout(deadline);
         let members: Vec<String> = layout
             .members()
@@ -1034,7 +1142,7 @@ impl Coordinator {
 
     async fn scan_node(
         &self,
-        view: &View,
+        route: &Route,
         node: &str,
         range: &ScanRange,
         page: usize,
@@ -1051,14 +1159,17 @@ impl Coordinator {
             let records = blocking(move || local.scan(&range)).await?;
             return Ok(ScanReply { records, refilling });
         }
-        let mut client = self.inner.peers.replica(&Self::address(view, node)?)?;
-        let mut request = Request::new(ReplicaScanRequest {
-            start_key: range.start,
-            end_key: range.end,
-            limit: page as u32,
-            reverse: range.reverse,
-        });
-        request.set_timeout(timeout);
+        let mut client = self.inner.peers.replica(&Self::address(route, node)?)?;
+        let request = self.to_replica(
+            route,
+            ReplicaScanRequest {
+                start_key: range.start,
+                end_key: range.end,
+                limit: page as u32,
+                reverse: range.reverse,
+            },
+            timeout,
+        );
         let reply = client.scan_local(request).await?.into_inner();
         let records = reply
             .records

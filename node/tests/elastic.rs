@@ -14,7 +14,9 @@ use std::{
 };
 
 use bytes::Bytes;
-use common::{eventually, ring_status, wait_equal_trees, wait_stable, TestCluster, TestNode};
+use common::{
+    eventually, ring_status, wait_equal_trees, wait_left, wait_stable, TestCluster, TestNode,
+};
 use ringkv_client::proto::{
     Consistency, KvPair, RawBatchPutRequest, RawDeleteRequest, RawGetRequest, RawPutRequest,
 };
@@ -94,22 +96,6 @@ async fn decommission(observer: &TestNode, node: &TestNode) {
     ringkv_client::decommission(&observer.grpc.to_string(), &node.node_id())
         .await
         .expect("decommission accepted");
-}
-
-async fn wait_left(observer: &TestNode, node: &TestNode, deadline: Duration) {
-    let id = node.node_id();
-    eventually(&format!("{id} reports left"), deadline, || {
-        let id = id.clone();
-        async move {
-            let status = ring_status(observer).await?;
-            status
-                .members
-                .iter()
-                .any(|m| m.node_id == id && m.status == "left")
-                .then_some(())
-        }
-    })
-    .await;
 }
 
 #[tokio::test]
@@ -685,4 +671,151 @@ async fn writes_during_a_transition_reach_the_receiving_node() {
         "writes during a transition: {} acknowledged puts read at R=2 through the new node, {held} of them held by it as an owner",
         written.len()
     );
+}
+
+/// A node paused through a whole transition comes back on the ring state
+/// from before it and, until gossip catches it up, coordinates with the
+/// owners it remembers. One of them may have given the partition up and
+/// dropped it, and the node's own copy missed the writes made while it
+/// was paused: two such answers make a quorum that misses acknowledged
+/// writes. Its peers refuse replica requests from a coordinator below
+/// their ring state's floor, so every read through it either fails or
+/// shows the acknowledged write.
+#[tokio::test]
+async fn a_node_paused_through_a_transition_reads_nothing_stale() {
+    use nix::{sys::signal, unistd::Pid};
+    const KEYS: usize = 40;
+    let args = [
+        "--anti-entropy-interval-secs",
+        "1",
+        "--hinted-handoff",
+        "false",
+    ];
+    let cluster = TestCluster::start(39, 3, &args).await;
+    let keys: Vec<String> = (0..KEYS).map(|i| format!("paused-{i:02}")).collect();
+    let mut client = cluster.nodes[0].client().await;
+    for key in &keys {
+        client
+            .raw()
+            .raw_put(RawPutRequest {
+                key: Bytes::from(key.clone()),
+                value: Bytes::from(format!("{key}=before")),
+                consistency: quorums(2, 3),
+                ..Default::default()
+            })
+            .await
+            .expect("put at W=3");
+    }
+    let before = cluster.nodes[0].ring_state().await;
+
+    let paused = Pid::from_raw(cluster.nodes[2].pid() as i32);
+    signal::kill(paused, signal::Signal::SIGSTOP).expect("SIGSTOP");
+    cluster.wait_alive(0, 2, false).await;
+    let fourth = cluster.spawn_joining(39, 4, &args);
+    let members = [&cluster.nodes[0], &cluster.nodes[1], &fourth];
+    wait_stable(&cluster.nodes[0], &members, Duration::from_secs(120)).await;
+    let after = cluster.nodes[0].ring_state().await;
+    assert!(
+        after.floor > before.version,
+        "the floor rose past the paused node's version"
+    );
+
+    for key in &keys {
+        let read = client
+            .raw()
+            .raw_get(RawGetRequest {
+                key: Bytes::from(key.clone()),
+                consistency: quorums(2, 2),
+            })
+            .await
+            .expect("read while paused")
+            .into_inner();
+        client
+            .raw()
+            .raw_put(RawPutRequest {
+                key: Bytes::from(key.clone()),
+                value: Bytes::from(format!("{key}=after")),
+                consistency: quorums(2, 2),
+                context: read.context,
+                ..Default::default()
+            })
+            .await
+            .expect("overwrite while paused");
+    }
+    // Wait until the nodes that gave a partition up have dropped it.
+    let givers: Vec<(usize, &String)> = keys
+        .iter()
+        .filter_map(|key| {
+            let owners = |state: &ringkv_node::ring::RingState| -> Vec<String> {
+                let p = state.current.partition_for_key(key.as_bytes());
+                state
+                    .current
+                    .preference_list(p)
+                    .expect("owners")
+                    .into_iter()
+                    .map(String::from)
+                    .collect()
+            };
+            let (old, new) = (owners(&before), owners(&after));
+            (0..2)
+                .find(|&i| {
+                    let id = cluster.nodes[i].node_id();
+                    old.contains(&id) && !new.contains(&id)
+                })
+                .map(|i| (i, key))
+        })
+        .collect();
+    assert!(!givers.is_empty(), "the join moved none of the keys");
+    for (giver, key) in &givers {
+        let node = &cluster.nodes[*giver];
+        eventually(
+            &format!("{} drops {key}", node.node_id()),
+            Duration::from_secs(60),
+            || async {
+                node.replica_record(key.as_bytes())
+                    .await
+                    .is_none()
+                    .then_some(())
+            },
+        )
+        .await;
+    }
+
+    signal::kill(paused, signal::Signal::SIGCONT).expect("SIGCONT");
+    let resumed = cluster.nodes[2].client().await;
+    let reads = keys.iter().map(|key| {
+        let mut client = resumed.clone();
+        async move { (key, read_r2(&mut client, key).await) }
+    });
+    let (mut refused, mut fresh) = (0, 0);
+    for (key, read) in futures::future::join_all(reads).await {
+        match read {
+            Ok(value) => {
+                assert_eq!(
+                    value,
+                    Bytes::from(format!("{key}=after")),
+                    "{key}: a read through the resumed node missed an acknowledged write"
+                );
+                fresh += 1;
+            }
+            Err(_) => refused += 1,
+        }
+    }
+    for key in &keys {
+        let value = eventually(
+            &format!("{key} through the resumed node"),
+            Duration::from_secs(30),
+            || {
+                let mut client = resumed.clone();
+                async move { read_r2(&mut client, key).await.ok() }
+            },
+        )
+        .await;
+        assert_eq!(value, Bytes::from(format!("{key}=after")), "{key}");
+    }
+    println!(
+        "paused through a join: {} keys moved off a node that dropped them; right after the pause {fresh} reads showed the acknowledged write and {refused} failed; then all {KEYS} did",
+        givers.len()
+    );
+    drop(fourth);
 }

@@ -19,13 +19,12 @@ use std::{
 
 use bytes::Bytes;
 use ringkv_proto::v1::{ReplicaApplyBatchRequest, ReplicaRecord};
-use tonic::{Request, Status};
+use tonic::Status;
 
-use super::{expiry, Coordinator, Relay};
+use super::{expiry, Coordinator, Relay, Route};
 use crate::{
-    membership::View,
     replica::{blocking, ReplicaError, Update},
-    ring::Layout,
+    ring::RingState,
     versions::Siblings,
 };
 
@@ -85,7 +84,7 @@ impl Coordinator {
         for (index, write) in writes.iter().enumerate() {
             match self.preference(&state.current, &write.key) {
                 Ok((partition, replicas))
-                    if state.next.is_none() && replicas.contains(&self.inner.me) =>
+                    if !state.in_transition() && replicas.contains(&self.inner.me) =>
                 {
                     together.push((index, partition, replicas));
                 }
@@ -106,7 +105,7 @@ impl Coordinator {
                 options.forwarded,
             )
         }));
-        let batched = self.write_together(&writes, together, &state.current, w, options);
+        let batched = self.write_together(&writes, together, &state, w, options);
         let (singles, batched) = futures::future::join(singles, batched).await;
         for (index, outcome) in alone.into_iter().zip(singles) {
             outcomes[index] = Some(outcome);
@@ -126,7 +125,7 @@ impl Coordinator {
         &self,
         writes: &[BatchWrite],
         together: Vec<(usize, u32, Vec<String>)>,
-        layout: &Layout,
+        state: &RingState,
         w: usize,
         options: BatchOptions,
     ) -> Vec<(usize, Result<(), Status>)> {
@@ -193,7 +192,7 @@ impl Coordinator {
                 record: record.encode(),
             })
             .collect();
-        let acks = self.replicate_shares(&stamped, layout, timeout).await;
+        let acks = self.replicate_shares(&stamped, state, timeout).await;
         outcomes.extend(stamped.iter().zip(acks).map(|(s, acks)| {
             let outcome = if acks >= w {
                 Ok(())
@@ -214,7 +213,7 @@ impl Coordinator {
     async fn replicate_shares(
         &self,
         stamped: &[Stamped],
-        layout: &Layout,
+        state: &RingState,
         timeout: Duration,
     ) -> Vec<usize> {
         let me = &self.inner.me;
@@ -224,7 +223,7 @@ impl Coordinator {
                 shares.entry(replica.as_str()).or_default().push(position);
             }
         }
-        let view = Arc::new((*self.inner.membership.view()).clone());
+        let route = Arc::new(self.route(state.version));
         let sends = futures::future::join_all(shares.iter().map(|(replica, positions)| {
             let records = positions
                 .iter()
@@ -233,7 +232,7 @@ impl Coordinator {
                     record: stamped[p].record.clone(),
                 })
                 .collect();
-            self.apply_share(&view, replica, records, timeout)
+            self.apply_share(&route, replica, records, timeout)
         }))
         .await;
         let mut acks = vec![1usize; stamped.len()];
@@ -251,11 +250,14 @@ impl Coordinator {
         // hints, exactly as single writes do.
         let fallbacks: Vec<Arc<Mutex<Vec<String>>>> = stamped
             .iter()
-            .map(|s| Arc::new(Mutex::new(self.live_fallbacks(layout, s.partition, &view))))
+            .map(|s| {
+                let fallbacks = self.live_fallbacks(&state.current, s.partition, &route);
+                Arc::new(Mutex::new(fallbacks))
+            })
             .collect();
         let retried = futures::future::join_all(retries.iter().map(|(p, replica)| {
             self.clone().replicate(
-                view.clone(),
+                route.clone(),
                 replica.clone(),
                 stamped[*p].key.clone(),
                 stamped[*p].record.clone(),
@@ -272,17 +274,16 @@ impl Coordinator {
 
     async fn apply_share(
         &self,
-        view: &View,
+        route: &Route,
         replica: &str,
         records: Vec<ReplicaRecord>,
         timeout: Duration,
     ) -> Result<(), Status> {
-        if !view.is_alive(replica) {
+        if !route.is_alive(replica) {
             return Err(Status::unavailable(format!("{replica} is down")));
         }
-        let mut client = self.inner.peers.replica(&Self::address(view, replica)?)?;
-        let mut request = Request::new(ReplicaApplyBatchRequest { records });
-        request.set_timeout(timeout);
+        let mut client = self.inner.peers.replica(&Self::address(route, replica)?)?;
+        let request = self.to_replica(route, ReplicaApplyBatchRequest { records }, timeout);
         client.apply_batch(request).await?;
         Ok(())
     }
@@ -291,7 +292,11 @@ impl Coordinator {
     /// `Replica.ApplyBatch`): the records of keys it plainly replicates land
     /// in one write batch; keys a ring transition makes it pass on take
     /// [`Coordinator::accept`] one by one.
-    pub async fn accept_batch(&self, records: Vec<(Bytes, Bytes)>) -> Result<(), Status> {
+    pub async fn accept_batch(
+        &self,
+        records: Vec<(Bytes, Bytes)>,
+        relay: Relay,
+    ) -> Result<(), Status> {
         let state = self.inner.ring.state();
         let mut kept = Vec::new();
         let mut passed = Vec::new();
@@ -299,7 +304,7 @@ impl Coordinator {
             let plain = match &state {
                 None => true,
                 Some(state) => {
-                    state.next.is_none()
+                    !state.in_transition()
                         && self
                             .preference(&state.current, &key)?
                             .1
@@ -328,7 +333,7 @@ impl Coordinator {
             .await?;
         }
         for (key, record) in passed {
-            self.accept(key, record, None, Relay::default()).await?;
+            self.accept(key, record, None, relay).await?;
         }
         Ok(())
     }

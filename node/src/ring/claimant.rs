@@ -12,7 +12,9 @@
 //!   remain) or the first joining node, as a `next` layout derived
 //!   deterministically from `current` and that one change;
 //! - a transition: promote `next` once every receiving node reports that it
-//!   holds all its incoming partitions.
+//!   holds all its incoming partitions, keeping the replaced layout as
+//!   `previous`;
+//! - a promotion: drop `previous` once every live member has adopted it.
 
 use std::{collections::BTreeSet, sync::Arc, time::Duration};
 
@@ -138,24 +140,26 @@ fn partition_conflict(view: &View, me: &str, ring: &Ring) -> Option<String> {
     ))
 }
 
+/// Fetches the newest ring state a live peer announces, trying the peers
+/// in rank order: a transition waits for every live member to adopt its
+/// states, so one unreachable peer must not keep this node behind.
 async fn adopt_newer_state(view: &View, me: &str, ring: &Ring, peers: &PeerClients) {
-    let Some(source) = view
+    let mut sources: Vec<&Peer> = view
         .alive()
         .filter(|p| p.id != me && p.partitions == ring.partitions())
-        .max_by_key(|p| (p.layout_version, p.layout_digest))
-    else {
-        return;
-    };
-    if (source.layout_version, source.layout_digest) <= ring.rank() {
-        return;
-    }
-    match fetch_state(source, peers).await {
-        Ok(state) => {
-            if let Err(error) = ring.install(state) {
-                tracing::warn!(%error, peer = %source.id, "rejected a peer's ring state");
-            }
+        .filter(|p| (p.layout_version, p.layout_digest) > ring.rank())
+        .collect();
+    sources.sort_by_key(|p| std::cmp::Reverse((p.layout_version, p.layout_digest)));
+    for source in sources {
+        match fetch_state(source, peers).await {
+            Ok(state) => match ring.install(state) {
+                Ok(_) => return,
+                Err(error) => {
+                    tracing::warn!(%error, peer = %source.id, "rejected a peer's ring state")
+                }
+            },
+            Err(error) => tracing::debug!(%error, peer = %source.id, "fetching ring state"),
         }
-        Err(error) => tracing::debug!(%error, peer = %source.id, "fetching ring state"),
     }
 }
 
@@ -207,7 +211,7 @@ fn claim(
             .collect();
         let layout = Layout::initial(ring.partitions(), config.replication, members)
             .map_err(|e| e.to_string())?;
-        return install(ring, 1, layout, None);
+        return install(ring, RingState::settled(1, Arc::new(layout)));
     };
     let claimant = state
         .current
@@ -226,12 +230,42 @@ fn claim(
                 .into_iter()
                 .filter(|id| view.peers.get(id).is_none_or(|p| p.synced < state.version))
                 .collect();
-            if waiting.is_empty() {
+            // A member that has not adopted the transition would keep
+            // writing past the receivers after the promotion.
+            if waiting.is_empty() && behind(view, ring, state.version).is_empty() {
                 tracing::info!(
                     version = state.version + 1,
                     "every partition handed over: promoting the next layout"
                 );
-                return install(ring, state.version + 1, (**next).clone(), None);
+                return install(
+                    ring,
+                    RingState {
+                        version: state.version + 1,
+                        current: next.clone(),
+                        next: None,
+                        previous: Some(current.clone()),
+                        floor: state.version,
+                    },
+                );
+            }
+            Ok(())
+        }
+        None if state.previous.is_some() => {
+            // Until every live member has adopted the promotion, some may
+            // still read from the former owners, so writes keep reaching a
+            // quorum of them.
+            if behind(view, ring, state.version).is_empty() {
+                tracing::info!(
+                    version = state.version + 1,
+                    "every live member adopted the promotion: the transition is over"
+                );
+                return install(
+                    ring,
+                    RingState {
+                        floor: state.version,
+                        ..RingState::settled(state.version + 1, current.clone())
+                    },
+                );
             }
             Ok(())
         }
@@ -250,7 +284,7 @@ fn claim(
                 let next = current
                     .with_member_removed(&peer.id)
                     .map_err(|e| e.to_string())?;
-                return install(ring, state.version + 1, (**current).clone(), Some(next));
+                return install(ring, transition(&state, next));
             }
             let newcomer = eligible
                 .iter()
@@ -260,19 +294,35 @@ fn claim(
                 let next = current
                     .with_member_added(member_of(peer))
                     .map_err(|e| e.to_string())?;
-                return install(ring, state.version + 1, (**current).clone(), Some(next));
+                return install(ring, transition(&state, next));
             }
             Ok(())
         }
     }
 }
 
-fn install(ring: &Ring, version: u64, current: Layout, next: Option<Layout>) -> Result<(), String> {
-    ring.install(RingState {
-        version,
-        current: Arc::new(current),
-        next: next.map(Arc::new),
-    })
-    .map(|_| ())
-    .map_err(|e| e.to_string())
+/// The state that starts moving partitions from `state`'s layout to `next`.
+fn transition(state: &RingState, next: Layout) -> RingState {
+    RingState {
+        version: state.version + 1,
+        current: state.current.clone(),
+        next: Some(Arc::new(next)),
+        previous: None,
+        floor: state.floor,
+    }
+}
+
+/// Live members of this cluster that have not adopted ring state `version`.
+/// A peer whose partition count gossip has not brought yet (0) counts: it
+/// may be a member that just restarted on an old ring state.
+fn behind(view: &View, ring: &Ring, version: u64) -> Vec<String> {
+    view.alive()
+        .filter(|p| p.partitions == ring.partitions() || p.partitions == 0)
+        .filter(|p| p.layout_version < version)
+        .map(|p| p.id.clone())
+        .collect()
+}
+
+fn install(ring: &Ring, state: RingState) -> Result<(), String> {
+    ring.install(state).map(|_| ()).map_err(|e| e.to_string())
 }

@@ -37,21 +37,108 @@ pub enum RingError {
     WrongPartitions { found: u32, expected: u32 },
 }
 
-/// Who owns what: the current layout, and while partitions move, the next.
+/// Who owns what: the current layout, while partitions move the next, and
+/// for a moment after they moved the previous one.
 ///
-/// Reads use `current`. Writes go to the owners in both, so that a node
-/// receiving a partition misses nothing while it streams. Once every
-/// receiving node has reported its partitions complete, the claimant
-/// promotes `next` to `current` in a new state version.
+/// Reads use `current`. Writes go to the owners in both `current` and
+/// `next`, so that a node receiving a partition misses nothing while it
+/// streams. Once every receiving node has reported its partitions complete,
+/// the claimant promotes `next` to `current` in a new state version and
+/// keeps the layout it replaced as `previous`: a node that has not heard of
+/// the promotion yet still reads from the previous owners, so writes must
+/// reach a quorum of them too until every live member has adopted the
+/// promotion. Then the claimant drops `previous` in one more version.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RingState {
-    /// Changes at every transition start and end; the newest wins.
+    /// Changes at every transition start, promotion and end; the newest wins.
     pub version: u64,
     pub current: Arc<Layout>,
     pub next: Option<Arc<Layout>>,
+    /// Left out of the JSON when absent, so that the digest of a state
+    /// without it is what it always was.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous: Option<Arc<Layout>>,
+    /// The oldest ring state version a coordinator may hold for this state's
+    /// nodes to serve its replica reads and writes. Every live member had
+    /// adopted it when the claimant raised it; a node on an older version
+    /// was dead or paused through a transition, and reading the owners it
+    /// knows could miss writes the new owners acknowledged.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub floor: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 impl RingState {
+    /// A state with no transition under way.
+    pub fn settled(version: u64, current: Arc<Layout>) -> Self {
+        Self {
+            version,
+            current,
+            next: None,
+            previous: None,
+            floor: 0,
+        }
+    }
+
+    /// Why a replica request from a coordinator on ring state
+    /// `sender_version` must be refused, if it must: the sender missed the
+    /// transitions since [`RingState::floor`]. Zero means unknown (a hint
+    /// or a repair, which only carry records already acknowledged).
+    pub fn refuses(&self, sender_version: u64) -> Option<String> {
+        (sender_version > 0 && sender_version < self.floor).then(|| {
+            format!(
+                "the request comes from ring state version {sender_version}, but this node (on version {}) serves coordinators on version {} or newer: the sender missed a ring change and catches up through gossip",
+                self.version, self.floor
+            )
+        })
+    }
+
+    /// Whether partitions are moving, or moved so recently that some member
+    /// may not know it yet: no new transition starts and no node drops
+    /// data until this is false.
+    pub fn in_transition(&self) -> bool {
+        self.next.is_some() || self.previous.is_some()
+    }
+
+    /// Every layout this state holds.
+    pub fn layouts(&self) -> impl Iterator<Item = &Arc<Layout>> {
+        std::iter::once(&self.current)
+            .chain(&self.next)
+            .chain(&self.previous)
+    }
+
+    /// The owners of `partition` in the previous layout, while the state
+    /// keeps one: each write needs a quorum of them as well.
+    pub fn previous_owners(&self, partition: u32) -> Vec<String> {
+        self.previous
+            .as_ref()
+            .and_then(|previous| previous.preference_list(partition).ok())
+            .map(|p| p.into_iter().map(String::from).collect())
+            .unwrap_or_default()
+    }
+
+    /// The owners of `partition` in `current` that were not in `previous`:
+    /// what a former owner passes a write on to when its sender may not
+    /// know the promotion yet.
+    pub fn gained_owners(&self, partition: u32) -> Vec<String> {
+        let before = self.previous_owners(partition);
+        if self.previous.is_none() {
+            return Vec::new();
+        }
+        self.current
+            .preference_list(partition)
+            .map(|p| {
+                p.into_iter()
+                    .filter(|id| !before.iter().any(|b| b == id))
+                    .map(String::from)
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
     /// Nodes that own `partition` in `next` but not in `current`: they are
     /// receiving it.
     pub fn receivers(&self, partition: u32) -> Vec<String> {
@@ -95,10 +182,10 @@ impl RingState {
         serde_json::to_vec(self).map_or(0, |json| xxhash_rust::xxh3::xxh3_64(&json))
     }
 
-    /// Whether `node` is a member of the current or the next layout.
+    /// Whether `node` is a member of any layout of this state.
     pub fn involves(&self, node: &str) -> bool {
-        let member = |l: &Arc<Layout>| l.members().iter().any(|m| m.id == node);
-        member(&self.current) || self.next.as_ref().is_some_and(member)
+        self.layouts()
+            .any(|l| l.members().iter().any(|m| m.id == node))
     }
 }
 
@@ -182,7 +269,7 @@ impl Ring {
     /// version wins, and of two states with the same version the one with
     /// the higher digest. Returns whether it was installed.
     pub fn install(&self, state: RingState) -> Result<bool, RingError> {
-        for layout in std::iter::once(&state.current).chain(&state.next) {
+        for layout in state.layouts() {
             if layout.partitions() != self.partitions {
                 return Err(RingError::WrongPartitions {
                     found: layout.partitions(),
@@ -199,6 +286,7 @@ impl Ring {
             version = state.version,
             members = state.current.members().len(),
             transition = state.next.is_some(),
+            closing = state.previous.is_some(),
             "installed ring state"
         );
         self.state.send_replace(Some(Arc::new(state)));
@@ -235,11 +323,10 @@ mod tests {
             .filter(|i| mask & (1 << i) != 0)
             .map(|i| Member::new(format!("n{i}")))
             .collect();
-        RingState {
+        RingState::settled(
             version,
-            current: Arc::new(Layout::initial(8, 1, members).expect("layout")),
-            next: None,
-        }
+            Arc::new(Layout::initial(8, 1, members).expect("layout")),
+        )
     }
 
     proptest! {

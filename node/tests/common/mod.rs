@@ -453,6 +453,23 @@ pub async fn ring_status(node: &TestNode) -> Option<ringkv_client::proto::RingSt
         .ok()
 }
 
+/// Waits until `observer` reports `node` as left.
+pub async fn wait_left(observer: &TestNode, node: &TestNode, deadline: Duration) {
+    let id = node.node_id();
+    eventually(&format!("{id} reports left"), deadline, || {
+        let id = id.clone();
+        async move {
+            let status = ring_status(observer).await?;
+            status
+                .members
+                .iter()
+                .any(|m| m.node_id == id && m.status == "left")
+                .then_some(())
+        }
+    })
+    .await;
+}
+
 /// Waits until `observer` sees no transition and exactly `members` normal,
 /// live members, all on its ring state version.
 pub async fn wait_stable(observer: &TestNode, members: &[&TestNode], deadline: Duration) {
