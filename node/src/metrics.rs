@@ -127,6 +127,11 @@ impl Collector for EngineCollector {
                 "Background errors RocksDB has seen",
                 stats.background_errors,
             ),
+            (
+                "hints_pending",
+                "Hints this node keeps for other nodes (RocksDB's estimate, as gossiped)",
+                self.storage.pending_hints(),
+            ),
         ];
         for (name, help, value) in gauges {
             encode_gauge(&mut encoder, name, help, value)?;

@@ -11,7 +11,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use common::{eventually, get_at, put_at, TestCluster};
+use common::{eventually, get_at, put_at, TestCluster, TestNode};
 use tokio::sync::Mutex;
 use tonic::Code;
 
@@ -205,6 +205,11 @@ async fn concurrent_writers_make_siblings_and_a_merged_context_resolves_them() {
         .await
         .expect("get")
         .into_inner();
+    assert_eq!(
+        Some(&read.value),
+        read.siblings.first(),
+        "value is the first sibling"
+    );
     let mut siblings: Vec<_> = read.siblings.iter().map(|v| v.to_vec()).collect();
     siblings.sort();
     assert_eq!(
@@ -225,6 +230,36 @@ async fn concurrent_writers_make_siblings_and_a_merged_context_resolves_them() {
         .into_inner();
     assert_eq!(after.value, &b"merged"[..]);
     assert!(after.siblings.is_empty(), "resolved: {:?}", after.siblings);
+
+    // `Client::put` sends no context, so it adds a sibling;
+    // `Client::overwrite` (what `ringkv put` does) reads first and replaces.
+    a.put(b"shared", b"blind").await.expect("blind put");
+    let blind = a
+        .raw()
+        .raw_get(get_at("shared", 3))
+        .await
+        .expect("get")
+        .into_inner();
+    assert_eq!(
+        blind.siblings.len(),
+        2,
+        "a put without a context adds a sibling"
+    );
+    b.overwrite(b"shared", b"overwritten")
+        .await
+        .expect("overwrite");
+    let overwritten = a
+        .raw()
+        .raw_get(get_at("shared", 3))
+        .await
+        .expect("get")
+        .into_inner();
+    assert_eq!(overwritten.value, &b"overwritten"[..]);
+    assert!(
+        overwritten.siblings.is_empty(),
+        "overwrite replaces every value it read: {:?}",
+        overwritten.siblings
+    );
 }
 
 #[tokio::test]
@@ -473,5 +508,29 @@ async fn a_node_with_another_partition_count_refuses_to_join() {
             .iter()
             .any(|m| m.node_id == "odd-one" && m.partitions_owned > 0),
         "the cluster's layout never took the odd node in"
+    );
+}
+
+/// A node alone in a cluster with N=3 makes no layout, and its requests
+/// fail with UNAVAILABLE, naming N, until N nodes are alive.
+#[tokio::test]
+async fn without_a_layout_requests_fail_naming_n() {
+    let node = TestNode::spawn_unready(std::net::Ipv4Addr::new(127, 0, 56, 1), &[]);
+    let status = eventually(
+        "an answer from the node",
+        Duration::from_secs(30),
+        || async {
+            let mut client = ringkv_client::Client::connect(&node.grpc.to_string())
+                .await
+                .ok()?;
+            let status = client.raw().raw_get(get_at("k", 1)).await.err()?;
+            status.message().contains("layout").then_some(status)
+        },
+    )
+    .await;
+    assert_eq!(status.code(), tonic::Code::Unavailable, "{status:?}");
+    assert!(
+        status.message().contains("needs 3 live nodes (N)"),
+        "{status:?}"
     );
 }

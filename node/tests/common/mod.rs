@@ -83,6 +83,17 @@ impl TestNode {
         node
     }
 
+    /// Starts a node on `ip` with a fresh data dir, without waiting for it
+    /// to serve.
+    pub fn spawn_unready(ip: Ipv4Addr, args: &[&str]) -> Self {
+        let tempdir = tempfile::tempdir().expect("tempdir");
+        let data_dir = tempdir.path().join("db");
+        let mut node = Self::unstarted(ip, &data_dir, args);
+        node._tempdir = Some(tempdir);
+        node.spawn_process();
+        node
+    }
+
     /// Starts a standalone node on `ip` over an existing data dir.
     pub async fn start_in(ip: Ipv4Addr, data_dir: &Path, args: &[&str]) -> Self {
         let mut all = STANDALONE.to_vec();
