@@ -187,6 +187,16 @@ async fn node_crash_under_load_loses_no_acknowledged_write() {
     assert!(acknowledged.len() >= 1000);
 }
 
+/// Reads the key "shared" from all three replicas.
+async fn read_shared(client: &mut ringkv_client::Client) -> ringkv_client::proto::RawGetResponse {
+    client
+        .raw()
+        .raw_get(get_at("shared", 3))
+        .await
+        .expect("get")
+        .into_inner()
+}
+
 #[tokio::test]
 async fn concurrent_writers_make_siblings_and_a_merged_context_resolves_them() {
     let cluster = TestCluster::start(23, 3, &[]).await;
@@ -199,12 +209,7 @@ async fn concurrent_writers_make_siblings_and_a_merged_context_resolves_them() {
     ra.expect("a writes");
     rb.expect("b writes");
 
-    let read = a
-        .raw()
-        .raw_get(get_at("shared", 3))
-        .await
-        .expect("get")
-        .into_inner();
+    let read = read_shared(&mut a).await;
     assert_eq!(
         Some(&read.value),
         read.siblings.first(),
@@ -222,24 +227,14 @@ async fn concurrent_writers_make_siblings_and_a_merged_context_resolves_them() {
     let mut resolve = put_at("shared", "merged", 3);
     resolve.context = read.context;
     b.raw().raw_put(resolve).await.expect("resolving write");
-    let after = a
-        .raw()
-        .raw_get(get_at("shared", 3))
-        .await
-        .expect("get")
-        .into_inner();
+    let after = read_shared(&mut a).await;
     assert_eq!(after.value, &b"merged"[..]);
     assert!(after.siblings.is_empty(), "resolved: {:?}", after.siblings);
 
     // `Client::put` sends no context, so it adds a sibling;
     // `Client::overwrite` (what `ringkv put` does) reads first and replaces.
     a.put(b"shared", b"blind").await.expect("blind put");
-    let blind = a
-        .raw()
-        .raw_get(get_at("shared", 3))
-        .await
-        .expect("get")
-        .into_inner();
+    let blind = read_shared(&mut a).await;
     assert_eq!(
         blind.siblings.len(),
         2,
@@ -248,12 +243,7 @@ async fn concurrent_writers_make_siblings_and_a_merged_context_resolves_them() {
     b.overwrite(b"shared", b"overwritten")
         .await
         .expect("overwrite");
-    let overwritten = a
-        .raw()
-        .raw_get(get_at("shared", 3))
-        .await
-        .expect("get")
-        .into_inner();
+    let overwritten = read_shared(&mut a).await;
     assert_eq!(overwritten.value, &b"overwritten"[..]);
     assert!(
         overwritten.siblings.is_empty(),

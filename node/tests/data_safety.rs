@@ -36,6 +36,16 @@ async fn kill(cluster: &mut TestCluster, node: usize) {
     cluster.wait_alive(0, node, false).await;
 }
 
+/// How many of the first `KEYS` keys `node` holds a record of.
+async fn held_by(cluster: &TestCluster, node: usize) -> usize {
+    let mut held = 0;
+    for i in 0..KEYS {
+        let record = cluster.nodes[node].replica_record(key(i).as_bytes()).await;
+        held += usize::from(record.is_some());
+    }
+    held
+}
+
 /// Puts `value` under each of the first `keys` keys through `node` at
 /// W=`w`; every put must be acknowledged.
 async fn put_each(cluster: &TestCluster, node: usize, keys: usize, value: &str, w: u32) {
@@ -708,16 +718,11 @@ async fn a_node_that_lost_its_data_serves_no_reads_until_refilled() {
     cluster.nodes[1].restart().await;
     wait_refilling(&cluster, 0, 2, |partitions| partitions == 0).await;
     cluster.nodes[2].wait_serving().await;
-    for i in 0..KEYS {
-        assert!(
-            cluster.nodes[2]
-                .replica_record(key(i).as_bytes())
-                .await
-                .is_some(),
-            "the refill brought {} back to node 3",
-            key(i)
-        );
-    }
+    assert_eq!(
+        held_by(&cluster, 2).await,
+        KEYS,
+        "the refill brought every key back to node 3"
+    );
     let acknowledged = [Bytes::from_static(b"acknowledged")];
     assert_reads(&cluster, 2 * KEYS, 3, &acknowledged, "after the refill").await;
     println!(
@@ -1127,21 +1132,17 @@ async fn hints_past_their_maximum_age_are_dropped_and_counted() {
     cluster.nodes[2].restart().await;
     // Hand-off runs every 500 ms: give it a few rounds to deliver anything
     // it had kept, then check that nothing arrived.
+    cluster.wait_alive(0, 2, true).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        held_by(&cluster, 2).await,
+        0,
+        "a dropped hint was delivered"
+    );
     let delivered = cluster.nodes[0]
         .metric("ringkv_hints_delivered_total")
         .await
         .unwrap_or(0.0);
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    for i in 0..KEYS {
-        assert!(
-            cluster.nodes[2]
-                .replica_record(key(i).as_bytes())
-                .await
-                .is_none(),
-            "{}: a dropped hint was delivered",
-            key(i)
-        );
-    }
     assert_eq!(delivered, 0.0, "no hint was delivered");
     assert_reads(
         &cluster,
