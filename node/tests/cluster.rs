@@ -305,18 +305,27 @@ async fn reads_alone_repair_a_stale_replica() {
             "with hints off, {key} has not reached the restarted replica"
         );
     }
+    // Half the keys at R=3: the stale replica is among the replies the
+    // read waits for and is repaired before the answer. The other half at
+    // R=2: when it replies after the answer, it is repaired in the
+    // background.
     for i in 0..KEYS {
+        let r = if i % 2 == 0 { 3 } else { 2 };
         let got = client
             .raw()
-            .raw_get(get_at(&format!("repair-{i:04}"), 3))
+            .raw_get(get_at(&format!("repair-{i:04}"), r))
             .await
-            .expect("R=3 read");
+            .expect("read");
         assert_eq!(got.into_inner().value, format!("v{i}").as_bytes());
     }
     for i in 0..KEYS {
         let key = format!("repair-{i:04}");
-        let record = stale.replica_record(key.as_bytes()).await;
-        assert!(record.is_some(), "{key} repaired by the read");
+        eventually(
+            &format!("{key} repaired by the read"),
+            Duration::from_secs(10),
+            || async { stale.replica_record(key.as_bytes()).await.map(|_| ()) },
+        )
+        .await;
     }
     let repairs = cluster.nodes[0].metric("ringkv_read_repairs_total").await;
     println!("read repair: {KEYS} keys restored on the stale replica, {repairs:?} repairs counted");
@@ -501,6 +510,56 @@ async fn a_node_with_another_partition_count_refuses_to_join() {
     );
 }
 
+/// The partition count is fixed when a data dir is created: restarting a
+/// node over it with another `--partitions` fails with an error naming
+/// both counts, and the data dir is left as it was.
+#[tokio::test]
+async fn a_data_dir_keeps_its_partition_count() {
+    let data = tempfile::tempdir().expect("tempdir");
+    let data_dir = data.path().join("db");
+    let ip = std::net::Ipv4Addr::new(127, 0, 59, 1);
+    let mut node = TestNode::start_in(ip, &data_dir, &["--partitions", "64"]).await;
+    node.client().await.put(b"kept", b"v").await.expect("put");
+    node.stop().await;
+    let output = tokio::time::timeout(
+        Duration::from_secs(60),
+        tokio::process::Command::new(env!("CARGO_BIN_EXE_ringkv-node"))
+            .args(["--listen", "127.0.59.1:7379"])
+            .args(["--metrics-listen", "127.0.59.1:9379"])
+            .args(["--node-id", "test-127.0.59.1"])
+            .args(common::STANDALONE)
+            .args(["--partitions", "128"])
+            .arg("--data-dir")
+            .arg(&data_dir)
+            .env("RINGKV_LOG", "error")
+            .output(),
+    )
+    .await
+    .expect("the node stops by itself")
+    .expect("run ringkv-node");
+    let printed = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(!output.status.success(), "refused with a non-zero exit");
+    assert!(
+        printed.contains("created with 64 partitions, but --partitions is 128"),
+        "clear error: {printed}"
+    );
+    node.restart().await;
+    assert_eq!(
+        node.client()
+            .await
+            .get(b"kept")
+            .await
+            .expect("get")
+            .as_deref(),
+        Some(&b"v"[..]),
+        "the data dir is as it was"
+    );
+}
+
 /// A node alone in a cluster with N=3 makes no layout, and its requests
 /// fail with UNAVAILABLE, naming N, until N nodes are alive.
 #[tokio::test]
@@ -523,4 +582,39 @@ async fn without_a_layout_requests_fail_naming_n() {
         status.message().contains("needs 3 live nodes (N)"),
         "{status:?}"
     );
+}
+
+/// A write answers once W replicas hold it; the others still receive it
+/// afterwards. No hints, no anti-entropy and no reads here, so nothing else
+/// could bring it to them.
+#[tokio::test]
+async fn replicas_beyond_w_receive_the_write_after_the_answer() {
+    const KEYS: usize = 50;
+    let args = [
+        "--hinted-handoff",
+        "false",
+        "--anti-entropy-interval-secs",
+        "3600",
+    ];
+    let cluster = TestCluster::start(58, 3, &args).await;
+    let mut client = cluster.nodes[0].client().await;
+    let keys: Vec<String> = (0..KEYS).map(|i| format!("beyond-w-{i:02}")).collect();
+    for key in &keys {
+        client
+            .raw()
+            .raw_put(put_at(key, "v", 1))
+            .await
+            .expect("put at W=1");
+    }
+    for node in &cluster.nodes {
+        for key in &keys {
+            eventually(
+                &format!("{key} on {}", node.node_id()),
+                Duration::from_secs(10),
+                || async { node.replica_record(key.as_bytes()).await.map(|_| ()) },
+            )
+            .await;
+        }
+    }
+    println!("{KEYS} writes acknowledged at W=1 reached all 3 replicas");
 }

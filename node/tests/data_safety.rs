@@ -36,6 +36,27 @@ async fn kill(cluster: &mut TestCluster, node: usize) {
     cluster.wait_alive(0, node, false).await;
 }
 
+/// A RawBatchPut of `value` under each of `keys`, at W=3.
+fn batch_at_w3(
+    keys: impl Iterator<Item = String>,
+    value: &[u8],
+) -> ringkv_client::proto::RawBatchPutRequest {
+    ringkv_client::proto::RawBatchPutRequest {
+        pairs: keys
+            .map(|key| ringkv_client::proto::KvPair {
+                key: Bytes::from(key),
+                value: Bytes::copy_from_slice(value),
+                ..Default::default()
+            })
+            .collect(),
+        consistency: Some(Consistency {
+            read_quorum: None,
+            write_quorum: Some(3),
+        }),
+        ttl_seconds: 0,
+    }
+}
+
 /// How many of the first `KEYS` keys `node` holds a record of.
 async fn held_by(cluster: &TestCluster, node: usize) -> usize {
     let mut held = 0;
@@ -277,20 +298,7 @@ async fn a_batch_that_partly_fails_names_the_keys_that_did_not_take() {
     let mut client = cluster.nodes[0].client().await;
     let status = client
         .raw()
-        .raw_batch_put(ringkv_client::proto::RawBatchPutRequest {
-            pairs: (0..BATCH)
-                .map(|i| ringkv_client::proto::KvPair {
-                    key: Bytes::from(key(i)),
-                    value: Bytes::from_static(b"batched"),
-                    ..Default::default()
-                })
-                .collect(),
-            consistency: Some(Consistency {
-                read_quorum: None,
-                write_quorum: Some(3),
-            }),
-            ttl_seconds: 0,
-        })
+        .raw_batch_put(batch_at_w3((0..BATCH).map(key), b"batched"))
         .await
         .expect_err("keys replicated on the dead node cannot reach W=3");
     assert_eq!(status.code(), Code::Unavailable, "{status:?}");
@@ -1153,4 +1161,83 @@ async fn hints_past_their_maximum_age_are_dropped_and_counted() {
     )
     .await;
     println!("{dropped} hints dropped past their maximum age; {KEYS} acknowledged writes still read at R=2");
+}
+
+/// Readiness waits for the refill: a node restarted with an empty data dir
+/// reports RawKV NOT_SERVING while it refills, also once it sees every
+/// peer alive, and SERVING once the refill is over, long before
+/// `--gossip-settle-ms` would have let it serve anyway. The streams are
+/// throttled so that the refill lasts a while.
+#[tokio::test]
+async fn a_refilling_node_is_ready_only_once_refilled() {
+    const ROWS: usize = 2000;
+    let args = [
+        "--handoff-bytes-per-sec",
+        "262144",
+        "--gossip-settle-ms",
+        "120000",
+        "--anti-entropy-interval-secs",
+        "3600",
+    ];
+    let mut cluster = TestCluster::start(62, 3, &args).await;
+    let mut client = cluster.nodes[0].client().await;
+    let rows: Vec<String> = (0..ROWS).map(|i| format!("row-{i:05}")).collect();
+    for chunk in rows.chunks(200) {
+        client
+            .raw()
+            .raw_batch_put(batch_at_w3(chunk.iter().cloned(), &[b'r'; 1024]))
+            .await
+            .expect("rows at W=3");
+    }
+    cluster.nodes[2].kill9();
+    cluster.nodes[2].wipe();
+    cluster.nodes[2].respawn();
+    let started = std::time::Instant::now();
+    let wiped = cluster.nodes[2].grpc.to_string();
+    let id = cluster.nodes[2].node_id();
+    eventually(
+        "the wiped node sees both peers alive while it refills",
+        Duration::from_secs(30),
+        || {
+            let (wiped, id) = (wiped.clone(), id.clone());
+            async move {
+                let status = ringkv_client::cluster_status(&wiped).await.ok()?;
+                let all_alive = status.members.iter().filter(|m| m.alive).count() == 3;
+                let refilling = status
+                    .members
+                    .iter()
+                    .find(|m| m.node_id == id)?
+                    .partitions_refilling;
+                (all_alive && refilling > 0).then_some(())
+            }
+        },
+    )
+    .await;
+    assert!(
+        matches!(ringkv_client::is_serving(&wiped).await, Ok(false)),
+        "not ready while it refills, though every peer is alive"
+    );
+    cluster.nodes[2].wait_serving().await;
+    // Its own count reaches gossip on the next round.
+    eventually(
+        "the ready node reports its refill over",
+        Duration::from_secs(5),
+        || {
+            let (wiped, id) = (wiped.clone(), id.clone());
+            async move {
+                let status = ringkv_client::cluster_status(&wiped).await.ok()?;
+                let me = status.members.iter().find(|m| m.node_id == id)?;
+                (me.partitions_refilling == 0).then_some(())
+            }
+        },
+    )
+    .await;
+    assert!(
+        started.elapsed() < Duration::from_secs(100),
+        "ready because the refill ended, not because the settle limit passed"
+    );
+    println!(
+        "a wiped node refilled {ROWS} rows at 256 KiB/s per stream and reported SERVING after {:?}",
+        started.elapsed()
+    );
 }

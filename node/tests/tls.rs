@@ -129,6 +129,16 @@ async fn mutual_tls_between_clients_and_peers() {
         .await
         .expect_err("a client trusting another CA");
     println!("client trusting another CA: {refused}");
+    // The right CA, but the node's certificate names another server.
+    let misnamed = Connector::tls(
+        pki.ca.as_bytes(),
+        Some("not-a-ringkv-node"),
+        Some((&client_identity.0, &client_identity.1)),
+    );
+    let refused = async { misnamed.client(&endpoint).await?.get(b"secret").await }
+        .await
+        .expect_err("a client expecting another server name");
+    println!("client expecting another server name: {refused}");
 }
 
 #[tokio::test]
