@@ -299,3 +299,77 @@ async fn a_full_disk_is_unavailable_and_the_node_keeps_serving_reads() {
     ));
     node.kill9();
 }
+
+/// A record that no longer decodes (on-disk corruption) fails what needs
+/// it and spares the rest: a write of the key fails with INTERNAL naming
+/// the unreadable record; a read counts this replica as failed, so with no
+/// other replica it fails with UNAVAILABLE; other keys are served and the
+/// node keeps running.
+#[tokio::test]
+async fn a_corrupt_record_fails_its_key_and_spares_the_others() {
+    use ringkv_node::storage::{Modify, RocksStorage, RocksStorageOptions, Storage};
+    let data = tempfile::tempdir().expect("tempdir");
+    let data_dir = data.path().join("db");
+    let mut node = TestNode::start_in(Ipv4Addr::new(127, 0, 63, 1), &data_dir, &[]).await;
+    let mut client = node.client().await;
+    client.put(b"corrupt", b"v").await.expect("put");
+    client.put(b"sound", b"v").await.expect("put");
+    node.stop().await;
+    {
+        let storage =
+            RocksStorage::open(&data_dir, &node.node_id(), &RocksStorageOptions::default())
+                .expect("open the stopped node's data dir");
+        storage
+            .write(vec![Modify::Put {
+                key: Bytes::from_static(b"corrupt"),
+                value: Bytes::from_static(b"\xff\xfe not a record"),
+                expires_at_ms: None,
+            }])
+            .expect("overwrite the record with garbage");
+    }
+    node.restart().await;
+    let mut client = node.client().await;
+    let write = client
+        .raw()
+        .raw_put(RawPutRequest {
+            key: Bytes::from_static(b"corrupt"),
+            value: Bytes::from_static(b"new"),
+            ..Default::default()
+        })
+        .await
+        .expect_err("a write over an unreadable record");
+    assert_eq!(write.code(), Code::Internal, "{write:?}");
+    assert!(
+        write.message().contains("stored record is unreadable"),
+        "{write:?}"
+    );
+    let read = client
+        .raw()
+        .raw_get(RawGetRequest {
+            key: Bytes::from_static(b"corrupt"),
+            consistency: None,
+        })
+        .await
+        .expect_err("a read of an unreadable record");
+    assert_eq!(read.code(), Code::Unavailable, "{read:?}");
+    assert!(
+        read.message().contains("read quorum not met: 0 of 1"),
+        "{read:?}"
+    );
+    assert_eq!(
+        client
+            .get(b"sound")
+            .await
+            .expect("other keys served")
+            .as_deref(),
+        Some(&b"v"[..])
+    );
+    assert!(node.is_running(), "the process keeps running");
+    println!(
+        "corrupt record: write {:?} {:?}; read {:?} {:?}",
+        write.code(),
+        write.message(),
+        read.code(),
+        read.message()
+    );
+}
