@@ -1241,3 +1241,75 @@ async fn a_refilling_node_is_ready_only_once_refilled() {
         started.elapsed()
     );
 }
+
+/// A context the cluster sealed, whose timestamp lies more than
+/// `--max-clock-offset-ms` ahead of the node's clock (a node whose clock
+/// runs ahead issued it), is refused with UNAVAILABLE before anything is
+/// written, and the node's clock does not jump to it.
+#[tokio::test]
+async fn a_context_from_a_clock_ahead_is_refused_with_unavailable() {
+    use ringkv_node::{
+        context_seal::ContextSeal,
+        versions::{CausalContext, Hlc},
+    };
+    let node = common::TestNode::start(
+        std::net::Ipv4Addr::new(127, 0, 64, 1),
+        &["--cluster-secret", "s3cret"],
+    )
+    .await;
+    let mut client = node.client().await;
+    client.put(b"ahead", b"before").await.expect("put");
+    let token = client
+        .raw()
+        .raw_get(get_at("ahead", 1))
+        .await
+        .expect("get")
+        .into_inner()
+        .context;
+    // The context's HLC is the fixed64 at the end of its body, before the
+    // 32-byte seal. Move it ten seconds ahead and seal it again, as a node
+    // of this cluster whose clock runs ahead would have.
+    let mut body = token[..token.len() - 32].to_vec();
+    let now_ms = ringkv_node::storage::now_millis();
+    let at = body.len() - 8;
+    body[at..].copy_from_slice(&Hlc::new(now_ms + 10_000, 0).as_raw().to_le_bytes());
+    let context = CausalContext::from_bytes(&body).expect("a context");
+    let sealed = ContextSeal::new(b"s3cret").seal(b"ahead", &context);
+    let status = client
+        .raw()
+        .raw_put(RawPutRequest {
+            key: Bytes::from_static(b"ahead"),
+            value: Bytes::from_static(b"from the future"),
+            context: sealed,
+            ..Default::default()
+        })
+        .await
+        .expect_err("a timestamp ten seconds ahead");
+    assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+    assert!(
+        status.message().contains("ahead of this node's clock")
+            && status.message().contains("--max-clock-offset-ms (500)"),
+        "{status:?}"
+    );
+    assert_eq!(
+        client.get(b"ahead").await.expect("get").as_deref(),
+        Some(&b"before"[..]),
+        "nothing was written"
+    );
+    // A write after the refusal is stamped by the node's own clock.
+    client.put(b"after", b"now").await.expect("put");
+    let fresh = client
+        .raw()
+        .raw_get(get_at("after", 1))
+        .await
+        .expect("get")
+        .into_inner()
+        .context;
+    let fresh = ContextSeal::new(b"s3cret")
+        .open(b"after", &fresh)
+        .expect("a context this cluster sealed");
+    assert!(
+        fresh.max_hlc().physical_ms() < now_ms + 5_000,
+        "the node's clock did not adopt the future timestamp"
+    );
+}
