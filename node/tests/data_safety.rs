@@ -906,12 +906,8 @@ async fn blind_deletes_need_r_answers_and_batched_ones_delete_what_the_cluster_h
     assert_eq!(status.code(), Code::Unavailable, "{status:?}");
     cluster.nodes[1].restart().await;
     cluster.nodes[2].restart().await;
-    // Every node coordinates a read below: each must see the others alive.
-    for observer in 0..3 {
-        for node in (0..3).filter(|n| *n != observer) {
-            cluster.wait_alive(observer, node, true).await;
-        }
-    }
+    cluster.wait_alive(0, 1, true).await;
+    cluster.wait_alive(0, 2, true).await;
     // Replica reads, which repair nothing: node 3 must still miss v2.
     let v2 = vec![Bytes::from_static(b"v2")];
     for i in 0..KEYS {
@@ -1316,52 +1312,4 @@ async fn a_context_from_a_clock_ahead_is_refused_with_unavailable() {
         fresh.max_hlc().physical_ms() < now_ms + 5_000,
         "the node's clock did not adopt the future timestamp"
     );
-}
-
-/// A batch answers once every key has W acknowledgements: a replica that
-/// stops answering (paused, not yet seen dead) does not hold it back until
-/// `--replica-timeout-ms`, and gets its share once it resumes. Before, a
-/// batch waited for every replica, so this batch took the full 30 s.
-#[tokio::test]
-async fn a_batch_answers_at_w_while_a_replica_is_paused() {
-    use nix::{sys::signal, unistd::Pid};
-    let args = [
-        "--replica-timeout-ms",
-        "30000",
-        "--hinted-handoff",
-        "false",
-        "--anti-entropy-interval-secs",
-        "3600",
-    ];
-    let cluster = TestCluster::start(65, 3, &args).await;
-    let mut client = cluster.nodes[0].client().await;
-    let paused = Pid::from_raw(cluster.nodes[2].pid() as i32);
-    signal::kill(paused, signal::Signal::SIGSTOP).expect("SIGSTOP");
-    let mut batch = batch_at_w3((0..KEYS).map(key), b"batched");
-    batch.consistency = Some(Consistency {
-        read_quorum: None,
-        write_quorum: Some(2),
-    });
-    let started = std::time::Instant::now();
-    let answer =
-        tokio::time::timeout(Duration::from_secs(15), client.raw().raw_batch_put(batch)).await;
-    let took = started.elapsed();
-    signal::kill(paused, signal::Signal::SIGCONT).expect("SIGCONT");
-    answer
-        .expect("the batch answers without waiting for the paused replica")
-        .expect("every key acknowledged at W=2");
-    // Its share was still in flight; it lands once the replica resumes.
-    let resumed = &cluster.nodes[2];
-    eventually(
-        "the resumed replica holds its share",
-        Duration::from_secs(30),
-        || async {
-            for i in 0..KEYS {
-                resumed.replica_record(key(i).as_bytes()).await?;
-            }
-            Some(())
-        },
-    )
-    .await;
-    println!("a batch of {KEYS} keys answered at W=2 in {took:?} with a replica paused; the replica got its share after it resumed");
 }

@@ -18,7 +18,6 @@ use std::{
 };
 
 use bytes::Bytes;
-use futures::{stream::FuturesUnordered, StreamExt};
 use ringkv_proto::v1::{ReplicaApplyBatchRequest, ReplicaRecord};
 use tonic::Status;
 
@@ -193,10 +192,7 @@ impl Coordinator {
                 record: record.encode(),
             })
             .collect();
-        let stamped = Arc::new(stamped);
-        let acks = self
-            .replicate_shares(stamped.clone(), w, state, timeout)
-            .await;
+        let acks = self.replicate_shares(&stamped, state, timeout).await;
         outcomes.extend(stamped.iter().zip(acks).map(|(s, acks)| {
             let outcome = if acks >= w {
                 Ok(())
@@ -212,83 +208,66 @@ impl Coordinator {
         outcomes
     }
 
-    /// Sends every other replica its share of `stamped`, and returns each
-    /// write's acknowledgements, this node's own included, once every write
-    /// has W of them or no more can come. A slow replica thus holds a batch
-    /// back no longer than it holds back a single write; its share, and the
-    /// key-by-key retries of a refused share, go on in the background.
+    /// Sends every other replica its share of `stamped`; returns each
+    /// write's acknowledgements, this node's own included.
     async fn replicate_shares(
         &self,
-        stamped: Arc<Vec<Stamped>>,
-        w: usize,
+        stamped: &[Stamped],
         state: &RingState,
         timeout: Duration,
     ) -> Vec<usize> {
         let me = &self.inner.me;
-        let mut shares: BTreeMap<String, Vec<usize>> = BTreeMap::new();
+        let mut shares: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
         for (position, s) in stamped.iter().enumerate() {
             for replica in s.replicas.iter().filter(|r| *r != me) {
-                shares.entry(replica.clone()).or_default().push(position);
+                shares.entry(replica.as_str()).or_default().push(position);
             }
         }
         let route = Arc::new(self.route(state.version));
-        let fallbacks: Arc<Vec<Arc<Mutex<Vec<String>>>>> = Arc::new(
-            stamped
+        let sends = futures::future::join_all(shares.iter().map(|(replica, positions)| {
+            let records = positions
                 .iter()
-                .map(|s| {
-                    let fallbacks = self.live_fallbacks(&state.current, s.partition, &route);
-                    Arc::new(Mutex::new(fallbacks))
+                .map(|&p| ReplicaRecord {
+                    key: stamped[p].key.clone(),
+                    record: stamped[p].record.clone(),
                 })
-                .collect(),
-        );
-        let mut pending: FuturesUnordered<_> = shares
-            .into_iter()
-            .map(|(replica, positions)| {
-                let (this, route) = (self.clone(), route.clone());
-                let (stamped, fallbacks) = (stamped.clone(), fallbacks.clone());
-                async move {
-                    let records = positions
-                        .iter()
-                        .map(|&p| ReplicaRecord {
-                            key: stamped[p].key.clone(),
-                            record: stamped[p].record.clone(),
-                        })
-                        .collect();
-                    let sent = this.apply_share(&route, &replica, records, timeout).await;
-                    let Err(status) = sent else {
-                        return positions;
-                    };
-                    // The keys a replica did not take go one by one, with
-                    // fallbacks and hints, exactly as single writes do.
-                    tracing::debug!(%replica, %status, "batch share not taken; sending its keys one by one");
-                    let retried = futures::future::join_all(positions.iter().map(|&p| {
-                        this.clone().replicate(
-                            route.clone(),
-                            replica.clone(),
-                            stamped[p].key.clone(),
-                            stamped[p].record.clone(),
-                            fallbacks[p].clone(),
-                            timeout,
-                        )
-                    }))
-                    .await;
-                    positions
-                        .into_iter()
-                        .zip(retried)
-                        .filter_map(|(p, took)| took.then_some(p))
-                        .collect::<Vec<usize>>()
-                }
-            })
-            .collect();
+                .collect();
+            self.apply_share(&route, replica, records, timeout)
+        }))
+        .await;
         let mut acks = vec![1usize; stamped.len()];
-        while acks.iter().any(|&a| a < w) {
-            match pending.next().await {
-                Some(took) => took.into_iter().for_each(|p| acks[p] += 1),
-                None => break,
+        let mut retries = Vec::new();
+        for ((replica, positions), sent) in shares.iter().zip(sends) {
+            match sent {
+                Ok(()) => positions.iter().for_each(|&p| acks[p] += 1),
+                Err(status) => {
+                    tracing::debug!(%replica, %status, "batch share not taken; sending its keys one by one");
+                    retries.extend(positions.iter().map(|&p| (p, replica.to_string())));
+                }
             }
         }
-        if !pending.is_empty() {
-            tokio::spawn(async move { while pending.next().await.is_some() {} });
+        // The keys a replica did not take go one by one, with fallbacks and
+        // hints, exactly as single writes do.
+        let fallbacks: Vec<Arc<Mutex<Vec<String>>>> = stamped
+            .iter()
+            .map(|s| {
+                let fallbacks = self.live_fallbacks(&state.current, s.partition, &route);
+                Arc::new(Mutex::new(fallbacks))
+            })
+            .collect();
+        let retried = futures::future::join_all(retries.iter().map(|(p, replica)| {
+            self.clone().replicate(
+                route.clone(),
+                replica.clone(),
+                stamped[*p].key.clone(),
+                stamped[*p].record.clone(),
+                fallbacks[*p].clone(),
+                timeout,
+            )
+        }))
+        .await;
+        for ((p, _), took) in retries.iter().zip(retried) {
+            acks[*p] += usize::from(took);
         }
         acks
     }
