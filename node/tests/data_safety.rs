@@ -906,8 +906,12 @@ async fn blind_deletes_need_r_answers_and_batched_ones_delete_what_the_cluster_h
     assert_eq!(status.code(), Code::Unavailable, "{status:?}");
     cluster.nodes[1].restart().await;
     cluster.nodes[2].restart().await;
-    cluster.wait_alive(0, 1, true).await;
-    cluster.wait_alive(0, 2, true).await;
+    // Every node coordinates a read below: each must see the others alive.
+    for observer in 0..3 {
+        for node in (0..3).filter(|n| *n != observer) {
+            cluster.wait_alive(observer, node, true).await;
+        }
+    }
     // Replica reads, which repair nothing: node 3 must still miss v2.
     let v2 = vec![Bytes::from_static(b"v2")];
     for i in 0..KEYS {
