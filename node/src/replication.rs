@@ -390,48 +390,21 @@ impl Coordinator {
         };
         let in_now = now.contains(&me);
         let in_next = next.as_ref().is_some_and(|n| n.contains(&me));
-        if !in_now && !in_next && state.previous_owners(partition).contains(&me) {
-            // A former owner while the promotion spreads keeps the record:
-            // members that have not adopted the promotion still read here.
-            // A sender that has not adopted it either counts this node as an
-            // owner, so the new owners must hold the write before it
-            // acknowledges (a sender on this version writes to them itself).
-            {
-                let (key, record) = (key.clone(), record.clone());
-                blocking(move || local.receive(&key, &record, None)).await?;
-            }
-            if relay.ring_version < state.version {
-                let gained: Vec<String> = state
-                    .gained_owners(partition)
-                    .into_iter()
-                    .filter(|id| *id != me)
-                    .collect();
-                let route = self.route(state.version);
-                self.pass_on(
-                    &route,
-                    &gained,
-                    "new owner",
-                    partition,
-                    &key,
-                    &record,
-                    hops + 1,
-                )
-                .await?;
-            }
-            return Ok(());
-        }
+        // A former owner while the promotion spreads keeps the record:
+        // members that have not adopted the promotion still read here.
+        let former = !in_now && !in_next && state.previous_owners(partition).contains(&me);
         let sender_is_newer = hops > 0 && relay.ring_version > state.version;
-        if !in_now && !in_next && sender_is_newer {
+        if !in_now && !in_next && !former && sender_is_newer {
             return blocking(move || local.receive(&key, &record, None)).await;
         }
-        let must_forward = !in_next && (!in_now || next.is_some());
+        let must_forward = !former && !in_next && (!in_now || next.is_some());
         if must_forward && hops >= MAX_FORWARD_HOPS {
             return Err(Status::unavailable(format!(
                 "node {me} would pass a write for partition {partition} on after {hops} nodes already did (at most {MAX_FORWARD_HOPS}): ring views disagree (this node has version {}); retry once they agree",
                 state.version
             )));
         }
-        if !in_now && !in_next {
+        if !in_now && !in_next && !former {
             return self
                 .forward_to_owners(state.version, partition, &now, &key, &record, hops + 1)
                 .await;
@@ -443,6 +416,26 @@ impl Coordinator {
         if in_now && next.is_some() && !in_next {
             self.forward_to_receivers(&state, partition, &key, &record, hops + 1)
                 .await?;
+        } else if former && relay.ring_version < state.version {
+            // The sender has not adopted the promotion either and counts this
+            // node as an owner, so the new owners must hold the write before
+            // it acknowledges (a sender on this version writes to them itself).
+            let gained: Vec<String> = state
+                .gained_owners(partition)
+                .into_iter()
+                .filter(|id| *id != me)
+                .collect();
+            let route = self.route(state.version);
+            self.pass_on(
+                &route,
+                &gained,
+                "new owner",
+                partition,
+                &key,
+                &record,
+                hops + 1,
+            )
+            .await?;
         }
         Ok(())
     }

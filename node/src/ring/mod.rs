@@ -71,6 +71,22 @@ fn is_zero(n: &u64) -> bool {
     *n == 0
 }
 
+/// The owners of `partition` in `to` that do not own it in `from`.
+fn owners_gained(from: &Layout, to: &Layout, partition: u32) -> Vec<String> {
+    let before: BTreeSet<&str> = from
+        .preference_list(partition)
+        .map(|p| p.into_iter().collect())
+        .unwrap_or_default();
+    to.preference_list(partition)
+        .map(|p| {
+            p.into_iter()
+                .filter(|id| !before.contains(id))
+                .map(String::from)
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 impl RingState {
     /// A state with no transition under way.
     pub fn settled(version: u64, current: Arc<Layout>) -> Self {
@@ -124,39 +140,18 @@ impl RingState {
     /// what a former owner passes a write on to when its sender may not
     /// know the promotion yet.
     pub fn gained_owners(&self, partition: u32) -> Vec<String> {
-        let before = self.previous_owners(partition);
-        if self.previous.is_none() {
-            return Vec::new();
-        }
-        self.current
-            .preference_list(partition)
-            .map(|p| {
-                p.into_iter()
-                    .filter(|id| !before.iter().any(|b| b == id))
-                    .map(String::from)
-                    .collect()
-            })
+        self.previous
+            .as_ref()
+            .map(|previous| owners_gained(previous, &self.current, partition))
             .unwrap_or_default()
     }
 
     /// Nodes that own `partition` in `next` but not in `current`: they are
     /// receiving it.
     pub fn receivers(&self, partition: u32) -> Vec<String> {
-        let Some(next) = &self.next else {
-            return Vec::new();
-        };
-        let now: BTreeSet<&str> = self
-            .current
-            .preference_list(partition)
-            .map(|p| p.into_iter().collect())
-            .unwrap_or_default();
-        next.preference_list(partition)
-            .map(|p| {
-                p.into_iter()
-                    .filter(|id| !now.contains(id))
-                    .map(String::from)
-                    .collect()
-            })
+        self.next
+            .as_ref()
+            .map(|next| owners_gained(&self.current, next, partition))
             .unwrap_or_default()
     }
 
