@@ -25,6 +25,7 @@
 pub mod cleanup;
 pub mod config;
 pub mod context_seal;
+pub mod deadline;
 pub mod discovery;
 pub mod handoff;
 pub mod internal_service;

@@ -1,7 +1,7 @@
 //! The RawKV gRPC handlers: validate the request, hand it to the
 //! coordinator, and shape the answer.
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use bytes::Bytes;
 use ringkv_proto::v1::{
@@ -10,9 +10,10 @@ use ringkv_proto::v1::{
     RawDeleteRequest, RawDeleteResponse, RawGetRequest, RawGetResponse, RawPutRequest,
     RawPutResponse, RawScanRequest, RawScanResponse,
 };
-use tonic::{metadata::MetadataMap, Request, Response, Status};
+use tonic::{Request, Response, Status};
 
 use crate::{
+    deadline::Deadline,
     metrics::RpcMetrics,
     replication::{visible_values, BatchOptions, BatchWrite, Coordinator, FORWARDED},
     storage::{ScanRange, StorageError},
@@ -29,23 +30,6 @@ impl From<StorageError> for Status {
             Status::internal(error.to_string())
         }
     }
-}
-
-/// The client's deadline, from the standard `grpc-timeout` header, so that
-/// replicas are not kept busy past it.
-pub fn deadline(metadata: &MetadataMap) -> Option<Duration> {
-    let raw = metadata.get("grpc-timeout")?.to_str().ok()?;
-    let (digits, unit) = raw.split_at(raw.len().checked_sub(1)?);
-    let amount: u64 = digits.parse().ok()?;
-    Some(match unit {
-        "H" => Duration::from_secs(amount.saturating_mul(3600)),
-        "M" => Duration::from_secs(amount.saturating_mul(60)),
-        "S" => Duration::from_secs(amount),
-        "m" => Duration::from_millis(amount),
-        "u" => Duration::from_micros(amount),
-        "n" => Duration::from_nanos(amount),
-        _ => return None,
-    })
 }
 
 fn quorums(consistency: Option<&Consistency>) -> (Option<u32>, Option<u32>) {
@@ -94,14 +78,14 @@ pub struct RawKvService {
 
 /// A request's metadata that handlers need after `into_inner`.
 struct Call {
-    deadline: Option<Duration>,
+    deadline: Option<Deadline>,
     forwarded: bool,
 }
 
 impl Call {
     fn of<T>(request: &Request<T>) -> Self {
         Self {
-            deadline: deadline(request.metadata()),
+            deadline: Deadline::of(request.metadata()),
             forwarded: request.metadata().contains_key(FORWARDED),
         }
     }

@@ -25,6 +25,7 @@ pub use batch::{BatchOptions, BatchWrite};
 
 use crate::{
     context_seal::ContextSeal,
+    deadline::Deadline,
     lifecycle::Lifecycle,
     membership::{Membership, View},
     metrics::ReplicationMetrics,
@@ -297,9 +298,11 @@ impl Coordinator {
         }
     }
 
-    fn timeout(&self, deadline: Option<Duration>) -> Duration {
+    /// How long the next call to a replica may take: the replica timeout,
+    /// or less if the client's deadline comes sooner.
+    fn timeout(&self, deadline: Option<Deadline>) -> Duration {
         let default = self.inner.config.replica_timeout;
-        deadline.map_or(default, |d| d.min(default))
+        deadline.map_or(default, |d| d.for_replicas().min(default))
     }
 
     fn preference(&self, layout: &Layout, key: &[u8]) -> Result<(u32, Vec<String>), Status> {
@@ -660,7 +663,7 @@ impl Coordinator {
         delete: bool,
         sealed: &Bytes,
         read_quorum: Option<u32>,
-        timeout: Duration,
+        deadline: Option<Deadline>,
     ) -> Result<CausalContext, Status> {
         let context = if sealed.is_empty() {
             CausalContext::new()
@@ -673,7 +676,7 @@ impl Coordinator {
         };
         if delete && context.is_empty() {
             Ok(self
-                .read(key.clone(), read_quorum, Some(timeout))
+                .read(key.clone(), read_quorum, deadline)
                 .await?
                 .context())
         } else {
@@ -697,7 +700,7 @@ impl Coordinator {
         read_quorum: Option<u32>,
         write_quorum: Option<u32>,
         ttl_seconds: u64,
-        deadline: Option<Duration>,
+        deadline: Option<Deadline>,
         forwarded: bool,
     ) -> Result<(), Status> {
         let quorums = self.inner.config.quorums;
@@ -745,8 +748,10 @@ impl Coordinator {
         }
 
         let context = self
-            .context_for(&key, value.is_none(), &context, read_quorum, timeout)
+            .context_for(&key, value.is_none(), &context, read_quorum, deadline)
             .await?;
+        // A blind delete's read has used part of the client's deadline.
+        let timeout = self.timeout(deadline);
         let expires_at_ms = expiry(ttl_seconds);
         let local = self.inner.local.clone();
         let local_key = key.clone();
@@ -898,7 +903,7 @@ impl Coordinator {
         &self,
         key: Bytes,
         read_quorum: Option<u32>,
-        deadline: Option<Duration>,
+        deadline: Option<Deadline>,
     ) -> Result<Siblings, Status> {
         let quorums = self.inner.config.quorums;
         let r = self.quorum("read_quorum", read_quorum, quorums.r)?;
@@ -1011,7 +1016,7 @@ impl Coordinator {
         &self,
         range: ScanRange,
         read_quorum: Option<u32>,
-        deadline: Option<Duration>,
+        deadline: Option<Deadline>,
     ) -> Result<Vec<(Bytes, Siblings)>, Status> {
         let r = self.quorum("read_quorum", read_quorum, self.inner.config.quorums.r)?;
         let state = self.state()?;

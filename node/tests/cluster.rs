@@ -618,3 +618,74 @@ async fn replicas_beyond_w_receive_the_write_after_the_answer() {
     }
     println!("{KEYS} writes acknowledged at W=1 reached all 3 replicas");
 }
+
+#[tokio::test]
+async fn the_client_deadline_bounds_every_call_to_a_replica() {
+    // The replica timeout is far beyond the client's deadline, so only the
+    // deadline, passed on to each call to a replica, can end the wait for
+    // a frozen replica early enough for the coordinator to say, within the
+    // deadline, how many replicas answered.
+    let cluster = TestCluster::start(66, 3, &["--replica-timeout-ms", "30000"]).await;
+    let mut client = cluster.nodes[0].client().await;
+    client
+        .raw()
+        .raw_put(put_at("deadline", "v", 3))
+        .await
+        .expect("W=3 put");
+    let deadline = Duration::from_millis(1500);
+    let ops = ["RawGet at R=3", "RawPut at W=3", "RawScan at R=3"];
+    for op in ops {
+        cluster.wait_alive(0, 2, true).await;
+        cluster.nodes[2].pause();
+        let started = Instant::now();
+        let outcome = match op {
+            "RawGet at R=3" => {
+                let mut request = tonic::Request::new(get_at("deadline", 3));
+                request.set_timeout(deadline);
+                client.raw().raw_get(request).await.map(|_| ())
+            }
+            "RawPut at W=3" => {
+                let mut request = tonic::Request::new(put_at("deadline", "w", 3));
+                request.set_timeout(deadline);
+                client.raw().raw_put(request).await.map(|_| ())
+            }
+            _ => {
+                let mut request = tonic::Request::new(ringkv_client::proto::RawScanRequest {
+                    limit: 10,
+                    consistency: Some(ringkv_client::proto::Consistency {
+                        read_quorum: Some(3),
+                        write_quorum: None,
+                    }),
+                    ..Default::default()
+                });
+                request.set_timeout(deadline);
+                client.raw().raw_scan(request).await.map(|_| ())
+            }
+        };
+        let took = started.elapsed();
+        cluster.nodes[2].resume();
+        let status = outcome.expect_err("a quorum of 3 with one replica frozen");
+        println!(
+            "{op} with a replica frozen: {:?} after {took:?}: {}",
+            status.code(),
+            status.message()
+        );
+        assert_eq!(
+            status.code(),
+            Code::Unavailable,
+            "{op}: the coordinator answers with the quorum it got, not a bare timeout: {}",
+            status.message()
+        );
+        assert!(
+            status.message().contains("quorum not met"),
+            "{}",
+            status.message()
+        );
+        // It did wait for the frozen replica (gossip still counted it alive)
+        // and answered within the client's deadline.
+        assert!(
+            took >= deadline / 2 && took < deadline,
+            "{op} took {took:?}"
+        );
+    }
+}

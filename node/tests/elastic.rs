@@ -683,7 +683,6 @@ async fn writes_during_a_transition_reach_the_receiving_node() {
 /// shows the acknowledged write.
 #[tokio::test]
 async fn a_node_paused_through_a_transition_reads_nothing_stale() {
-    use nix::{sys::signal, unistd::Pid};
     const KEYS: usize = 40;
     let args = [
         "--anti-entropy-interval-secs",
@@ -708,8 +707,7 @@ async fn a_node_paused_through_a_transition_reads_nothing_stale() {
     }
     let before = cluster.nodes[0].ring_state().await;
 
-    let paused = Pid::from_raw(cluster.nodes[2].pid() as i32);
-    signal::kill(paused, signal::Signal::SIGSTOP).expect("SIGSTOP");
+    cluster.nodes[2].pause();
     cluster.wait_alive(0, 2, false).await;
     let fourth = cluster.spawn_joining(39, 4, &args);
     let members = [&cluster.nodes[0], &cluster.nodes[1], &fourth];
@@ -781,7 +779,7 @@ async fn a_node_paused_through_a_transition_reads_nothing_stale() {
         .await;
     }
 
-    signal::kill(paused, signal::Signal::SIGCONT).expect("SIGCONT");
+    cluster.nodes[2].resume();
     let resumed = cluster.nodes[2].client().await;
     let reads = keys.iter().map(|key| {
         let mut client = resumed.clone();

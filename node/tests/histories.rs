@@ -27,7 +27,6 @@ use std::{
 
 use bytes::Bytes;
 use common::{eventually, wait_equal_trees, wait_left, wait_stable, TestCluster, TestNode};
-use nix::{sys::signal, unistd::Pid};
 use rand::{rngs::StdRng, Rng, SeedableRng};
 use ringkv_client::{
     proto::{
@@ -585,14 +584,6 @@ fn start_workers(
         .collect()
 }
 
-fn pause(node: &TestNode) {
-    signal::kill(Pid::from_raw(node.pid() as i32), signal::Signal::SIGSTOP).expect("SIGSTOP");
-}
-
-fn resume(node: &TestNode) {
-    signal::kill(Pid::from_raw(node.pid() as i32), signal::Signal::SIGCONT).expect("SIGCONT");
-}
-
 /// A fault of one node that heals at its end.
 #[derive(Debug, Clone, Copy)]
 enum Fault {
@@ -605,9 +596,9 @@ async fn inject(node: &mut TestNode, fault: Fault, rng: &mut StdRng) {
     let held = Duration::from_millis(rng.random_range(300..2500));
     match fault {
         Fault::Pause => {
-            pause(node);
+            node.pause();
             sleep(held).await;
-            resume(node);
+            node.resume();
         }
         Fault::Kill => {
             node.kill9();

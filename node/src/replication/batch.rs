@@ -23,6 +23,7 @@ use tonic::Status;
 
 use super::{expiry, Coordinator, Relay, Route};
 use crate::{
+    deadline::Deadline,
     replica::{blocking, ReplicaError, Update},
     ring::RingState,
     versions::Siblings,
@@ -44,7 +45,7 @@ pub struct BatchOptions {
     pub read_quorum: Option<u32>,
     pub write_quorum: Option<u32>,
     pub ttl_seconds: u64,
-    pub deadline: Option<Duration>,
+    pub deadline: Option<Deadline>,
     pub forwarded: bool,
 }
 
@@ -129,7 +130,6 @@ impl Coordinator {
         w: usize,
         options: BatchOptions,
     ) -> Vec<(usize, Result<(), Status>)> {
-        let timeout = self.timeout(options.deadline);
         let mut outcomes = Vec::new();
         let contexts = futures::future::join_all(together.iter().map(|(index, _, _)| {
             let write = &writes[*index];
@@ -138,7 +138,7 @@ impl Coordinator {
                 write.value.is_none(),
                 &write.context,
                 options.read_quorum,
-                timeout,
+                options.deadline,
             )
         }))
         .await;
@@ -192,6 +192,8 @@ impl Coordinator {
                 record: record.encode(),
             })
             .collect();
+        // The blind deletes' reads have used part of the client's deadline.
+        let timeout = self.timeout(options.deadline);
         let acks = self.replicate_shares(&stamped, state, timeout).await;
         outcomes.extend(stamped.iter().zip(acks).map(|(s, acks)| {
             let outcome = if acks >= w {

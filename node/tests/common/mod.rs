@@ -157,6 +157,17 @@ impl TestNode {
         self.child.as_ref().expect("node running").id()
     }
 
+    /// Freezes the process (SIGSTOP): it holds its sockets and answers
+    /// nothing, as a node stuck in a long GC pause or on a dead disk does.
+    pub fn pause(&self) {
+        signal::kill(Pid::from_raw(self.pid() as i32), signal::Signal::SIGSTOP).expect("SIGSTOP");
+    }
+
+    /// Lets a paused process run again (SIGCONT).
+    pub fn resume(&self) {
+        signal::kill(Pid::from_raw(self.pid() as i32), signal::Signal::SIGCONT).expect("SIGCONT");
+    }
+
     pub async fn client(&self) -> Client {
         self.connector
             .client(&self.grpc.to_string())
