@@ -20,6 +20,7 @@ use common::{
 use ringkv_client::proto::{
     Consistency, KvPair, RawBatchPutRequest, RawDeleteRequest, RawGetRequest, RawPutRequest,
 };
+use ringkv_node::ring::partition_of;
 use tokio::sync::Mutex;
 use tonic::Code;
 
@@ -254,21 +255,62 @@ async fn a_left_node_started_with_rejoin_joins_again_fresh() {
     );
 }
 
-/// Waits until `node` is receiving partitions and has some but not all.
-async fn wait_mid_stream(observer: &TestNode, node: &TestNode) -> String {
+/// Waits until `node` is receiving partitions and has some but not all,
+/// and checks what `RingStatus` says of the stream then: the keys and bytes
+/// received so far, and an estimate of the keys still to come that is the
+/// right size. `keys` are every key the cluster holds.
+async fn wait_mid_stream(observer: &TestNode, node: &TestNode, keys: &[String]) -> String {
     let id = node.node_id();
-    eventually(&format!("{id} mid-stream"), Duration::from_secs(60), || {
+    let handoffs = eventually(&format!("{id} mid-stream"), Duration::from_secs(60), || {
         let id = id.clone();
         async move {
             let status = ring_status(observer).await?;
-            let mine: Vec<_> = status.handoffs.iter().filter(|h| h.node_id == id).collect();
+            let mine: Vec<_> = status
+                .handoffs
+                .into_iter()
+                .filter(|h| h.node_id == id)
+                .collect();
             let started = mine.iter().any(|h| h.keys_done > 0);
             let unfinished = mine.iter().any(|h| !h.complete);
-            let source = mine.iter().find(|h| h.keys_done > 0)?.source.clone();
-            (started && unfinished).then_some(source)
+            (started && unfinished).then_some(mine)
         }
     })
-    .await
+    .await;
+    let mut held: BTreeMap<u32, u64> = BTreeMap::new();
+    for key in keys {
+        *held
+            .entry(partition_of(key.as_bytes(), PARTITIONS))
+            .or_default() += 1;
+    }
+    let streaming: Vec<_> = handoffs
+        .iter()
+        .filter(|h| h.keys_done > 0 && !h.complete)
+        .collect();
+    let (done, remaining): (u64, u64) = streaming
+        .iter()
+        .fold((0, 0), |(d, r), h| (d + h.keys_done, r + h.keys_remaining));
+    let actual: u64 = streaming.iter().map(|h| held[&h.partition]).sum();
+    println!(
+        "{id} mid-stream on {} partitions: {done} keys received, {remaining} estimated to come, {actual} in those partitions",
+        streaming.len()
+    );
+    for h in &streaming {
+        // Every value is 1 KiB.
+        assert!(
+            h.bytes_done >= h.keys_done * 1024,
+            "partition {}: {} bytes for {} keys",
+            h.partition,
+            h.bytes_done,
+            h.keys_done
+        );
+    }
+    assert!(remaining > 0, "an unfinished stream estimates what remains");
+    assert!(
+        (actual / 3..=actual * 3).contains(&(done + remaining)),
+        "received plus estimated ({}) is the size of what the partitions hold ({actual})",
+        done + remaining
+    );
+    streaming[0].source.clone()
 }
 
 #[tokio::test]
@@ -321,7 +363,7 @@ async fn interrupted_handoffs_resume_and_complete() {
 
     // 1. The joining node is killed mid-stream and restarted.
     let mut joining = cluster.spawn_joining(31, 4, &args);
-    wait_mid_stream(&cluster.nodes[0], &joining).await;
+    wait_mid_stream(&cluster.nodes[0], &joining, &keys).await;
     joining.kill9();
     println!("killed the joining node mid-stream");
     joining.respawn();
@@ -343,7 +385,7 @@ async fn interrupted_handoffs_resume_and_complete() {
     // the other owners.
     let observer = 0;
     let joining = cluster.spawn_joining(31, 5, &args);
-    let source = wait_mid_stream(&cluster.nodes[observer], &joining).await;
+    let source = wait_mid_stream(&cluster.nodes[observer], &joining, &keys).await;
     let victim = cluster
         .nodes
         .iter()
@@ -614,9 +656,9 @@ async fn writes_during_a_transition_reach_the_receiving_node() {
         "3600",
     ];
     let cluster = TestCluster::start(38, 3, &args).await;
-    preload(&cluster.nodes[0], "streamed", 6_000).await;
+    let streamed = preload(&cluster.nodes[0], "streamed", 6_000).await;
     let joining = cluster.spawn_joining(38, 4, &args);
-    wait_mid_stream(&cluster.nodes[0], &joining).await;
+    wait_mid_stream(&cluster.nodes[0], &joining, &streamed).await;
     let mut clients = Vec::new();
     for node in &cluster.nodes {
         clients.push(node.client().await);
