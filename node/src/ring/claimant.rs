@@ -197,18 +197,18 @@ fn claim(
             return Ok(());
         }
         let first = eligible.iter().next();
-        if eligible.len() < config.replication
-            || first.map(String::as_str) != Some(me)
-            || stable_since.elapsed() < config.settle
-        {
-            return Ok(());
-        }
-        let members = eligible
+        let members: Vec<Member> = eligible
             .iter()
             .filter_map(|id| view.peers.get(id))
             .filter(|p| p.status != NodeStatus::Leaving)
             .map(member_of)
             .collect();
+        if members.len() < config.replication
+            || first.map(String::as_str) != Some(me)
+            || stable_since.elapsed() < config.settle
+        {
+            return Ok(());
+        }
         let layout = Layout::initial(ring.partitions(), config.replication, members)
             .map_err(|e| e.to_string())?;
         return install(ring, RingState::settled(1, Arc::new(layout)));
@@ -277,14 +277,15 @@ fn claim(
                 .values()
                 .find(|p| p.status == NodeStatus::Leaving && in_current(&p.id));
             if let Some(peer) = leaving {
-                if current.members().len() <= config.replication {
-                    tracing::warn!(node = %peer.id, "cannot remove a node: N nodes must remain");
-                    return Ok(());
+                if current.members().len() > config.replication {
+                    let next = current
+                        .with_member_removed(&peer.id)
+                        .map_err(|e| e.to_string())?;
+                    return install(ring, transition(&state, next));
                 }
-                let next = current
-                    .with_member_removed(&peer.id)
-                    .map_err(|e| e.to_string())?;
-                return install(ring, transition(&state, next));
+                // A join is what lets this departure go ahead, so it must
+                // not wait for it.
+                tracing::warn!(node = %peer.id, "cannot remove a node yet: N nodes must remain");
             }
             let newcomer = eligible
                 .iter()
@@ -325,4 +326,140 @@ fn behind(view: &View, ring: &Ring, version: u64) -> Vec<String> {
 
 fn install(ring: &Ring, state: RingState) -> Result<(), String> {
     ring.install(state).map(|_| ()).map_err(|e| e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::storage::{Durability, RocksStorage, RocksStorageOptions};
+
+    const NODES: usize = 6;
+    const N: usize = 3;
+
+    fn id(i: usize) -> String {
+        format!("n{i}")
+    }
+
+    fn ring(dir: &std::path::Path, state: Option<&RingState>) -> Ring {
+        let options = RocksStorageOptions {
+            durability: Durability::Periodic(Duration::from_secs(60)),
+            ..Default::default()
+        };
+        let storage = Arc::new(RocksStorage::open(dir, "n", &options).expect("storage"));
+        let ring = Ring::load(storage, 8).expect("ring");
+        if let Some(state) = state {
+            ring.install(state.clone()).expect("install");
+        }
+        ring
+    }
+
+    fn config(settle: Duration) -> ClaimantConfig {
+        ClaimantConfig {
+            replication: N,
+            settle,
+            tick: Duration::from_millis(100),
+        }
+    }
+
+    /// Every alive node runs one claimant tick on its own copy of `state`
+    /// with the same view; returns the ids of the nodes that moved the ring.
+    fn tick_everywhere(
+        view: &View,
+        state: Option<&RingState>,
+        settle: Duration,
+        stable_since: Instant,
+    ) -> Vec<String> {
+        let eligible: BTreeSet<String> = view.alive().map(|p| p.id.clone()).collect();
+        let mut moved = Vec::new();
+        for me in &eligible {
+            let dir = tempfile::tempdir().expect("dir");
+            let ring = ring(dir.path(), state);
+            let before = ring.rank();
+            claim(view, me, &ring, &config(settle), &eligible, stable_since).expect("claim");
+            if ring.rank() != before {
+                moved.push(me.clone());
+            }
+        }
+        moved
+    }
+
+    fn view(alive: u8, members: u8, version: u64, joining: u8, leaving: u8) -> View {
+        let peers: BTreeMap<String, Peer> = (0..NODES)
+            .map(|i| {
+                let member = members & (1 << i) != 0;
+                let mut peer = Peer::for_test(&id(i), alive & (1 << i) != 0, 0);
+                peer.layout_version = if member { version } else { 0 };
+                peer.status = if leaving & (1 << i) != 0 {
+                    NodeStatus::Leaving
+                } else if joining & (1 << i) != 0 || !member {
+                    NodeStatus::Joining
+                } else {
+                    NodeStatus::Normal
+                };
+                (id(i), peer)
+            })
+            .collect();
+        View { peers }
+    }
+
+    #[test]
+    fn the_first_layout_waits_for_n_live_nodes_and_a_settled_membership() {
+        let settle = Duration::from_secs(60);
+        let long_ago = Instant::now() - Duration::from_secs(120);
+        // Two of three: no layout, however long membership has been stable.
+        assert!(tick_everywhere(&view(0b011, 0, 0, 0, 0), None, settle, long_ago).is_empty());
+        // Three, but membership just changed: not yet.
+        assert!(tick_everywhere(&view(0b111, 0, 0, 0, 0), None, settle, Instant::now()).is_empty());
+        // Three, settled: the lowest id makes it, and only it.
+        assert_eq!(
+            tick_everywhere(&view(0b1110, 0, 0, 0, 0), None, settle, long_ago),
+            vec![id(1)]
+        );
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+        /// Whatever the membership, one node at a time moves the ring: the
+        /// lowest live member of the current layout (before any layout, the
+        /// lowest live node), and it does make the step that is due.
+        #[test]
+        fn exactly_one_live_node_moves_the_ring(
+            alive in 0u8..64,
+            members in 0u8..64,
+            joining in 0u8..64,
+            leaving in 0u8..64,
+        ) {
+            let long_ago = Instant::now() - Duration::from_secs(120);
+            let member_ids: Vec<usize> = (0..NODES).filter(|i| members & (1 << i) != 0).collect();
+            let state = (member_ids.len() >= N).then(|| {
+                let layout = Layout::initial(8, N, member_ids.iter().map(|&i| Member::new(id(i))).collect())
+                    .expect("layout");
+                RingState::settled(1, Arc::new(layout))
+            });
+            let leaving = leaving & members;
+            let view = view(alive, if state.is_some() { members } else { 0 }, 1, joining & !members, leaving);
+            let moved = tick_everywhere(&view, state.as_ref(), Duration::ZERO, long_ago);
+            prop_assert!(moved.len() <= 1, "{moved:?} all moved the ring");
+
+            let alive_ids: Vec<usize> = (0..NODES).filter(|i| alive & (1 << i) != 0).collect();
+            let (claimant, due) = match &state {
+                None => {
+                    let founders = alive_ids.iter().filter(|i| leaving & (1 << *i) == 0).count();
+                    (alive_ids.first().copied(), founders >= N)
+                }
+                Some(_) => {
+                    let claimant = member_ids.iter().copied().find(|i| alive & (1 << i) != 0);
+                    let departure = leaving != 0 && member_ids.len() > N;
+                    let arrival = alive_ids.iter().any(|i| members & (1 << i) == 0);
+                    (claimant, departure || arrival)
+                }
+            };
+            let expected: Vec<String> = claimant.filter(|_| due).map(id).into_iter().collect();
+            prop_assert_eq!(moved, expected);
+        }
+    }
 }
