@@ -382,3 +382,89 @@ fn build_view(chitchat: &chitchat::Chitchat) -> View {
     }
     View { peers }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{
+        atomic::{AtomicUsize, Ordering},
+        Mutex,
+    };
+
+    use super::*;
+    use crate::discovery::{DiscoveryError, StaticSeeds};
+
+    /// A seed source whose answer the test changes, as pod IPs change, and
+    /// that counts how often it is listed.
+    #[derive(Default)]
+    struct Listing {
+        calls: AtomicUsize,
+        found: Mutex<Vec<SocketAddr>>,
+    }
+
+    #[tonic::async_trait]
+    impl SeedProvider for Listing {
+        async fn discover(&self) -> Result<Vec<SocketAddr>, DiscoveryError> {
+            self.calls.fetch_add(1, Ordering::SeqCst);
+            Ok(self.found.lock().expect("lock").clone())
+        }
+    }
+
+    fn me(id: &str, gossip: SocketAddr) -> SelfInfo {
+        SelfInfo {
+            id: id.to_string(),
+            grpc: SocketAddr::from((gossip.ip(), 1)),
+            gossip_listen: gossip,
+            gossip_advertise: gossip,
+            zone: None,
+            partitions: 8,
+            layout_version: 0,
+            layout_digest: 0,
+            cluster_id: "relisting".to_string(),
+            gossip_interval: Duration::from_millis(50),
+        }
+    }
+
+    async fn until(what: &str, check: impl Fn() -> bool) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+        while !check() {
+            assert!(tokio::time::Instant::now() < deadline, "timed out: {what}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn discovered_seeds_are_listed_again_while_alone_and_rarely_otherwise() {
+        let b_addr: SocketAddr = "127.0.67.2:7946".parse().expect("addr");
+        let b = Membership::start(me("b", b_addr), Arc::new(StaticSeeds { seeds: vec![] }))
+            .await
+            .expect("start b");
+        let listing = Arc::new(Listing::default());
+        let a_addr: SocketAddr = "127.0.67.1:7946".parse().expect("addr");
+        let a = Membership::start(me("a", a_addr), listing.clone())
+            .await
+            .expect("start a");
+
+        // Alone, with no pod listed yet: listed again every five rounds.
+        until("three listings while alone", || {
+            listing.calls.load(Ordering::SeqCst) >= 3
+        })
+        .await;
+        // A pod appears, as a new pod IP would: the next listing finds it.
+        *listing.found.lock().expect("lock") = vec![b_addr];
+        until("a sees b alive", || a.view().is_alive("b")).await;
+
+        // No longer alone: the API is not listed again within 15 s.
+        let before = listing.calls.load(Ordering::SeqCst);
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let after = listing.calls.load(Ordering::SeqCst);
+        assert!(a.view().is_alive("b"), "b stayed alive");
+        assert_eq!(
+            after,
+            before,
+            "listed {} times in 2 s (40 rounds) while not alone",
+            after - before
+        );
+        a.shutdown().await;
+        b.shutdown().await;
+    }
+}
