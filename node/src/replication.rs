@@ -598,9 +598,10 @@ impl Coordinator {
         key: Bytes,
         record: Bytes,
         fallbacks: Arc<Mutex<Vec<String>>>,
-        timeout: Duration,
+        deadline: Option<Deadline>,
     ) -> bool {
         if route.is_alive(&target) {
+            let timeout = self.timeout(deadline);
             match self
                 .apply_to(&route, &target, &key, &record, Delivery::Replica, timeout)
                 .await
@@ -616,6 +617,8 @@ impl Coordinator {
         }
         let fallback = fallbacks.lock().ok().and_then(|mut f| f.pop());
         if let Some(fallback) = fallback {
+            // What the first attempt left of the client's deadline.
+            let timeout = self.timeout(deadline);
             let sent = self
                 .apply_to(
                     &route,
@@ -716,7 +719,6 @@ impl Coordinator {
             .filter(|id| *id != self.inner.me)
             .collect();
         let view = self.inner.membership.view();
-        let timeout = self.timeout(deadline);
         let me = self.inner.me.clone();
 
         // A node that has left keeps no data but still knows the ring: it
@@ -742,7 +744,7 @@ impl Coordinator {
                     context,
                     (read_quorum, write_quorum),
                     ttl_seconds,
-                    timeout,
+                    self.timeout(deadline),
                 )
                 .await;
         }
@@ -750,8 +752,6 @@ impl Coordinator {
         let context = self
             .context_for(&key, value.is_none(), &context, read_quorum, deadline)
             .await?;
-        // A blind delete's read has used part of the client's deadline.
-        let timeout = self.timeout(deadline);
         let expires_at_ms = expiry(ttl_seconds);
         let local = self.inner.local.clone();
         let local_key = key.clone();
@@ -798,7 +798,7 @@ impl Coordinator {
                     key.clone(),
                     record.clone(),
                     Arc::new(Mutex::new(Vec::new())),
-                    timeout,
+                    deadline,
                 )
             })
             .collect();
@@ -821,7 +821,7 @@ impl Coordinator {
                     key.clone(),
                     record.clone(),
                     fallbacks,
-                    timeout,
+                    deadline,
                 );
                 let target = target.clone();
                 async move { (target, write.await) }

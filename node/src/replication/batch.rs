@@ -192,9 +192,9 @@ impl Coordinator {
                 record: record.encode(),
             })
             .collect();
-        // The blind deletes' reads have used part of the client's deadline.
-        let timeout = self.timeout(options.deadline);
-        let acks = self.replicate_shares(&stamped, state, timeout).await;
+        let acks = self
+            .replicate_shares(&stamped, state, options.deadline)
+            .await;
         outcomes.extend(stamped.iter().zip(acks).map(|(s, acks)| {
             let outcome = if acks >= w {
                 Ok(())
@@ -216,7 +216,7 @@ impl Coordinator {
         &self,
         stamped: &[Stamped],
         state: &RingState,
-        timeout: Duration,
+        deadline: Option<Deadline>,
     ) -> Vec<usize> {
         let me = &self.inner.me;
         let mut shares: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
@@ -226,6 +226,8 @@ impl Coordinator {
             }
         }
         let route = Arc::new(self.route(state.version));
+        // The blind deletes' reads have used part of the client's deadline.
+        let timeout = self.timeout(deadline);
         let sends = futures::future::join_all(shares.iter().map(|(replica, positions)| {
             let records = positions
                 .iter()
@@ -264,7 +266,7 @@ impl Coordinator {
                 stamped[*p].key.clone(),
                 stamped[*p].record.clone(),
                 fallbacks[*p].clone(),
-                timeout,
+                deadline,
             )
         }))
         .await;
