@@ -255,6 +255,38 @@ async fn a_left_node_started_with_rejoin_joins_again_fresh() {
     );
 }
 
+/// The decision to leave is on disk: a leaving node killed right after it
+/// was asked, before it could even gossip `leaving`, comes back leaving
+/// and finishes its departure, with every acknowledged write kept.
+#[tokio::test]
+async fn a_leaving_node_killed_right_after_the_request_still_leaves() {
+    let mut cluster = TestCluster::start(69, 4, &[]).await;
+    let keys = preload(&cluster.nodes[0], "leaving", 1_000).await;
+    decommission(&cluster.nodes[0], &cluster.nodes[3]).await;
+    cluster.nodes[3].kill9();
+    cluster.nodes[3].respawn();
+    wait_left(
+        &cluster.nodes[0],
+        &cluster.nodes[3],
+        Duration::from_secs(120),
+    )
+    .await;
+    let three: Vec<&TestNode> = cluster.nodes[..3].iter().collect();
+    wait_stable(&cluster.nodes[0], &three, Duration::from_secs(60)).await;
+    cluster.nodes[3].stop().await;
+    let mut client = cluster.nodes[1].client().await;
+    for key in &keys {
+        let value = read_r2(&mut client, key)
+            .await
+            .expect("read after the departure");
+        assert_eq!(value, value_of(key), "{key}");
+    }
+    println!(
+        "a leaving node killed and restarted left; {} acknowledged writes read back at R=2",
+        keys.len()
+    );
+}
+
 /// Waits until `node` is receiving partitions and has some but not all,
 /// and checks what `RingStatus` says of the stream then: the keys and bytes
 /// received so far, and an estimate of the keys still to come that is the
