@@ -16,6 +16,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
 use crate::{
+    deadline::Deadline,
     lifecycle::Lifecycle,
     membership::Membership,
     peers::PeerClients,
@@ -43,6 +44,7 @@ fn relay<T>(request: &Request<T>) -> Result<Relay, Status> {
     Ok(Relay {
         hops: whole_number(request, FORWARD_HOPS)?.unwrap_or(0),
         ring_version: whole_number(request, RING_VERSION)?.unwrap_or(0),
+        deadline: Deadline::of(request.metadata()),
     })
 }
 

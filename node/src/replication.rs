@@ -12,7 +12,7 @@ use std::{
 };
 
 use bytes::Bytes;
-use futures::{stream::FuturesUnordered, StreamExt};
+use futures::{future::BoxFuture, stream::FuturesUnordered, FutureExt, StreamExt};
 use ringkv_proto::v1::{
     Consistency, RawDeleteRequest, RawPutRequest, ReplicaApplyRequest, ReplicaReadRequest,
     ReplicaScanRequest,
@@ -53,6 +53,20 @@ pub struct Relay {
     pub hops: u32,
     /// The ring state version of the node that passed it on; 0 when unknown.
     pub ring_version: u64,
+    /// When the node that passed it on stops waiting: a node passing it on
+    /// again answers before then.
+    pub deadline: Option<Deadline>,
+}
+
+impl Relay {
+    /// The relay of a write this node passes on: one more hop, the same
+    /// deadline.
+    fn onward(self) -> Self {
+        Self {
+            hops: self.hops + 1,
+            ..self
+        }
+    }
 }
 
 /// The longest chain of nodes passing one replica write on. Two hops are
@@ -409,7 +423,14 @@ impl Coordinator {
         }
         if !in_now && !in_next && !former {
             return self
-                .forward_to_owners(state.version, partition, &now, &key, &record, hops + 1)
+                .forward_to_owners(
+                    state.version,
+                    partition,
+                    &now,
+                    &key,
+                    &record,
+                    relay.onward(),
+                )
                 .await;
         }
         {
@@ -417,7 +438,7 @@ impl Coordinator {
             blocking(move || local.receive(&key, &record, None)).await?;
         }
         if in_now && next.is_some() && !in_next {
-            self.forward_to_receivers(&state, partition, &key, &record, hops + 1)
+            self.forward_to_receivers(&state, partition, &key, &record, relay.onward())
                 .await?;
         } else if former && relay.ring_version < state.version {
             // The sender has not adopted the promotion either and counts this
@@ -436,7 +457,7 @@ impl Coordinator {
                 partition,
                 &key,
                 &record,
-                hops + 1,
+                relay.onward(),
             )
             .await?;
         }
@@ -466,8 +487,15 @@ impl Coordinator {
                 owners.push(former);
             }
         }
-        self.forward_to_owners(state.version, partition, &owners, key, record, 0)
-            .await
+        self.forward_to_owners(
+            state.version,
+            partition,
+            &owners,
+            key,
+            record,
+            Relay::default(),
+        )
+        .await
     }
 
     /// Sends a record to every live owner of `partition`; fails unless one
@@ -479,7 +507,7 @@ impl Coordinator {
         owners: &[String],
         key: &Bytes,
         record: &Bytes,
-        hops: u32,
+        relay: Relay,
     ) -> Result<(), Status> {
         let route = self.route(version);
         let live: Vec<String> = owners
@@ -493,7 +521,7 @@ impl Coordinator {
                 self.inner.me
             )));
         }
-        self.pass_on(&route, &live, "owner", partition, key, record, hops)
+        self.pass_on(&route, &live, "owner", partition, key, record, relay)
             .await
     }
 
@@ -505,7 +533,7 @@ impl Coordinator {
         partition: u32,
         key: &Bytes,
         record: &Bytes,
-        hops: u32,
+        relay: Relay,
     ) -> Result<(), Status> {
         let route = self.route(state.version);
         let receivers: Vec<String> = state
@@ -513,12 +541,15 @@ impl Coordinator {
             .into_iter()
             .filter(|r| *r != self.inner.me)
             .collect();
-        self.pass_on(&route, &receivers, "receiver", partition, key, record, hops)
-            .await
+        self.pass_on(
+            &route, &receivers, "receiver", partition, key, record, relay,
+        )
+        .await
     }
 
     /// Passes a record on to each of `targets` in turn, as the chain's
-    /// `hops`-th node; fails on the first that does not take it.
+    /// `relay.hops`-th node and within its deadline; fails on the first that
+    /// does not take it.
     #[allow(clippy::too_many_arguments)]
     async fn pass_on(
         &self,
@@ -528,17 +559,16 @@ impl Coordinator {
         partition: u32,
         key: &Bytes,
         record: &Bytes,
-        hops: u32,
+        relay: Relay,
     ) -> Result<(), Status> {
-        let timeout = self.timeout(None);
         for target in targets {
             self.apply_to(
                 route,
                 target,
                 key,
                 record,
-                Delivery::Forwarded { hops },
-                timeout,
+                Delivery::Forwarded { hops: relay.hops },
+                self.timeout(relay.deadline),
             )
             .await
             .map_err(|status| {
@@ -767,12 +797,9 @@ impl Coordinator {
                 .as_ref()
                 .and_then(|next| self.preference(next, &key).ok())
                 .is_some_and(|(_, next)| next.contains(&me));
-        let own_ack = pref.contains(&me)
-            && (!handing_off
-                || self
-                    .forward_to_receivers(&state, partition, &key, &record, 1)
-                    .await
-                    .is_ok());
+        // Counted at once, unless it hands the partition off: then only once
+        // the receivers hold the write (see below).
+        let own_ack = pref.contains(&me) && !handing_off;
         let mut acks = usize::from(own_ack);
         // Right after a promotion, members that have not adopted it still
         // read from the owners before it: the write needs W of them too.
@@ -789,8 +816,12 @@ impl Coordinator {
             view: view.clone(),
             version: state.version,
         });
+        // Nodes receiving this partition get the write too. A coordinator
+        // that hands it off sends it to them as part of its own
+        // acknowledgement instead.
         let extra: FuturesUnordered<_> = receivers
             .iter()
+            .filter(|_| !handing_off)
             .map(|target| {
                 self.clone().replicate(
                     route.clone(),
@@ -805,7 +836,7 @@ impl Coordinator {
         if !extra.is_empty() {
             tokio::spawn(extra.collect::<Vec<_>>());
         }
-        let mut pending: FuturesUnordered<_> = pref
+        let mut pending: FuturesUnordered<BoxFuture<'static, (String, bool)>> = pref
             .iter()
             .filter(|id| **id != me)
             .map(|target| (target, fallbacks.clone()))
@@ -824,9 +855,31 @@ impl Coordinator {
                     deadline,
                 );
                 let target = target.clone();
-                async move { (target, write.await) }
+                async move { (target, write.await) }.boxed()
             })
             .collect();
+        if handing_off {
+            // This node drops its copy once the transition ends, and the
+            // stream may already have passed the key: its acknowledgement
+            // counts once the receivers hold the write. It runs alongside
+            // the other replicas' writes, within the same deadline.
+            let (this, state) = (self.clone(), state.clone());
+            let (key, record) = (key.clone(), record.clone());
+            pending.push(
+                async move {
+                    let relay = Relay {
+                        hops: 1,
+                        ring_version: state.version,
+                        deadline,
+                    };
+                    let held = this
+                        .forward_to_receivers(&state, partition, &key, &record, relay)
+                        .await;
+                    (this.inner.me.clone(), held.is_ok())
+                }
+                .boxed(),
+            );
+        }
         while acks < w || (!previous.is_empty() && previous_acks < w) {
             match pending.next().await {
                 Some((target, true)) => {

@@ -891,3 +891,89 @@ async fn a_node_paused_through_a_transition_reads_nothing_stale() {
     );
     drop(fourth);
 }
+
+/// An owner that gives a partition up acknowledges a write only once the
+/// partition's receivers hold it: once the transition ends it drops its
+/// copy, and the stream may already have passed the key. With the
+/// receiver frozen, a write at W=3 through the leaving owner fails (its
+/// own acknowledgement is missing) within the client's deadline; once the
+/// receiver is back, the acknowledged write is on it.
+#[tokio::test]
+async fn a_giving_up_owner_acknowledges_only_once_the_receiver_holds_the_write() {
+    // A slow stream keeps the transition open while the test writes.
+    let args = ["--handoff-bytes-per-sec", "200000"];
+    let cluster = TestCluster::start(70, 4, &args).await;
+    preload(&cluster.nodes[0], "stream", 3_000).await;
+    let leaving = &cluster.nodes[3];
+    decommission(&cluster.nodes[0], leaving).await;
+    let state = eventually(
+        "the departure's transition starts",
+        Duration::from_secs(30),
+        || async {
+            let state = leaving.ring_state().await;
+            state.next.is_some().then_some(state)
+        },
+    )
+    .await;
+    let (key, receiver) = (0..)
+        .map(|i| format!("handed-{i}"))
+        .find_map(|key| {
+            let partition = partition_of(key.as_bytes(), PARTITIONS);
+            let owners = state.current.preference_list(partition).ok()?;
+            let receivers = state.receivers(partition);
+            (owners.contains(&leaving.node_id().as_str()) && receivers.len() == 1)
+                .then(|| (key, receivers[0].clone()))
+        })
+        .expect("a key the leaving node hands to one receiver");
+    let receiver = cluster
+        .nodes
+        .iter()
+        .find(|n| n.node_id() == receiver)
+        .expect("the receiver is a member");
+    let mut client = leaving.client().await;
+    let write = |value: &'static str| {
+        let mut request = tonic::Request::new(RawPutRequest {
+            key: Bytes::from(key.clone()),
+            value: Bytes::from(value),
+            consistency: quorums(2, 3),
+            ..Default::default()
+        });
+        request.set_timeout(Duration::from_millis(1500));
+        request
+    };
+
+    receiver.pause();
+    let started = Instant::now();
+    let refused = client.raw().raw_put(write("while frozen")).await;
+    let took = started.elapsed();
+    receiver.resume();
+    let status = refused.expect_err("W=3 through the leaving owner with its receiver frozen");
+    println!(
+        "{key} through the leaving owner, receiver {} frozen: {:?} after {took:?}: {}",
+        receiver.node_id(),
+        status.code(),
+        status.message()
+    );
+    assert_eq!(status.code(), Code::Unavailable, "{}", status.message());
+    assert!(status.message().contains("2 of 3"), "{}", status.message());
+    assert!(
+        took < Duration::from_millis(1500),
+        "answered within the deadline"
+    );
+
+    let still_moving = leaving.ring_state().await;
+    assert_eq!(
+        still_moving.version, state.version,
+        "the transition is still open"
+    );
+    client
+        .raw()
+        .raw_put(write("acknowledged"))
+        .await
+        .expect("W=3 through the leaving owner with its receiver back");
+    receiver
+        .replica_record(key.as_bytes())
+        .await
+        .expect("the receiver holds the acknowledged write");
+    println!("{key} acknowledged, and held by the receiver at once");
+}
