@@ -32,10 +32,6 @@ impl From<StorageError> for Status {
     }
 }
 
-fn quorums(consistency: Option<&Consistency>) -> (Option<u32>, Option<u32>) {
-    consistency.map_or((None, None), |c| (c.read_quorum, c.write_quorum))
-}
-
 /// Bytes of key names and reasons a batch error carries at most: gRPC
 /// status messages travel in a header, which proxies and clients cap.
 const NAMED_FAILURE_BYTES: usize = 8 << 10;
@@ -69,6 +65,13 @@ fn batch_failure(total: usize, failed: &[(Bytes, Status)]) -> String {
     )
 }
 
+/// The error of a batch in which some keys did not take, with the code of
+/// the first of them in request order; `None` when every key took.
+fn batch_error(total: usize, failed: &[(Bytes, Status)]) -> Option<Status> {
+    let (_, first) = failed.first()?;
+    Some(Status::new(first.code(), batch_failure(total, failed)))
+}
+
 /// The RawKV service of one node.
 pub struct RawKvService {
     coordinator: Coordinator,
@@ -100,6 +103,19 @@ impl RawKvService {
         }
     }
 
+    /// The request's quorum overrides, each checked against N whether or
+    /// not this RPC uses it: a client that sets one expects it to mean
+    /// something, and an impossible one is a mistake worth hearing about.
+    fn quorums(
+        &self,
+        consistency: Option<&Consistency>,
+    ) -> Result<(Option<u32>, Option<u32>), Status> {
+        let (r, w) = consistency.map_or((None, None), |c| (c.read_quorum, c.write_quorum));
+        self.coordinator.quorum("read_quorum", r, 0)?;
+        self.coordinator.quorum("write_quorum", w, 0)?;
+        Ok((r, w))
+    }
+
     fn pair(&self, key: Bytes, record: &Siblings, key_only: bool) -> Option<KvPair> {
         let mut values = visible_values(record, self.coordinator.mode());
         if values.is_empty() {
@@ -126,7 +142,7 @@ impl RawKvService {
 
     async fn get(&self, req: RawGetRequest, call: Call) -> Result<RawGetResponse, Status> {
         self.limits.key(&req.key)?;
-        let (r, _) = quorums(req.consistency.as_ref());
+        let (r, _) = self.quorums(req.consistency.as_ref())?;
         let record = self
             .coordinator
             .read(req.key.clone(), r, call.deadline)
@@ -144,7 +160,7 @@ impl RawKvService {
     async fn put(&self, req: RawPutRequest, call: Call) -> Result<RawPutResponse, Status> {
         self.limits.key(&req.key)?;
         self.limits.value(&req.value)?;
-        let (r, w) = quorums(req.consistency.as_ref());
+        let (r, w) = self.quorums(req.consistency.as_ref())?;
         self.coordinator
             .write(
                 req.key,
@@ -162,7 +178,7 @@ impl RawKvService {
 
     async fn delete(&self, req: RawDeleteRequest, call: Call) -> Result<RawDeleteResponse, Status> {
         self.limits.key(&req.key)?;
-        let (r, w) = quorums(req.consistency.as_ref());
+        let (r, w) = self.quorums(req.consistency.as_ref())?;
         self.coordinator
             .write(
                 req.key,
@@ -180,7 +196,7 @@ impl RawKvService {
 
     async fn scan(&self, req: RawScanRequest, call: Call) -> Result<RawScanResponse, Status> {
         let limit = self.limits.scan(&req.start_key, &req.end_key, req.limit)?;
-        let (r, _) = quorums(req.consistency.as_ref());
+        let (r, _) = self.quorums(req.consistency.as_ref())?;
         let range = ScanRange {
             start: req.start_key,
             end: req.end_key,
@@ -206,7 +222,7 @@ impl RawKvService {
         for key in &req.keys {
             self.limits.key(key)?;
         }
-        let (r, _) = quorums(req.consistency.as_ref());
+        let (r, _) = self.quorums(req.consistency.as_ref())?;
         let reads = req
             .keys
             .iter()
@@ -233,7 +249,7 @@ impl RawKvService {
         ttl_seconds: u64,
         call: Call,
     ) -> Result<(), Status> {
-        let (read_quorum, write_quorum) = quorums(consistency);
+        let (read_quorum, write_quorum) = self.quorums(consistency)?;
         let total = writes.len();
         let keys: Vec<Bytes> = writes.iter().map(|write| write.key.clone()).collect();
         let outcomes = self
@@ -254,10 +270,7 @@ impl RawKvService {
             .zip(outcomes)
             .filter_map(|(key, outcome)| outcome.err().map(|status| (key, status)))
             .collect();
-        match failed.first() {
-            None => Ok(()),
-            Some((_, first)) => Err(Status::new(first.code(), batch_failure(total, &failed))),
-        }
+        batch_error(total, &failed).map_or(Ok(()), Err)
     }
 
     async fn batch_put(
@@ -406,6 +419,29 @@ mod tests {
             "{} bytes",
             message.len()
         );
+
+        assert!(batch_error(10, &[]).is_none(), "every key took");
+        let corrupt = (
+            Bytes::from_static(b"a"),
+            Status::internal("stored record is unreadable"),
+        );
+        let short = (
+            Bytes::from_static(b"b"),
+            Status::unavailable("write quorum not met"),
+        );
+        let mixed = [corrupt.clone(), short.clone()];
+        assert_eq!(
+            batch_error(2, &mixed).map(|s| s.code()),
+            Some(tonic::Code::Internal)
+        );
+        let mixed = [short, corrupt];
+        let error = batch_error(2, &mixed).expect("an error");
+        assert_eq!(
+            error.code(),
+            tonic::Code::Unavailable,
+            "the first failure's code"
+        );
+        assert!(error.message().starts_with("2 of 2 keys did not take"));
 
         let few = &failed[..3];
         let message = batch_failure(10, few);

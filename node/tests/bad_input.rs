@@ -8,8 +8,8 @@ use std::{net::Ipv4Addr, process::Command};
 use bytes::Bytes;
 use common::TestNode;
 use ringkv_client::proto::{
-    KvPair, RawBatchDeleteRequest, RawBatchGetRequest, RawBatchPutRequest, RawDeleteRequest,
-    RawGetRequest, RawPutRequest, RawScanRequest,
+    Consistency, KvPair, RawBatchDeleteRequest, RawBatchGetRequest, RawBatchPutRequest,
+    RawDeleteRequest, RawGetRequest, RawPutRequest, RawScanRequest,
 };
 use tonic::Code;
 
@@ -27,6 +27,17 @@ fn assert_status<T: std::fmt::Debug>(
         status.message()
     );
     println!("{case}: {:?} {:?}", status.code(), status.message());
+}
+
+/// A pair of value "v" for each key.
+fn pairs(keys: impl IntoIterator<Item = Bytes>) -> Vec<KvPair> {
+    keys.into_iter()
+        .map(|key| KvPair {
+            key,
+            value: "v".into(),
+            ..Default::default()
+        })
+        .collect()
 }
 
 #[tokio::test]
@@ -91,14 +102,7 @@ async fn invalid_requests_get_their_codes_and_messages() {
     assert_status(
         "batch put over its maximum",
         raw.raw_batch_put(RawBatchPutRequest {
-            pairs: too_many
-                .iter()
-                .map(|k| KvPair {
-                    key: k.clone(),
-                    value: "v".into(),
-                    ..Default::default()
-                })
-                .collect(),
+            pairs: pairs(too_many.iter().cloned()),
             ..Default::default()
         })
         .await,
@@ -123,8 +127,115 @@ async fn invalid_requests_get_their_codes_and_messages() {
         })
         .await,
         Code::InvalidArgument,
-        "appears more than once in the batch",
+        r#"key b"twice" appears more than once in the batch; a batch names each key once"#,
     );
+    assert_status(
+        "a key twice in one batch put",
+        raw.raw_batch_put(RawBatchPutRequest {
+            pairs: pairs(["twice", "once", "twice"].map(Bytes::from)),
+            ..Default::default()
+        })
+        .await,
+        Code::InvalidArgument,
+        r#"key b"twice" appears more than once in the batch; a batch names each key once"#,
+    );
+    // Each quorum a request sets is checked against N (1 here), whether
+    // or not its RPC uses it.
+    for (field, r, w) in [
+        ("read_quorum 0 is outside 1..=1", Some(0), None),
+        ("read_quorum 2 is outside 1..=1", Some(2), None),
+        ("write_quorum 0 is outside 1..=1", None, Some(0)),
+        ("write_quorum 2 is outside 1..=1", None, Some(2)),
+    ] {
+        let consistency = Some(Consistency {
+            read_quorum: r,
+            write_quorum: w,
+        });
+        let key = Bytes::from_static(b"quorum");
+        let refused = [
+            (
+                "RawGet",
+                raw.raw_get(RawGetRequest {
+                    key: key.clone(),
+                    consistency,
+                })
+                .await
+                .map(drop),
+            ),
+            (
+                "RawPut",
+                raw.raw_put(RawPutRequest {
+                    key: key.clone(),
+                    value: "v".into(),
+                    consistency,
+                    ..Default::default()
+                })
+                .await
+                .map(drop),
+            ),
+            (
+                "RawDelete",
+                raw.raw_delete(RawDeleteRequest {
+                    key: key.clone(),
+                    consistency,
+                    ..Default::default()
+                })
+                .await
+                .map(drop),
+            ),
+            (
+                "RawScan",
+                raw.raw_scan(RawScanRequest {
+                    consistency,
+                    ..Default::default()
+                })
+                .await
+                .map(drop),
+            ),
+            (
+                "RawBatchGet",
+                raw.raw_batch_get(RawBatchGetRequest {
+                    keys: vec![key.clone()],
+                    consistency,
+                })
+                .await
+                .map(drop),
+            ),
+            (
+                "RawBatchPut",
+                raw.raw_batch_put(RawBatchPutRequest {
+                    pairs: pairs([key.clone()]),
+                    consistency,
+                    ttl_seconds: 0,
+                })
+                .await
+                .map(drop),
+            ),
+            (
+                "RawBatchDelete",
+                raw.raw_batch_delete(RawBatchDeleteRequest {
+                    keys: vec![key],
+                    consistency,
+                })
+                .await
+                .map(drop),
+            ),
+        ];
+        for (rpc, result) in refused {
+            assert_status(
+                &format!("{rpc}: {field}"),
+                result,
+                Code::InvalidArgument,
+                field,
+            );
+        }
+    }
+    raw.raw_delete(RawDeleteRequest {
+        key: "never-written".into(),
+        ..Default::default()
+    })
+    .await
+    .expect("deleting a missing key succeeds");
     assert_status(
         "empty batch",
         raw.raw_batch_put(RawBatchPutRequest::default()).await,

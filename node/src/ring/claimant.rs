@@ -373,6 +373,19 @@ mod tests {
         settle: Duration,
         stable_since: Instant,
     ) -> Vec<String> {
+        moves(view, state, settle, stable_since)
+            .into_iter()
+            .map(|(id, _)| id)
+            .collect()
+    }
+
+    /// The nodes that moved the ring in one tick, with the state each made.
+    fn moves(
+        view: &View,
+        state: Option<&RingState>,
+        settle: Duration,
+        stable_since: Instant,
+    ) -> Vec<(String, Arc<RingState>)> {
         let eligible: BTreeSet<String> = view.alive().map(|p| p.id.clone()).collect();
         let mut moved = Vec::new();
         for me in &eligible {
@@ -381,10 +394,14 @@ mod tests {
             let before = ring.rank();
             claim(view, me, &ring, &config(settle), &eligible, stable_since).expect("claim");
             if ring.rank() != before {
-                moved.push(me.clone());
+                moved.push((me.clone(), ring.state().expect("a state")));
             }
         }
         moved
+    }
+
+    fn ids(layout: &Layout) -> BTreeSet<String> {
+        layout.members().iter().map(|m| m.id.clone()).collect()
     }
 
     fn view(alive: u8, members: u8, version: u64, joining: u8, leaving: u8) -> View {
@@ -459,7 +476,90 @@ mod tests {
                 }
             };
             let expected: Vec<String> = claimant.filter(|_| due).map(id).into_iter().collect();
-            prop_assert_eq!(moved, expected);
+            prop_assert_eq!(&moved, &expected);
+
+            // And the step it makes: the first layout of the live nodes not
+            // leaving; else the first departure that leaves N members; else
+            // the first live newcomer.
+            let Some((_, made)) = moves(&view, state.as_ref(), Duration::ZERO, long_ago).pop() else {
+                return Ok(());
+            };
+            let alive_not_leaving: BTreeSet<String> = alive_ids
+                .iter()
+                .filter(|i| leaving & (1 << **i) == 0)
+                .map(|&i| id(i))
+                .collect();
+            match &state {
+                None => prop_assert_eq!(ids(&made.current), alive_not_leaving),
+                Some(before) => {
+                    let next = made.next.as_ref().expect("a transition starts");
+                    let mut expected = ids(&before.current);
+                    let first_leaving = member_ids.iter().copied().find(|i| leaving & (1 << i) != 0);
+                    match first_leaving.filter(|_| member_ids.len() > N) {
+                        Some(gone) => {
+                            expected.remove(&id(gone));
+                        }
+                        None => {
+                            let newcomer = alive_ids
+                                .iter()
+                                .copied()
+                                .find(|i| members & (1 << i) == 0)
+                                .expect("a newcomer");
+                            expected.insert(id(newcomer));
+                        }
+                    }
+                    prop_assert_eq!(ids(next), expected);
+                    prop_assert_eq!(made.version, before.version + 1);
+                }
+            }
+        }
+
+        /// One transition at a time: while partitions move, no other join or
+        /// departure starts, and the claimant promotes `next` only once every
+        /// receiver has synced and every live member has adopted the state.
+        #[test]
+        fn a_transition_under_way_starts_no_other_and_promotes_when_synced(
+            alive in 0u8..64,
+            joining in 0u8..64,
+            leaving in 0u8..64,
+            synced in any::<bool>(),
+            adopted in any::<bool>(),
+        ) {
+            let long_ago = Instant::now() - Duration::from_secs(120);
+            let members = 0b000111u8;
+            let layout = Layout::initial(8, N, (0..3).map(|i| Member::new(id(i))).collect())
+                .expect("layout");
+            let settled = RingState::settled(1, Arc::new(layout.clone()));
+            let next = layout.with_member_added(Member::new(id(3))).expect("next");
+            let moving = transition(&settled, next.clone());
+            let mut view = view(alive, members, moving.version, joining & !members, leaving & members);
+            for peer in view.peers.values_mut() {
+                if peer.id == id(3) {
+                    peer.status = NodeStatus::Joining;
+                    peer.synced = if synced { moving.version } else { 0 };
+                }
+                peer.layout_version = if adopted || members & 1 == 0 { moving.version } else { 0 };
+                if members & (1 << peer.id[1..].parse::<u8>().expect("index")) != 0 {
+                    peer.layout_version = if adopted { moving.version } else { 1 };
+                }
+            }
+            let made = moves(&view, Some(&moving), Duration::ZERO, long_ago);
+            let claimant = (0..3).find(|i| alive & (1 << i) != 0);
+            let alive_members_adopted = adopted || (0..3).all(|i| alive & (1 << i) == 0);
+            let newcomer_adopted = view.peers.get(&id(3)).is_some_and(|p| !p.alive || p.layout_version >= moving.version);
+            let others_adopted = view.alive().all(|p| p.layout_version >= moving.version);
+            let due = claimant.is_some()
+                && synced
+                && alive_members_adopted
+                && newcomer_adopted
+                && others_adopted;
+            prop_assert_eq!(made.len(), usize::from(due), "{:?}", made.iter().map(|(id, _)| id).collect::<Vec<_>>());
+            if let Some((who, promoted)) = made.first() {
+                prop_assert_eq!(who, &id(claimant.expect("a claimant")));
+                prop_assert_eq!(ids(&promoted.current), ids(&next));
+                prop_assert!(promoted.next.is_none());
+                prop_assert_eq!(promoted.previous.as_ref().map(|p| ids(p)), Some(ids(&layout)));
+            }
         }
     }
 }
