@@ -14,6 +14,7 @@ use std::{
 use common::{eventually, get_at, put_at, TestCluster, TestNode};
 use tokio::sync::Mutex;
 use tonic::Code;
+use tonic_health::pb::health_check_response::ServingStatus;
 
 async fn assert_formed(cluster: &TestCluster, started: Instant, bound: Duration) {
     let expected = cluster.nodes.len();
@@ -310,13 +311,16 @@ async fn reads_alone_repair_a_stale_replica() {
     // R=2: when it replies after the answer, it is repaired in the
     // background.
     for i in 0..KEYS {
+        let key = format!("repair-{i:04}");
         let r = if i % 2 == 0 { 3 } else { 2 };
-        let got = client
-            .raw()
-            .raw_get(get_at(&format!("repair-{i:04}"), r))
-            .await
-            .expect("read");
+        let got = client.raw().raw_get(get_at(&key, r)).await.expect("read");
         assert_eq!(got.into_inner().value, format!("v{i}").as_bytes());
+        if r == 3 {
+            assert!(
+                stale.replica_record(key.as_bytes()).await.is_some(),
+                "{key}: a replica among the R replies is repaired before the answer"
+            );
+        }
     }
     for i in 0..KEYS {
         let key = format!("repair-{i:04}");
@@ -329,6 +333,10 @@ async fn reads_alone_repair_a_stale_replica() {
     }
     let repairs = cluster.nodes[0].metric("ringkv_read_repairs_total").await;
     println!("read repair: {KEYS} keys restored on the stale replica, {repairs:?} repairs counted");
+    assert!(
+        repairs.unwrap_or(0.0) >= KEYS as f64,
+        "every repair is counted: {repairs:?}"
+    );
 }
 
 #[tokio::test]
@@ -338,6 +346,12 @@ async fn quorum_errors_name_how_many_replied() {
     client.put(b"q", b"v").await.expect("put");
     cluster.nodes[2].kill9();
     cluster.wait_alive(0, 2, false).await;
+    // Readiness settles once: a peer that dies later does not take this
+    // node out of its Service.
+    assert!(
+        cluster.nodes[0].is_serving().await,
+        "still SERVING with a peer dead"
+    );
 
     let status = client
         .raw()
@@ -495,7 +509,9 @@ async fn a_node_with_another_partition_count_refuses_to_join() {
     println!("{stderr}");
     assert!(!output.status.success(), "refused with a non-zero exit");
     assert!(
-        stderr.contains("refusing to join") && stderr.contains("256 partitions"),
+        stderr.contains("refusing to join")
+            && stderr.contains("256 partitions")
+            && stderr.contains("this node has 128"),
         "clear error: {stderr}"
     );
     let status = ringkv_client::cluster_status(&cluster.nodes[0].grpc.to_string())
@@ -582,6 +598,27 @@ async fn without_a_layout_requests_fail_naming_n() {
         status.message().contains("needs 3 live nodes (N)"),
         "{status:?}"
     );
+    // The process runs: the server as a whole is SERVING while RawKV is not.
+    let channel = ringkv_client::endpoint(&node.grpc.to_string())
+        .expect("endpoint")
+        .connect()
+        .await
+        .expect("connect");
+    let mut health = tonic_health::pb::health_client::HealthClient::new(channel);
+    for (service, expected) in [
+        ("", ServingStatus::Serving),
+        ("ringkv.v1.RawKV", ServingStatus::NotServing),
+    ] {
+        let status = health
+            .check(tonic_health::pb::HealthCheckRequest {
+                service: service.into(),
+            })
+            .await
+            .expect("health check")
+            .into_inner()
+            .status;
+        assert_eq!(status, expected as i32, "health of {service:?}");
+    }
 }
 
 /// A write answers once W replicas hold it; the others still receive it

@@ -141,16 +141,20 @@ impl TestNode {
 
     /// Waits until the node serves RawKV: it is in the ring.
     pub async fn wait_serving(&self) {
-        let grpc = self.grpc.to_string();
         eventually(
-            &format!("node {grpc} serving"),
+            &format!("node {} serving", self.grpc),
             Duration::from_secs(30),
-            || {
-                let (grpc, connector) = (grpc.clone(), self.connector.clone());
-                async move { matches!(connector.is_serving(&grpc).await, Ok(true)).then_some(()) }
-            },
+            || async { self.is_serving().await.then_some(()) },
         )
         .await;
+    }
+
+    /// Whether the health service reports RawKV as SERVING now.
+    pub async fn is_serving(&self) -> bool {
+        matches!(
+            self.connector.is_serving(&self.grpc.to_string()).await,
+            Ok(true)
+        )
     }
 
     pub fn pid(&self) -> u32 {
