@@ -747,6 +747,98 @@ async fn writes_during_a_transition_reach_the_receiving_node() {
     );
 }
 
+/// Replica requests from a coordinator on ring state `stale` (below
+/// `node`'s floor) are refused with FAILED_PRECONDITION, whichever RPC
+/// carries them; the same requests without a version (as hints, repairs
+/// and streams send them) are served.
+async fn assert_fenced(node: &TestNode, stale: u64, keys: &[String]) {
+    use ringkv_client::proto::{
+        ReplicaApplyBatchRequest, ReplicaApplyRequest, ReplicaReadRequest, ReplicaRecord,
+        ReplicaScanRequest,
+    };
+    let mut replica = node.replica_client().await;
+    let mut held = None;
+    for key in keys {
+        let record = node.replica_bytes(key.as_bytes()).await;
+        if !record.is_empty() {
+            held = Some((Bytes::from(key.clone()), record));
+            break;
+        }
+    }
+    let (key, record) = held.expect("the node holds some of the keys");
+    let apply = ReplicaApplyRequest {
+        key: key.clone(),
+        record: record.clone(),
+        hint_for: String::new(),
+    };
+    let batch = ReplicaApplyBatchRequest {
+        records: vec![ReplicaRecord {
+            key: key.clone(),
+            record,
+        }],
+    };
+    let scan = ReplicaScanRequest {
+        limit: 10,
+        ..Default::default()
+    };
+    for version in [Some(stale), None] {
+        fn stamped<T>(message: T, version: Option<u64>) -> tonic::Request<T> {
+            let mut request = tonic::Request::new(message);
+            if let Some(version) = version {
+                request
+                    .metadata_mut()
+                    .insert("ringkv-ring-version", version.into());
+            }
+            request
+        }
+        let outcomes = [
+            (
+                "Read",
+                replica
+                    .read(stamped(ReplicaReadRequest { key: key.clone() }, version))
+                    .await
+                    .map(drop),
+            ),
+            (
+                "Apply",
+                replica
+                    .apply(stamped(apply.clone(), version))
+                    .await
+                    .map(drop),
+            ),
+            (
+                "ApplyBatch",
+                replica
+                    .apply_batch(stamped(batch.clone(), version))
+                    .await
+                    .map(drop),
+            ),
+            (
+                "ScanLocal",
+                replica
+                    .scan_local(stamped(scan.clone(), version))
+                    .await
+                    .map(drop),
+            ),
+        ];
+        for (rpc, outcome) in outcomes {
+            match version {
+                Some(_) => {
+                    let status = outcome.expect_err("below the floor");
+                    assert_eq!(status.code(), Code::FailedPrecondition, "{rpc}: {status:?}");
+                    assert!(
+                        status.message().contains("missed a ring change"),
+                        "{rpc}: {}",
+                        status.message()
+                    );
+                }
+                None => outcome.unwrap_or_else(|s| panic!("{rpc} without a version: {s:?}")),
+            }
+        }
+    }
+    println!("replica requests from ring state {stale} refused; without a version, served");
+}
+
 /// A node paused through a whole transition comes back on the ring state
 /// from before it and, until gossip catches it up, coordinates with the
 /// owners it remembers. One of them may have given the partition up and
@@ -791,6 +883,7 @@ async fn a_node_paused_through_a_transition_reads_nothing_stale() {
         after.floor > before.version,
         "the floor rose past the paused node's version"
     );
+    assert_fenced(&cluster.nodes[0], before.version, &keys).await;
 
     for key in &keys {
         let read = client
@@ -870,7 +963,15 @@ async fn a_node_paused_through_a_transition_reads_nothing_stale() {
                 );
                 fresh += 1;
             }
-            Err(_) => refused += 1,
+            Err(status) => {
+                assert_eq!(
+                    status.code(),
+                    Code::Unavailable,
+                    "{key}: a stale coordinator's read fails as a quorum not met: {}",
+                    status.message()
+                );
+                refused += 1;
+            }
         }
     }
     for key in &keys {

@@ -462,7 +462,7 @@ impl TestNode {
         self.replica_client().await.apply(request).await.map(|_| ())
     }
 
-    async fn replica_client(
+    pub async fn replica_client(
         &self,
     ) -> ringkv_client::proto::replica_client::ReplicaClient<tonic::transport::Channel> {
         let channel = ringkv_client::connect_channel(&self.grpc.to_string())
