@@ -418,27 +418,13 @@ async fn a_full_disk_is_unavailable_and_the_node_keeps_serving_reads() {
 /// node keeps running.
 #[tokio::test]
 async fn a_corrupt_record_fails_its_key_and_spares_the_others() {
-    use ringkv_node::storage::{Modify, RocksStorage, RocksStorageOptions, Storage};
     let data = tempfile::tempdir().expect("tempdir");
     let data_dir = data.path().join("db");
     let mut node = TestNode::start_in(Ipv4Addr::new(127, 0, 63, 1), &data_dir, &[]).await;
     let mut client = node.client().await;
     client.put(b"corrupt", b"v").await.expect("put");
     client.put(b"sound", b"v").await.expect("put");
-    node.stop().await;
-    {
-        let storage =
-            RocksStorage::open(&data_dir, &node.node_id(), &RocksStorageOptions::default())
-                .expect("open the stopped node's data dir");
-        storage
-            .write(vec![Modify::Put {
-                key: Bytes::from_static(b"corrupt"),
-                value: Bytes::from_static(b"\xff\xfe not a record"),
-                expires_at_ms: None,
-            }])
-            .expect("overwrite the record with garbage");
-    }
-    node.restart().await;
+    corrupt(&mut node, b"corrupt").await;
     let mut client = node.client().await;
     let write = client
         .raw()
@@ -482,5 +468,63 @@ async fn a_corrupt_record_fails_its_key_and_spares_the_others() {
         write.message(),
         read.code(),
         read.message()
+    );
+}
+
+/// Stops `node`, overwrites its record of `key` with garbage, as a failing
+/// disk would, and starts it again.
+async fn corrupt(node: &mut TestNode, key: &'static [u8]) {
+    use ringkv_node::storage::{Modify, RocksStorage, RocksStorageOptions, Storage};
+    node.stop().await;
+    {
+        let storage = RocksStorage::open(
+            &node.data_dir,
+            &node.node_id(),
+            &RocksStorageOptions::default(),
+        )
+        .expect("open the stopped node's data dir");
+        storage
+            .write(vec![Modify::Put {
+                key: Bytes::from_static(key),
+                value: Bytes::from_static(b"\xff\xfe not a record"),
+                expires_at_ms: None,
+            }])
+            .expect("overwrite the record with garbage");
+    }
+    node.restart().await;
+}
+
+/// With other replicas, a corrupt record costs its replica's answer and
+/// nothing else: a read through that very node still meets R=2 from the
+/// other two, and fails only when it needs all three.
+#[tokio::test]
+async fn a_corrupt_replica_is_outvoted_by_the_other_replicas() {
+    let mut cluster = common::TestCluster::start(71, 3, &[]).await;
+    cluster.nodes[0]
+        .client()
+        .await
+        .raw()
+        .raw_put(common::put_at("corrupt", "v", 3))
+        .await
+        .expect("W=3 put");
+    corrupt(&mut cluster.nodes[2], b"corrupt").await;
+    cluster.wait_alive(0, 2, true).await;
+    let mut client = cluster.nodes[2].client().await;
+    let read = client
+        .raw()
+        .raw_get(common::get_at("corrupt", 2))
+        .await
+        .expect("R=2 through the node with the corrupt replica");
+    assert_eq!(read.into_inner().value, "v".as_bytes());
+    let short = client
+        .raw()
+        .raw_get(common::get_at("corrupt", 3))
+        .await
+        .expect_err("R=3 counts the corrupt replica as failed");
+    assert_eq!(short.code(), Code::Unavailable, "{short:?}");
+    assert!(short.message().contains("2 of 3"), "{short:?}");
+    println!(
+        "a corrupt replica: R=2 read served by the others; R=3 {}",
+        short.message()
     );
 }
