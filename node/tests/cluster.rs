@@ -670,7 +670,12 @@ async fn the_client_deadline_bounds_every_call_to_a_replica() {
         .await
         .expect("W=3 put");
     let deadline = Duration::from_millis(1500);
-    let ops = ["RawGet at R=3", "RawPut at W=3", "RawScan at R=3"];
+    let ops = [
+        "RawGet at R=3",
+        "RawPut at W=3",
+        "RawScan at R=3",
+        "RawDelete without a context at R=3",
+    ];
     for op in ops {
         cluster.wait_alive(0, 2, true).await;
         cluster.nodes[2].pause();
@@ -685,6 +690,20 @@ async fn the_client_deadline_bounds_every_call_to_a_replica() {
                 let mut request = tonic::Request::new(put_at("deadline", "w", 3));
                 request.set_timeout(deadline);
                 client.raw().raw_put(request).await.map(|_| ())
+            }
+            "RawDelete without a context at R=3" => {
+                // Its read phase waits on the frozen replica; the write
+                // phase would get what is left.
+                let mut request = tonic::Request::new(ringkv_client::proto::RawDeleteRequest {
+                    key: "deadline".into(),
+                    consistency: Some(ringkv_client::proto::Consistency {
+                        read_quorum: Some(3),
+                        write_quorum: Some(1),
+                    }),
+                    ..Default::default()
+                });
+                request.set_timeout(deadline);
+                client.raw().raw_delete(request).await.map(|_| ())
             }
             _ => {
                 let mut request = tonic::Request::new(ringkv_client::proto::RawScanRequest {
