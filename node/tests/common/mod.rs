@@ -221,6 +221,14 @@ impl TestNode {
         self.args.extend(args.iter().map(|a| a.to_string()));
     }
 
+    /// Sets `flag` to `value` for the next start, replacing an earlier value.
+    pub fn set_arg(&mut self, flag: &str, value: &str) {
+        match self.args.iter().position(|a| a == flag) {
+            Some(at) => self.args[at + 1] = value.to_string(),
+            None => self.add_args(&[flag, value]),
+        }
+    }
+
     /// Starts the process again over the same data dir.
     pub async fn restart(&mut self) {
         assert!(self.child.is_none(), "stop or kill the node first");
