@@ -209,6 +209,17 @@ impl Replica for ReplicaService {
         &self,
         request: Request<StreamPartitionsRequest>,
     ) -> Result<Response<Self::StreamPartitionsStream>, Status> {
+        // A source streams for a transition only once it has adopted it:
+        // until then it may acknowledge a write as a plain owner after the
+        // scan has passed the key, and the receiver would never get it.
+        // After, such a write is passed to the receivers (see `accept`).
+        let wanted_version: u64 = whole_number(&request, RING_VERSION)?.unwrap_or(0);
+        if self.ring.version() < wanted_version {
+            return Err(Status::failed_precondition(format!(
+                "this node is on ring state version {}, and streams for version {wanted_version} once it has adopted it",
+                self.ring.version()
+            )));
+        }
         let req = request.into_inner();
         let partition_count = self.ring.partitions();
         let wanted: BTreeSet<u32> = req.partitions.iter().copied().collect();

@@ -25,6 +25,7 @@ use crate::{
     peers::PeerClients,
     refill::Refill,
     replica::{blocking, LocalReplica},
+    replication::RING_VERSION,
     ring::{partition_of, Ring, RingState},
 };
 
@@ -286,11 +287,16 @@ async fn receive_group(
         metrics.handoff_streams_resumed.inc();
     }
     let mut client = peers.replica(&addr).map_err(|e| e.to_string())?;
+    let mut request = tonic::Request::new(StreamPartitionsRequest {
+        partitions: partitions.clone(),
+        start_after,
+    });
+    // The source refuses until it has adopted this transition itself.
+    request
+        .metadata_mut()
+        .insert(RING_VERSION, tonic::metadata::MetadataValue::from(version));
     let mut stream = client
-        .stream_partitions(StreamPartitionsRequest {
-            partitions: partitions.clone(),
-            start_after,
-        })
+        .stream_partitions(request)
         .await
         .map_err(|e| format!("stream from {source}: {e}"))?
         .into_inner();

@@ -69,6 +69,24 @@ impl Relay {
     }
 }
 
+/// A node's place among the owners of one key in one ring state.
+struct Roles {
+    partition: u32,
+    /// The key's owners in the current layout.
+    now: Vec<String>,
+    in_now: bool,
+    in_next: bool,
+    /// An owner in the layout the last promotion replaced, and in no other.
+    former: bool,
+}
+
+impl Roles {
+    /// In no layout of the state: the node keeps no copy of the key.
+    fn outsider(&self) -> bool {
+        !self.in_now && !self.in_next && !self.former
+    }
+}
+
 /// The longest chain of nodes passing one replica write on. Two hops are
 /// needed when ring views agree: a node outside the partition passes the
 /// write to an owner that is handing the partition off, which passes it to
@@ -400,33 +418,26 @@ impl Coordinator {
             return blocking(move || local.receive(&key, &record, hint_for.as_deref())).await;
         };
         let me = self.inner.me.clone();
-        let (partition, now) = self.preference(&state.current, &key)?;
-        let next = match &state.next {
-            Some(next) => Some(self.preference(next, &key)?.1),
-            None => None,
-        };
-        let in_now = now.contains(&me);
-        let in_next = next.as_ref().is_some_and(|n| n.contains(&me));
-        // A former owner while the promotion spreads keeps the record:
-        // members that have not adopted the promotion still read here.
-        let former = !in_now && !in_next && state.previous_owners(partition).contains(&me);
+        let roles = self.roles(&state, &key)?;
         let sender_is_newer = hops > 0 && relay.ring_version > state.version;
-        if !in_now && !in_next && !former && sender_is_newer {
+        if roles.outsider() && sender_is_newer {
             return blocking(move || local.receive(&key, &record, None)).await;
         }
-        let must_forward = !former && !in_next && (!in_now || next.is_some());
+        let must_forward =
+            !roles.former && !roles.in_next && (!roles.in_now || state.next.is_some());
         if must_forward && hops >= MAX_FORWARD_HOPS {
             return Err(Status::unavailable(format!(
-                "node {me} would pass a write for partition {partition} on after {hops} nodes already did (at most {MAX_FORWARD_HOPS}): ring views disagree (this node has version {}); retry once they agree",
+                "node {me} would pass a write for partition {} on after {hops} nodes already did (at most {MAX_FORWARD_HOPS}): ring views disagree (this node has version {}); retry once they agree",
+                roles.partition,
                 state.version
             )));
         }
-        if !in_now && !in_next && !former {
+        if roles.outsider() {
             return self
                 .forward_to_owners(
                     state.version,
-                    partition,
-                    &now,
+                    roles.partition,
+                    &roles.now,
                     &key,
                     &record,
                     relay.onward(),
@@ -437,31 +448,72 @@ impl Coordinator {
             let (key, record) = (key.clone(), record.clone());
             blocking(move || local.receive(&key, &record, None)).await?;
         }
-        if in_now && next.is_some() && !in_next {
-            self.forward_to_receivers(&state, partition, &key, &record, relay.onward())
+        self.pass_on_after_receive(&key, &record, relay).await
+    }
+
+    /// What this node must do, once it holds a record it received, before
+    /// it acknowledges it: an owner handing the partition off passes it to
+    /// the receivers, and a former owner written to by a sender that has
+    /// not adopted the promotion passes it to the new owners.
+    ///
+    /// The ring state is read *after* the local write: a transition may
+    /// have started meanwhile, and a receiver's stream of this node's data
+    /// may already be past the key.
+    async fn pass_on_after_receive(
+        &self,
+        key: &Bytes,
+        record: &Bytes,
+        relay: Relay,
+    ) -> Result<(), Status> {
+        let Some(state) = self.inner.ring.state() else {
+            return Ok(());
+        };
+        let roles = self.roles(&state, key)?;
+        if roles.in_now && state.next.is_some() && !roles.in_next {
+            self.forward_to_receivers(&state, roles.partition, key, record, relay.onward())
                 .await?;
-        } else if former && relay.ring_version < state.version {
+        } else if roles.former && relay.ring_version < state.version {
             // The sender has not adopted the promotion either and counts this
             // node as an owner, so the new owners must hold the write before
             // it acknowledges (a sender on this version writes to them itself).
             let gained: Vec<String> = state
-                .gained_owners(partition)
+                .gained_owners(roles.partition)
                 .into_iter()
-                .filter(|id| *id != me)
+                .filter(|id| *id != self.inner.me)
                 .collect();
             let route = self.route(state.version);
             self.pass_on(
                 &route,
                 &gained,
                 "new owner",
-                partition,
-                &key,
-                &record,
+                roles.partition,
+                key,
+                record,
                 relay.onward(),
             )
             .await?;
         }
         Ok(())
+    }
+
+    /// This node's place, in ring state `state`, among the owners of `key`.
+    fn roles(&self, state: &RingState, key: &[u8]) -> Result<Roles, Status> {
+        let me = &self.inner.me;
+        let (partition, now) = self.preference(&state.current, key)?;
+        let in_next = match &state.next {
+            Some(next) => self.preference(next, key)?.1.contains(me),
+            None => false,
+        };
+        let in_now = now.contains(me);
+        Ok(Roles {
+            partition,
+            in_now,
+            in_next,
+            // A former owner while the promotion spreads keeps the record:
+            // members that have not adopted the promotion still read here.
+            former: !in_now && !in_next && state.previous_owners(partition).contains(me),
+            now,
+        })
     }
 
     /// Whether `node` is in no layout of this node's ring state: it left the
@@ -739,15 +791,7 @@ impl Coordinator {
         let quorums = self.inner.config.quorums;
         let w = self.quorum("write_quorum", write_quorum, quorums.w)?;
         let state = self.state()?;
-        let layout = state.current.clone();
-        let (partition, pref) = self.preference(&layout, &key)?;
-        // Nodes receiving this partition get every write too (pending
-        // ownership), so that nothing written during the stream is missed.
-        let receivers: Vec<String> = state
-            .receivers(partition)
-            .into_iter()
-            .filter(|id| *id != self.inner.me)
-            .collect();
+        let (partition, pref) = self.preference(&state.current, &key)?;
         let view = self.inner.membership.view();
         let me = self.inner.me.clone();
 
@@ -788,6 +832,37 @@ impl Coordinator {
         let record = blocking(move || local.update(&local_key, &context, value, expires_at_ms))
             .await?
             .encode();
+        self.replicate_stamped(key, record, w, deadline).await
+    }
+
+    /// Sends a record this node has just stamped and written to the key's
+    /// other replicas and answers once W of them (this node included) hold
+    /// it.
+    ///
+    /// Every decision here comes from the ring state read *after* the local
+    /// write. A transition may have started since the coordinator last
+    /// looked, and a receiver's stream of this node's data may already be
+    /// past the key: from a state read before the write, this node would
+    /// count itself at once, and the receiver would never get the write.
+    async fn replicate_stamped(
+        &self,
+        key: Bytes,
+        record: Bytes,
+        w: usize,
+        deadline: Option<Deadline>,
+    ) -> Result<(), Status> {
+        let state = self.state()?;
+        let layout = state.current.clone();
+        let (partition, pref) = self.preference(&layout, &key)?;
+        // Nodes receiving this partition get every write too (pending
+        // ownership), so that nothing written during the stream is missed.
+        let receivers: Vec<String> = state
+            .receivers(partition)
+            .into_iter()
+            .filter(|id| *id != self.inner.me)
+            .collect();
+        let view = self.inner.membership.view();
+        let me = self.inner.me.clone();
         // A coordinator that hands this partition off counts itself only
         // once the receivers hold the write (see `accept`).
         let handing_off = pref.contains(&me)

@@ -18,6 +18,7 @@ use std::{
 };
 
 use bytes::Bytes;
+use futures::{stream::FuturesUnordered, StreamExt};
 use ringkv_proto::v1::{ReplicaApplyBatchRequest, ReplicaRecord};
 use tonic::Status;
 
@@ -192,8 +193,22 @@ impl Coordinator {
                 record: record.encode(),
             })
             .collect();
+        // As for a single write, what follows the local write depends on the
+        // ring state read after it: a transition that started meanwhile
+        // needs each key sent through the single-write rules (receivers, an
+        // owner handing off), which shares do not follow.
+        let now = self.inner.ring.state();
+        if now.as_ref().is_none_or(|now| now.version != state.version) {
+            let singles = futures::future::join_all(stamped.iter().map(|s| {
+                self.replicate_stamped(s.key.clone(), s.record.clone(), w, options.deadline)
+            }))
+            .await;
+            outcomes.extend(stamped.iter().map(|s| s.index).zip(singles));
+            return outcomes;
+        }
+        let stamped = Arc::new(stamped);
         let acks = self
-            .replicate_shares(&stamped, state, options.deadline)
+            .replicate_shares(stamped.clone(), w, state, options.deadline)
             .await;
         outcomes.extend(stamped.iter().zip(acks).map(|(s, acks)| {
             let outcome = if acks >= w {
@@ -210,68 +225,85 @@ impl Coordinator {
         outcomes
     }
 
-    /// Sends every other replica its share of `stamped`; returns each
-    /// write's acknowledgements, this node's own included.
+    /// Sends every other replica its share of `stamped`, and returns each
+    /// write's acknowledgements, this node's own included, once every write
+    /// has W of them or no more can come. A slow replica thus holds a batch
+    /// back no longer than it holds back a single write; its share, and the
+    /// key-by-key retries of a refused share, go on in the background.
     async fn replicate_shares(
         &self,
-        stamped: &[Stamped],
+        stamped: Arc<Vec<Stamped>>,
+        w: usize,
         state: &RingState,
         deadline: Option<Deadline>,
     ) -> Vec<usize> {
         let me = &self.inner.me;
-        let mut shares: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
+        let mut shares: BTreeMap<String, Vec<usize>> = BTreeMap::new();
         for (position, s) in stamped.iter().enumerate() {
             for replica in s.replicas.iter().filter(|r| *r != me) {
-                shares.entry(replica.as_str()).or_default().push(position);
+                shares.entry(replica.clone()).or_default().push(position);
             }
         }
         let route = Arc::new(self.route(state.version));
         // The blind deletes' reads have used part of the client's deadline.
         let timeout = self.timeout(deadline);
-        let sends = futures::future::join_all(shares.iter().map(|(replica, positions)| {
-            let records = positions
+        let fallbacks: Arc<Vec<Arc<Mutex<Vec<String>>>>> = Arc::new(
+            stamped
                 .iter()
-                .map(|&p| ReplicaRecord {
-                    key: stamped[p].key.clone(),
-                    record: stamped[p].record.clone(),
+                .map(|s| {
+                    let fallbacks = self.live_fallbacks(&state.current, s.partition, &route);
+                    Arc::new(Mutex::new(fallbacks))
                 })
-                .collect();
-            self.apply_share(&route, replica, records, timeout)
-        }))
-        .await;
-        let mut acks = vec![1usize; stamped.len()];
-        let mut retries = Vec::new();
-        for ((replica, positions), sent) in shares.iter().zip(sends) {
-            match sent {
-                Ok(()) => positions.iter().for_each(|&p| acks[p] += 1),
-                Err(status) => {
+                .collect(),
+        );
+        let mut pending: FuturesUnordered<_> = shares
+            .into_iter()
+            .map(|(replica, positions)| {
+                let (this, route) = (self.clone(), route.clone());
+                let (stamped, fallbacks) = (stamped.clone(), fallbacks.clone());
+                async move {
+                    let records = positions
+                        .iter()
+                        .map(|&p| ReplicaRecord {
+                            key: stamped[p].key.clone(),
+                            record: stamped[p].record.clone(),
+                        })
+                        .collect();
+                    let sent = this.apply_share(&route, &replica, records, timeout).await;
+                    let Err(status) = sent else {
+                        return positions;
+                    };
+                    // The keys a replica did not take go one by one, with
+                    // fallbacks and hints, exactly as single writes do.
                     tracing::debug!(%replica, %status, "batch share not taken; sending its keys one by one");
-                    retries.extend(positions.iter().map(|&p| (p, replica.to_string())));
+                    let retried = futures::future::join_all(positions.iter().map(|&p| {
+                        this.clone().replicate(
+                            route.clone(),
+                            replica.clone(),
+                            stamped[p].key.clone(),
+                            stamped[p].record.clone(),
+                            fallbacks[p].clone(),
+                            deadline,
+                        )
+                    }))
+                    .await;
+                    positions
+                        .into_iter()
+                        .zip(retried)
+                        .filter_map(|(p, took)| took.then_some(p))
+                        .collect::<Vec<usize>>()
                 }
-            }
-        }
-        // The keys a replica did not take go one by one, with fallbacks and
-        // hints, exactly as single writes do.
-        let fallbacks: Vec<Arc<Mutex<Vec<String>>>> = stamped
-            .iter()
-            .map(|s| {
-                let fallbacks = self.live_fallbacks(&state.current, s.partition, &route);
-                Arc::new(Mutex::new(fallbacks))
             })
             .collect();
-        let retried = futures::future::join_all(retries.iter().map(|(p, replica)| {
-            self.clone().replicate(
-                route.clone(),
-                replica.clone(),
-                stamped[*p].key.clone(),
-                stamped[*p].record.clone(),
-                fallbacks[*p].clone(),
-                deadline,
-            )
-        }))
-        .await;
-        for ((p, _), took) in retries.iter().zip(retried) {
-            acks[*p] += usize::from(took);
+        let mut acks = vec![1usize; stamped.len()];
+        while acks.iter().any(|&a| a < w) {
+            match pending.next().await {
+                Some(took) => took.into_iter().for_each(|p| acks[p] += 1),
+                None => break,
+            }
+        }
+        if !pending.is_empty() {
+            tokio::spawn(async move { while pending.next().await.is_some() {} });
         }
         acks
     }
@@ -323,6 +355,7 @@ impl Coordinator {
         }
         if !kept.is_empty() {
             let local = self.inner.local.clone();
+            let written = kept.clone();
             blocking(move || {
                 let decoded = kept
                     .into_iter()
@@ -335,6 +368,14 @@ impl Coordinator {
                 local.apply_many(&decoded)
             })
             .await?;
+            // A transition that started while these were written may need
+            // them passed on, as `accept` would (see there).
+            let version = state.as_ref().map(|s| s.version);
+            if self.inner.ring.state().map(|s| s.version) != version {
+                for (key, record) in &written {
+                    self.pass_on_after_receive(key, record, relay).await?;
+                }
+            }
         }
         for (key, record) in passed {
             self.accept(key, record, None, relay).await?;
