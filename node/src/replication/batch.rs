@@ -208,7 +208,7 @@ impl Coordinator {
         }
         let stamped = Arc::new(stamped);
         let acks = self
-            .replicate_shares(stamped.clone(), w, state, options.deadline)
+            .replicate_shares(stamped.clone(), state, options.deadline)
             .await;
         outcomes.extend(stamped.iter().zip(acks).map(|(s, acks)| {
             let outcome = if acks >= w {
@@ -225,15 +225,12 @@ impl Coordinator {
         outcomes
     }
 
-    /// Sends every other replica its share of `stamped`, and returns each
-    /// write's acknowledgements, this node's own included, once every write
-    /// has W of them or no more can come. A slow replica thus holds a batch
-    /// back no longer than it holds back a single write; its share, and the
-    /// key-by-key retries of a refused share, go on in the background.
+    /// Sends every other replica its share of `stamped` (and the keys of a
+    /// refused share one by one); returns each write's acknowledgements,
+    /// this node's own included, once every replica has answered.
     async fn replicate_shares(
         &self,
         stamped: Arc<Vec<Stamped>>,
-        w: usize,
         state: &RingState,
         deadline: Option<Deadline>,
     ) -> Vec<usize> {
@@ -295,15 +292,12 @@ impl Coordinator {
                 }
             })
             .collect();
+        // Every replica's answer is awaited: a batch answering at W, with
+        // the rest in the background, let the transition histories find a
+        // delete that did not take (see docs/api.md, Batches).
         let mut acks = vec![1usize; stamped.len()];
-        while acks.iter().any(|&a| a < w) {
-            match pending.next().await {
-                Some(took) => took.into_iter().for_each(|p| acks[p] += 1),
-                None => break,
-            }
-        }
-        if !pending.is_empty() {
-            tokio::spawn(async move { while pending.next().await.is_some() {} });
+        while let Some(took) = pending.next().await {
+            took.into_iter().for_each(|p| acks[p] += 1);
         }
         acks
     }
