@@ -114,6 +114,32 @@ async fn local_cluster_serves_the_cli_and_stops_on_ctrl_c() {
     let node1 = "127.0.6.1:7379";
     stdout(&ringkv(node1, &["put", "greeting", "hello"], None));
     assert_eq!(stdout(&ringkv(node1, &["get", "greeting"], None)), "hello");
+    // `ringkv put` replaces what it read: no sibling is left behind.
+    stdout(&ringkv(node1, &["put", "greeting", "hi"], None));
+    assert_eq!(stdout(&ringkv(node1, &["get", "greeting"], None)), "hi");
+    stdout(&ringkv(node1, &["put", "greeting", "hello"], None));
+    assert_eq!(stdout(&ringkv(node1, &["get", "greeting"], None)), "hello");
+
+    let ring = stdout(&ringkv(node1, &["ring"], None));
+    println!("{ring}");
+    assert!(ring.contains(": stable"), "{ring}");
+    for node in ["node-1", "node-2"] {
+        assert!(
+            ring.lines()
+                .any(|l| l.starts_with(node) && l.contains("normal") && l.contains("yes")),
+            "{node} normal and alive: {ring}"
+        );
+    }
+    let refused = ringkv(node1, &["decommission", "node-2"], None);
+    let message = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        !refused.status.success(),
+        "a decommission below N exits non-zero"
+    );
+    assert!(
+        message.contains("fewer than the replication factor"),
+        "the server's reason printed: {message}"
+    );
 
     stdout(&ringkv(node1, &["put", "note", "-"], Some(b"from\nstdin")));
     assert_eq!(

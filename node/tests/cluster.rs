@@ -745,3 +745,145 @@ async fn the_client_deadline_bounds_every_call_to_a_replica() {
         );
     }
 }
+
+/// Sloppy quorum for a replica that gossip still counts alive: its write
+/// times out, so the next node outside the preference list stores the
+/// record as a hint for it, and that counts toward W. Once it answers
+/// again, the hint reaches it.
+#[tokio::test]
+async fn a_frozen_replica_is_replaced_by_a_fallback_that_keeps_a_hint() {
+    let cluster = TestCluster::start(73, 4, &["--replica-timeout-ms", "1000"]).await;
+    let state = cluster.nodes[0].ring_state().await;
+    let key = "fallback";
+    let partition = state.current.partition_for_key(key.as_bytes());
+    let owners: Vec<String> = state
+        .current
+        .preference_list(partition)
+        .expect("owners")
+        .into_iter()
+        .map(String::from)
+        .collect();
+    let node = |id: &str| {
+        cluster
+            .nodes
+            .iter()
+            .find(|n| n.node_id() == id)
+            .expect("a member")
+    };
+    let (coordinator, frozen) = (node(&owners[0]), node(&owners[1]));
+    let fallback = cluster
+        .nodes
+        .iter()
+        .find(|n| !owners.contains(&n.node_id()))
+        .expect("a node outside the preference list");
+
+    frozen.pause();
+    let started = Instant::now();
+    let written = coordinator
+        .client()
+        .await
+        .raw()
+        .raw_put(put_at(key, "v", 3))
+        .await;
+    let took = started.elapsed();
+    frozen.resume();
+    written.expect("W=3 met with the fallback's hint");
+    let stored = coordinator.metric("ringkv_hints_stored_total").await;
+    println!("W=3 with a frozen replica answered in {took:?}; {stored:?} hints stored");
+    assert!(
+        stored.unwrap_or(0.0) >= 1.0,
+        "the coordinator counted the hint"
+    );
+    assert!(
+        fallback.replica_record(key.as_bytes()).await.is_none(),
+        "a hint is no replica copy"
+    );
+    eventually(
+        "the hint reaches the replica once it answers",
+        Duration::from_secs(30),
+        || async { frozen.replica_record(key.as_bytes()).await.map(|_| ()) },
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn a_batch_waits_for_every_replica_where_a_single_write_answers_at_w() {
+    let timeout = Duration::from_millis(3000);
+    let cluster = TestCluster::start(68, 3, &["--replica-timeout-ms", "3000"]).await;
+    let mut client = cluster.nodes[0].client().await;
+    cluster.nodes[2].pause();
+
+    let started = Instant::now();
+    client
+        .raw()
+        .raw_put(put_at("single", "v", 2))
+        .await
+        .expect("W=2 put with one replica frozen");
+    let single = started.elapsed();
+
+    let started = Instant::now();
+    client
+        .raw()
+        .raw_batch_put(ringkv_client::proto::RawBatchPutRequest {
+            pairs: (0..16)
+                .map(|i| ringkv_client::proto::KvPair {
+                    key: format!("batch-{i}").into(),
+                    value: "v".into(),
+                    ..Default::default()
+                })
+                .collect(),
+            consistency: Some(ringkv_client::proto::Consistency {
+                read_quorum: None,
+                write_quorum: Some(2),
+            }),
+            ttl_seconds: 0,
+        })
+        .await
+        .expect("W=2 batch with one replica frozen");
+    let batch = started.elapsed();
+    println!("with a replica frozen: a W=2 put answered in {single:?}, a W=2 batch in {batch:?}");
+    assert!(single < timeout / 2, "a single write answers at W");
+    // The frozen replica's share times out, then its keys one by one.
+    assert!(
+        batch >= timeout * 9 / 10 && batch < timeout * 5 / 2,
+        "a batch answers once every replica answered or timed out, twice"
+    );
+    // A client deadline bounds both waits (with the replica frozen anew:
+    // gossip has counted it dead by now).
+    cluster.nodes[2].resume();
+    cluster.wait_alive(0, 2, true).await;
+    cluster.nodes[2].pause();
+    let started = Instant::now();
+    let mut request = tonic::Request::new(ringkv_client::proto::RawBatchPutRequest {
+        pairs: vec![ringkv_client::proto::KvPair {
+            key: "batch-deadline".into(),
+            value: "v".into(),
+            ..Default::default()
+        }],
+        consistency: Some(ringkv_client::proto::Consistency {
+            read_quorum: None,
+            write_quorum: Some(2),
+        }),
+        ttl_seconds: 0,
+    });
+    request.set_timeout(Duration::from_secs(1));
+    let outcome = client.raw().raw_batch_put(request).await;
+    let bounded = started.elapsed();
+    println!(
+        "a W=2 batch with a 1 s deadline: {:?} after {bounded:?}",
+        outcome.as_ref().map(|_| ())
+    );
+    assert!(
+        bounded < Duration::from_secs(1),
+        "answered within the deadline"
+    );
+    cluster.nodes[2].resume();
+    for i in 0..16 {
+        let got = client
+            .raw()
+            .raw_get(get_at(&format!("batch-{i}"), 2))
+            .await
+            .expect("read a batch key");
+        assert_eq!(got.into_inner().value, "v".as_bytes());
+    }
+}

@@ -1162,3 +1162,60 @@ async fn a_giving_up_owner_acknowledges_only_once_the_receiver_holds_the_write()
         .expect("the receiver holds the acknowledged write");
     println!("{key} acknowledged, and held by the receiver at once");
 }
+
+/// A node that has left keeps its old records on disk until it is stopped,
+/// and stays a live gossip member meanwhile. Scans count only the records
+/// of partitions a member owns in the current layout, so keys deleted
+/// after it left do not come back through its leftover copies, whichever
+/// node coordinates the scan.
+#[tokio::test]
+async fn a_left_nodes_leftover_copies_are_no_answer_to_a_scan() {
+    let cluster = TestCluster::start(74, 4, &[]).await;
+    let keys = preload(&cluster.nodes[0], "leftover", 300).await;
+    let left = &cluster.nodes[3];
+    decommission(&cluster.nodes[0], left).await;
+    wait_left(&cluster.nodes[0], left, Duration::from_secs(60)).await;
+
+    let mut client = cluster.nodes[0].client().await;
+    client
+        .raw()
+        .raw_batch_delete(ringkv_client::proto::RawBatchDeleteRequest {
+            keys: keys.iter().map(|k| Bytes::from(k.clone())).collect(),
+            consistency: quorums(2, 3),
+        })
+        .await
+        .expect("delete every key at W=3");
+    let mut leftovers = 0;
+    for key in &keys {
+        if left.replica_record(key.as_bytes()).await.is_some() {
+            leftovers += 1;
+        }
+    }
+    assert!(leftovers > 0, "the left node still holds its old copies");
+    for coordinator in [&cluster.nodes[0], left] {
+        let found = coordinator
+            .client()
+            .await
+            .raw()
+            .raw_scan(ringkv_client::proto::RawScanRequest {
+                start_key: Bytes::from_static(b"leftover-"),
+                end_key: Bytes::from_static(b"leftover."),
+                limit: 1_000,
+                ..Default::default()
+            })
+            .await
+            .expect("scan")
+            .into_inner()
+            .kvs;
+        assert!(
+            found.is_empty(),
+            "deleted keys came back through {}: {:?}",
+            coordinator.node_id(),
+            found.iter().map(|p| &p.key).collect::<Vec<_>>()
+        );
+    }
+    println!(
+        "{} keys deleted after a node left holding {leftovers} of them; scans through a member and through the left node show none",
+        keys.len()
+    );
+}

@@ -900,6 +900,54 @@ async fn an_upgrade_waits_for_a_healthy_ring() {
     );
 }
 
+/// The upgrade gate itself, on each of its conditions alone: every pod's
+/// member alive and `normal`, no partition moving, few enough hints.
+#[test]
+fn a_ring_is_healthy_only_when_settled_normal_alive_and_caught_up() {
+    let ids = || (0..3).map(node);
+    let ring = |transition: bool, changed: Option<(i32, &str, bool, u64)>| {
+        let mut members: BTreeMap<String, MemberView> =
+            (0..3).map(|i| (node(i), member(i, "normal"))).collect();
+        if let Some((ordinal, status, alive, hints)) = changed {
+            let m = members.get_mut(&node(ordinal)).expect("member");
+            m.status = status.into();
+            m.alive = alive;
+            m.hints_pending = hints;
+        }
+        RingView {
+            state_version: 7,
+            transition,
+            members,
+            handoffs: BTreeMap::new(),
+        }
+    };
+    let healthy = |view: Option<&RingView>| controller::ring_is_healthy(view, ids(), 1_000);
+    assert!(healthy(Some(&ring(false, None))), "settled and normal");
+    assert!(!healthy(None), "no answer from the ring");
+    assert!(!healthy(Some(&ring(true, None))), "partitions moving");
+    for status in ["joining", "leaving", "left"] {
+        assert!(
+            !healthy(Some(&ring(false, Some((1, status, true, 0))))),
+            "a member {status}"
+        );
+    }
+    assert!(
+        !healthy(Some(&ring(false, Some((1, "normal", false, 0))))),
+        "a member down"
+    );
+    assert!(
+        !healthy(Some(&ring(false, Some((1, "normal", true, 1_001))))),
+        "hints over the bound"
+    );
+    assert!(
+        healthy(Some(&ring(false, Some((1, "normal", true, 1_000))))),
+        "hints at the bound"
+    );
+    let mut missing = ring(false, None);
+    missing.members.remove(&node(2));
+    assert!(!healthy(Some(&missing)), "a pod whose node is not a member");
+}
+
 #[tokio::test]
 async fn deletion_follows_the_volume_policy() {
     let (world, ctx) = running(3).await;
