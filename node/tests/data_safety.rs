@@ -205,6 +205,16 @@ async fn a_delete_without_context_through_a_replica_that_missed_the_put_deletes_
     // Without hints or anti-entropy the third replica stays behind, which is
     // the case a delete must handle.
     let mut cluster = TestCluster::start(40, 3, &NO_REPAIR).await;
+    // Node 3 holds replica data before it goes down, so it restarts as a
+    // node that missed some writes, not as one that lost its disk (which
+    // would refill the keys, and serve no reads until it had).
+    cluster.nodes[0]
+        .client()
+        .await
+        .raw()
+        .raw_put(put_at("warm", "on every replica", 3))
+        .await
+        .expect("W=3 put");
     kill(&mut cluster, 2).await;
     put_each(&cluster, 0, KEYS, "acknowledged", 2).await;
     cluster.nodes[2].restart().await;
