@@ -78,6 +78,9 @@ struct Roles {
     in_next: bool,
     /// An owner in the layout the last promotion replaced, and in no other.
     former: bool,
+    /// An owner now that gives the partition up in the transition under
+    /// way: it acknowledges a write only once the receivers hold it.
+    hands_off: bool,
 }
 
 impl Roles {
@@ -469,7 +472,7 @@ impl Coordinator {
             return Ok(());
         };
         let roles = self.roles(&state, key)?;
-        if roles.in_now && state.next.is_some() && !roles.in_next {
+        if roles.hands_off {
             self.forward_to_receivers(&state, roles.partition, key, record, relay.onward())
                 .await?;
         } else if roles.former && relay.ring_version < state.version {
@@ -512,6 +515,7 @@ impl Coordinator {
             // A former owner while the promotion spreads keeps the record:
             // members that have not adopted the promotion still read here.
             former: !in_now && !in_next && state.previous_owners(partition).contains(me),
+            hands_off: in_now && !in_next && state.next.is_some(),
             now,
         })
     }
@@ -852,8 +856,8 @@ impl Coordinator {
         deadline: Option<Deadline>,
     ) -> Result<(), Status> {
         let state = self.state()?;
-        let layout = state.current.clone();
-        let (partition, pref) = self.preference(&layout, &key)?;
+        let roles = self.roles(&state, &key)?;
+        let (partition, pref) = (roles.partition, roles.now);
         // Nodes receiving this partition get every write too (pending
         // ownership), so that nothing written during the stream is missed.
         let receivers: Vec<String> = state
@@ -865,13 +869,7 @@ impl Coordinator {
         let me = self.inner.me.clone();
         // A coordinator that hands this partition off counts itself only
         // once the receivers hold the write (see `accept`).
-        let handing_off = pref.contains(&me)
-            && state.next.is_some()
-            && !state
-                .next
-                .as_ref()
-                .and_then(|next| self.preference(next, &key).ok())
-                .is_some_and(|(_, next)| next.contains(&me));
+        let handing_off = roles.hands_off;
         // Counted at once, unless it hands the partition off: then only once
         // the receivers hold the write (see below).
         let own_ack = pref.contains(&me) && !handing_off;
@@ -886,7 +884,11 @@ impl Coordinator {
             .cloned()
             .collect();
 
-        let fallbacks = Arc::new(Mutex::new(self.live_fallbacks(&layout, partition, &view)));
+        let fallbacks = Arc::new(Mutex::new(self.live_fallbacks(
+            &state.current,
+            partition,
+            &view,
+        )));
         let route = Arc::new(Route {
             view: view.clone(),
             version: state.version,

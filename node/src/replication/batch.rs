@@ -18,7 +18,6 @@ use std::{
 };
 
 use bytes::Bytes;
-use futures::{stream::FuturesUnordered, StreamExt};
 use ringkv_proto::v1::{ReplicaApplyBatchRequest, ReplicaRecord};
 use tonic::Status;
 
@@ -206,9 +205,8 @@ impl Coordinator {
             outcomes.extend(stamped.iter().map(|s| s.index).zip(singles));
             return outcomes;
         }
-        let stamped = Arc::new(stamped);
         let acks = self
-            .replicate_shares(stamped.clone(), state, options.deadline)
+            .replicate_shares(&stamped, state, options.deadline)
             .await;
         outcomes.extend(stamped.iter().zip(acks).map(|(s, acks)| {
             let outcome = if acks >= w {
@@ -225,79 +223,72 @@ impl Coordinator {
         outcomes
     }
 
-    /// Sends every other replica its share of `stamped` (and the keys of a
-    /// refused share one by one); returns each write's acknowledgements,
-    /// this node's own included, once every replica has answered.
+    /// Sends every other replica its share of `stamped`, then the keys of
+    /// a refused share one by one; returns each write's acknowledgements,
+    /// this node's own included, once every replica has answered. (Answering
+    /// at W instead, with the rest in the background, let the transition
+    /// histories find a delete that did not take; see docs/api.md.)
     async fn replicate_shares(
         &self,
-        stamped: Arc<Vec<Stamped>>,
+        stamped: &[Stamped],
         state: &RingState,
         deadline: Option<Deadline>,
     ) -> Vec<usize> {
         let me = &self.inner.me;
-        let mut shares: BTreeMap<String, Vec<usize>> = BTreeMap::new();
+        let mut shares: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
         for (position, s) in stamped.iter().enumerate() {
             for replica in s.replicas.iter().filter(|r| *r != me) {
-                shares.entry(replica.clone()).or_default().push(position);
+                shares.entry(replica.as_str()).or_default().push(position);
             }
         }
         let route = Arc::new(self.route(state.version));
         // The blind deletes' reads have used part of the client's deadline.
         let timeout = self.timeout(deadline);
-        let fallbacks: Arc<Vec<Arc<Mutex<Vec<String>>>>> = Arc::new(
-            stamped
+        let sends = futures::future::join_all(shares.iter().map(|(replica, positions)| {
+            let records = positions
                 .iter()
-                .map(|s| {
-                    let fallbacks = self.live_fallbacks(&state.current, s.partition, &route);
-                    Arc::new(Mutex::new(fallbacks))
+                .map(|&p| ReplicaRecord {
+                    key: stamped[p].key.clone(),
+                    record: stamped[p].record.clone(),
                 })
-                .collect(),
-        );
-        let mut pending: FuturesUnordered<_> = shares
-            .into_iter()
-            .map(|(replica, positions)| {
-                let (this, route) = (self.clone(), route.clone());
-                let (stamped, fallbacks) = (stamped.clone(), fallbacks.clone());
-                async move {
-                    let records = positions
-                        .iter()
-                        .map(|&p| ReplicaRecord {
-                            key: stamped[p].key.clone(),
-                            record: stamped[p].record.clone(),
-                        })
-                        .collect();
-                    let sent = this.apply_share(&route, &replica, records, timeout).await;
-                    let Err(status) = sent else {
-                        return positions;
-                    };
-                    // The keys a replica did not take go one by one, with
-                    // fallbacks and hints, exactly as single writes do.
+                .collect();
+            self.apply_share(&route, replica, records, timeout)
+        }))
+        .await;
+        let mut acks = vec![1usize; stamped.len()];
+        let mut retries = Vec::new();
+        for ((replica, positions), sent) in shares.iter().zip(sends) {
+            match sent {
+                Ok(()) => positions.iter().for_each(|&p| acks[p] += 1),
+                Err(status) => {
                     tracing::debug!(%replica, %status, "batch share not taken; sending its keys one by one");
-                    let retried = futures::future::join_all(positions.iter().map(|&p| {
-                        this.clone().replicate(
-                            route.clone(),
-                            replica.clone(),
-                            stamped[p].key.clone(),
-                            stamped[p].record.clone(),
-                            fallbacks[p].clone(),
-                            deadline,
-                        )
-                    }))
-                    .await;
-                    positions
-                        .into_iter()
-                        .zip(retried)
-                        .filter_map(|(p, took)| took.then_some(p))
-                        .collect::<Vec<usize>>()
+                    retries.extend(positions.iter().map(|&p| (p, replica.to_string())));
                 }
+            }
+        }
+        // The keys a replica did not take go one by one, with fallbacks and
+        // hints, exactly as single writes do, within what the shares left
+        // of the client's deadline.
+        let fallbacks: Vec<Arc<Mutex<Vec<String>>>> = stamped
+            .iter()
+            .map(|s| {
+                let fallbacks = self.live_fallbacks(&state.current, s.partition, &route);
+                Arc::new(Mutex::new(fallbacks))
             })
             .collect();
-        // Every replica's answer is awaited: a batch answering at W, with
-        // the rest in the background, let the transition histories find a
-        // delete that did not take (see docs/api.md, Batches).
-        let mut acks = vec![1usize; stamped.len()];
-        while let Some(took) = pending.next().await {
-            took.into_iter().for_each(|p| acks[p] += 1);
+        let retried = futures::future::join_all(retries.iter().map(|(p, replica)| {
+            self.clone().replicate(
+                route.clone(),
+                replica.clone(),
+                stamped[*p].key.clone(),
+                stamped[*p].record.clone(),
+                fallbacks[*p].clone(),
+                deadline,
+            )
+        }))
+        .await;
+        for ((p, _), took) in retries.iter().zip(retried) {
+            acks[*p] += usize::from(took);
         }
         acks
     }
