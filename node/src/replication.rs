@@ -20,8 +20,10 @@ use ringkv_proto::v1::{
 use tonic::{Request, Status};
 
 mod batch;
+mod write_quorum;
 
 pub use batch::{BatchOptions, BatchWrite};
+use write_quorum::WriteQuorum;
 
 use crate::{
     context_seal::ContextSeal,
@@ -873,11 +875,13 @@ impl Coordinator {
         // Counted at once, unless it hands the partition off: then only once
         // the receivers hold the write (see below).
         let own_ack = pref.contains(&me) && !handing_off;
-        let mut acks = usize::from(own_ack);
         // Right after a promotion, members that have not adopted it still
         // read from the owners before it: the write needs W of them too.
         let previous = state.previous_owners(partition);
-        let mut previous_acks = usize::from(own_ack && previous.contains(&me));
+        let mut quorum = WriteQuorum::new(w, partition, pref.clone(), previous.clone());
+        if own_ack {
+            quorum.acknowledge(&me);
+        }
         let former: Vec<String> = previous
             .iter()
             .filter(|id| !pref.contains(id) && **id != me)
@@ -957,12 +961,9 @@ impl Coordinator {
                 .boxed(),
             );
         }
-        while acks < w || (!previous.is_empty() && previous_acks < w) {
+        while !quorum.met() {
             match pending.next().await {
-                Some((target, true)) => {
-                    acks += usize::from(pref.contains(&target));
-                    previous_acks += usize::from(previous.contains(&target));
-                }
+                Some((target, true)) => quorum.acknowledge(&target),
                 Some((_, false)) => {}
                 None => break,
             }
@@ -972,19 +973,7 @@ impl Coordinator {
         if !pending.is_empty() {
             tokio::spawn(async move { while pending.next().await.is_some() {} });
         }
-        if acks < w {
-            return Err(Status::unavailable(format!(
-                "write quorum not met: {acks} of {w} required acknowledgements from the {} replicas of partition {partition}",
-                pref.len()
-            )));
-        }
-        if !previous.is_empty() && previous_acks < w {
-            return Err(Status::unavailable(format!(
-                "write quorum not met: {previous_acks} of {w} required acknowledgements from the {} owners partition {partition} had before its last move (members that have not adopted the move still read from them)",
-                previous.len()
-            )));
-        }
-        Ok(())
+        quorum.outcome()
     }
 
     #[allow(clippy::too_many_arguments)]

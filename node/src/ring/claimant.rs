@@ -16,7 +16,7 @@
 //!   `previous`;
 //! - a promotion: drop `previous` once every live member has adopted it.
 
-use std::{collections::BTreeSet, sync::Arc, time::Duration};
+use std::{collections::BTreeSet, future::Future, sync::Arc, time::Duration};
 
 use ringkv_proto::v1::GetLayoutRequest;
 use tokio::{sync::mpsc, time::Instant};
@@ -140,20 +140,34 @@ fn partition_conflict(view: &View, me: &str, ring: &Ring) -> Option<String> {
     ))
 }
 
-/// Fetches the newest ring state a live peer announces, trying the peers
-/// in rank order: a transition waits for every live member to adopt its
-/// states, so one unreachable peer must not keep this node behind.
+/// Fetches the newest ring state a live peer announces.
 async fn adopt_newer_state(view: &View, me: &str, ring: &Ring, peers: &PeerClients) {
+    adopt_newest(view, me, ring, |peer| fetch_state(peer, peers)).await;
+}
+
+/// Tries the peers that announce a state above this node's in rank order,
+/// and installs the first state fetched that ranks above it: a transition
+/// waits for every live member to adopt its states, so one unreachable
+/// peer must not keep this node behind. Returns the peers tried.
+async fn adopt_newest<'a, F, Fut>(view: &'a View, me: &str, ring: &Ring, fetch: F) -> Vec<&'a str>
+where
+    F: Fn(&'a Peer) -> Fut,
+    Fut: Future<Output = Result<RingState, String>>,
+{
     let mut sources: Vec<&Peer> = view
         .alive()
         .filter(|p| p.id != me && p.partitions == ring.partitions())
         .filter(|p| (p.layout_version, p.layout_digest) > ring.rank())
         .collect();
     sources.sort_by_key(|p| std::cmp::Reverse((p.layout_version, p.layout_digest)));
+    let mut tried = Vec::new();
     for source in sources {
-        match fetch_state(source, peers).await {
+        tried.push(source.id.as_str());
+        match fetch(source).await {
             Ok(state) => match ring.install(state) {
-                Ok(_) => return,
+                Ok(true) => break,
+                // Not above this node's state after all: ask the next.
+                Ok(false) => {}
                 Err(error) => {
                     tracing::warn!(%error, peer = %source.id, "rejected a peer's ring state")
                 }
@@ -161,6 +175,7 @@ async fn adopt_newer_state(view: &View, me: &str, ring: &Ring, peers: &PeerClien
             Err(error) => tracing::debug!(%error, peer = %source.id, "fetching ring state"),
         }
     }
+    tried
 }
 
 async fn fetch_state(peer: &Peer, peers: &PeerClients) -> Result<RingState, String> {
@@ -421,6 +436,75 @@ mod tests {
             })
             .collect();
         View { peers }
+    }
+
+    /// A settled state of `version`, as a peer would serve it.
+    fn settled(version: u64) -> RingState {
+        let members = (0..N).map(|i| Member::new(id(i))).collect();
+        RingState::settled(
+            version,
+            Arc::new(Layout::initial(8, N, members).expect("layout")),
+        )
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+        /// A node adopts the newest state that any live, reachable peer
+        /// serves: it asks the peers that announce a state above its own,
+        /// from the highest rank down, and stops at the first that serves
+        /// one. Peers that cannot be reached, however high they rank, never
+        /// keep it behind.
+        #[test]
+        fn a_node_adopts_the_newest_state_a_reachable_peer_serves(
+            own in 1u64..4,
+            // For each other node: alive in gossip, announced version,
+            // reachable over gRPC.
+            others in proptest::collection::vec((any::<bool>(), 0u64..6, any::<bool>()), NODES - 1),
+        ) {
+            let dir = tempfile::tempdir().expect("dir");
+            let ring = ring(dir.path(), Some(&settled(own)));
+            let rank = |version: u64| (version, settled(version).digest());
+            let mut view = View { peers: BTreeMap::new() };
+            let mut reachable = BTreeMap::new();
+            for (i, (alive, version, reaches)) in others.iter().enumerate() {
+                let mut peer = Peer::for_test(&id(i + 1), *alive, *version);
+                peer.layout_digest = rank(*version).1;
+                peer.partitions = 8;
+                view.peers.insert(id(i + 1), peer);
+                reachable.insert(id(i + 1), *reaches);
+            }
+            let tried = futures::executor::block_on(adopt_newest(&view, &id(0), &ring, |peer| {
+                let (reaches, version) = (reachable[&peer.id], peer.layout_version);
+                async move {
+                    if reaches {
+                        Ok(settled(version))
+                    } else {
+                        Err("unreachable".to_string())
+                    }
+                }
+            }));
+
+            let candidates: Vec<(u64, bool)> = others
+                .iter()
+                .filter(|(alive, version, _)| *alive && rank(*version) > rank(own))
+                .map(|(_, version, reaches)| (*version, *reaches))
+                .collect();
+            let newest = candidates
+                .iter()
+                .filter(|(_, reaches)| *reaches)
+                .map(|(version, _)| rank(*version))
+                .max()
+                .unwrap_or(rank(own));
+            prop_assert_eq!(ring.rank(), newest);
+            // In rank order, and no further than the first that served one.
+            let ranks: Vec<(u64, u64)> = tried.iter().map(|p| rank(view.peers[*p].layout_version)).collect();
+            prop_assert!(ranks.windows(2).all(|w| w[0] >= w[1]), "{:?}", ranks);
+            let first_served = tried.iter().position(|p| reachable[*p]);
+            match first_served {
+                Some(i) => prop_assert_eq!(i + 1, tried.len()),
+                None => prop_assert_eq!(tried.len(), candidates.len()),
+            }
+        }
     }
 
     #[test]
