@@ -19,24 +19,18 @@ use crate::{
     deadline::Deadline,
     lifecycle::Lifecycle,
     membership::Membership,
+    partition_stream::{self, StreamSource},
     peers::PeerClients,
     rebalance::HandoffProgress,
     repair::{bucket_digests, TreeCache},
     replica::{blocking, LocalReplica},
     replication::{Coordinator, Relay, FORWARD_HOPS, RING_VERSION},
-    ring::{partition_of, Ring},
+    ring::Ring,
     storage::ScanRange,
     throttle::Throttle,
     validate::Limits,
     versions::ConflictMode,
 };
-
-/// Size of one streamed batch: large enough to stream fast, small enough to
-/// keep the memory of a stream bounded (a few batches in flight).
-const STREAM_BATCH_BYTES: usize = 1 << 20;
-/// A batch is sent after this many scanned keys even if few matched, so the
-/// receiver's resume point keeps moving.
-const STREAM_BATCH_SCANNED: usize = 4096;
 
 /// What a replica write says about the nodes that passed it on: nothing
 /// (zero hops) for a coordinator's own write.
@@ -229,43 +223,15 @@ impl Replica for ReplicaService {
             .map_or(1, |l| l.partitions_of(self.local.node_id()).len().max(1));
         let storage = self.local.storage().clone();
         let estimated_keys = storage.stats().estimated_keys * wanted.len() as u64 / owned as u64;
-        // Two batches in flight at most: the scan waits for the receiver.
-        let (tx, rx) = tokio::sync::mpsc::channel(2);
-        let mut throttle = Throttle::new(self.handoff_bytes_per_sec);
+        let (tx, rx) = partition_stream::channel();
+        let source = StreamSource {
+            partition_count,
+            wanted,
+            estimated_keys,
+            throttle: Throttle::new(self.handoff_bytes_per_sec),
+        };
         tokio::task::spawn_blocking(move || {
-            let mut batch = StreamBatch {
-                estimated_keys,
-                ..Default::default()
-            };
-            let (mut bytes, mut scanned) = (0usize, 0usize);
-            let mut open = true;
-            let scan = storage.for_each_after(&req.start_after, |key, value| {
-                if wanted.contains(&partition_of(key, partition_count)) {
-                    bytes += key.len() + value.len();
-                    throttle.account(key.len() + value.len());
-                    batch.records.push(ReplicaRecord {
-                        key: bytes::Bytes::copy_from_slice(key),
-                        record: bytes::Bytes::copy_from_slice(value),
-                    });
-                }
-                scanned += 1;
-                if bytes >= STREAM_BATCH_BYTES || scanned >= STREAM_BATCH_SCANNED {
-                    batch.last_key = bytes::Bytes::copy_from_slice(key);
-                    let full = std::mem::take(&mut batch);
-                    (bytes, scanned) = (0, 0);
-                    open = tx.blocking_send(Ok(full)).is_ok();
-                }
-                open
-            });
-            match scan {
-                Ok(()) if open => {
-                    let _ = tx.blocking_send(Ok(batch));
-                }
-                Ok(()) => {}
-                Err(error) => {
-                    let _ = tx.blocking_send(Err(Status::from(error)));
-                }
-            }
+            source.run(|visit| storage.for_each_after(&req.start_after, visit), &tx)
         });
         Ok(Response::new(ReceiverStream::new(rx)))
     }

@@ -12,7 +12,8 @@
 //! - [`membership`] and [`discovery`]: gossip and where seeds come from.
 //! - [`replication`]: quorum coordination, sloppy quorum, read repair.
 //! - [`handoff`]: delivery of hints.
-//! - [`rebalance`]: streaming partitions to their new owners.
+//! - [`rebalance`]: streaming partitions to their new owners;
+//!   [`partition_stream`] is the side that sends them.
 //! - [`refill`]: a node that lost its data counts toward no read until it
 //!   has streamed its partitions back.
 //! - [`repair`]: anti-entropy with hash trees, and tombstone purge rules.
@@ -33,6 +34,7 @@ pub mod lifecycle;
 pub mod membership;
 pub mod metrics;
 pub mod node;
+pub mod partition_stream;
 pub mod peers;
 pub mod rawkv_service;
 pub mod readiness;

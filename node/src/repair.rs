@@ -545,6 +545,45 @@ mod tests {
         assert!(!purged(&with_ttl(now + 60_000)));
     }
 
+    /// `--anti-entropy-bytes-per-sec` bounds both scans of a round: the
+    /// tree build and the digest listing.
+    #[test]
+    fn the_byte_rate_bounds_tree_builds_and_digest_listings() {
+        use crate::storage::{RocksStorage, RocksStorageOptions};
+        let dir = tempfile::tempdir().expect("tempdir");
+        let storage = Arc::new(
+            RocksStorage::open(dir.path(), "n1", &RocksStorageOptions::default()).expect("opens"),
+        );
+        let local = LocalReplica::open(storage, "n1", ConflictMode::Siblings).expect("replica");
+        let value = Bytes::from(vec![b'v'; 64 << 10]);
+        for i in 0..64u32 {
+            let key = Bytes::from(format!("key-{i}"));
+            local
+                .update(&key, &CausalContext::new(), Some(value.clone()), 0)
+                .expect("write");
+        }
+        // 4 MiB at 8 MiB/s: half a second at least, for each scan.
+        let (rate, floor) = (8 << 20, Duration::from_millis(450));
+        let partitions: BTreeSet<u32> = (0..16).collect();
+        let started = std::time::Instant::now();
+        let trees = build_trees(&local, &partitions, 16, rate).expect("trees");
+        let took = started.elapsed();
+        assert!(took >= floor, "trees of 4 MiB at 8 MiB/s in {took:?}");
+        assert!(trees
+            .values()
+            .any(|tree| tree.iter().any(|leaf| *leaf != 0)));
+
+        let leaves: BTreeSet<(u32, u32)> = partitions
+            .iter()
+            .flat_map(|p| (0..BUCKETS as u32).map(move |b| (*p, b)))
+            .collect();
+        let started = std::time::Instant::now();
+        let digests = bucket_digests(&local, &leaves, 16, rate).expect("digests");
+        let took = started.elapsed();
+        assert_eq!(digests.len(), 64);
+        assert!(took >= floor, "digests of 4 MiB at 8 MiB/s in {took:?}");
+    }
+
     #[test]
     fn trees_ignore_write_order() {
         let mut a = [0u64; BUCKETS];
