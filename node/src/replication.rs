@@ -139,6 +139,22 @@ fn forwarded<T>(message: T, timeout: Duration) -> Request<T> {
     request
 }
 
+/// What the client hears when a write this node passed on to a replica
+/// failed there. The replica's own answer keeps its code; no answer within
+/// the deadline is UNAVAILABLE, as for a quorum that a frozen replica left
+/// short, and not the bare CANCELLED of a timeout, which would read as the
+/// client's own.
+fn passed_on_failed(target: &str, partition: u32, status: Status) -> Status {
+    let passed = format!("write passed on to {target}, a replica of partition {partition}");
+    match status.code() {
+        tonic::Code::Cancelled | tonic::Code::DeadlineExceeded => Status::unavailable(format!(
+            "{passed}, got no answer within the deadline: {}",
+            status.message()
+        )),
+        code => Status::new(code, format!("{passed}: {}", status.message())),
+    }
+}
+
 /// Names the first few of `partitions`, and how many more there are.
 fn name_some(partitions: &[u32]) -> String {
     const SHOWN: usize = 8;
@@ -826,7 +842,8 @@ impl Coordinator {
                     ttl_seconds,
                     self.timeout(deadline),
                 )
-                .await;
+                .await
+                .map_err(|status| passed_on_failed(target, partition, status));
         }
 
         let context = self

@@ -746,6 +746,67 @@ async fn the_client_deadline_bounds_every_call_to_a_replica() {
     }
 }
 
+/// A node that holds no copy of a key passes a client's write on to a
+/// replica within the client's deadline: when that replica is frozen (gossip
+/// still counts it alive), the client hears within its deadline from the
+/// node it called, which names the replica that did not answer, rather than
+/// timing out on its own.
+#[tokio::test]
+async fn a_write_passed_on_to_a_frozen_replica_is_answered_within_the_client_deadline() {
+    let cluster = TestCluster::start(75, 4, &["--replica-timeout-ms", "30000"]).await;
+    let all: Vec<&TestNode> = cluster.nodes.iter().collect();
+    common::wait_stable(&cluster.nodes[0], &all, Duration::from_secs(60)).await;
+    let ids: Vec<String> = cluster.nodes.iter().map(|n| n.node_id()).collect();
+    let key = "passed-on";
+    let state = cluster.nodes[0].ring_state().await;
+    let partition = state.current.partition_for_key(key.as_bytes());
+    let replicas: Vec<String> = state
+        .current
+        .preference_list(partition)
+        .expect("a preference list")
+        .into_iter()
+        .map(String::from)
+        .collect();
+    let outsider = ids
+        .iter()
+        .position(|id| !replicas.contains(id))
+        .expect("4 nodes, 3 replicas");
+    // The first live replica is where the write goes.
+    let first = ids
+        .iter()
+        .position(|id| *id == replicas[0])
+        .expect("a member");
+    let mut client = cluster.nodes[outsider].client().await;
+    client
+        .raw()
+        .raw_put(put_at(key, "v1", 2))
+        .await
+        .expect("a write passed on to a live replica");
+
+    cluster.wait_alive(outsider, first, true).await;
+    cluster.nodes[first].pause();
+    let deadline = Duration::from_millis(1500);
+    let mut request = tonic::Request::new(put_at(key, "v2", 2));
+    request.set_timeout(deadline);
+    let started = Instant::now();
+    let outcome = client.raw().raw_put(request).await;
+    let took = started.elapsed();
+    cluster.nodes[first].resume();
+    let status = outcome.expect_err("the replica it was passed to is frozen");
+    println!(
+        "a write passed on to a frozen replica: {:?} after {took:?}: {}",
+        status.code(),
+        status.message()
+    );
+    assert_eq!(status.code(), Code::Unavailable, "{}", status.message());
+    assert!(
+        status.message().contains(&replicas[0]) && status.message().contains("passed"),
+        "names the replica the write was passed to: {}",
+        status.message()
+    );
+    assert!(took < deadline, "answered after {took:?}");
+}
+
 /// Sloppy quorum for a replica that gossip still counts alive: its write
 /// times out, so the next node outside the preference list stores the
 /// record as a hint for it, and that counts toward W. Once it answers
