@@ -379,4 +379,104 @@ mod tests {
         }
         command.debug_assert();
     }
+
+    /// What a default in docs/operations.md's flag table says, in clap's
+    /// terms: backticks and a parenthesised remark dropped, MiB multiplied
+    /// out.
+    fn documented(cell: &str) -> String {
+        let cell = cell.replace('`', "");
+        let cell = cell.split(" (").next().unwrap_or_default().trim();
+        match cell.strip_suffix(" MiB") {
+            Some(mib) => (mib.parse::<u64>().expect("a number of MiB") << 20).to_string(),
+            None => cell.to_string(),
+        }
+    }
+
+    /// Every default docs/operations.md gives is the one the node has, and
+    /// every flag with a default is in the table.
+    #[test]
+    fn the_documented_defaults_are_the_real_ones() {
+        let doc = include_str!("../../docs/operations.md");
+        let mut documented = std::collections::BTreeMap::new();
+        for row in doc.lines().filter(|l| l.starts_with("| `--")) {
+            let cells: Vec<&str> = row.split(" | ").collect();
+            let flags: Vec<String> = cells[0]
+                .trim_start_matches("| ")
+                .split(", ")
+                .map(|f| f.split(' ').next().unwrap_or_default().replace('`', ""))
+                .collect();
+            // "2, 2" for two flags; "none" for each of two.
+            let defaults: Vec<&str> = if flags.len() > 1 && cells[1].contains(", ") {
+                cells[1].split(", ").collect()
+            } else {
+                vec![cells[1]; flags.len()]
+            };
+            for (flag, default) in flags.iter().zip(defaults) {
+                documented.insert(flag.clone(), documented_default(default));
+            }
+        }
+        let command = NodeConfig::command();
+        let mut checked = 0;
+        for arg in command.get_arguments() {
+            let Some(long) = arg.get_long() else { continue };
+            if matches!(long, "help" | "version") {
+                continue;
+            }
+            let flag = format!("--{long}");
+            let real: Vec<String> = arg
+                .get_default_values()
+                .iter()
+                .map(|v| v.to_string_lossy().into_owned())
+                .collect();
+            let doc = documented.get(&flag);
+            assert!(doc.is_some(), "{flag} is missing from docs/operations.md");
+            if let [real] = real.as_slice() {
+                assert_eq!(
+                    doc,
+                    Some(&Some(real.clone())),
+                    "the documented default of {flag}"
+                );
+                checked += 1;
+            }
+        }
+        assert!(checked >= 30, "only {checked} defaults checked");
+    }
+
+    /// A documented default, or `None` where the table says there is none
+    /// or names something derived at start (the listen address, the pod's
+    /// namespace).
+    fn documented_default(cell: &str) -> Option<String> {
+        let value = documented(cell);
+        let derived = value == "none" || value.starts_with("the ") || value.contains(' ');
+        (!derived).then_some(value)
+    }
+
+    /// Without `--cluster-secret`, contexts are sealed under a key derived
+    /// from `--cluster-id`: another cluster's contexts do not open, and the
+    /// same id's do.
+    #[test]
+    fn without_a_secret_the_seal_derives_from_the_cluster_id() {
+        let config = |args: &[&str]| {
+            let mut all = vec!["ringkv-node"];
+            all.extend_from_slice(args);
+            NodeConfig::try_parse_from(all).expect("parses")
+        };
+        let context = crate::versions::CausalContext::new();
+        let sealed = config(&["--cluster-id", "a"])
+            .context_seal()
+            .seal(b"k", &context);
+        assert!(config(&["--cluster-id", "a"])
+            .context_seal()
+            .open(b"k", &sealed)
+            .is_ok());
+        assert!(config(&["--cluster-id", "b"])
+            .context_seal()
+            .open(b"k", &sealed)
+            .is_err());
+        let secret = config(&["--cluster-id", "a", "--cluster-secret", "s"]).context_seal();
+        assert!(
+            secret.open(b"k", &sealed).is_err(),
+            "a secret replaces the id"
+        );
+    }
 }

@@ -9,7 +9,9 @@
 //! - [`context_seal`]: the cluster's seal on the causal contexts clients hold.
 //! - [`replica`]: this node's versioned records.
 //! - [`ring`]: partition layouts and the claimant that makes them.
-//! - [`membership`] and [`discovery`]: gossip and where seeds come from.
+//! - [`membership`] and [`discovery`]: gossip and where seeds come from;
+//!   [`contact`]: whether this node has heard from the cluster since it
+//!   started or stalled.
 //! - [`replication`]: quorum coordination, sloppy quorum, read repair.
 //! - [`handoff`]: delivery of hints.
 //! - [`rebalance`]: streaming partitions to their new owners;
@@ -25,6 +27,7 @@
 
 pub mod cleanup;
 pub mod config;
+pub mod contact;
 pub mod context_seal;
 pub mod deadline;
 pub mod discovery;

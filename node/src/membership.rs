@@ -21,7 +21,10 @@ use chitchat::{
 };
 use tokio::sync::watch;
 
-use crate::discovery::SeedProvider;
+use crate::{
+    contact::{Contact, Touch},
+    discovery::SeedProvider,
+};
 
 const KEY_GRPC: &str = "grpc";
 const KEY_ZONE: &str = "zone";
@@ -29,6 +32,7 @@ const KEY_STATUS: &str = "status";
 const KEY_PARTITIONS: &str = "partitions";
 const KEY_LAYOUT: &str = "layout_version";
 const KEY_LAYOUT_DIGEST: &str = "layout_digest";
+const KEY_LAYOUT_FLOOR: &str = "layout_floor";
 const KEY_SYNCED: &str = "synced";
 const KEY_HINTS: &str = "hints_pending";
 const KEY_REFILLING: &str = "refilling";
@@ -85,6 +89,9 @@ pub struct Peer {
     /// Tells apart two ring states of the same version; see
     /// [`crate::ring::RingState::digest`].
     pub layout_digest: u64,
+    /// The floor of that ring state: the oldest ring state version a
+    /// coordinator may hold (see [`crate::ring::RingState::refuses`]).
+    pub layout_floor: u64,
     /// The ring state version whose incoming partitions this node has
     /// completely received.
     pub synced: u64,
@@ -109,6 +116,7 @@ impl Peer {
             partitions: 0,
             layout_version,
             layout_digest: 0,
+            layout_floor: 0,
             synced: 0,
             hints_pending: 0,
             refilling: 0,
@@ -167,6 +175,7 @@ pub struct Membership {
     handle: Arc<ChitchatHandle>,
     view: watch::Receiver<Arc<View>>,
     self_id: String,
+    contact: Arc<Contact>,
     refresher: tokio::task::JoinHandle<()>,
 }
 
@@ -220,17 +229,23 @@ impl Membership {
             })?;
         let (tx, view) = watch::channel(Arc::new(View::default()));
         let handle = Arc::new(handle);
+        // Well below the ~18 intervals after which phi accrual declares a
+        // silent node dead: a node that stalls long enough for its peers to
+        // move on without it always notices.
+        let contact = Arc::new(Contact::new(interval * 10, std::time::Instant::now()));
         let refresher = tokio::spawn(refresh_loop(
             handle.clone(),
             tx,
             seeds,
             interval,
             me.id.clone(),
+            contact.clone(),
         ));
         let membership = Self {
             handle,
             view,
             self_id: me.id,
+            contact,
             refresher,
         };
         Ok(membership)
@@ -270,13 +285,21 @@ impl Membership {
         self.set(KEY_REFILLING, partitions.to_string()).await;
     }
 
-    /// Announces the ring state this node holds: its version and digest.
-    pub async fn set_layout(&self, (version, digest): (u64, u64)) {
+    /// Announces the ring state this node holds: its version, digest and
+    /// floor.
+    pub async fn set_layout(&self, (version, digest): (u64, u64), floor: u64) {
         let chitchat = self.handle.chitchat();
         let mut chitchat = chitchat.lock().await;
         let state = chitchat.self_node_state();
         state.set(KEY_LAYOUT, version.to_string());
         state.set(KEY_LAYOUT_DIGEST, digest.to_string());
+        state.set(KEY_LAYOUT_FLOOR, floor.to_string());
+    }
+
+    /// Whether gossip has brought this node news from a peer since it
+    /// started or last stalled (see [`crate::contact`]).
+    pub fn touch(&self) -> Touch {
+        self.contact.touch(std::time::Instant::now())
     }
 
     async fn set(&self, key: &str, value: String) {
@@ -299,16 +322,31 @@ async fn refresh_loop(
     seeds: Arc<dyn SeedProvider>,
     interval: Duration,
     self_id: String,
+    contact: Arc<Contact>,
 ) {
     let chitchat = handle.chitchat();
     let mut ticker = tokio::time::interval(interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last_discovery = tokio::time::Instant::now() - Duration::from_secs(3600);
+    let mut heartbeats: BTreeMap<ChitchatId, u64> = BTreeMap::new();
     loop {
         ticker.tick().await;
-        let view = {
+        let (view, heard) = {
             let guard = chitchat.lock().await;
-            build_view(&guard)
+            let mut heard = false;
+            for (id, state) in guard.node_states() {
+                if *id.node_id == *self_id {
+                    continue;
+                }
+                let beat = u64::from(state.heartbeat());
+                // A node first seen, or a heartbeat that advanced: news.
+                heard |= heartbeats
+                    .insert(id.clone(), beat)
+                    .is_none_or(|before| before < beat);
+            }
+            (build_view(&guard), heard)
         };
+        contact.pass(std::time::Instant::now(), heard);
         let lonely = !view.peers.values().any(|p| p.alive && p.id != self_id);
         tx.send_if_modified(|current| {
             if **current != view {
@@ -366,6 +404,9 @@ fn build_view(chitchat: &chitchat::Chitchat) -> View {
                 .unwrap_or(0),
             layout_version: get(KEY_LAYOUT).and_then(|s| s.parse().ok()).unwrap_or(0),
             layout_digest: get(KEY_LAYOUT_DIGEST)
+                .and_then(|s| s.parse().ok())
+                .unwrap_or(0),
+            layout_floor: get(KEY_LAYOUT_FLOOR)
                 .and_then(|s| s.parse().ok())
                 .unwrap_or(0),
             synced: get(KEY_SYNCED).and_then(|s| s.parse().ok()).unwrap_or(0),

@@ -243,6 +243,7 @@ pub async fn run(
             hinted_handoff: config.hinted_handoff,
             replica_timeout,
             seal: config.context_seal(),
+            gossip_settle: Duration::from_millis(config.gossip_settle_ms),
         },
         metrics.replication.clone(),
         refill.clone(),

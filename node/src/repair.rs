@@ -559,7 +559,13 @@ mod tests {
         for i in 0..64u32 {
             let key = Bytes::from(format!("key-{i}"));
             local
-                .update(&key, &CausalContext::new(), Some(value.clone()), 0)
+                .update(&crate::replica::Update {
+                    key,
+                    context: CausalContext::new(),
+                    value: Some(value.clone()),
+                    expires_at_ms: 0,
+                    blind: false,
+                })
                 .expect("write");
         }
         // 4 MiB at 8 MiB/s: half a second at least, for each scan.

@@ -100,6 +100,10 @@ pub struct Update {
     pub value: Option<Bytes>,
     /// 0 for no expiry.
     pub expires_at_ms: u64,
+    /// The client sent no context: `context` is what the coordinator read
+    /// from R replicas, if anything. A delete then also removes every
+    /// value this replica holds, whether or not its answer was among the R.
+    pub blind: bool,
 }
 
 /// The local replica store of one node.
@@ -372,11 +376,12 @@ impl LocalReplica {
     /// The record `local` becomes after `update`, with a new dot of this
     /// node's actor for the key.
     fn stamp(&self, local: &Siblings, update: &Update) -> Result<Siblings, ReplicaError> {
-        // A delete that names no context removes at least every value this
-        // replica knows; a put without context stays a sibling of what it
-        // did not see.
-        let context = if update.value.is_none() && update.context.is_empty() {
-            local.context()
+        // A delete without a client context removes at least every value
+        // this replica knows, as well as what the replicas read for it
+        // held; a put without context stays a sibling of what it did not
+        // see.
+        let context = if update.value.is_none() && (update.blind || update.context.is_empty()) {
+            update.context.merge(&local.context())
         } else {
             update.context.clone()
         };
@@ -396,24 +401,12 @@ impl LocalReplica {
 
     /// A write coordinated here: supersedes what `context` covers and gets a
     /// new dot of this node's actor for the key.
-    pub fn update(
-        &self,
-        key: &Bytes,
-        context: &CausalContext,
-        value: Option<Bytes>,
-        expires_at_ms: u64,
-    ) -> Result<Siblings, ReplicaError> {
-        self.check_offset("the causal context", context.max_hlc())?;
-        let _guard = self.stripe(key)?;
-        let local = self.read(key)?.unwrap_or_default();
-        let update = Update {
-            key: key.clone(),
-            context: context.clone(),
-            value,
-            expires_at_ms,
-        };
-        let updated = self.stamp(&local, &update)?;
-        self.write(key, &updated)?;
+    pub fn update(&self, update: &Update) -> Result<Siblings, ReplicaError> {
+        self.check_offset("the causal context", update.context.max_hlc())?;
+        let _guard = self.stripe(&update.key)?;
+        let local = self.read(&update.key)?.unwrap_or_default();
+        let updated = self.stamp(&local, update)?;
+        self.write(&update.key, &updated)?;
         Ok(updated)
     }
 
@@ -522,6 +515,46 @@ mod tests {
         )
     }
 
+    /// A delete the client sent without a context removes every value
+    /// this replica holds, also those the context its coordinator read
+    /// from other replicas does not cover (this replica's own answer may
+    /// not have been among the R); a delete with a client's context removes
+    /// only what that context covers.
+    #[test]
+    fn a_blind_delete_removes_what_this_replica_holds_beyond_the_read_context() {
+        let wall = WallClock::manual(1_000_000);
+        for blind in [true, false] {
+            let files = MemoryFiles::new().expect("files");
+            let replica = open(&files, &wall);
+            let key = Bytes::from_static(b"k");
+            replica
+                .update(&put(b"k", b"mine"))
+                .expect("a value only this replica holds");
+            // What the other replicas answered: a value of another node's.
+            let read_elsewhere = stamped_at(wall.now_ms());
+            replica.apply(&key, &read_elsewhere).expect("apply");
+            let deleted = replica
+                .update(&Update {
+                    key: key.clone(),
+                    context: read_elsewhere.context(),
+                    value: None,
+                    expires_at_ms: 0,
+                    blind,
+                })
+                .expect("delete");
+            let left = deleted.visible_data(ConflictMode::Siblings, wall.now_ms());
+            if blind {
+                assert!(left.is_empty(), "a blind delete left {left:?}");
+            } else {
+                assert_eq!(
+                    left,
+                    vec![Bytes::from_static(b"mine")],
+                    "unseen by the client's context"
+                );
+            }
+        }
+    }
+
     #[test]
     fn timestamps_beyond_the_clock_offset_are_refused_not_adopted() {
         let files = MemoryFiles::new().expect("files");
@@ -531,9 +564,7 @@ mod tests {
         let far = stamped_at(1_000_000 + 10_000);
         for refused in [
             replica.apply(&key, &far).map(|_| ()),
-            replica
-                .update(&key, &far.context(), Some(Bytes::from_static(b"w")), 0)
-                .map(|_| ()),
+            replica.update(&overwrite(&key, &far)).map(|_| ()),
         ] {
             assert!(
                 matches!(
@@ -553,9 +584,7 @@ mod tests {
         );
         let near = stamped_at(1_000_000 + 400);
         replica.apply(&key, &near).expect("within the offset");
-        let written = replica
-            .update(&key, &near.context(), Some(Bytes::from_static(b"w")), 0)
-            .expect("write");
+        let written = replica.update(&overwrite(&key, &near)).expect("write");
         assert!(written.max_hlc() > near.max_hlc());
         assert!(written.max_hlc().physical_ms() < 1_000_000 + 1_000);
     }
@@ -566,27 +595,11 @@ mod tests {
         let key = Bytes::from_static(b"k");
         let before = {
             let replica = open(&files, &WallClock::manual(5_000_000));
-            replica
-                .update(
-                    &key,
-                    &CausalContext::new(),
-                    Some(Bytes::from_static(b"v")),
-                    0,
-                )
-                .expect("write")
-                .max_hlc()
+            replica.update(&put(b"k", b"v")).expect("write").max_hlc()
         };
         // The wall clock stepped back a whole minute while the node was down.
         let replica = open(&files, &WallClock::manual(5_000_000 - 60_000));
-        let after = replica
-            .update(
-                &key,
-                &CausalContext::new(),
-                Some(Bytes::from_static(b"w")),
-                0,
-            )
-            .expect("write")
-            .max_hlc();
+        let after = replica.update(&put(b"k", b"w")).expect("write").max_hlc();
         assert!(after > before, "{after:?} after {before:?}");
         // And the restarted node's writes are new dots, not continuations.
         let record = replica.read(&key).expect("read").expect("record");
@@ -599,6 +612,18 @@ mod tests {
             context: CausalContext::new(),
             value: Some(Bytes::from_static(value)),
             expires_at_ms: 0,
+            blind: false,
+        }
+    }
+
+    /// A put of `key` that replaces what `read` holds.
+    fn overwrite(key: &Bytes, read: &Siblings) -> Update {
+        Update {
+            key: key.clone(),
+            context: read.context(),
+            value: Some(Bytes::from_static(b"w")),
+            expires_at_ms: 0,
+            blind: false,
         }
     }
 
@@ -653,14 +678,7 @@ mod tests {
         let wall = WallClock::manual(1_000_000);
         let files = MemoryFiles::new().expect("files");
         let replica = open(&files, &wall);
-        let first = replica
-            .update(
-                &Bytes::from_static(b"k"),
-                &CausalContext::new(),
-                Some(Bytes::from_static(b"1")),
-                0,
-            )
-            .expect("first");
+        let first = replica.update(&put(b"k", b"1")).expect("first");
         replica
             .keep_hint("n2", b"k", &first.encode())
             .expect("keep");
@@ -669,14 +687,7 @@ mod tests {
 
         // A second write for the same target lands while the first is
         // being delivered: the hint now holds both.
-        let second = replica
-            .update(
-                &Bytes::from_static(b"k"),
-                &CausalContext::new(),
-                Some(Bytes::from_static(b"2")),
-                0,
-            )
-            .expect("second");
+        let second = replica.update(&put(b"k", b"2")).expect("second");
         replica
             .keep_hint("n2", b"k", &second.encode())
             .expect("keep");

@@ -20,9 +20,11 @@ use ringkv_proto::v1::{
 use tonic::{Request, Status};
 
 mod batch;
+mod stale_coordinator;
 mod write_quorum;
 
 pub use batch::{BatchOptions, BatchWrite};
+use stale_coordinator::why_stale;
 use write_quorum::WriteQuorum;
 
 use crate::{
@@ -33,7 +35,7 @@ use crate::{
     metrics::ReplicationMetrics,
     peers::PeerClients,
     refill::Refill,
-    replica::{blocking, LocalReplica, ReplicaError},
+    replica::{blocking, LocalReplica, ReplicaError, Update},
     ring::{partition_of, Layout, Ring, RingState},
     storage::{now_millis, ScanRange},
     versions::{CausalContext, ConflictMode, Siblings},
@@ -188,6 +190,9 @@ pub struct CoordinatorConfig {
     pub replica_timeout: Duration,
     /// Seals the contexts clients get, and opens the ones they send.
     pub seal: ContextSeal,
+    /// How long a node that has just started or stalled waits for news
+    /// from a peer before it coordinates anyway (`--gossip-settle-ms`).
+    pub gossip_settle: Duration,
 }
 
 struct Inner {
@@ -311,6 +316,24 @@ impl Coordinator {
                 self.inner.config.quorums.n
             ))
         })
+    }
+
+    /// The ring state, if it is current enough for this node to coordinate
+    /// a client's request (see [`stale_coordinator`]).
+    fn coordinating_state(&self) -> Result<Arc<RingState>, Status> {
+        let state = self.state()?;
+        let view = self.inner.membership.view();
+        let touch = self.inner.membership.touch();
+        match why_stale(
+            &state,
+            &view,
+            &self.inner.me,
+            touch,
+            self.inner.config.gossip_settle,
+        ) {
+            Some(reason) => Err(Status::unavailable(reason)),
+            None => Ok(state),
+        }
     }
 
     /// A quorum override, checked against N.
@@ -812,7 +835,7 @@ impl Coordinator {
     ) -> Result<(), Status> {
         let quorums = self.inner.config.quorums;
         let w = self.quorum("write_quorum", write_quorum, quorums.w)?;
-        let state = self.state()?;
+        let state = self.coordinating_state()?;
         let (partition, pref) = self.preference(&state.current, &key)?;
         let view = self.inner.membership.view();
         let me = self.inner.me.clone();
@@ -846,15 +869,17 @@ impl Coordinator {
                 .map_err(|status| passed_on_failed(target, partition, status));
         }
 
-        let context = self
-            .context_for(&key, value.is_none(), &context, read_quorum, deadline)
-            .await?;
-        let expires_at_ms = expiry(ttl_seconds);
+        let update = Update {
+            key: key.clone(),
+            context: self
+                .context_for(&key, value.is_none(), &context, read_quorum, deadline)
+                .await?,
+            value,
+            expires_at_ms: expiry(ttl_seconds),
+            blind: context.is_empty(),
+        };
         let local = self.inner.local.clone();
-        let local_key = key.clone();
-        let record = blocking(move || local.update(&local_key, &context, value, expires_at_ms))
-            .await?
-            .encode();
+        let record = blocking(move || local.update(&update)).await?.encode();
         self.replicate_stamped(key, record, w, deadline).await
     }
 
@@ -1043,7 +1068,7 @@ impl Coordinator {
     ) -> Result<Siblings, Status> {
         let quorums = self.inner.config.quorums;
         let r = self.quorum("read_quorum", read_quorum, quorums.r)?;
-        let state = self.state()?;
+        let state = self.coordinating_state()?;
         let (_, pref) = self.preference(&state.current, &key)?;
         let route = Arc::new(self.route(state.version));
         let timeout = self.timeout(deadline);
@@ -1155,7 +1180,7 @@ impl Coordinator {
         deadline: Option<Deadline>,
     ) -> Result<Vec<(Bytes, Siblings)>, Status> {
         let r = self.quorum("read_quorum", read_quorum, self.inner.config.quorums.r)?;
-        let state = self.state()?;
+        let state = self.coordinating_state()?;
         let layout = state.current.clone();
         // Every page goes out on the version the owners came from: once the
         // ring has moved past it, peers refuse the pages and the scan fails
@@ -1320,5 +1345,38 @@ impl Coordinator {
             records,
             refilling: reply.refilling,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use tonic::Code;
+
+    use super::*;
+
+    /// A pass-on that got no answer in time reads as UNAVAILABLE, not as
+    /// the client's own timeout; the replica's own answer keeps its code;
+    /// both name the replica and the partition.
+    #[test]
+    fn a_failed_pass_on_names_the_replica_and_keeps_a_real_answer() {
+        for (from, to) in [
+            (Code::Cancelled, Code::Unavailable),
+            (Code::DeadlineExceeded, Code::Unavailable),
+            (Code::Unavailable, Code::Unavailable),
+            (Code::InvalidArgument, Code::InvalidArgument),
+            (Code::Internal, Code::Internal),
+            (Code::FailedPrecondition, Code::FailedPrecondition),
+        ] {
+            let status = passed_on_failed("n2", 17, Status::new(from, "because"));
+            assert_eq!(status.code(), to, "{from:?}");
+            assert!(
+                status
+                    .message()
+                    .starts_with("write passed on to n2, a replica of partition 17")
+                    && status.message().ends_with("because"),
+                "{}",
+                status.message()
+            );
+        }
     }
 }

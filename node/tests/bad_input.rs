@@ -243,6 +243,18 @@ async fn invalid_requests_get_their_codes_and_messages() {
         "batch is empty",
     );
     assert_status(
+        "empty batch get",
+        raw.raw_batch_get(RawBatchGetRequest::default()).await,
+        Code::InvalidArgument,
+        "batch is empty",
+    );
+    assert_status(
+        "empty batch delete",
+        raw.raw_batch_delete(RawBatchDeleteRequest::default()).await,
+        Code::InvalidArgument,
+        "batch is empty",
+    );
+    assert_status(
         "scan with start after end",
         raw.raw_scan(RawScanRequest {
             start_key: "b".into(),
@@ -276,6 +288,19 @@ async fn invalid_requests_get_their_codes_and_messages() {
         client.get(b"after").await.expect("get").as_deref(),
         Some(&b"still serving"[..])
     );
+    // A batch get leaves missing keys out, as api.md says, rather than
+    // failing or answering empty values for them.
+    let found = client
+        .raw()
+        .raw_batch_get(RawBatchGetRequest {
+            keys: vec!["never-written".into(), "after".into()],
+            ..Default::default()
+        })
+        .await
+        .expect("batch get")
+        .into_inner();
+    let keys: Vec<&[u8]> = found.pairs.iter().map(|kv| kv.key.as_ref()).collect();
+    assert_eq!(keys, vec![&b"after"[..]], "only the key that exists");
 }
 
 #[tokio::test]

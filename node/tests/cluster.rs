@@ -782,6 +782,43 @@ async fn a_write_passed_on_to_a_frozen_replica_is_answered_within_the_client_dea
         .raw_put(put_at(key, "v1", 2))
         .await
         .expect("a write passed on to a live replica");
+    assert!(
+        cluster.nodes[outsider]
+            .replica_record(key.as_bytes())
+            .await
+            .is_none(),
+        "a node that passes a write on keeps no copy"
+    );
+    // A write that was already passed on is coordinated where it lands,
+    // even by a node that does not count itself a replica: it is never
+    // passed on twice.
+    let mut landed = tonic::Request::new(put_at("landed", "v", 2));
+    landed.metadata_mut().insert(
+        ringkv_node::replication::FORWARDED,
+        "1".parse().expect("metadata"),
+    );
+    let landed_replicas = state
+        .current
+        .preference_list(state.current.partition_for_key(b"landed"))
+        .expect("replicas");
+    let landing = ids
+        .iter()
+        .position(|id| !landed_replicas.contains(&id.as_str()))
+        .expect("4 nodes, 3 replicas");
+    cluster.nodes[landing]
+        .client()
+        .await
+        .raw()
+        .raw_put(landed)
+        .await
+        .expect("a passed-on write is coordinated where it lands");
+    assert!(
+        cluster.nodes[landing]
+            .replica_record(b"landed")
+            .await
+            .is_some(),
+        "the node it landed on coordinated it, with a copy of its own"
+    );
 
     cluster.wait_alive(outsider, first, true).await;
     cluster.nodes[first].pause();

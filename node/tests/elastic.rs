@@ -52,6 +52,35 @@ async fn read_r2(client: &mut ringkv_client::Client, key: &str) -> Result<Bytes,
         .value)
 }
 
+/// Reads `key` at R=2, then writes `value` at W=`w` with the context read,
+/// replacing what the read saw.
+async fn overwrite(
+    client: &mut ringkv_client::Client,
+    key: &str,
+    value: String,
+    w: u32,
+) -> Result<(), tonic::Status> {
+    let read = client
+        .raw()
+        .raw_get(RawGetRequest {
+            key: Bytes::from(key.to_string()),
+            consistency: quorums(2, 2),
+        })
+        .await?
+        .into_inner();
+    client
+        .raw()
+        .raw_put(RawPutRequest {
+            key: Bytes::from(key.to_string()),
+            value: Bytes::from(value),
+            consistency: quorums(2, w),
+            context: read.context,
+            ..Default::default()
+        })
+        .await
+        .map(|_| ())
+}
+
 /// Puts `key` with its 1 KiB value at W=2.
 async fn put_w2(
     client: &mut ringkv_client::Client,
@@ -970,24 +999,7 @@ async fn a_node_paused_through_a_transition_reads_nothing_stale() {
     assert_fenced(&cluster.nodes[0], before.version, &keys).await;
 
     for key in &keys {
-        let read = client
-            .raw()
-            .raw_get(RawGetRequest {
-                key: Bytes::from(key.clone()),
-                consistency: quorums(2, 2),
-            })
-            .await
-            .expect("read while paused")
-            .into_inner();
-        client
-            .raw()
-            .raw_put(RawPutRequest {
-                key: Bytes::from(key.clone()),
-                value: Bytes::from(format!("{key}=after")),
-                consistency: quorums(2, 2),
-                context: read.context,
-                ..Default::default()
-            })
+        overwrite(&mut client, key, format!("{key}=after"), 2)
             .await
             .expect("overwrite while paused");
     }
@@ -1015,6 +1027,35 @@ async fn a_node_paused_through_a_transition_reads_nothing_stale() {
         })
         .collect();
     assert!(!givers.is_empty(), "the join moved none of the keys");
+    // The keys the paused node no longer replicates have three live owners:
+    // overwrite them at W=3, so that a read at R=1 (R + W > N) must see it.
+    let paused_id = cluster.nodes[2].node_id();
+    let moved_off: Vec<&String> = keys
+        .iter()
+        .filter(|key| {
+            let p = after.current.partition_for_key(key.as_bytes());
+            !after
+                .current
+                .preference_list(p)
+                .expect("owners")
+                .contains(&paused_id.as_str())
+        })
+        .collect();
+    assert!(
+        !moved_off.is_empty(),
+        "the join moved no key off the paused node"
+    );
+    let mut expected: BTreeMap<&String, Bytes> = keys
+        .iter()
+        .map(|key| (key, Bytes::from(format!("{key}=after"))))
+        .collect();
+    for key in &moved_off {
+        let value = format!("{key}=after-w3");
+        overwrite(&mut client, key, value.clone(), 3)
+            .await
+            .expect("overwrite at W=3 while paused, on three live owners");
+        expected.insert(key, Bytes::from(value));
+    }
     for (giver, key) in &givers {
         let node = &cluster.nodes[*giver];
         eventually(
@@ -1032,18 +1073,30 @@ async fn a_node_paused_through_a_transition_reads_nothing_stale() {
 
     cluster.nodes[2].resume();
     let resumed = cluster.nodes[2].client().await;
+    // Right after the pause: the keys overwritten at W=3 at R=1, the rest
+    // at R=2, all through the node that missed the transition.
     let reads = keys.iter().map(|key| {
         let mut client = resumed.clone();
-        async move { (key, read_r2(&mut client, key).await) }
+        let r = if moved_off.contains(&key) { 1 } else { 2 };
+        async move {
+            let read = client
+                .raw()
+                .raw_get(RawGetRequest {
+                    key: Bytes::from(key.to_string()),
+                    consistency: quorums(r, 2),
+                })
+                .await
+                .map(|response| response.into_inner().value);
+            (key, r, read)
+        }
     });
     let (mut refused, mut fresh) = (0, 0);
-    for (key, read) in futures::future::join_all(reads).await {
+    for (key, r, read) in futures::future::join_all(reads).await {
         match read {
             Ok(value) => {
                 assert_eq!(
-                    value,
-                    Bytes::from(format!("{key}=after")),
-                    "{key}: a read through the resumed node missed an acknowledged write"
+                    value, expected[key],
+                    "{key}: a read at R={r} through the resumed node missed an acknowledged write"
                 );
                 fresh += 1;
             }
@@ -1051,7 +1104,7 @@ async fn a_node_paused_through_a_transition_reads_nothing_stale() {
                 assert_eq!(
                     status.code(),
                     Code::Unavailable,
-                    "{key}: a stale coordinator's read fails as a quorum not met: {}",
+                    "{key}: a stale coordinator's read at R={r} fails as unavailable: {}",
                     status.message()
                 );
                 refused += 1;
@@ -1068,13 +1121,69 @@ async fn a_node_paused_through_a_transition_reads_nothing_stale() {
             },
         )
         .await;
-        assert_eq!(value, Bytes::from(format!("{key}=after")), "{key}");
+        assert_eq!(value, expected[key], "{key}");
     }
     println!(
-        "paused through a join: {} keys moved off a node that dropped them; right after the pause {fresh} reads showed the acknowledged write and {refused} failed; then all {KEYS} did",
-        givers.len()
+        "paused through a join: {} keys moved off a node that dropped them, {} overwritten at W=3 and read at R=1; right after the pause {fresh} reads showed the acknowledged write and {refused} failed; then all {KEYS} did",
+        givers.len(),
+        moved_off.len()
     );
     drop(fourth);
+}
+
+/// A partition stream serves a transition only from a source that has
+/// adopted it: a request for a newer ring state version than the source's
+/// is refused with FAILED_PRECONDITION (the receiver retries), and one for
+/// its own or an older version is served.
+#[tokio::test]
+async fn a_stream_source_behind_the_transition_refuses_and_one_that_adopted_it_serves() {
+    let cluster = TestCluster::start(76, 3, &[]).await;
+    let mut client = cluster.nodes[0].client().await;
+    put_w2(&mut client, "streamed").await.expect("put");
+    let source = &cluster.nodes[1];
+    let version = source.ring_state().await.version;
+    let partition = partition_of(b"streamed", 256);
+    let request = |ring_version: u64| {
+        let mut request = tonic::Request::new(ringkv_client::proto::StreamPartitionsRequest {
+            partitions: vec![partition],
+            ..Default::default()
+        });
+        request
+            .metadata_mut()
+            .insert(ringkv_node::replication::RING_VERSION, ring_version.into());
+        request
+    };
+    let refused = source
+        .replica_client()
+        .await
+        .stream_partitions(request(version + 1))
+        .await
+        .expect_err("a source behind the transition");
+    assert_eq!(refused.code(), Code::FailedPrecondition, "{refused:?}");
+    assert!(
+        refused
+            .message()
+            .contains(&format!("streams for version {}", version + 1)),
+        "{}",
+        refused.message()
+    );
+    for ring_version in [version, version.saturating_sub(1)] {
+        let mut stream = source
+            .replica_client()
+            .await
+            .stream_partitions(request(ring_version))
+            .await
+            .expect("a source that adopted the transition")
+            .into_inner();
+        let mut keys = Vec::new();
+        while let Some(batch) = stream.message().await.expect("a batch") {
+            keys.extend(batch.records.into_iter().map(|r| r.key));
+        }
+        assert!(
+            keys.iter().any(|k| k.as_ref() == b"streamed"),
+            "the partition's records, for version {ring_version}"
+        );
+    }
 }
 
 /// An owner that gives a partition up acknowledges a write only once the
@@ -1161,6 +1270,36 @@ async fn a_giving_up_owner_acknowledges_only_once_the_receiver_holds_the_write()
         .await
         .expect("the receiver holds the acknowledged write");
     println!("{key} acknowledged, and held by the receiver at once");
+
+    // The same holds when the leaving owner is only a replica, for a
+    // coordinator whose view predates the transition: its acknowledgement
+    // waits for the receiver.
+    let partition = partition_of(key.as_bytes(), PARTITIONS);
+    let sibling = (0..)
+        .map(|i| format!("handed-too-{i}"))
+        .find(|k| partition_of(k.as_bytes(), PARTITIONS) == partition)
+        .expect("another key of the partition");
+    let record = leaving.replica_bytes(key.as_bytes()).await;
+    let stale_view = [(ringkv_node::replication::RING_VERSION, state.version - 1)];
+    receiver.pause();
+    let refused = leaving
+        .replica_apply(sibling.as_bytes(), record.clone(), None, &stale_view)
+        .await;
+    receiver.resume();
+    let status = refused.expect_err("a replica write the receiver cannot take");
+    println!(
+        "{sibling} sent to the leaving owner as a replica, receiver frozen: {:?}: {}",
+        status.code(),
+        status.message()
+    );
+    leaving
+        .replica_apply(sibling.as_bytes(), record, None, &stale_view)
+        .await
+        .expect("a replica write once the receiver is back");
+    receiver
+        .replica_record(sibling.as_bytes())
+        .await
+        .expect("the receiver holds what the leaving owner acknowledged");
 }
 
 /// A node that has left keeps its old records on disk until it is stopped,

@@ -418,18 +418,26 @@ impl Sim {
         let mut written = Vec::new();
         for &(key, put, read) in batch {
             let k = key_bytes(key);
-            let read_first = match read {
-                Some(mask) => Some(self.merged(&k, &self.with(node, mask))),
-                // A delete without a context deletes what R replicas hold,
-                // and fails without them.
-                None if !put => match self.quorum_read(key, &replies)? {
-                    (record, true) => Some(record),
-                    (_, false) => continue,
-                },
-                None => None,
-            };
-            let (context, seen) = match read_first {
-                Some(record) => (record.context(), self.observed(&record)),
+            let (context, seen) = match read {
+                Some(mask) => {
+                    let record = self.merged(&k, &self.with(node, mask));
+                    (record.context(), self.observed(&record))
+                }
+                // A delete without a context deletes what R replicas hold
+                // (the coordinator's own answer need not be among them) and
+                // what the coordinator holds, and fails without R replies.
+                None if !put => {
+                    let readers: Vec<usize> =
+                        (0..self.size()).filter(|i| reach & (1 << i) != 0).collect();
+                    match self.quorum_read(key, &readers)? {
+                        (record, true) => {
+                            let own = self.nodes[node].read(&k).unwrap_or_default();
+                            let held = record.merge_with(self.mode, &own);
+                            (record.context(), self.observed(&held))
+                        }
+                        (_, false) => continue,
+                    }
+                }
                 None => (CausalContext::new(), BTreeSet::new()),
             };
             let id = (self.writes.len() + written.len()) as u64;
@@ -438,6 +446,7 @@ impl Sim {
                 context,
                 value: put.then(|| Bytes::from(format!("w{id}"))),
                 expires_at_ms: expires_at_ms.unwrap_or(0),
+                blind: read.is_none(),
             });
             written.push(Write {
                 key,

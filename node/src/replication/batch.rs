@@ -75,7 +75,7 @@ impl Coordinator {
             Ok(w) => w,
             Err(status) => return every(status),
         };
-        let state = match self.state() {
+        let state = match self.coordinating_state() {
             Ok(state) => state,
             Err(status) => return every(status),
         };
@@ -159,6 +159,7 @@ impl Coordinator {
                         context,
                         value: write.value.clone(),
                         expires_at_ms,
+                        blind: write.context.is_empty(),
                     });
                     placed.push((index, partition, replicas));
                 }

@@ -87,7 +87,8 @@ pub async fn run(
         }
         let rank = ring.rank();
         if announced != Some((rank, status)) {
-            membership.set_layout(rank).await;
+            let floor = ring.state().map_or(0, |state| state.floor);
+            membership.set_layout(rank, floor).await;
             membership.set_status(status).await;
             announced = Some((rank, status));
         }
@@ -643,6 +644,50 @@ mod tests {
                 prop_assert_eq!(ids(&promoted.current), ids(&next));
                 prop_assert!(promoted.next.is_none());
                 prop_assert_eq!(promoted.previous.as_ref().map(|p| ids(p)), Some(ids(&layout)));
+                // Coordinators that missed the transition are refused from now on.
+                prop_assert_eq!(promoted.floor, moving.version);
+            }
+        }
+
+        /// After a promotion, while the former layout is kept: no join or
+        /// departure starts, and the claimant ends the transition (dropping
+        /// the former layout and raising the floor to the promotion) only
+        /// once every live node has adopted the promotion.
+        #[test]
+        fn a_promotion_ends_only_once_every_live_node_adopted_it(
+            alive in 0u8..64,
+            adopted in 0u8..64,
+            joining in 0u8..64,
+            leaving in 0u8..64,
+        ) {
+            let long_ago = Instant::now() - Duration::from_secs(120);
+            let members = 0b001111u8;
+            let layout = Layout::initial(8, N, (0..3).map(|i| Member::new(id(i))).collect())
+                .expect("layout");
+            let next = layout.with_member_added(Member::new(id(3))).expect("next");
+            let moving = transition(&RingState::settled(1, Arc::new(layout.clone())), next.clone());
+            let promoted = RingState {
+                version: moving.version + 1,
+                current: Arc::new(next.clone()),
+                next: None,
+                previous: Some(Arc::new(layout)),
+                floor: moving.version,
+            };
+            let mut view = view(alive, members, promoted.version, joining & !members, leaving & members);
+            for (i, peer) in view.peers.values_mut().enumerate() {
+                peer.layout_version = if adopted & (1 << i) != 0 { promoted.version } else { moving.version };
+            }
+            let made = moves(&view, Some(&promoted), Duration::ZERO, long_ago);
+            let claimant = (0..4).find(|i| alive & (1 << i) != 0);
+            let everyone_adopted = view.alive().all(|p| p.layout_version >= promoted.version);
+            let due = claimant.is_some() && everyone_adopted;
+            prop_assert_eq!(made.len(), usize::from(due), "{:?}", made.iter().map(|(id, _)| id).collect::<Vec<_>>());
+            if let Some((who, ended)) = made.first() {
+                prop_assert_eq!(who, &id(claimant.expect("a claimant")));
+                prop_assert_eq!(ended.version, promoted.version + 1);
+                prop_assert_eq!(ids(&ended.current), ids(&next));
+                prop_assert!(ended.next.is_none() && ended.previous.is_none());
+                prop_assert_eq!(ended.floor, promoted.version);
             }
         }
     }
