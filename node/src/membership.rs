@@ -492,6 +492,7 @@ mod tests {
         .await;
         // A pod appears, as a new pod IP would: the next listing finds it.
         *listing.found.lock().expect("lock") = vec![b_addr];
+        let found_at = tokio::time::Instant::now();
         until("a sees b alive", || a.view().is_alive("b")).await;
 
         // No longer alone: the API is not listed again within 15 s.
@@ -504,6 +505,21 @@ mod tests {
             before,
             "listed {} times in 2 s (40 rounds) while not alone",
             after - before
+        );
+        // And listed again every 15 s, so that a pod that appears later is
+        // still found.
+        let deadline = found_at + Duration::from_secs(25);
+        while listing.calls.load(Ordering::SeqCst) == after {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "not listed again within 25 s"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let waited = found_at.elapsed();
+        assert!(
+            waited >= Duration::from_secs(14),
+            "listed again after {waited:?}, not 15 s"
         );
         a.shutdown().await;
         b.shutdown().await;

@@ -844,6 +844,64 @@ async fn a_write_passed_on_to_a_frozen_replica_is_answered_within_the_client_dea
     assert!(took < deadline, "answered after {took:?}");
 }
 
+/// A write to a replica and then to its fallback share the client's
+/// deadline: with a replica and its fallback both frozen (gossip still
+/// counts them alive), the fallback gets only what the replica's wait left,
+/// and the coordinator answers within the deadline with the quorum it got,
+/// rather than giving the fallback a fresh wait of its own.
+#[tokio::test]
+async fn a_fallback_gets_only_what_is_left_of_the_client_deadline() {
+    let cluster = TestCluster::start(77, 4, &["--replica-timeout-ms", "30000"]).await;
+    let all: Vec<&TestNode> = cluster.nodes.iter().collect();
+    common::wait_stable(&cluster.nodes[0], &all, Duration::from_secs(60)).await;
+    let ids: Vec<String> = cluster.nodes.iter().map(|n| n.node_id()).collect();
+    let key = "fallback-deadline";
+    let state = cluster.nodes[0].ring_state().await;
+    let replicas = state
+        .current
+        .preference_list(state.current.partition_for_key(key.as_bytes()))
+        .expect("replicas");
+    let index = |id: &str| ids.iter().position(|i| i == id).expect("a member");
+    let coordinator = index(replicas[0]);
+    let frozen_replica = index(replicas[1]);
+    let fallback = ids
+        .iter()
+        .position(|id| !replicas.contains(&id.as_str()))
+        .expect("4 nodes, 3 replicas");
+    let mut client = cluster.nodes[coordinator].client().await;
+    client
+        .raw()
+        .raw_put(put_at(key, "v1", 3))
+        .await
+        .expect("W=3 with every replica up");
+
+    cluster.wait_alive(coordinator, frozen_replica, true).await;
+    cluster.wait_alive(coordinator, fallback, true).await;
+    cluster.nodes[frozen_replica].pause();
+    cluster.nodes[fallback].pause();
+    let deadline = Duration::from_millis(1500);
+    let mut request = tonic::Request::new(put_at(key, "v2", 3));
+    request.set_timeout(deadline);
+    let started = Instant::now();
+    let outcome = client.raw().raw_put(request).await;
+    let took = started.elapsed();
+    cluster.nodes[frozen_replica].resume();
+    cluster.nodes[fallback].resume();
+    let status = outcome.expect_err("a replica and its fallback frozen");
+    println!(
+        "W=3 with a replica and its fallback frozen: {:?} after {took:?}: {}",
+        status.code(),
+        status.message()
+    );
+    assert_eq!(status.code(), Code::Unavailable, "{}", status.message());
+    assert!(
+        status.message().contains("2 of 3"),
+        "the coordinator's own answer, not a timeout: {}",
+        status.message()
+    );
+    assert!(took < deadline, "answered after {took:?}");
+}
+
 /// Sloppy quorum for a replica that gossip still counts alive: its write
 /// times out, so the next node outside the preference list stores the
 /// record as a hint for it, and that counts toward W. Once it answers
