@@ -229,10 +229,11 @@ impl Membership {
             })?;
         let (tx, view) = watch::channel(Arc::new(View::default()));
         let handle = Arc::new(handle);
-        // Well below the ~18 intervals after which phi accrual declares a
-        // silent node dead: a node that stalls long enough for its peers to
-        // move on without it always notices.
-        let contact = Arc::new(Contact::new(interval * 10, std::time::Instant::now()));
+        // Well below the ~18 mean heartbeat intervals after which phi
+        // accrual declares a silent node dead, with room for heartbeats that
+        // reach peers more often than once an interval: a node that stalls
+        // long enough for its peers to move on without it notices.
+        let contact = Arc::new(Contact::new(interval * 5, std::time::Instant::now()));
         let refresher = tokio::spawn(refresh_loop(
             handle.clone(),
             tx,

@@ -22,7 +22,7 @@ use std::{
         atomic::{AtomicBool, Ordering},
         Arc, Mutex,
     },
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use bytes::Bytes;
@@ -145,6 +145,16 @@ struct Worker {
     targets: Arc<Mutex<Vec<SocketAddr>>>,
     tally: Tally,
     violations: Vec<String>,
+    /// The node the last request went to, and when the worker started: a
+    /// violation's steps name both, to line them up with the nemesis.
+    via: Option<SocketAddr>,
+}
+
+/// Milliseconds since the first call, the common clock of the workers' logs
+/// and the nemesis.
+fn at_ms() -> u128 {
+    static START: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+    START.get_or_init(Instant::now).elapsed().as_millis()
 }
 
 fn quorums(r: u32, w: u32) -> Option<Consistency> {
@@ -175,7 +185,9 @@ impl Worker {
             targets,
             tally: Tally::default(),
             violations: Vec::new(),
+            via: None,
         };
+        at_ms();
         for _ in 0..ACTIVE_KEYS {
             let key = worker.fresh_key();
             worker.active.push(key);
@@ -202,6 +214,7 @@ impl Worker {
     fn client(&mut self) -> Client {
         let targets = self.targets.lock().expect("targets").clone();
         let address = targets[self.rng.random_range(0..targets.len())];
+        self.via = Some(address);
         self.clients
             .entry(address)
             .or_insert_with(|| {
@@ -214,6 +227,14 @@ impl Worker {
             .clone()
     }
 
+    /// Where and when the last request went, for the log of a key.
+    fn stamp(&self) -> String {
+        let via = self
+            .via
+            .map_or_else(|| "?".to_string(), |a| a.ip().to_string());
+        format!("@{}ms via {via}", at_ms())
+    }
+
     fn model(&mut self, key: &str) -> &mut KeyModel {
         self.models.get_mut(key).expect("a model for every key")
     }
@@ -221,8 +242,9 @@ impl Worker {
     /// Checks an acknowledged read of `key`.
     fn observe(&mut self, key: &str, how: &str, seen: Seen) {
         self.tally.reads += 1;
+        let stamp = self.stamp();
         let model = self.models.get_mut(key).expect("model");
-        model.log.push(format!("{how} -> {seen}"));
+        model.log.push(format!("{how} {stamp} -> {seen}"));
         if !model.admits(&seen) {
             let unsure = model
                 .unsure
@@ -238,10 +260,11 @@ impl Worker {
 
     /// Records the outcome of a write of `key` that would leave `outcome`.
     fn wrote(&mut self, key: &str, how: &str, outcome: Held, result: &Result<(), Status>) {
+        let stamp = self.stamp();
         let model = self.model(key);
         match result {
             Ok(()) => {
-                model.log.push(format!("{how} {outcome}: ok"));
+                model.log.push(format!("{how} {outcome} {stamp}: ok"));
                 model.acked = outcome.clone();
                 match outcome {
                     Held::Absent => self.tally.deletes += 1,
@@ -250,7 +273,7 @@ impl Worker {
             }
             Err(status) => {
                 model.log.push(format!(
-                    "{how} {outcome}: {:?} {}",
+                    "{how} {outcome} {stamp}: {:?} {}",
                     status.code(),
                     status.message()
                 ));
@@ -697,7 +720,7 @@ async fn generated_histories_survive_crashes_pauses_and_wiped_disks() {
             4..=7 => Fault::Pause,
             _ => Fault::Wipe,
         };
-        nemesis.push(format!("{fault:?} n{}", victim + 1));
+        nemesis.push(format!("{fault:?} n{} @{}ms", victim + 1, at_ms()));
         inject(&mut cluster.nodes[victim], fault, &mut rng).await;
         // One fault at a time: a refill needs every other owner.
         cluster.wait_refilled().await;
@@ -774,7 +797,7 @@ async fn generated_histories_survive_joins_and_decommissions() {
         if joining {
             let node = cluster.spawn_joining(61, next_index, &args);
             next_index += 1;
-            nemesis.push(format!("join {}", node.node_id()));
+            nemesis.push(format!("join {} @{}ms", node.node_id(), at_ms()));
             cluster.nodes.push(node);
             let newcomer = cluster.nodes.len() - 1;
             disturb(&mut cluster, newcomer, &mut rng, &mut nemesis).await;
@@ -785,7 +808,11 @@ async fn generated_histories_survive_joins_and_decommissions() {
         } else {
             let leaving = rng.random_range(0..cluster.nodes.len());
             let observer = (leaving + 1) % cluster.nodes.len();
-            nemesis.push(format!("decommission {}", cluster.nodes[leaving].node_id()));
+            nemesis.push(format!(
+                "decommission {} @{}ms",
+                cluster.nodes[leaving].node_id(),
+                at_ms()
+            ));
             ringkv_client::decommission(
                 &cluster.nodes[observer].grpc.to_string(),
                 &cluster.nodes[leaving].node_id(),
@@ -835,8 +862,9 @@ async fn disturb(
         Fault::Pause
     };
     nemesis.push(format!(
-        "  {fault:?} {} mid-transition",
-        cluster.nodes[victim].node_id()
+        "  {fault:?} {} mid-transition @{}ms",
+        cluster.nodes[victim].node_id(),
+        at_ms()
     ));
     inject(&mut cluster.nodes[victim], fault, rng).await;
 }
