@@ -339,7 +339,7 @@ async fn a_leaving_node_reports_left_only_once_its_hints_are_delivered() {
 
 #[tokio::test]
 async fn a_left_node_started_with_rejoin_joins_again_fresh() {
-    let mut cluster = TestCluster::start(33, 4, &[]).await;
+    let mut cluster = TestCluster::start(78, 4, &[]).await;
     let keys = preload(&cluster.nodes[0], "rejoin", 1_000).await;
     decommission(&cluster.nodes[0], &cluster.nodes[3]).await;
     wait_left(
