@@ -821,27 +821,58 @@ async fn a_write_passed_on_to_a_frozen_replica_is_answered_within_the_client_dea
     );
 
     cluster.wait_alive(outsider, first, true).await;
-    cluster.nodes[first].pause();
-    let deadline = Duration::from_millis(1500);
-    let mut request = tonic::Request::new(put_at(key, "v2", 2));
-    request.set_timeout(deadline);
-    let started = Instant::now();
-    let outcome = client.raw().raw_put(request).await;
-    let took = started.elapsed();
-    cluster.nodes[first].resume();
-    let status = outcome.expect_err("the replica it was passed to is frozen");
-    println!(
-        "a write passed on to a frozen replica: {:?} after {took:?}: {}",
-        status.code(),
-        status.message()
-    );
-    assert_eq!(status.code(), Code::Unavailable, "{}", status.message());
+    let status = put_while_frozen(
+        &cluster,
+        &mut client,
+        &[first],
+        put_at(key, "v2", 2),
+        "a write passed on to a frozen replica",
+    )
+    .await;
     assert!(
         status.message().contains(&replicas[0]) && status.message().contains("passed"),
         "names the replica the write was passed to: {}",
         status.message()
     );
-    assert!(took < deadline, "answered after {took:?}");
+}
+
+/// Sends `put` through `client` with a 1.5 s deadline while the nodes
+/// `frozen` are SIGSTOPped (gossip still counts them alive), and checks that
+/// it fails with UNAVAILABLE within the deadline: the node's own answer, not
+/// the client's timeout. Returns the error.
+async fn put_while_frozen(
+    cluster: &TestCluster,
+    client: &mut ringkv_client::Client,
+    frozen: &[usize],
+    put: ringkv_client::proto::RawPutRequest,
+    what: &str,
+) -> tonic::Status {
+    for &node in frozen {
+        cluster.nodes[node].pause();
+    }
+    let deadline = Duration::from_millis(1500);
+    let mut request = tonic::Request::new(put);
+    request.set_timeout(deadline);
+    let started = Instant::now();
+    let outcome = client.raw().raw_put(request).await;
+    let took = started.elapsed();
+    for &node in frozen {
+        cluster.nodes[node].resume();
+    }
+    let status = outcome.expect_err(what);
+    println!(
+        "{what}: {:?} after {took:?}: {}",
+        status.code(),
+        status.message()
+    );
+    assert_eq!(
+        status.code(),
+        Code::Unavailable,
+        "{what}: {}",
+        status.message()
+    );
+    assert!(took < deadline, "{what}: answered after {took:?}");
+    status
 }
 
 /// A write to a replica and then to its fallback share the client's
@@ -877,29 +908,19 @@ async fn a_fallback_gets_only_what_is_left_of_the_client_deadline() {
 
     cluster.wait_alive(coordinator, frozen_replica, true).await;
     cluster.wait_alive(coordinator, fallback, true).await;
-    cluster.nodes[frozen_replica].pause();
-    cluster.nodes[fallback].pause();
-    let deadline = Duration::from_millis(1500);
-    let mut request = tonic::Request::new(put_at(key, "v2", 3));
-    request.set_timeout(deadline);
-    let started = Instant::now();
-    let outcome = client.raw().raw_put(request).await;
-    let took = started.elapsed();
-    cluster.nodes[frozen_replica].resume();
-    cluster.nodes[fallback].resume();
-    let status = outcome.expect_err("a replica and its fallback frozen");
-    println!(
-        "W=3 with a replica and its fallback frozen: {:?} after {took:?}: {}",
-        status.code(),
-        status.message()
-    );
-    assert_eq!(status.code(), Code::Unavailable, "{}", status.message());
+    let status = put_while_frozen(
+        &cluster,
+        &mut client,
+        &[frozen_replica, fallback],
+        put_at(key, "v2", 3),
+        "W=3 with a replica and its fallback frozen",
+    )
+    .await;
     assert!(
         status.message().contains("2 of 3"),
         "the coordinator's own answer, not a timeout: {}",
         status.message()
     );
-    assert!(took < deadline, "answered after {took:?}");
 }
 
 /// Sloppy quorum for a replica that gossip still counts alive: its write
