@@ -52,7 +52,9 @@ impl WriteQuorum {
     /// Whether the write has W acknowledgements in every layout that reads
     /// can still come from.
     pub(crate) fn met(&self) -> bool {
-        self.outcome().is_ok()
+        // Checked after every acknowledgement: counts only, no message.
+        self.count(&self.owners) >= self.w
+            && (self.previous.is_empty() || self.count(&self.previous) >= self.w)
     }
 
     /// The answer to the client: UNAVAILABLE, naming the layout that fell
