@@ -1,12 +1,14 @@
 //! Receiving partitions during a ring transition.
 //!
 //! A node that owns a partition in the next layout but not in the current
-//! one pulls it from a live current owner with `Replica.StreamPartitions`.
+//! one pulls it from every live current owner, and from every owner that
+//! gives it up, down or not (see [`stream_sources`]), with
+//! `Replica.StreamPartitions`.
 //! Partitions that come from the same source share one stream: one ordered
 //! scan of the source's data, filtered by partition. After every batch the
 //! receiver applies the records (merging, so re-sent records are harmless)
 //! and persists the last scanned key as each partition's cursor; a crash of
-//! either side resumes from the cursors, from whichever owner is alive.
+//! either side resumes from the cursors.
 //! When every incoming partition is complete, the node gossips `synced` for
 //! the ring state version and the claimant may promote the next layout.
 
@@ -42,6 +44,19 @@ impl HandoffProgress {
             Ok(guard) => (guard.0, guard.1.values().cloned().collect()),
             Err(_) => (0, Vec::new()),
         }
+    }
+
+    /// Everything `source` holds of `partitions` has arrived.
+    fn streamed(&self, version: u64, partitions: &[u32], source: &str) {
+        self.update(version, |map| {
+            for p in partitions {
+                if let Some(entry) = map.get_mut(p) {
+                    if !entry.streamed_from.iter().any(|s| s == source) {
+                        entry.streamed_from.push(source.to_string());
+                    }
+                }
+            }
+        });
     }
 
     fn update(&self, version: u64, f: impl FnOnce(&mut BTreeMap<u32, PartitionProgress>)) {
@@ -104,8 +119,10 @@ pub async fn run(
                     partitions = incoming.len(),
                     "received every incoming partition"
                 );
-                // A received partition holds what every live owner held, as
-                // a refill would, and every write since: a node that joined
+                // A received partition holds what the owners giving it up
+                // held, what the live owners held, and every write since:
+                // with the owners that keep it, any read quorum of the new
+                // owners finds every acknowledged write. A node that joined
                 // with an empty data dir need not refill it again, which
                 // would wait for every owner, dead ones included.
                 for p in &incoming {
@@ -176,28 +193,55 @@ async fn receive_all(cx: &Receiving<'_>, incoming: &[u32]) -> Result<bool, Strin
     // that leave are gone once they have left (CASSANDRA-2434). One stream
     // per source, each resumable on its own.
     let mut groups: BTreeMap<String, Vec<u32>> = BTreeMap::new();
+    let mut incomplete = Vec::new();
+    let mut newly_awaiting = Vec::new();
     for p in &pending {
-        let sources: Vec<String> = state
+        let now = state
             .current
             .preference_list(*p)
-            .map_err(|e| e.to_string())?
-            .into_iter()
-            .filter(|id| *id != me && view.is_alive(id))
-            .map(str::to_string)
-            .collect();
-        if sources.is_empty() {
+            .map_err(|e| e.to_string())?;
+        let next = match &state.next {
+            Some(next) => next.preference_list(*p).map_err(|e| e.to_string())?,
+            None => Vec::new(),
+        };
+        let sources = stream_sources(&now, &next, me, |id| view.is_alive(id));
+        progress.update(version, |map| {
+            let entry = map.entry(*p).or_insert_with(|| PartitionProgress {
+                partition: *p,
+                node_id: me.to_string(),
+                ..Default::default()
+            });
+            if entry.awaiting != sources.awaited {
+                entry.awaiting = sources.awaited.clone();
+                if !entry.awaiting.is_empty() {
+                    newly_awaiting.push(*p);
+                }
+            }
+        });
+        if !sources.awaited.is_empty() {
+            incomplete.push(*p);
+        }
+        if sources.live.is_empty() {
             return Err(format!("no live owner of partition {p} to stream from"));
         }
-        for source in sources {
+        for source in sources.live {
             let storage = local.storage().clone();
             let key = source_done_key(version, *p, &source);
             let done = blocking(move || Ok(storage.meta_get(&key)?.is_some()))
                 .await
                 .map_err(|s| s.to_string())?;
-            if !done {
+            if done {
+                progress.streamed(version, &[*p], &source);
+            } else {
                 groups.entry(source).or_default().push(*p);
             }
         }
+    }
+    if !newly_awaiting.is_empty() {
+        tracing::warn!(
+            partitions = ?newly_awaiting,
+            "these partitions wait for an owner that gives them up and is down (see RingStatus): its copy may hold acknowledged writes no other owner holds"
+        );
     }
     let streams = groups
         .into_iter()
@@ -205,10 +249,15 @@ async fn receive_all(cx: &Receiving<'_>, incoming: &[u32]) -> Result<bool, Strin
     for result in futures::future::join_all(streams).await {
         result?;
     }
+    let finished: Vec<u32> = pending
+        .iter()
+        .copied()
+        .filter(|p| !incomplete.contains(p))
+        .collect();
     let storage = local.storage().clone();
-    let finished = pending.clone();
+    let marked = finished.clone();
     blocking(move || {
-        let done: Vec<(String, Vec<u8>)> = finished
+        let done: Vec<(String, Vec<u8>)> = marked
             .iter()
             .map(|p| (done_key(version, *p), b"1".to_vec()))
             .collect();
@@ -217,14 +266,53 @@ async fn receive_all(cx: &Receiving<'_>, incoming: &[u32]) -> Result<bool, Strin
     .await
     .map_err(|s| s.to_string())?;
     progress.update(version, |map| {
-        for p in &pending {
+        for p in &finished {
             if let Some(entry) = map.get_mut(p) {
                 entry.complete = true;
                 entry.keys_remaining = 0;
             }
         }
     });
-    Ok(true)
+    Ok(incomplete.is_empty())
+}
+
+/// Whom a receiver streams one partition from.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub(crate) struct Sources {
+    /// The live owners to stream from now.
+    pub live: Vec<String>,
+    /// Owners that give the partition up and are down: the partition is
+    /// not complete until each has come back and streamed.
+    pub awaited: Vec<String>,
+}
+
+/// The owners a receiver streams a partition from, given the partition's
+/// owners `now` and `next`.
+///
+/// Every live owner streams its copy: a write acknowledged by W owners may
+/// be missing on any single one. An owner that gives the partition up
+/// must stream even if it is down now: it may hold writes acknowledged by
+/// it and by owners whose streams had passed the key (or, at W=1, by it
+/// alone), and once the next layout is promoted nobody reads it. The
+/// receiver waits for it, as Riak's handoff and Cassandra's consistent
+/// range movements wait for the owner they replace. An owner that keeps
+/// the partition and is down only adds a copy the others already cover:
+/// its data stays where reads find it.
+pub(crate) fn stream_sources(
+    now: &[&str],
+    next: &[&str],
+    me: &str,
+    is_alive: impl Fn(&str) -> bool,
+) -> Sources {
+    let mut sources = Sources::default();
+    for id in now.iter().filter(|id| **id != me) {
+        if is_alive(id) {
+            sources.live.push(id.to_string());
+        } else if !next.contains(id) {
+            sources.awaited.push(id.to_string());
+        }
+    }
+    sources
 }
 
 async fn receive_group(
@@ -365,5 +453,6 @@ async fn receive_group(
     })
     .await
     .map_err(|s| s.to_string())?;
+    progress.streamed(version, &partitions, &source);
     Ok(())
 }

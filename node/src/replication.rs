@@ -20,10 +20,14 @@ use ringkv_proto::v1::{
 use tonic::{Request, Status};
 
 mod batch;
+mod place;
 mod stale_coordinator;
+#[cfg(test)]
+mod transition_model;
 mod write_quorum;
 
 pub use batch::{BatchOptions, BatchWrite};
+use place::{Owed, Place, Receipt};
 use stale_coordinator::why_stale;
 use write_quorum::WriteQuorum;
 
@@ -78,20 +82,7 @@ struct Roles {
     partition: u32,
     /// The key's owners in the current layout.
     now: Vec<String>,
-    in_now: bool,
-    in_next: bool,
-    /// An owner in the layout the last promotion replaced, and in no other.
-    former: bool,
-    /// An owner now that gives the partition up in the transition under
-    /// way: it acknowledges a write only once the receivers hold it.
-    hands_off: bool,
-}
-
-impl Roles {
-    /// In no layout of the state: the node keeps no copy of the key.
-    fn outsider(&self) -> bool {
-        !self.in_now && !self.in_next && !self.former
-    }
+    place: Place,
 }
 
 /// The longest chain of nodes passing one replica write on. Two hops are
@@ -461,24 +452,17 @@ impl Coordinator {
         let Some(state) = self.inner.ring.state().filter(|_| hint_for.is_none()) else {
             return blocking(move || local.receive(&key, &record, hint_for.as_deref())).await;
         };
-        let me = self.inner.me.clone();
         let roles = self.roles(&state, &key)?;
-        let sender_is_newer = hops > 0 && relay.ring_version > state.version;
-        if roles.outsider() && sender_is_newer {
-            return blocking(move || local.receive(&key, &record, None)).await;
-        }
-        let must_forward =
-            !roles.former && !roles.in_next && (!roles.in_now || state.next.is_some());
-        if must_forward && hops >= MAX_FORWARD_HOPS {
-            return Err(Status::unavailable(format!(
-                "node {me} would pass a write for partition {} on after {hops} nodes already did (at most {MAX_FORWARD_HOPS}): ring views disagree (this node has version {}); retry once they agree",
-                roles.partition,
-                state.version
-            )));
-        }
-        if roles.outsider() {
-            return self
-                .forward_to_owners(
+        match roles
+            .place
+            .receipt(hops, relay.ring_version, state.version)
+        {
+            Receipt::Refuse => Err(Status::unavailable(format!(
+                "node {} would pass a write for partition {} on after {hops} nodes already did (at most {MAX_FORWARD_HOPS}): ring views disagree (this node has version {}); retry once they agree",
+                self.inner.me, roles.partition, state.version
+            ))),
+            Receipt::PassToOwners => {
+                self.forward_to_owners(
                     state.version,
                     roles.partition,
                     &roles.now,
@@ -486,13 +470,16 @@ impl Coordinator {
                     &record,
                     relay.onward(),
                 )
-                .await;
+                .await
+            }
+            Receipt::Keep => {
+                {
+                    let (key, record) = (key.clone(), record.clone());
+                    blocking(move || local.receive(&key, &record, None)).await?;
+                }
+                self.pass_on_after_receive(&key, &record, relay).await
+            }
         }
-        {
-            let (key, record) = (key.clone(), record.clone());
-            blocking(move || local.receive(&key, &record, None)).await?;
-        }
-        self.pass_on_after_receive(&key, &record, relay).await
     }
 
     /// What this node must do, once it holds a record it received, before
@@ -513,31 +500,31 @@ impl Coordinator {
             return Ok(());
         };
         let roles = self.roles(&state, key)?;
-        if roles.hands_off {
-            self.forward_to_receivers(&state, roles.partition, key, record, relay.onward())
-                .await?;
-        } else if roles.former && relay.ring_version < state.version {
-            // The sender has not adopted the promotion either and counts this
-            // node as an owner, so the new owners must hold the write before
-            // it acknowledges (a sender on this version writes to them itself).
-            let gained: Vec<String> = state
-                .gained_owners(roles.partition)
-                .into_iter()
-                .filter(|id| *id != self.inner.me)
-                .collect();
-            let route = self.route(state.version);
-            self.pass_on(
-                &route,
-                &gained,
-                "new owner",
-                roles.partition,
-                key,
-                record,
-                relay.onward(),
-            )
-            .await?;
+        match roles.place.owes(relay.ring_version, state.version) {
+            Owed::Nothing => Ok(()),
+            Owed::Receivers => {
+                self.forward_to_receivers(&state, roles.partition, key, record, relay.onward())
+                    .await
+            }
+            Owed::GainedOwners => {
+                let gained: Vec<String> = state
+                    .gained_owners(roles.partition)
+                    .into_iter()
+                    .filter(|id| *id != self.inner.me)
+                    .collect();
+                let route = self.route(state.version);
+                self.pass_on(
+                    &route,
+                    &gained,
+                    "new owner",
+                    roles.partition,
+                    key,
+                    record,
+                    relay.onward(),
+                )
+                .await
+            }
         }
-        Ok(())
     }
 
     /// This node's place, in ring state `state`, among the owners of `key`.
@@ -551,12 +538,12 @@ impl Coordinator {
         let in_now = now.contains(me);
         Ok(Roles {
             partition,
-            in_now,
-            in_next,
-            // A former owner while the promotion spreads keeps the record:
-            // members that have not adopted the promotion still read here.
-            former: !in_now && !in_next && state.previous_owners(partition).contains(me),
-            hands_off: in_now && !in_next && state.next.is_some(),
+            place: Place {
+                in_now,
+                in_next,
+                former: !in_now && !in_next && state.previous_owners(partition).contains(me),
+                in_transition: state.next.is_some(),
+            },
             now,
         })
     }
@@ -913,7 +900,7 @@ impl Coordinator {
         let me = self.inner.me.clone();
         // A coordinator that hands this partition off counts itself only
         // once the receivers hold the write (see `accept`).
-        let handing_off = roles.hands_off;
+        let handing_off = roles.place.hands_off();
         // Counted at once, unless it hands the partition off: then only once
         // the receivers hold the write (see below).
         let own_ack = pref.contains(&me) && !handing_off;

@@ -526,8 +526,11 @@ async fn interrupted_handoffs_resume_and_complete() {
     );
     cluster.nodes.push(joining);
 
-    // 2. A source node is killed mid-stream; the handoff continues from
-    // the other owners.
+    // 2. A source node is killed mid-stream. The streams from the other
+    // owners go on, but the partitions it gives up to the joining node wait
+    // for it: its copy may hold acknowledged writes that no other owner
+    // holds, and nobody reads it once the next layout is promoted. Once it
+    // is back, the handoff completes.
     let observer = 0;
     let joining = cluster.spawn_joining(31, 5, &args);
     let source = wait_mid_stream(&cluster.nodes[observer], &joining, &keys).await;
@@ -539,11 +542,34 @@ async fn interrupted_handoffs_resume_and_complete() {
     let observer = if victim == 0 { 1 } else { 0 };
     cluster.nodes[victim].kill9();
     println!("killed source {source} mid-stream");
-    let started = Instant::now();
     let id = joining.node_id();
-    eventually(
-        "the handoff completes without the dead source",
+    let (awaiting, complete) = eventually(
+        "every partition of the handoff is complete or waits for the dead source",
         Duration::from_secs(120),
+        || {
+            let (id, source, observer) = (id.clone(), source.clone(), &cluster.nodes[observer]);
+            async move {
+                let status = ring_status(observer).await?;
+                let mine: Vec<_> = status.handoffs.iter().filter(|h| h.node_id == id).collect();
+                let awaiting = mine
+                    .iter()
+                    .filter(|h| !h.complete && h.awaiting.contains(&source))
+                    .count();
+                let complete = mine.iter().filter(|h| h.complete).count();
+                let settled = awaiting + complete == mine.len();
+                (status.transition && awaiting > 0 && settled).then_some((awaiting, complete))
+            }
+        },
+    )
+    .await;
+    println!(
+        "with {source} down, {complete} partitions completed from the other owners and {awaiting} wait for it"
+    );
+    cluster.nodes[victim].respawn();
+    let started = Instant::now();
+    eventually(
+        "the handoff completes once the source is back",
+        Duration::from_secs(180),
         || {
             let (id, observer) = (id.clone(), &cluster.nodes[observer]);
             async move {
@@ -558,7 +584,7 @@ async fn interrupted_handoffs_resume_and_complete() {
     )
     .await;
     println!(
-        "handoff completed {:?} after the source died",
+        "handoff completed {:?} after the source came back",
         started.elapsed()
     );
 
@@ -952,24 +978,37 @@ async fn assert_fenced(node: &TestNode, stale: u64, keys: &[String]) {
     println!("replica requests from ring state {stale} refused; without a version, served");
 }
 
-/// A node paused through a whole transition comes back on the ring state
-/// from before it and, until gossip catches it up, coordinates with the
-/// owners it remembers. One of them may have given the partition up and
-/// dropped it, and the node's own copy missed the writes made while it
-/// was paused: two such answers make a quorum that misses acknowledged
-/// writes. Its peers refuse replica requests from a coordinator below
-/// their ring state's floor, so every read through it either fails or
-/// shows the acknowledged write.
+/// A node paused through the rest of a transition, once its own stream
+/// to the receiver is complete (before that, the partitions it gives up
+/// wait for it), comes back on the transition's ring state and, until
+/// gossip catches it up, coordinates with the owners it remembers. One of
+/// them may have given the partition up and dropped it, and the node's own
+/// copy missed the writes made while it was paused: two such answers make
+/// a quorum that misses acknowledged writes. Its peers refuse replica
+/// requests from a coordinator below their ring state's floor, so every
+/// read through it either fails or shows the acknowledged write.
 #[tokio::test]
 async fn a_node_paused_through_a_transition_reads_nothing_stale() {
     const KEYS: usize = 40;
+    // Nodes 0 and 1 stream slowly and node 2 at full speed, so that node 2
+    // can be paused once its whole copy has reached the joining node while
+    // the others' copies are still on their way. The filler makes each
+    // copy about 2 MiB: the throttle sleeps at each MiB sent.
     let args = [
         "--anti-entropy-interval-secs",
         "1",
         "--hinted-handoff",
         "false",
+        "--handoff-bytes-per-sec",
+        "150000",
     ];
-    let cluster = TestCluster::start(39, 3, &args).await;
+    let mut cluster = TestCluster::start(39, 3, &args).await;
+    cluster.nodes[2].stop().await;
+    cluster.nodes[2].set_arg("--handoff-bytes-per-sec", "1000000000");
+    cluster.nodes[2].restart().await;
+    cluster.wait_alive(0, 2, true).await;
+    cluster.wait_alive(1, 2, true).await;
+    preload(&cluster.nodes[0], "filler", 8_000).await;
     let keys: Vec<String> = (0..KEYS).map(|i| format!("paused-{i:02}")).collect();
     let mut client = cluster.nodes[0].client().await;
     for key in &keys {
@@ -986,9 +1025,29 @@ async fn a_node_paused_through_a_transition_reads_nothing_stale() {
     }
     let before = cluster.nodes[0].ring_state().await;
 
+    let fourth = cluster.spawn_joining(39, 4, &args);
+    let (paused_id, fourth_id) = (cluster.nodes[2].node_id(), fourth.node_id());
+    eventually(
+        "node 2's copy has reached the joining node, the others' not yet",
+        Duration::from_secs(120),
+        || async {
+            let status = ring_status(&cluster.nodes[0]).await?;
+            let incoming: Vec<_> = status
+                .handoffs
+                .iter()
+                .filter(|h| h.node_id == fourth_id)
+                .collect();
+            let from_paused = !incoming.is_empty()
+                && incoming
+                    .iter()
+                    .all(|h| h.streamed_from.contains(&paused_id));
+            let unfinished = incoming.iter().any(|h| !h.complete);
+            (status.transition && from_paused && unfinished).then_some(())
+        },
+    )
+    .await;
     cluster.nodes[2].pause();
     cluster.wait_alive(0, 2, false).await;
-    let fourth = cluster.spawn_joining(39, 4, &args);
     let members = [&cluster.nodes[0], &cluster.nodes[1], &fourth];
     wait_stable(&cluster.nodes[0], &members, Duration::from_secs(120)).await;
     let after = cluster.nodes[0].ring_state().await;
@@ -1029,7 +1088,6 @@ async fn a_node_paused_through_a_transition_reads_nothing_stale() {
     assert!(!givers.is_empty(), "the join moved none of the keys");
     // The keys the paused node no longer replicates have three live owners:
     // overwrite them at W=3, so that a read at R=1 (R + W > N) must see it.
-    let paused_id = cluster.nodes[2].node_id();
     let moved_off: Vec<&String> = keys
         .iter()
         .filter(|key| {

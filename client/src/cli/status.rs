@@ -1,9 +1,12 @@
 //! `ringkv status`: every member with its status and partitions, and whether
 //! the members' gossip views agree.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
-use ringkv_client::{proto::ClusterStatusResponse, Connector};
+use ringkv_client::{
+    proto::{ClusterStatusResponse, PartitionProgress},
+    Connector,
+};
 
 /// What one member's view says, reduced to what must agree across members.
 fn fingerprint(view: &ClusterStatusResponse) -> (u64, Vec<(String, String, bool)>) {
@@ -133,20 +136,8 @@ pub async fn ring(connector: &Connector, endpoint: &str) -> anyhow::Result<()> {
             m.partitions_next
         );
     }
-    let mut per_node: BTreeMap<&str, (usize, usize, u64, u64, u64)> = BTreeMap::new();
-    for h in &status.handoffs {
-        let entry = per_node.entry(&h.node_id).or_default();
-        entry.0 += 1;
-        entry.1 += usize::from(h.complete);
-        entry.2 += h.keys_done;
-        entry.3 += h.bytes_done;
-        entry.4 += h.keys_remaining;
-    }
-    for (node, (total, complete, keys, bytes, remaining)) in per_node {
-        println!(
-            "handoff to {node}: {complete}/{total} partitions complete, {keys} keys ({:.1} MiB) done, about {remaining} keys to go",
-            bytes as f64 / (1 << 20) as f64
-        );
+    for line in handoff_lines(&status.handoffs) {
+        println!("{line}");
     }
     if !status.unreachable.is_empty() {
         println!("no progress from: {}", status.unreachable.join(", "));
@@ -154,11 +145,86 @@ pub async fn ring(connector: &Connector, endpoint: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// One line per receiving node: its partitions' progress, and the down
+/// owners it waits for (each gives partitions up, and only it may hold some
+/// acknowledged writes).
+fn handoff_lines(handoffs: &[PartitionProgress]) -> Vec<String> {
+    #[derive(Default)]
+    struct Sum<'a> {
+        total: usize,
+        complete: usize,
+        keys: u64,
+        bytes: u64,
+        remaining: u64,
+        awaiting: BTreeSet<&'a str>,
+    }
+    let mut per_node: BTreeMap<&str, Sum> = BTreeMap::new();
+    for h in handoffs {
+        let sum = per_node.entry(&h.node_id).or_default();
+        sum.total += 1;
+        sum.complete += usize::from(h.complete);
+        sum.keys += h.keys_done;
+        sum.bytes += h.bytes_done;
+        sum.remaining += h.keys_remaining;
+        sum.awaiting.extend(h.awaiting.iter().map(String::as_str));
+    }
+    per_node
+        .into_iter()
+        .map(|(node, sum)| {
+            let mut line = format!(
+                "handoff to {node}: {}/{} partitions complete, {} keys ({:.1} MiB) done, about {} keys to go",
+                sum.complete,
+                sum.total,
+                sum.keys,
+                sum.bytes as f64 / (1 << 20) as f64,
+                sum.remaining
+            );
+            if !sum.awaiting.is_empty() {
+                let names: Vec<&str> = sum.awaiting.into_iter().collect();
+                line.push_str(&format!(
+                    "; waiting for {} to come back: down, and gives partitions up",
+                    names.join(", ")
+                ));
+            }
+            line
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use ringkv_client::proto::MemberStatus;
 
     use super::*;
+
+    #[test]
+    fn a_handoff_line_names_the_down_owners_it_waits_for() {
+        let progress = |partition: u32, complete: bool, awaiting: &[&str]| PartitionProgress {
+            partition,
+            node_id: "n3".to_string(),
+            keys_done: 10,
+            bytes_done: 1 << 20,
+            complete,
+            awaiting: awaiting.iter().map(|a| a.to_string()).collect(),
+            ..Default::default()
+        };
+        let lines = handoff_lines(&[
+            progress(1, true, &[]),
+            progress(2, false, &["n1"]),
+            progress(3, false, &["n1"]),
+        ]);
+        assert_eq!(
+            lines,
+            vec![
+                "handoff to n3: 1/3 partitions complete, 30 keys (3.0 MiB) done, about 0 keys to go; waiting for n1 to come back: down, and gives partitions up"
+            ]
+        );
+        let lines = handoff_lines(&[progress(1, true, &[])]);
+        assert_eq!(
+            lines,
+            vec!["handoff to n3: 1/1 partitions complete, 10 keys (1.0 MiB) done, about 0 keys to go"]
+        );
+    }
 
     fn member(id: &str, alive: bool, refilling: u32) -> MemberStatus {
         MemberStatus {
