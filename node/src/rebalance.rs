@@ -245,7 +245,7 @@ async fn receive_all(cx: &Receiving<'_>, incoming: &[u32]) -> Result<bool, Strin
     }
     let streams = groups
         .into_iter()
-        .map(|(source, partitions)| receive_group(cx, source, partitions));
+        .map(|(source, partitions)| receive_group_retrying(cx, source, partitions));
     for result in futures::future::join_all(streams).await {
         result?;
     }
@@ -313,6 +313,33 @@ pub(crate) fn stream_sources(
         }
     }
     sources
+}
+
+/// How often a failed stream from one source is retried at once, before
+/// the round gives up and starts over with a fresh view.
+const STREAM_ATTEMPTS: u32 = 10;
+
+/// Streams from one source, retrying it on its own: a source that has not
+/// adopted the transition yet refuses for a moment, and waiting for the
+/// other sources' streams to end before asking it again could take as
+/// long as the whole handoff. Each attempt resumes from the cursors.
+async fn receive_group_retrying(
+    cx: &Receiving<'_>,
+    source: String,
+    partitions: Vec<u32>,
+) -> Result<(), String> {
+    let mut attempt = 1;
+    loop {
+        match receive_group(cx, source.clone(), partitions.clone()).await {
+            Ok(()) => return Ok(()),
+            Err(error) if attempt < STREAM_ATTEMPTS => {
+                tracing::debug!(%error, %source, attempt, "stream failed; retrying this source");
+                attempt += 1;
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+            Err(error) => return Err(error),
+        }
+    }
 }
 
 async fn receive_group(
