@@ -1,6 +1,6 @@
 //! The node-to-node Replica service and the Admin service.
 
-use std::{collections::BTreeSet, sync::Arc};
+use std::{collections::BTreeSet, sync::Arc, time::Instant};
 
 use ringkv_proto::v1::{
     admin_server::Admin, replica_server::Replica, BucketDigestsRequest, BucketDigestsResponse,
@@ -19,6 +19,7 @@ use crate::{
     deadline::Deadline,
     lifecycle::Lifecycle,
     membership::Membership,
+    metrics::RpcMetrics,
     partition_stream::{self, StreamSource},
     peers::PeerClients,
     rebalance::HandoffProgress,
@@ -77,6 +78,7 @@ pub struct ReplicaService {
     trees: Arc<TreeCache>,
     repair_bytes_per_sec: u64,
     handoff_bytes_per_sec: u64,
+    metrics: RpcMetrics,
 }
 
 impl ReplicaService {
@@ -90,6 +92,7 @@ impl ReplicaService {
         trees: Arc<TreeCache>,
         repair_bytes_per_sec: u64,
         handoff_bytes_per_sec: u64,
+        metrics: RpcMetrics,
     ) -> Self {
         Self {
             local,
@@ -100,32 +103,43 @@ impl ReplicaService {
             trees,
             repair_bytes_per_sec,
             handoff_bytes_per_sec,
+            metrics,
         }
     }
 }
 
-#[tonic::async_trait]
-impl Replica for ReplicaService {
-    async fn read(
+/// Times a handler of a replica write or read and records its outcome.
+macro_rules! observed {
+    ($self:ident, $method:literal, $request:ident, $handler:ident) => {{
+        let started = Instant::now();
+        let result = $self.$handler($request).await;
+        $self.metrics.observe($method, started, &result);
+        result.map(Response::new)
+    }};
+}
+
+/// The data path's handlers, metered by [`observed!`].
+impl ReplicaService {
+    async fn serve_read(
         &self,
         request: Request<ReplicaReadRequest>,
-    ) -> Result<Response<ReplicaReadResponse>, Status> {
+    ) -> Result<ReplicaReadResponse, Status> {
         fence(&self.coordinator, &request)?;
         let key = request.into_inner().key;
         self.limits.key(&key)?;
         let refilling = !self.coordinator.refill().serves_key(&key);
         let local = self.local.clone();
         let record = blocking(move || local.read(&key)).await?;
-        Ok(Response::new(ReplicaReadResponse {
+        Ok(ReplicaReadResponse {
             record: record.map(|r| r.encode()).unwrap_or_default(),
             refilling,
-        }))
+        })
     }
 
-    async fn apply(
+    async fn serve_apply(
         &self,
         request: Request<ReplicaApplyRequest>,
-    ) -> Result<Response<ReplicaApplyResponse>, Status> {
+    ) -> Result<ReplicaApplyResponse, Status> {
         fence(&self.coordinator, &request)?;
         let relay = relay(&request)?;
         let req = request.into_inner();
@@ -134,13 +148,13 @@ impl Replica for ReplicaService {
         self.coordinator
             .accept(req.key, req.record, hint_for, relay)
             .await?;
-        Ok(Response::new(ReplicaApplyResponse {}))
+        Ok(ReplicaApplyResponse {})
     }
 
-    async fn apply_batch(
+    async fn serve_apply_batch(
         &self,
         request: Request<ReplicaApplyBatchRequest>,
-    ) -> Result<Response<ReplicaApplyBatchResponse>, Status> {
+    ) -> Result<ReplicaApplyBatchResponse, Status> {
         fence(&self.coordinator, &request)?;
         let relay = relay(&request)?;
         let records = request.into_inner().records;
@@ -154,13 +168,13 @@ impl Replica for ReplicaService {
                 relay,
             )
             .await?;
-        Ok(Response::new(ReplicaApplyBatchResponse {}))
+        Ok(ReplicaApplyBatchResponse {})
     }
 
-    async fn scan_local(
+    async fn serve_scan_local(
         &self,
         request: Request<ReplicaScanRequest>,
-    ) -> Result<Response<ReplicaScanResponse>, Status> {
+    ) -> Result<ReplicaScanResponse, Status> {
         fence(&self.coordinator, &request)?;
         let req = request.into_inner();
         let limit = self.limits.scan(&req.start_key, &req.end_key, req.limit)?;
@@ -174,7 +188,7 @@ impl Replica for ReplicaService {
         let refilling = self.coordinator.refill().unserved();
         let local = self.local.clone();
         let records = blocking(move || local.scan(&range)).await?;
-        Ok(Response::new(ReplicaScanResponse {
+        Ok(ReplicaScanResponse {
             refilling,
             records: records
                 .into_iter()
@@ -183,7 +197,38 @@ impl Replica for ReplicaService {
                     record: record.encode(),
                 })
                 .collect(),
-        }))
+        })
+    }
+}
+
+#[tonic::async_trait]
+impl Replica for ReplicaService {
+    async fn read(
+        &self,
+        request: Request<ReplicaReadRequest>,
+    ) -> Result<Response<ReplicaReadResponse>, Status> {
+        observed!(self, "Replica.Read", request, serve_read)
+    }
+
+    async fn apply(
+        &self,
+        request: Request<ReplicaApplyRequest>,
+    ) -> Result<Response<ReplicaApplyResponse>, Status> {
+        observed!(self, "Replica.Apply", request, serve_apply)
+    }
+
+    async fn apply_batch(
+        &self,
+        request: Request<ReplicaApplyBatchRequest>,
+    ) -> Result<Response<ReplicaApplyBatchResponse>, Status> {
+        observed!(self, "Replica.ApplyBatch", request, serve_apply_batch)
+    }
+
+    async fn scan_local(
+        &self,
+        request: Request<ReplicaScanRequest>,
+    ) -> Result<Response<ReplicaScanResponse>, Status> {
+        observed!(self, "Replica.ScanLocal", request, serve_scan_local)
     }
 
     async fn get_layout(

@@ -343,6 +343,7 @@ pub async fn run(
         trees,
         config.anti_entropy_bytes_per_sec,
         config.handoff_bytes_per_sec,
+        metrics.rpc.clone(),
     ))
     .max_decoding_message_size(limits.max_request_bytes)
     .max_encoding_message_size(usize::MAX);

@@ -1064,3 +1064,72 @@ async fn a_batch_waits_for_every_replica_where_a_single_write_answers_at_w() {
         assert_eq!(got.into_inner().value, "v".as_bytes());
     }
 }
+
+/// The replica calls one node served, by method and code, from its
+/// `ringkv_grpc_requests_total`.
+async fn replica_calls(node: &TestNode, method: &str) -> f64 {
+    node.metric(&format!(
+        "ringkv_grpc_requests_total{{method=\"Replica.{method}\",code=\"Ok\"}}"
+    ))
+    .await
+    .unwrap_or(0.0)
+}
+
+/// A client batch whose keys the coordinator replicates, with no ring
+/// transition under way, reaches each other replica as one `ApplyBatch`
+/// and no single-key `Apply`: each replica merges its share in one write
+/// batch, and holds every key of it afterwards.
+#[tokio::test]
+async fn a_batch_reaches_each_other_replica_as_one_apply_batch() {
+    const KEYS: usize = 50;
+    let cluster = TestCluster::start(80, 3, &["--anti-entropy-interval-secs", "3600"]).await;
+    let others = &cluster.nodes[1..];
+    let mut before = Vec::new();
+    for node in others {
+        before.push((
+            replica_calls(node, "ApplyBatch").await,
+            replica_calls(node, "Apply").await,
+        ));
+    }
+    let keys: Vec<String> = (0..KEYS).map(|i| format!("batched-{i:03}")).collect();
+    let mut client = cluster.nodes[0].client().await;
+    client
+        .raw()
+        .raw_batch_put(ringkv_client::proto::RawBatchPutRequest {
+            pairs: keys
+                .iter()
+                .map(|key| ringkv_client::proto::KvPair {
+                    key: bytes::Bytes::from(key.clone()),
+                    value: bytes::Bytes::from_static(b"v"),
+                    ..Default::default()
+                })
+                .collect(),
+            consistency: Some(ringkv_client::proto::Consistency {
+                read_quorum: None,
+                write_quorum: Some(3),
+            }),
+            ttl_seconds: 0,
+        })
+        .await
+        .expect("a batch at W=3");
+    for (node, (batches, singles)) in others.iter().zip(before) {
+        let id = node.node_id();
+        assert_eq!(
+            replica_calls(node, "ApplyBatch").await - batches,
+            1.0,
+            "{id} got its share as one ApplyBatch"
+        );
+        assert_eq!(
+            replica_calls(node, "Apply").await - singles,
+            0.0,
+            "{id} got no key on its own"
+        );
+        for key in &keys {
+            assert!(
+                node.replica_record(key.as_bytes()).await.is_some(),
+                "{id} holds {key}"
+            );
+        }
+    }
+    println!("a batch of {KEYS} keys at W=3 reached each of 2 other replicas as one ApplyBatch");
+}

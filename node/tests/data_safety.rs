@@ -1327,3 +1327,58 @@ async fn a_context_from_a_clock_ahead_is_refused_with_unavailable() {
         "the node's clock did not adopt the future timestamp"
     );
 }
+
+/// A refilling replica's answers count toward no read quorum, but a read
+/// still repairs it: a key it lacks and a counted replica holds is written
+/// back to it by the read, well before its refill would bring it. The
+/// refill is held back by a slow stream (1 KB/s per source, behind more
+/// than 1 MiB of filler that sorts before the keys), and anti-entropy is
+/// off, so only the reads can have brought the keys.
+#[tokio::test]
+async fn a_read_repairs_a_refilling_replica() {
+    let mut args = NO_REPAIR.to_vec();
+    args.extend(["--handoff-bytes-per-sec", "1000"]);
+    let mut cluster = TestCluster::start(79, 3, &args).await;
+    let mut writer = cluster.nodes[0].client().await;
+    let filler: Vec<String> = (0..1_500).map(|i| format!("a-filler-{i:05}")).collect();
+    for chunk in filler.chunks(250) {
+        writer
+            .raw()
+            .raw_batch_put(batch_at_w3(chunk.iter().cloned(), &[7; 1024]))
+            .await
+            .expect("filler at W=3");
+    }
+    put_each(&cluster, 0, KEYS, "acknowledged", 3).await;
+    cluster.nodes[2].kill9();
+    cluster.nodes[2].wipe();
+    cluster.nodes[2].respawn();
+    cluster.wait_alive(0, 2, true).await;
+    wait_refilling(&cluster, 0, 2, |partitions| partitions > 0).await;
+    assert_eq!(
+        held_by(&cluster, 2).await,
+        0,
+        "the refill has not reached the keys"
+    );
+
+    let mut reader = cluster.nodes[0].client().await;
+    for i in 0..KEYS {
+        let value = reader
+            .raw()
+            .raw_get(get_at(&key(i), 1))
+            .await
+            .expect("a read at R=1 with two counted replicas")
+            .into_inner()
+            .value;
+        assert_eq!(value, Bytes::from_static(b"acknowledged"), "{}", key(i));
+    }
+    eventually(
+        "every key read is repaired onto the refilling node",
+        Duration::from_secs(30),
+        || async { (held_by(&cluster, 2).await == KEYS).then_some(()) },
+    )
+    .await;
+    wait_refilling(&cluster, 0, 2, |partitions| partitions > 0).await;
+    println!(
+        "{KEYS} acknowledged writes read at R=1 and repaired onto a replica that still refills"
+    );
+}
