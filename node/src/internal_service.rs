@@ -1,6 +1,6 @@
 //! The node-to-node Replica service and the Admin service.
 
-use std::{collections::BTreeSet, sync::Arc, time::Instant};
+use std::{collections::BTreeSet, sync::Arc};
 
 use ringkv_proto::v1::{
     admin_server::Admin, replica_server::Replica, BucketDigestsRequest, BucketDigestsResponse,
@@ -108,17 +108,7 @@ impl ReplicaService {
     }
 }
 
-/// Times a handler of a replica write or read and records its outcome.
-macro_rules! observed {
-    ($self:ident, $method:literal, $request:ident, $handler:ident) => {{
-        let started = Instant::now();
-        let result = $self.$handler($request).await;
-        $self.metrics.observe($method, started, &result);
-        result.map(Response::new)
-    }};
-}
-
-/// The data path's handlers, metered by [`observed!`].
+/// The data path's handlers, metered in `ringkv_grpc_requests_total`.
 impl ReplicaService {
     async fn serve_read(
         &self,
@@ -207,28 +197,36 @@ impl Replica for ReplicaService {
         &self,
         request: Request<ReplicaReadRequest>,
     ) -> Result<Response<ReplicaReadResponse>, Status> {
-        observed!(self, "Replica.Read", request, serve_read)
+        self.metrics
+            .timed("Replica.Read", self.serve_read(request))
+            .await
     }
 
     async fn apply(
         &self,
         request: Request<ReplicaApplyRequest>,
     ) -> Result<Response<ReplicaApplyResponse>, Status> {
-        observed!(self, "Replica.Apply", request, serve_apply)
+        self.metrics
+            .timed("Replica.Apply", self.serve_apply(request))
+            .await
     }
 
     async fn apply_batch(
         &self,
         request: Request<ReplicaApplyBatchRequest>,
     ) -> Result<Response<ReplicaApplyBatchResponse>, Status> {
-        observed!(self, "Replica.ApplyBatch", request, serve_apply_batch)
+        self.metrics
+            .timed("Replica.ApplyBatch", self.serve_apply_batch(request))
+            .await
     }
 
     async fn scan_local(
         &self,
         request: Request<ReplicaScanRequest>,
     ) -> Result<Response<ReplicaScanResponse>, Status> {
-        observed!(self, "Replica.ScanLocal", request, serve_scan_local)
+        self.metrics
+            .timed("Replica.ScanLocal", self.serve_scan_local(request))
+            .await
     }
 
     async fn get_layout(

@@ -47,6 +47,19 @@ impl Default for RpcMetrics {
 }
 
 impl RpcMetrics {
+    /// Runs a request's handler, records its outcome and latency, and
+    /// wraps its answer.
+    pub async fn timed<T>(
+        &self,
+        method: &'static str,
+        handler: impl std::future::Future<Output = Result<T, Status>>,
+    ) -> Result<tonic::Response<T>, Status> {
+        let started = Instant::now();
+        let result = handler.await;
+        self.observe(method, started, &result);
+        result.map(tonic::Response::new)
+    }
+
     /// Records one finished request.
     pub fn observe<T>(&self, method: &'static str, started: Instant, result: &Result<T, Status>) {
         let code = match result {

@@ -1,8 +1,6 @@
 //! The RawKV gRPC handlers: validate the request, hand it to the
 //! coordinator, and shape the answer.
 
-use std::time::Instant;
-
 use bytes::Bytes;
 use ringkv_proto::v1::{
     raw_kv_server::RawKv, Consistency, KvPair, RawBatchDeleteRequest, RawBatchDeleteResponse,
@@ -326,11 +324,11 @@ impl RawKvService {
 /// Times a handler and records its outcome.
 macro_rules! observed {
     ($self:ident, $method:literal, $request:ident, $handler:ident) => {{
-        let started = Instant::now();
         let call = Call::of(&$request);
-        let result = $self.$handler($request.into_inner(), call).await;
-        $self.metrics.observe($method, started, &result);
-        result.map(Response::new)
+        $self
+            .metrics
+            .timed($method, $self.$handler($request.into_inner(), call))
+            .await
     }};
 }
 

@@ -11,7 +11,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use common::{eventually, get_at, put_at, TestCluster, TestNode};
+use common::{batch_put_at, eventually, get_at, put_at, TestCluster, TestNode};
 use tokio::sync::Mutex;
 use tonic::Code;
 use tonic_health::pb::health_check_response::ServingStatus;
@@ -1001,20 +1001,7 @@ async fn a_batch_waits_for_every_replica_where_a_single_write_answers_at_w() {
     let started = Instant::now();
     client
         .raw()
-        .raw_batch_put(ringkv_client::proto::RawBatchPutRequest {
-            pairs: (0..16)
-                .map(|i| ringkv_client::proto::KvPair {
-                    key: format!("batch-{i}").into(),
-                    value: "v".into(),
-                    ..Default::default()
-                })
-                .collect(),
-            consistency: Some(ringkv_client::proto::Consistency {
-                read_quorum: None,
-                write_quorum: Some(2),
-            }),
-            ttl_seconds: 0,
-        })
+        .raw_batch_put(batch_put_at((0..16).map(|i| format!("batch-{i}")), "v", 2))
         .await
         .expect("W=2 batch with one replica frozen");
     let batch = started.elapsed();
@@ -1095,21 +1082,7 @@ async fn a_batch_reaches_each_other_replica_as_one_apply_batch() {
     let mut client = cluster.nodes[0].client().await;
     client
         .raw()
-        .raw_batch_put(ringkv_client::proto::RawBatchPutRequest {
-            pairs: keys
-                .iter()
-                .map(|key| ringkv_client::proto::KvPair {
-                    key: bytes::Bytes::from(key.clone()),
-                    value: bytes::Bytes::from_static(b"v"),
-                    ..Default::default()
-                })
-                .collect(),
-            consistency: Some(ringkv_client::proto::Consistency {
-                read_quorum: None,
-                write_quorum: Some(3),
-            }),
-            ttl_seconds: 0,
-        })
+        .raw_batch_put(batch_put_at(keys.iter().cloned(), "v", 3))
         .await
         .expect("a batch at W=3");
     for (node, (batches, singles)) in others.iter().zip(before) {

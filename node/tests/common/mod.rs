@@ -598,3 +598,26 @@ pub fn put_at(key: &str, value: &str, w: u32) -> ringkv_client::proto::RawPutReq
         ..Default::default()
     }
 }
+
+/// A batch writing `value` under each of `keys` at W=`w`.
+pub fn batch_put_at(
+    keys: impl IntoIterator<Item = String>,
+    value: &str,
+    w: u32,
+) -> ringkv_client::proto::RawBatchPutRequest {
+    ringkv_client::proto::RawBatchPutRequest {
+        pairs: keys
+            .into_iter()
+            .map(|key| ringkv_client::proto::KvPair {
+                key: bytes::Bytes::from(key),
+                value: bytes::Bytes::from(value.to_string()),
+                ..Default::default()
+            })
+            .collect(),
+        consistency: Some(ringkv_client::proto::Consistency {
+            read_quorum: None,
+            write_quorum: Some(w),
+        }),
+        ttl_seconds: 0,
+    }
+}
