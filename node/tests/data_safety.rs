@@ -1328,6 +1328,19 @@ async fn a_context_from_a_clock_ahead_is_refused_with_unavailable() {
     );
 }
 
+/// Writes 1 KiB under each of `keys` at W=3, through node 1: bulk that
+/// holds a throttled stream back.
+async fn put_filler(cluster: &TestCluster, keys: &[String]) {
+    let mut writer = cluster.nodes[0].client().await;
+    for chunk in keys.chunks(200) {
+        writer
+            .raw()
+            .raw_batch_put(batch_at_w3(chunk.iter().cloned(), &[7; 1024]))
+            .await
+            .expect("filler at W=3");
+    }
+}
+
 /// A refilling replica's answers count toward no read quorum, but a read
 /// still repairs it: a key it lacks and a counted replica holds is written
 /// back to it by the read, well before its refill would bring it. The
@@ -1339,15 +1352,8 @@ async fn a_read_repairs_a_refilling_replica() {
     let mut args = NO_REPAIR.to_vec();
     args.extend(["--handoff-bytes-per-sec", "1000"]);
     let mut cluster = TestCluster::start(79, 3, &args).await;
-    let mut writer = cluster.nodes[0].client().await;
     let filler: Vec<String> = (0..1_500).map(|i| format!("a-filler-{i:05}")).collect();
-    for chunk in filler.chunks(250) {
-        writer
-            .raw()
-            .raw_batch_put(batch_at_w3(chunk.iter().cloned(), &[7; 1024]))
-            .await
-            .expect("filler at W=3");
-    }
+    put_filler(&cluster, &filler).await;
     put_each(&cluster, 0, KEYS, "acknowledged", 3).await;
     cluster.nodes[2].kill9();
     cluster.nodes[2].wipe();
@@ -1380,5 +1386,82 @@ async fn a_read_repairs_a_refilling_replica() {
     wait_refilling(&cluster, 0, 2, |partitions| partitions > 0).await;
     println!(
         "{KEYS} acknowledged writes read at R=1 and repaired onto a replica that still refills"
+    );
+}
+
+/// A partition that a refilling node receives in a ring transition counts
+/// at once: what it received holds what the owner giving it up held and
+/// what the live owners held, while a refill would wait for every other
+/// owner, dead ones included. Node 3 loses its data; its refill cannot end,
+/// because node 2 streams it more than 1 MiB of filler at 1 kB/s (the
+/// partitions it receives hold no filler, so those streams are quick).
+/// Node 4 leaves, and node 3 receives the partitions node 4 gives up. Then
+/// node 2 dies: reads at R=2 of keys in the received partitions, whose
+/// only other live owner is node 1, need node 3's answer to count.
+#[tokio::test]
+async fn a_partition_received_while_refilling_counts_at_once() {
+    const WRITTEN: usize = 200;
+    let mut cluster = TestCluster::start(81, 4, &NO_REPAIR).await;
+    cluster.nodes[1].stop().await;
+    cluster.nodes[1].set_arg("--handoff-bytes-per-sec", "1000");
+    cluster.nodes[1].restart().await;
+    cluster.wait_alive(0, 1, true).await;
+    put_each(&cluster, 0, WRITTEN, "acknowledged", 3).await;
+
+    let before = cluster.nodes[0].ring_state().await;
+    let (slow, refilling) = (cluster.nodes[1].node_id(), cluster.nodes[2].node_id());
+    let owners = common::owners_of;
+    let filler: Vec<String> = (0..10_000)
+        .map(|i| format!("a-filler-{i:05}"))
+        .filter(|k| {
+            let owners = owners(&before, k);
+            owners.contains(&slow) && owners.contains(&refilling)
+        })
+        .take(1_200)
+        .collect();
+    put_filler(&cluster, &filler).await;
+
+    cluster.nodes[2].kill9();
+    cluster.nodes[2].wipe();
+    cluster.nodes[2].respawn();
+    cluster.wait_alive(0, 2, true).await;
+    wait_refilling(&cluster, 0, 2, |partitions| partitions > 0).await;
+    ringkv_client::decommission(
+        &cluster.nodes[0].grpc.to_string(),
+        &cluster.nodes[3].node_id(),
+    )
+    .await
+    .expect("decommission accepted");
+    common::wait_left(
+        &cluster.nodes[0],
+        &cluster.nodes[3],
+        Duration::from_secs(120),
+    )
+    .await;
+    let after = cluster.nodes[0].ring_state().await;
+    kill(&mut cluster, 1).await;
+    wait_refilling(&cluster, 0, 2, |partitions| partitions > 0).await;
+
+    let received: Vec<String> = (0..WRITTEN)
+        .map(key)
+        .filter(|k| {
+            !owners(&before, k).contains(&refilling) && owners(&after, k).contains(&refilling)
+        })
+        .collect();
+    assert!(!received.is_empty(), "node 3 received none of the keys");
+    let mut reader = cluster.nodes[0].client().await;
+    for k in &received {
+        let value = reader
+            .raw()
+            .raw_get(get_at(k, 2))
+            .await
+            .unwrap_or_else(|s| panic!("{k} at R=2, counting the received partition: {s:?}"))
+            .into_inner()
+            .value;
+        assert_eq!(value, Bytes::from_static(b"acknowledged"), "{k}");
+    }
+    println!(
+        "{} acknowledged writes in received partitions read at R=2 through a node that still refills its own",
+        received.len()
     );
 }

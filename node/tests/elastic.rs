@@ -15,7 +15,8 @@ use std::{
 
 use bytes::Bytes;
 use common::{
-    eventually, ring_status, wait_equal_trees, wait_left, wait_stable, TestCluster, TestNode,
+    eventually, owners_of, ring_status, wait_equal_trees, wait_left, wait_stable, TestCluster,
+    TestNode,
 };
 use ringkv_client::proto::{
     Consistency, KvPair, RawBatchPutRequest, RawDeleteRequest, RawGetRequest, RawPutRequest,
@@ -1066,17 +1067,7 @@ async fn a_node_paused_through_a_transition_reads_nothing_stale() {
     let givers: Vec<(usize, &String)> = keys
         .iter()
         .filter_map(|key| {
-            let owners = |state: &ringkv_node::ring::RingState| -> Vec<String> {
-                let p = state.current.partition_for_key(key.as_bytes());
-                state
-                    .current
-                    .preference_list(p)
-                    .expect("owners")
-                    .into_iter()
-                    .map(String::from)
-                    .collect()
-            };
-            let (old, new) = (owners(&before), owners(&after));
+            let (old, new) = (owners_of(&before, key), owners_of(&after, key));
             (0..2)
                 .find(|&i| {
                     let id = cluster.nodes[i].node_id();

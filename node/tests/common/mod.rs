@@ -621,3 +621,15 @@ pub fn batch_put_at(
         ttl_seconds: 0,
     }
 }
+
+/// The owners of `key` in the current layout of `state`.
+pub fn owners_of(state: &ringkv_node::ring::RingState, key: &str) -> Vec<String> {
+    let p = state.current.partition_for_key(key.as_bytes());
+    state
+        .current
+        .preference_list(p)
+        .expect("owners")
+        .into_iter()
+        .map(String::from)
+        .collect()
+}
