@@ -69,6 +69,19 @@ impl HandoffProgress {
     }
 }
 
+/// The progress of `partition` as received by `receiver`, started if new.
+fn entry<'m>(
+    map: &'m mut BTreeMap<u32, PartitionProgress>,
+    partition: u32,
+    receiver: &str,
+) -> &'m mut PartitionProgress {
+    map.entry(partition).or_insert_with(|| PartitionProgress {
+        partition,
+        node_id: receiver.to_string(),
+        ..Default::default()
+    })
+}
+
 fn cursor_key(version: u64, partition: u32, source: &str) -> String {
     format!("sync/{version}/{partition}/from/{source}")
 }
@@ -175,15 +188,7 @@ async fn receive_all(cx: &Receiving<'_>, incoming: &[u32]) -> Result<bool, Strin
         .map_err(|s| s.to_string())?
     };
     for p in incoming.iter().filter(|p| !pending.contains(p)) {
-        progress.update(version, |map| {
-            map.entry(*p)
-                .or_insert_with(|| PartitionProgress {
-                    partition: *p,
-                    node_id: me.to_string(),
-                    ..Default::default()
-                })
-                .complete = true;
-        });
+        progress.update(version, |map| entry(map, *p, me).complete = true);
     }
     if pending.is_empty() {
         return Ok(true);
@@ -206,11 +211,7 @@ async fn receive_all(cx: &Receiving<'_>, incoming: &[u32]) -> Result<bool, Strin
         };
         let sources = stream_sources(&now, &next, me, |id| view.is_alive(id));
         progress.update(version, |map| {
-            let entry = map.entry(*p).or_insert_with(|| PartitionProgress {
-                partition: *p,
-                node_id: me.to_string(),
-                ..Default::default()
-            });
+            let entry = entry(map, *p, me);
             if entry.awaiting != sources.awaited {
                 entry.awaiting = sources.awaited.clone();
                 if !entry.awaiting.is_empty() {
@@ -388,14 +389,7 @@ async fn receive_group(
         .into()
     };
     for p in &partitions {
-        progress.update(version, |map| {
-            let entry = map.entry(*p).or_insert_with(|| PartitionProgress {
-                partition: *p,
-                node_id: me.to_string(),
-                ..Default::default()
-            });
-            entry.source = source.clone();
-        });
+        progress.update(version, |map| entry(map, *p, me).source = source.clone());
     }
     tracing::info!(%source, partitions = partitions.len(), resume = !start_after.is_empty(), "streaming partitions");
     if !start_after.is_empty() {

@@ -49,8 +49,8 @@ const NEW: [usize; 3] = [C, M, R];
 const MORTAL: [usize; 4] = [C, M, O, R];
 const WRITES: usize = 2;
 
-fn names(nodes: &[usize]) -> Vec<String> {
-    nodes.iter().map(|n| NAMES[*n].to_string()).collect()
+fn names(nodes: &[usize]) -> Vec<&'static str> {
+    nodes.iter().map(|n| NAMES[*n]).collect()
 }
 
 fn node(name: &str) -> usize {
@@ -193,9 +193,7 @@ impl World {
     /// R's sources (`rebalance::receive_all`).
     fn sources(&self) -> crate::rebalance::Sources {
         let alive = self.alive;
-        stream_sources(&names_ref(&OLD), &names_ref(&NEW), "R", |id| {
-            alive[node(id)]
-        })
+        stream_sources(&names(&OLD), &names(&NEW), "R", |id| alive[node(id)])
     }
 
     fn events(&self) -> Vec<Event> {
@@ -327,7 +325,8 @@ impl World {
             let w = &mut self.writes[write];
             w.holds[me] = true;
             w.life = self.lives[me];
-            w.quorum = Some(WriteQuorum::new(self.w, 0, names(now), names(previous)));
+            let owned = |nodes: &[usize]| names(nodes).into_iter().map(String::from).collect();
+            w.quorum = Some(WriteQuorum::new(self.w, 0, owned(now), owned(previous)));
         }
         let counted = |node| Waiter::Coordinator {
             write,
@@ -503,10 +502,6 @@ impl World {
         }
         Ok(checked)
     }
-}
-
-fn names_ref(nodes: &[usize]) -> Vec<&'static str> {
-    nodes.iter().map(|n| NAMES[*n]).collect()
 }
 
 /// One history: applies the events `choices` pick, checking at the
