@@ -9,7 +9,7 @@
 use std::{collections::BTreeMap, time::Instant};
 
 use bytes::Bytes;
-use ringkv_node::storage::{Durability, Modify, RocksStorage, RocksStorageOptions, Storage};
+use ringkv_node::{Durability, Modify, RocksStorage, RocksStorageOptions, Storage};
 
 /// The seed's table: n, PUT ms, GET ms, DELETE ms.
 const SEED: [(usize, u64, u64, u64); 5] = [

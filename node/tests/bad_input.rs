@@ -499,7 +499,7 @@ async fn a_corrupt_record_fails_its_key_and_spares_the_others() {
 /// Stops `node`, overwrites its record of `key` with garbage, as a failing
 /// disk would, and starts it again.
 async fn corrupt(node: &mut TestNode, key: &'static [u8]) {
-    use ringkv_node::storage::{Modify, RocksStorage, RocksStorageOptions, Storage};
+    use ringkv_node::{Modify, RocksStorage, RocksStorageOptions, Storage};
     node.stop().await;
     {
         let storage = RocksStorage::open(

@@ -793,10 +793,9 @@ async fn a_write_passed_on_to_a_frozen_replica_is_answered_within_the_client_dea
     // even by a node that does not count itself a replica: it is never
     // passed on twice.
     let mut landed = tonic::Request::new(put_at("landed", "v", 2));
-    landed.metadata_mut().insert(
-        ringkv_node::replication::FORWARDED,
-        "1".parse().expect("metadata"),
-    );
+    landed
+        .metadata_mut()
+        .insert(ringkv_node::FORWARDED, "1".parse().expect("metadata"));
     let landed_replicas = state
         .current
         .preference_list(state.current.partition_for_key(b"landed"))

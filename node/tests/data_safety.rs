@@ -12,7 +12,7 @@ use std::{
 use bytes::Bytes;
 use common::{eventually, get_at, put_at, wait_equal_trees, TestCluster};
 use ringkv_client::proto::{Consistency, RawDeleteRequest, RawPutRequest};
-use ringkv_node::ring::partition_of;
+use ringkv_node::partition_of;
 use tonic::Code;
 
 const KEYS: usize = 20;
@@ -870,8 +870,7 @@ async fn a_coordinators_own_hint_does_not_count_toward_w() {
         || async {
             for i in 0..KEYS {
                 let record = node.replica_record(key(i).as_bytes()).await?;
-                let values =
-                    record.visible_data(ringkv_node::versions::ConflictMode::Siblings, u64::MAX);
+                let values = record.visible_data(ringkv_node::ConflictMode::Siblings, u64::MAX);
                 values.contains(&Bytes::from_static(b"w2")).then_some(())?;
             }
             Some(())
@@ -929,7 +928,7 @@ async fn blind_deletes_need_r_answers_and_batched_ones_delete_what_the_cluster_h
             let held = cluster.nodes[node]
                 .replica_record(key(i).as_bytes())
                 .await
-                .map(|r| r.visible_data(ringkv_node::versions::ConflictMode::Siblings, 0))
+                .map(|r| r.visible_data(ringkv_node::ConflictMode::Siblings, 0))
                 .unwrap_or_default();
             assert_eq!(
                 held,
@@ -1262,10 +1261,7 @@ async fn a_refilling_node_is_ready_only_once_refilled() {
 /// written, and the node's clock does not jump to it.
 #[tokio::test]
 async fn a_context_from_a_clock_ahead_is_refused_with_unavailable() {
-    use ringkv_node::{
-        context_seal::ContextSeal,
-        versions::{CausalContext, Hlc},
-    };
+    use ringkv_node::{CausalContext, ContextSeal, Hlc};
     let node = common::TestNode::start(
         std::net::Ipv4Addr::new(127, 0, 64, 1),
         &["--cluster-secret", "s3cret"],
@@ -1284,7 +1280,7 @@ async fn a_context_from_a_clock_ahead_is_refused_with_unavailable() {
     // 32-byte seal. Move it ten seconds ahead and seal it again, as a node
     // of this cluster whose clock runs ahead would have.
     let mut body = token[..token.len() - 32].to_vec();
-    let now_ms = ringkv_node::storage::now_millis();
+    let now_ms = ringkv_node::now_millis();
     let at = body.len() - 8;
     body[at..].copy_from_slice(&Hlc::new(now_ms + 10_000, 0).as_raw().to_le_bytes());
     let context = CausalContext::from_bytes(&body).expect("a context");

@@ -21,7 +21,7 @@ use common::{
 use ringkv_client::proto::{
     Consistency, KvPair, RawBatchPutRequest, RawDeleteRequest, RawGetRequest, RawPutRequest,
 };
-use ringkv_node::ring::partition_of;
+use ringkv_node::partition_of;
 use tokio::sync::Mutex;
 use tonic::Code;
 
@@ -1199,7 +1199,7 @@ async fn a_stream_source_behind_the_transition_refuses_and_one_that_adopted_it_s
         });
         request
             .metadata_mut()
-            .insert(ringkv_node::replication::RING_VERSION, ring_version.into());
+            .insert(ringkv_node::RING_VERSION, ring_version.into());
         request
     };
     let refused = source
@@ -1329,7 +1329,7 @@ async fn a_giving_up_owner_acknowledges_only_once_the_receiver_holds_the_write()
         .find(|k| partition_of(k.as_bytes(), PARTITIONS) == partition)
         .expect("another key of the partition");
     let record = leaving.replica_bytes(key.as_bytes()).await;
-    let stale_view = [(ringkv_node::replication::RING_VERSION, state.version - 1)];
+    let stale_view = [(ringkv_node::RING_VERSION, state.version - 1)];
     receiver.pause();
     let refused = leaving
         .replica_apply(sibling.as_bytes(), record.clone(), None, &stale_view)

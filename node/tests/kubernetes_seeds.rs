@@ -6,7 +6,7 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
 use http::{Request, Response};
 use kube::client::Body;
-use ringkv_node::discovery::{KubernetesSeeds, SeedProvider};
+use ringkv_node::{KubernetesSeeds, SeedProvider};
 use serde_json::json;
 
 fn pod(name: &str, ip: Option<&str>, deleting: bool) -> serde_json::Value {

@@ -53,15 +53,9 @@ use proptest::{
     test_runner::{Config, TestCaseError, TestRunner},
 };
 use ringkv_node::{
-    refill::Refill,
-    repair::{purgeable, Agreement},
-    replica::{LocalReplica, Update},
-    ring::partition_of,
-    storage::{
-        Durability, MemoryFiles, Modify, PurgeHook, RocksStorage, RocksStorageOptions, Storage,
-    },
-    versions::{CausalContext, ConflictMode, Siblings},
-    wall_clock::WallClock,
+    partition_of, purgeable, Agreement, CausalContext, ConflictMode, Durability, LocalReplica,
+    MemoryFiles, Modify, PurgeHook, Refill, RocksStorage, RocksStorageOptions, Siblings, Storage,
+    Update, WallClock,
 };
 
 const PARTITIONS: u32 = 16;

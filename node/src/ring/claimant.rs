@@ -23,9 +23,9 @@ use tokio::{sync::mpsc, time::Instant};
 
 use super::{Layout, Member, Ring, RingState};
 use crate::{
-    lifecycle::Lifecycle,
-    membership::{Membership, NodeStatus, Peer, View},
-    peers::PeerClients,
+    cluster::membership::{Membership, NodeStatus, Peer, View},
+    cluster::peers::PeerClients,
+    server::lifecycle::Lifecycle,
 };
 
 /// Settings of the claimant loop.

@@ -34,7 +34,7 @@ const MIN_USEFUL_GAP: usize = 2;
 ///
 /// xxh3 with seed 0 is specified bit-for-bit, and multiply-shift (instead of
 /// `%`) uses the high bits without a division, so the mapping is identical on
-/// every platform and release. `partitions` must be non-zero (a [`Layout`]
+/// every platform and release. `partitions` must be non-zero (a `Layout`
 /// guarantees it); zero yields partition 0.
 pub fn partition_of(key: &[u8], partitions: u32) -> u32 {
     let hash = xxh3_64(key);

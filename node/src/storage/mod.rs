@@ -11,7 +11,7 @@ use std::{fmt, time::Duration};
 
 use bytes::Bytes;
 
-pub use record::{now_millis, Record};
+pub use record::now_millis;
 pub use rocks::{Hint, MemoryFiles, PurgeHook, RocksStorage, RocksStorageOptions};
 
 /// One change in an atomic write batch (the seed's `storage.Modify`).
@@ -96,8 +96,6 @@ pub enum StorageError {
         found: String,
         expected: String,
     },
-    #[error("storage task failed: {0}")]
-    Task(String),
 }
 
 impl StorageError {
@@ -114,7 +112,6 @@ impl StorageError {
                     | rocksdb::ErrorKind::Incomplete
                     | rocksdb::ErrorKind::ShutdownInProgress
             ),
-            StorageError::Task(_) => true,
             _ => false,
         }
     }
@@ -124,8 +121,6 @@ impl StorageError {
 pub trait Storage: Send + Sync + 'static {
     /// The live value of `key`, if any. Expired values are absent.
     fn get(&self, key: &[u8]) -> Result<Option<Bytes>, StorageError>;
-    /// The live values of `keys`, in the same order.
-    fn multi_get(&self, keys: &[Bytes]) -> Result<Vec<Option<Bytes>>, StorageError>;
     /// Applies every change atomically.
     fn write(&self, batch: Vec<Modify>) -> Result<(), StorageError>;
     /// Live pairs of a range, in key order (or reverse order).

@@ -495,23 +495,6 @@ impl Storage for RocksStorage {
         Ok((!record.is_expired(now_millis())).then_some(record.value))
     }
 
-    fn multi_get(&self, keys: &[Bytes]) -> Result<Vec<Option<Bytes>>, StorageError> {
-        let data = self.cf(CF_DATA)?;
-        let now = now_millis();
-        self.db
-            .batched_multi_get_cf(data, keys.iter().map(|k| &k[..]), false)
-            .into_iter()
-            .zip(keys)
-            .map(|(found, key)| {
-                let Some(raw) = found.map_err(engine("multi-get"))? else {
-                    return Ok(None);
-                };
-                let record = Record::decode(key, &raw)?;
-                Ok((!record.is_expired(now)).then_some(record.value))
-            })
-            .collect()
-    }
-
     fn write(&self, batch: Vec<Modify>) -> Result<(), StorageError> {
         let data = self.cf(CF_DATA)?;
         let mut wb = WriteBatch::default();

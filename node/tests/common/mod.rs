@@ -418,10 +418,9 @@ impl TestNode {
     }
 
     /// This node's own record of `key`, read through the replica API.
-    pub async fn replica_record(&self, key: &[u8]) -> Option<ringkv_node::versions::Siblings> {
+    pub async fn replica_record(&self, key: &[u8]) -> Option<ringkv_node::Siblings> {
         let record = self.replica_bytes(key).await;
-        (!record.is_empty())
-            .then(|| ringkv_node::versions::Siblings::decode(&record).expect("decodes"))
+        (!record.is_empty()).then(|| ringkv_node::Siblings::decode(&record).expect("decodes"))
     }
 
     /// This node's own encoded record of `key`; empty when it has none.
@@ -438,7 +437,7 @@ impl TestNode {
     }
 
     /// The ring state this node holds.
-    pub async fn ring_state(&self) -> ringkv_node::ring::RingState {
+    pub async fn ring_state(&self) -> ringkv_node::RingState {
         let json = self
             .replica_client()
             .await
@@ -623,7 +622,7 @@ pub fn batch_put_at(
 }
 
 /// The owners of `key` in the current layout of `state`.
-pub fn owners_of(state: &ringkv_node::ring::RingState, key: &str) -> Vec<String> {
+pub fn owners_of(state: &ringkv_node::RingState, key: &str) -> Vec<String> {
     let p = state.current.partition_for_key(key.as_bytes());
     state
         .current

@@ -39,8 +39,8 @@ use bytes::Bytes;
 
 use crate::{
     storage::{Hint, Modify, RocksStorage, ScanRange, Storage, StorageError},
+    versions::wall_clock::WallClock,
     versions::{Actor, CausalContext, ConflictMode, Hlc, HlcClock, Siblings, VersionError},
-    wall_clock::WallClock,
 };
 
 const STRIPES: usize = 1024;

@@ -15,8 +15,8 @@ use ringkv_proto::v1::ReplicaApplyRequest;
 use tonic::Request;
 
 use crate::{
-    membership::Membership, metrics::ReplicationMetrics, peers::PeerClients, replica::LocalReplica,
-    replication::Coordinator, storage::now_millis,
+    cluster::membership::Membership, cluster::peers::PeerClients, coordinator::Coordinator,
+    replica::LocalReplica, server::metrics::ReplicationMetrics, storage::now_millis,
 };
 
 /// Hints read per round, and at most this many of one target.

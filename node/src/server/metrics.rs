@@ -170,7 +170,7 @@ pub struct Metrics {
     registry: Registry,
     pub rpc: RpcMetrics,
     pub replication: ReplicationMetrics,
-    pub repair: crate::repair::RepairMetrics,
+    pub repair: crate::sync::anti_entropy::RepairMetrics,
 }
 
 impl Metrics {
@@ -224,7 +224,7 @@ impl Metrics {
             "Stale replicas repaired by reads",
             replication.read_repairs.clone(),
         );
-        let repair = crate::repair::RepairMetrics::default();
+        let repair = crate::sync::anti_entropy::RepairMetrics::default();
         registry.register(
             "anti_entropy_keys_repaired",
             "Keys repaired by anti-entropy",

@@ -2,7 +2,7 @@
 
 use tracing_subscriber::{fmt, EnvFilter};
 
-use crate::config::LogFormat;
+use crate::server::config::LogFormat;
 
 /// Installs the global subscriber. `filter` uses EnvFilter syntax; an invalid
 /// filter falls back to `info` rather than silencing the node.

@@ -14,7 +14,7 @@ use std::collections::BTreeSet;
 use bytes::Bytes;
 
 use crate::{
-    membership::View,
+    cluster::membership::View,
     replica::{LocalReplica, ReplicaError},
     ring::{partition_of, RingState},
     storage::{Modify, Storage},
@@ -76,7 +76,7 @@ mod tests {
 
     use super::*;
     use crate::{
-        membership::Peer,
+        cluster::membership::Peer,
         ring::layout::{Layout, Member},
     };
 

@@ -22,13 +22,13 @@ use bytes::Bytes;
 use ringkv_proto::v1::{PartitionProgress, StreamPartitionsRequest};
 
 use crate::{
-    membership::{Membership, View},
-    metrics::ReplicationMetrics,
-    peers::PeerClients,
-    refill::Refill,
+    cluster::membership::{Membership, View},
+    cluster::peers::PeerClients,
+    coordinator::RING_VERSION,
     replica::{blocking, LocalReplica},
-    replication::RING_VERSION,
     ring::{partition_of, Ring, RingState},
+    server::metrics::ReplicationMetrics,
+    sync::refill::Refill,
 };
 
 /// Progress of the partitions this node receives, for `RingStatus`.

@@ -15,10 +15,12 @@
 //! order agree, so last-writer-wins never lets an older value beat a write that
 //! knowingly replaced it.
 
+pub(crate) mod seal;
+pub(crate) mod wall_clock;
+
 use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use prost::Message;
@@ -199,13 +201,9 @@ impl HlcClock {
         Self::default()
     }
 
-    /// A strictly increasing timestamp, safe to call from many threads.
-    pub fn now(&self) -> Hlc {
-        self.now_at(wall_clock_ms())
-    }
-
-    /// [`HlcClock::now`] with an explicit physical time, for simulations and
-    /// tests that must not depend on the real clock.
+    /// A strictly increasing timestamp at least `physical_ms`, safe to call
+    /// from many threads. The caller reads the wall clock (see
+    /// `wall_clock`), so that simulations and tests move it by hand.
     pub fn now_at(&self, physical_ms: u64) -> Hlc {
         let wall = Hlc::new(physical_ms, 0).as_raw();
         let mut prev = self.last.load(Ordering::Acquire);
@@ -221,25 +219,11 @@ impl HlcClock {
         }
     }
 
-    /// Records a timestamp from elsewhere so every later [`HlcClock::now`]
-    /// exceeds it.
+    /// Records a timestamp from elsewhere so every later
+    /// [`HlcClock::now_at`] exceeds it.
     pub fn observe(&self, remote: Hlc) {
         self.last.fetch_max(remote.as_raw(), Ordering::AcqRel);
     }
-
-    /// The latest timestamp handed out or observed.
-    pub fn last(&self) -> Hlc {
-        Hlc(self.last.load(Ordering::Acquire))
-    }
-}
-
-fn wall_clock_ms() -> u64 {
-    // A clock before 1970 is broken; treating it as zero lets the HLC's
-    // logical part carry on rather than failing writes.
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-        .unwrap_or(0)
 }
 
 /// How concurrent writes to one key are presented.
@@ -481,7 +465,7 @@ impl Siblings {
         }
     }
 
-    /// Highest HLC among current values; feed it to [`HlcClock::observe`]
+    /// Highest HLC among current values; feed it to `HlcClock::observe`
     /// before stamping a write so the write sorts after what it replaces.
     pub fn max_hlc(&self) -> Hlc {
         self.values()
@@ -747,11 +731,6 @@ impl Siblings {
                     .anonymous
                     .iter()
                     .all(|v| self.anonymous.binary_search(v).is_ok()))
-    }
-
-    /// Whether `self` strictly supersedes `other`.
-    pub fn dominates(&self, other: &Self) -> bool {
-        self.descends(other) && !other.descends(self)
     }
 
     /// Full comparison for read repair.
@@ -1435,13 +1414,12 @@ mod tests {
         assert!(t2 > t1 && t2.physical_ms() == 1_000 && t2.logical() == 1);
         clock.observe(Hlc::new(5_000, 7));
         assert!(clock.now_at(1_000) > Hlc::new(5_000, 7));
-        assert!(clock.now() > clock.last().min(Hlc::new(5_000, 7)));
 
         let shared = std::sync::Arc::new(HlcClock::new());
         let handles: Vec<_> = (0..4)
             .map(|_| {
                 let c = std::sync::Arc::clone(&shared);
-                std::thread::spawn(move || (0..2_000).map(|_| c.now()).collect::<Vec<_>>())
+                std::thread::spawn(move || (0..2_000).map(|_| c.now_at(1_000)).collect::<Vec<_>>())
             })
             .collect();
         let mut all = Vec::new();

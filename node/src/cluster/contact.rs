@@ -23,7 +23,7 @@ use std::{
 pub enum Touch {
     /// Gossip has brought news from a peer since this node started or last
     /// stalled.
-    InTouch,
+    Heard,
     /// The gossip loop has not run for this long: the node is stalled, or
     /// has just resumed and not yet noticed.
     Stalled(Duration),
@@ -81,7 +81,7 @@ impl Contact {
         } else if !state.heard {
             Touch::Unheard(now.saturating_duration_since(state.since))
         } else {
-            Touch::InTouch
+            Touch::Heard
         }
     }
 }
@@ -125,7 +125,7 @@ mod tests {
             let expected = if Duration::from_millis(later) > STALL {
                 Touch::Stalled(Duration::from_millis(later))
             } else if heard_since_stall {
-                Touch::InTouch
+                Touch::Heard
             } else {
                 Touch::Unheard(asked - since)
             };

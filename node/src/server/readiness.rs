@@ -10,7 +10,7 @@
 //! a peer that dies later makes the cluster degraded, not this node unready.
 //!
 //! A node that started with an empty data dir also waits, within the same
-//! limit, until it has refilled its partitions (see [`crate::refill`]), so
+//! limit, until it has refilled its partitions (see [`crate::sync::refill`]), so
 //! that a new cluster reports SERVING when its reads can be answered. Past
 //! the limit it serves as a coordinator while its own answers still count
 //! toward no read.
@@ -22,7 +22,7 @@ use tokio::{sync::watch, time::Instant};
 use tonic_health::{server::HealthReporter, ServingStatus};
 
 use crate::{
-    membership::{Membership, View},
+    cluster::membership::{Membership, View},
     ring::{Ring, RingState},
 };
 
@@ -100,7 +100,7 @@ mod tests {
 
     use super::*;
     use crate::{
-        membership::Peer,
+        cluster::membership::Peer,
         ring::layout::{Layout, Member},
     };
 

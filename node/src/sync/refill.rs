@@ -37,8 +37,8 @@ use ringkv_proto::v1::StreamPartitionsRequest;
 use tokio::sync::watch;
 
 use crate::{
-    membership::Membership,
-    peers::PeerClients,
+    cluster::membership::Membership,
+    cluster::peers::PeerClients,
     replica::{blocking, LocalReplica, ReplicaError, META_REFILLING},
     ring::{partition_of, Ring},
     storage::RocksStorage,

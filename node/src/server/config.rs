@@ -6,7 +6,10 @@ use std::{net::SocketAddr, path::PathBuf, time::Duration};
 use clap::{Parser, ValueEnum};
 
 use crate::{
-    context_seal::ContextSeal, storage::Durability, validate::Limits, versions::ConflictMode,
+    api::limits::Limits,
+    ring::DEFAULT_PARTITIONS,
+    storage::Durability,
+    versions::{seal::ContextSeal, ConflictMode},
 };
 
 /// A ringkv storage node: RocksDB storage behind the RawKV gRPC API.
@@ -164,7 +167,7 @@ pub struct NodeConfig {
 
     /// Partition count, fixed when the cluster is created and stored on disk.
     /// A node refuses to join a cluster whose count differs from its own.
-    #[arg(long, env = "RINGKV_PARTITIONS", default_value_t = 256)]
+    #[arg(long, env = "RINGKV_PARTITIONS", default_value_t = DEFAULT_PARTITIONS)]
     pub partitions: u32,
 
     /// N: replicas of each partition.
@@ -396,7 +399,7 @@ mod tests {
     /// every flag with a default is in the table.
     #[test]
     fn the_documented_defaults_are_the_real_ones() {
-        let doc = include_str!("../../docs/operations.md");
+        let doc = include_str!("../../../docs/operations.md");
         let mut documented = std::collections::BTreeMap::new();
         for row in doc.lines().filter(|l| l.starts_with("| `--")) {
             let cells: Vec<&str> = row.split(" | ").collect();

@@ -13,27 +13,27 @@ use tonic::transport::Server;
 use tonic_health::{server::HealthReporter, ServingStatus};
 
 use crate::{
-    config::{Discovery, NodeConfig},
-    discovery::{DiscoveryError, KubernetesSeeds, SeedProvider, StaticSeeds},
-    handoff::{self, HandoffConfig},
-    internal_service::{AdminService, ReplicaService},
-    lifecycle::Lifecycle,
-    membership::{Membership, MembershipError, SelfInfo},
-    metrics::{self, Metrics},
-    peers::PeerClients,
-    rawkv_service::RawKvService,
-    readiness,
-    rebalance::{self, HandoffProgress},
-    refill::{self, Refill},
-    repair::{self, purgeable, Agreement, RepairConfig, TreeCache},
+    api::rawkv::RawKvService,
+    api::replica::{AdminService, ReplicaService},
+    cluster::discovery::{DiscoveryError, KubernetesSeeds, SeedProvider, StaticSeeds},
+    cluster::membership::{Membership, MembershipError, SelfInfo},
+    cluster::peers::PeerClients,
+    coordinator::{Coordinator, CoordinatorConfig, Quorums},
     replica::{LocalReplica, ReplicaError},
-    replication::{Coordinator, CoordinatorConfig, Quorums},
     ring::{
         claimant::{self, ClaimantConfig},
         Ring, RingError,
     },
+    server::config::{Discovery, NodeConfig},
+    server::lifecycle::Lifecycle,
+    server::metrics::{self, Metrics},
+    server::readiness,
+    server::tls::{NodeTls, TlsError},
     storage::{now_millis, PurgeHook, RocksStorage, RocksStorageOptions, Storage, StorageError},
-    tls::{NodeTls, TlsError},
+    sync::anti_entropy::{self, purgeable, Agreement, RepairConfig, TreeCache},
+    sync::hints::{self, HandoffConfig},
+    sync::refill::{self, Refill},
+    sync::streaming::receive::{self, HandoffProgress},
 };
 
 /// Why a node stopped with an error.
@@ -264,7 +264,7 @@ pub async fn run(
         },
         fatal_tx,
     ))];
-    background.push(tokio::spawn(rebalance::run(
+    background.push(tokio::spawn(receive::run(
         ring.clone(),
         membership.clone(),
         local.clone(),
@@ -280,7 +280,7 @@ pub async fn run(
         local.clone(),
         peers.clone(),
     )));
-    background.push(tokio::spawn(repair::run(
+    background.push(tokio::spawn(anti_entropy::run(
         ring.clone(),
         membership.clone(),
         local.clone(),
@@ -295,7 +295,7 @@ pub async fn run(
         metrics.repair.clone(),
     )));
     if config.hinted_handoff {
-        background.push(tokio::spawn(handoff::run(
+        background.push(tokio::spawn(hints::run(
             local.clone(),
             coordinator.clone(),
             membership.clone(),

@@ -23,7 +23,7 @@ use tonic::Status;
 
 use super::{expiry, Coordinator, Relay, Route};
 use crate::{
-    deadline::Deadline,
+    cluster::deadline::Deadline,
     replica::{blocking, ReplicaError, Update},
     ring::RingState,
     versions::Siblings,

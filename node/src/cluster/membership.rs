@@ -22,8 +22,8 @@ use chitchat::{
 use tokio::sync::watch;
 
 use crate::{
-    contact::{Contact, Touch},
-    discovery::SeedProvider,
+    cluster::contact::{Contact, Touch},
+    cluster::discovery::SeedProvider,
 };
 
 const KEY_GRPC: &str = "grpc";
@@ -298,7 +298,7 @@ impl Membership {
     }
 
     /// Whether gossip has brought this node news from a peer since it
-    /// started or last stalled (see [`crate::contact`]).
+    /// started or last stalled (see [`crate::cluster::contact`]).
     pub fn touch(&self) -> Touch {
         self.contact.touch(std::time::Instant::now())
     }
@@ -433,7 +433,7 @@ mod tests {
     };
 
     use super::*;
-    use crate::discovery::{DiscoveryError, StaticSeeds};
+    use crate::cluster::discovery::{DiscoveryError, StaticSeeds};
 
     /// A seed source whose answer the test changes, as pod IPs change, and
     /// that counts how often it is listed.

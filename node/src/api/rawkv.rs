@@ -11,11 +11,11 @@ use ringkv_proto::v1::{
 use tonic::{Request, Response, Status};
 
 use crate::{
-    deadline::Deadline,
-    metrics::RpcMetrics,
-    replication::{visible_values, BatchOptions, BatchWrite, Coordinator, FORWARDED},
+    api::limits::Limits,
+    cluster::deadline::Deadline,
+    coordinator::{visible_values, BatchOptions, BatchWrite, Coordinator, FORWARDED},
+    server::metrics::RpcMetrics,
     storage::{ScanRange, StorageError},
-    validate::Limits,
     versions::Siblings,
 };
 

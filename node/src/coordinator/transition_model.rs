@@ -35,7 +35,7 @@ use super::{
     place::{Owed, Place, Receipt},
     write_quorum::WriteQuorum,
 };
-use crate::rebalance::stream_sources;
+use crate::sync::streaming::receive::stream_sources;
 
 const C: usize = 0;
 const M: usize = 1;
@@ -190,8 +190,8 @@ impl World {
         (0..NODES).all(|n| !self.alive[n] || self.version[n] >= version)
     }
 
-    /// R's sources (`rebalance::receive_all`).
-    fn sources(&self) -> crate::rebalance::Sources {
+    /// R's sources (`sync::streaming::receive::receive_all`).
+    fn sources(&self) -> crate::sync::streaming::receive::Sources {
         let alive = self.alive;
         stream_sources(&names(&OLD), &names(&NEW), "R", |id| alive[node(id)])
     }

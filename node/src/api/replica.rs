@@ -16,20 +16,20 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
 use crate::{
-    deadline::Deadline,
-    lifecycle::Lifecycle,
-    membership::Membership,
-    metrics::RpcMetrics,
-    partition_stream::{self, StreamSource},
-    peers::PeerClients,
-    rebalance::HandoffProgress,
-    repair::{bucket_digests, TreeCache},
+    api::limits::Limits,
+    cluster::deadline::Deadline,
+    cluster::membership::Membership,
+    cluster::peers::PeerClients,
+    coordinator::{Coordinator, Relay, FORWARD_HOPS, RING_VERSION},
     replica::{blocking, LocalReplica},
-    replication::{Coordinator, Relay, FORWARD_HOPS, RING_VERSION},
     ring::Ring,
+    server::lifecycle::Lifecycle,
+    server::metrics::RpcMetrics,
     storage::ScanRange,
-    throttle::Throttle,
-    validate::Limits,
+    sync::anti_entropy::{bucket_digests, TreeCache},
+    sync::streaming::receive::HandoffProgress,
+    sync::streaming::send::{self, StreamSource},
+    sync::throttle::Throttle,
     versions::ConflictMode,
 };
 
@@ -266,7 +266,7 @@ impl Replica for ReplicaService {
             .map_or(1, |l| l.partitions_of(self.local.node_id()).len().max(1));
         let storage = self.local.storage().clone();
         let estimated_keys = storage.stats().estimated_keys * wanted.len() as u64 / owned as u64;
-        let (tx, rx) = partition_stream::channel();
+        let (tx, rx) = send::channel();
         let source = StreamSource {
             partition_count,
             wanted,

@@ -9,7 +9,7 @@ use ringkv_proto::v1::{ReplicaRecord, StreamBatch};
 use tokio::sync::mpsc;
 use tonic::Status;
 
-use crate::{ring::partition_of, storage::StorageError, throttle::Throttle};
+use crate::{ring::partition_of, storage::StorageError, sync::throttle::Throttle};
 
 /// Size of one streamed batch: large enough to stream fast, small enough to
 /// keep the memory of a stream bounded.

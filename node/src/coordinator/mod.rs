@@ -32,16 +32,16 @@ use stale_coordinator::why_stale;
 use write_quorum::WriteQuorum;
 
 use crate::{
-    context_seal::ContextSeal,
-    deadline::Deadline,
-    lifecycle::Lifecycle,
-    membership::{Membership, View},
-    metrics::ReplicationMetrics,
-    peers::PeerClients,
-    refill::Refill,
+    cluster::deadline::Deadline,
+    cluster::membership::{Membership, View},
+    cluster::peers::PeerClients,
     replica::{blocking, LocalReplica, ReplicaError, Update},
     ring::{partition_of, Layout, Ring, RingState},
+    server::lifecycle::Lifecycle,
+    server::metrics::ReplicationMetrics,
     storage::{now_millis, ScanRange},
+    sync::refill::Refill,
+    versions::seal::ContextSeal,
     versions::{CausalContext, ConflictMode, Siblings},
 };
 
@@ -289,10 +289,6 @@ impl Coordinator {
 
     pub fn mode(&self) -> ConflictMode {
         self.inner.local.mode()
-    }
-
-    pub fn quorums(&self) -> Quorums {
-        self.inner.config.quorums
     }
 
     /// The token a client gets for the context of `record`, read from `key`.

@@ -30,13 +30,13 @@ use ringkv_proto::v1::{
 use tonic::Request;
 
 use crate::{
-    cleanup,
-    membership::Membership,
-    peers::PeerClients,
+    cluster::membership::Membership,
+    cluster::peers::PeerClients,
     replica::{blocking, LocalReplica, ReplicaError},
     ring::{partition_of, Ring},
     storage::now_millis,
-    throttle::Throttle,
+    sync::gc,
+    sync::throttle::Throttle,
     versions::Siblings,
 };
 
@@ -256,10 +256,10 @@ async fn round(
         return Ok(());
     };
     let current = state.current.clone();
-    let droppable = cleanup::droppable(&state, &membership.view(), me);
+    let droppable = gc::droppable(&state, &membership.view(), me);
     if !droppable.is_empty() {
         let (local, count) = (local.clone(), current.partitions());
-        let dropped = blocking(move || cleanup::drop_partitions(&local, &droppable, count))
+        let dropped = blocking(move || gc::drop_partitions(&local, &droppable, count))
             .await
             .map_err(|s| s.to_string())?;
         if dropped > 0 {

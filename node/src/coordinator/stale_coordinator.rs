@@ -6,13 +6,13 @@
 //! writes its own copy without asking anyone, so it applies the same rule
 //! to itself with what gossip tells it: the floors its live peers announce.
 //! Right after a start or a stall, gossip has told it nothing yet, so it
-//! waits for the first news (see [`crate::contact`]). Without this, a node
+//! waits for the first news (see [`crate::cluster::contact`]). Without this, a node
 //! paused through a transition answered a read at R=1 from its own copy of
 //! a partition it no longer owned, missing writes acknowledged at W=3.
 
 use std::time::Duration;
 
-use crate::{contact::Touch, membership::View, ring::RingState};
+use crate::{cluster::contact::Touch, cluster::membership::View, ring::RingState};
 
 /// Why this node must not coordinate a request now, if it must not.
 ///
@@ -39,7 +39,7 @@ pub(crate) fn why_stale(
                 settle.as_millis()
             ))
         }
-        Touch::Unheard(_) | Touch::InTouch => {}
+        Touch::Unheard(_) | Touch::Heard => {}
     }
     let ahead = view
         .alive()
@@ -69,7 +69,7 @@ mod tests {
 
     use super::*;
     use crate::{
-        membership::Peer,
+        cluster::membership::Peer,
         ring::layout::{Layout, Member},
     };
 
@@ -96,7 +96,7 @@ mod tests {
             version in 1u64..6,
             floors in proptest::collection::vec((any::<bool>(), 0u64..8), 2),
             touch in prop_oneof![
-                Just(Touch::InTouch),
+                Just(Touch::Heard),
                 (0u64..30_000).prop_map(|ms| Touch::Stalled(Duration::from_millis(ms))),
                 (0u64..30_000).prop_map(|ms| Touch::Unheard(Duration::from_millis(ms))),
             ],

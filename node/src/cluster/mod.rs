@@ -1,0 +1,8 @@
+//! Who is in the cluster and how to reach them: gossip membership, seed
+//! discovery, contact tracking, peer clients and deadlines on peer calls.
+
+pub(crate) mod contact;
+pub(crate) mod deadline;
+pub(crate) mod discovery;
+pub(crate) mod membership;
+pub(crate) mod peers;

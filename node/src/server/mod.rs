@@ -1,0 +1,10 @@
+//! Wires a node together and runs it: configuration, TLS, telemetry,
+//! metrics, readiness and the node's own lifecycle.
+
+pub(crate) mod config;
+pub(crate) mod lifecycle;
+pub(crate) mod metrics;
+pub(crate) mod readiness;
+pub(crate) mod telemetry;
+pub(crate) mod tls;
+pub(crate) mod wiring;
