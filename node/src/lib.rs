@@ -30,7 +30,7 @@ mod sync;
 mod versions;
 
 pub use cluster::discovery::{KubernetesSeeds, SeedProvider};
-pub use coordinator::{FORWARDED, RING_VERSION};
+pub use cluster::rpc::{FORWARDED, RING_VERSION};
 pub use replica::{LocalReplica, Update};
 pub use ring::{partition_of, RingState};
 pub use server::{

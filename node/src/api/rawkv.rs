@@ -12,8 +12,8 @@ use tonic::{Request, Response, Status};
 
 use crate::{
     api::limits::Limits,
-    cluster::deadline::Deadline,
-    coordinator::{visible_values, BatchOptions, BatchWrite, Coordinator, FORWARDED},
+    cluster::{deadline::Deadline, rpc::FORWARDED},
+    coordinator::{visible_values, Coordinator, WriteOptions, WriteRequest},
     server::metrics::RpcMetrics,
     storage::{ScanRange, StorageError},
     versions::Siblings,
@@ -77,17 +77,31 @@ pub struct RawKvService {
     metrics: RpcMetrics,
 }
 
-/// A request's metadata that handlers need after `into_inner`.
-struct Call {
+/// What handlers need of a client request's metadata after `into_inner`.
+struct Meta {
     deadline: Option<Deadline>,
     forwarded: bool,
 }
 
-impl Call {
+impl Meta {
     fn of<T>(request: &Request<T>) -> Self {
         Self {
             deadline: Deadline::of(request.metadata()),
             forwarded: request.metadata().contains_key(FORWARDED),
+        }
+    }
+
+    fn write_options(
+        &self,
+        (read_quorum, write_quorum): (Option<u32>, Option<u32>),
+        ttl_seconds: u64,
+    ) -> WriteOptions {
+        WriteOptions {
+            read_quorum,
+            write_quorum,
+            ttl_seconds,
+            deadline: self.deadline,
+            forwarded: self.forwarded,
         }
     }
 }
@@ -138,12 +152,12 @@ impl RawKvService {
         })
     }
 
-    async fn get(&self, req: RawGetRequest, call: Call) -> Result<RawGetResponse, Status> {
+    async fn get(&self, req: RawGetRequest, meta: Meta) -> Result<RawGetResponse, Status> {
         self.limits.key(&req.key)?;
         let (r, _) = self.quorums(req.consistency.as_ref())?;
         let record = self
             .coordinator
-            .read(req.key.clone(), r, call.deadline)
+            .read(req.key.clone(), r, meta.deadline)
             .await?;
         let pair = self
             .pair(req.key, &record, false)
@@ -155,44 +169,36 @@ impl RawKvService {
         })
     }
 
-    async fn put(&self, req: RawPutRequest, call: Call) -> Result<RawPutResponse, Status> {
+    async fn put(&self, req: RawPutRequest, meta: Meta) -> Result<RawPutResponse, Status> {
         self.limits.key(&req.key)?;
         self.limits.value(&req.value)?;
-        let (r, w) = self.quorums(req.consistency.as_ref())?;
+        let quorums = self.quorums(req.consistency.as_ref())?;
+        let write = WriteRequest {
+            key: req.key,
+            value: Some(req.value),
+            context: req.context,
+        };
         self.coordinator
-            .write(
-                req.key,
-                Some(req.value),
-                req.context,
-                r,
-                w,
-                req.ttl_seconds,
-                call.deadline,
-                call.forwarded,
-            )
+            .write(write, meta.write_options(quorums, req.ttl_seconds))
             .await?;
         Ok(RawPutResponse {})
     }
 
-    async fn delete(&self, req: RawDeleteRequest, call: Call) -> Result<RawDeleteResponse, Status> {
+    async fn delete(&self, req: RawDeleteRequest, meta: Meta) -> Result<RawDeleteResponse, Status> {
         self.limits.key(&req.key)?;
-        let (r, w) = self.quorums(req.consistency.as_ref())?;
+        let quorums = self.quorums(req.consistency.as_ref())?;
+        let write = WriteRequest {
+            key: req.key,
+            value: None,
+            context: req.context,
+        };
         self.coordinator
-            .write(
-                req.key,
-                None,
-                req.context,
-                r,
-                w,
-                0,
-                call.deadline,
-                call.forwarded,
-            )
+            .write(write, meta.write_options(quorums, 0))
             .await?;
         Ok(RawDeleteResponse {})
     }
 
-    async fn scan(&self, req: RawScanRequest, call: Call) -> Result<RawScanResponse, Status> {
+    async fn scan(&self, req: RawScanRequest, meta: Meta) -> Result<RawScanResponse, Status> {
         let limit = self.limits.scan(&req.start_key, &req.end_key, req.limit)?;
         let (r, _) = self.quorums(req.consistency.as_ref())?;
         let range = ScanRange {
@@ -202,7 +208,7 @@ impl RawKvService {
             key_only: req.key_only,
             reverse: req.reverse,
         };
-        let found = self.coordinator.scan(range, r, call.deadline).await?;
+        let found = self.coordinator.scan(range, r, meta.deadline).await?;
         Ok(RawScanResponse {
             kvs: found
                 .into_iter()
@@ -214,7 +220,7 @@ impl RawKvService {
     async fn batch_get(
         &self,
         req: RawBatchGetRequest,
-        call: Call,
+        meta: Meta,
     ) -> Result<RawBatchGetResponse, Status> {
         self.limits.batch(req.keys.len())?;
         for key in &req.keys {
@@ -224,7 +230,7 @@ impl RawKvService {
         let reads = req
             .keys
             .iter()
-            .map(|key| self.coordinator.read(key.clone(), r, call.deadline));
+            .map(|key| self.coordinator.read(key.clone(), r, meta.deadline));
         let records = futures::future::try_join_all(reads).await?;
         Ok(RawBatchGetResponse {
             pairs: req
@@ -237,32 +243,20 @@ impl RawKvService {
     }
 
     /// Writes every key of a batch, each through its own quorum, each
-    /// replica's share in one write batch (see `replication::batch`). A key
+    /// replica's share in one write batch (see `coordinator::batch`). A key
     /// that fails does not stop the others; if any failed, the error names
     /// each one with its reason, so the client knows exactly which keys took.
     async fn batch_write(
         &self,
-        writes: Vec<BatchWrite>,
+        writes: Vec<WriteRequest>,
         consistency: Option<&Consistency>,
         ttl_seconds: u64,
-        call: Call,
+        meta: Meta,
     ) -> Result<(), Status> {
-        let (read_quorum, write_quorum) = self.quorums(consistency)?;
+        let options = meta.write_options(self.quorums(consistency)?, ttl_seconds);
         let total = writes.len();
         let keys: Vec<Bytes> = writes.iter().map(|write| write.key.clone()).collect();
-        let outcomes = self
-            .coordinator
-            .write_batch(
-                writes,
-                BatchOptions {
-                    read_quorum,
-                    write_quorum,
-                    ttl_seconds,
-                    deadline: call.deadline,
-                    forwarded: call.forwarded,
-                },
-            )
-            .await;
+        let outcomes = self.coordinator.write_batch(writes, options).await;
         let failed: Vec<(Bytes, Status)> = keys
             .into_iter()
             .zip(outcomes)
@@ -274,7 +268,7 @@ impl RawKvService {
     async fn batch_put(
         &self,
         req: RawBatchPutRequest,
-        call: Call,
+        meta: Meta,
     ) -> Result<RawBatchPutResponse, Status> {
         self.limits.batch(req.pairs.len())?;
         for pair in &req.pairs {
@@ -285,13 +279,13 @@ impl RawKvService {
         let writes = req
             .pairs
             .into_iter()
-            .map(|p| BatchWrite {
+            .map(|p| WriteRequest {
                 key: p.key,
                 value: Some(p.value),
                 context: p.context,
             })
             .collect();
-        self.batch_write(writes, req.consistency.as_ref(), req.ttl_seconds, call)
+        self.batch_write(writes, req.consistency.as_ref(), req.ttl_seconds, meta)
             .await?;
         Ok(RawBatchPutResponse {})
     }
@@ -299,7 +293,7 @@ impl RawKvService {
     async fn batch_delete(
         &self,
         req: RawBatchDeleteRequest,
-        call: Call,
+        meta: Meta,
     ) -> Result<RawBatchDeleteResponse, Status> {
         self.limits.batch(req.keys.len())?;
         for key in &req.keys {
@@ -309,13 +303,13 @@ impl RawKvService {
         let writes = req
             .keys
             .into_iter()
-            .map(|key| BatchWrite {
+            .map(|key| WriteRequest {
                 key,
                 value: None,
                 context: Bytes::new(),
             })
             .collect();
-        self.batch_write(writes, req.consistency.as_ref(), 0, call)
+        self.batch_write(writes, req.consistency.as_ref(), 0, meta)
             .await?;
         Ok(RawBatchDeleteResponse {})
     }
@@ -324,10 +318,10 @@ impl RawKvService {
 /// Times a handler and records its outcome.
 macro_rules! observed {
     ($self:ident, $method:literal, $request:ident, $handler:ident) => {{
-        let call = Call::of(&$request);
+        let meta = Meta::of(&$request);
         $self
             .metrics
-            .timed($method, $self.$handler($request.into_inner(), call))
+            .timed($method, $self.$handler($request.into_inner(), meta))
             .await
     }};
 }

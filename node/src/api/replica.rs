@@ -1,15 +1,14 @@
-//! The node-to-node Replica service and the Admin service.
+//! The node-to-node Replica service: the replica side of reads, writes,
+//! scans, partition streams and anti-entropy.
 
 use std::{collections::BTreeSet, sync::Arc};
 
 use ringkv_proto::v1::{
-    admin_server::Admin, replica_server::Replica, BucketDigestsRequest, BucketDigestsResponse,
-    ClusterStatusRequest, ClusterStatusResponse, DecommissionRequest, DecommissionResponse,
-    GetLayoutRequest, GetLayoutResponse, HandoffProgressRequest, HandoffProgressResponse,
-    KeyDigest, MemberStatus, PartitionTree, PartitionTreesRequest, PartitionTreesResponse,
-    ReplicaApplyBatchRequest, ReplicaApplyBatchResponse, ReplicaApplyRequest, ReplicaApplyResponse,
-    ReplicaReadRequest, ReplicaReadResponse, ReplicaRecord, ReplicaScanRequest,
-    ReplicaScanResponse, RingStatusRequest, RingStatusResponse, StreamBatch,
+    replica_server::Replica, BucketDigestsRequest, BucketDigestsResponse, GetLayoutRequest,
+    GetLayoutResponse, HandoffProgressRequest, HandoffProgressResponse, KeyDigest, PartitionTree,
+    PartitionTreesRequest, PartitionTreesResponse, ReplicaApplyBatchRequest,
+    ReplicaApplyBatchResponse, ReplicaApplyRequest, ReplicaApplyResponse, ReplicaReadRequest,
+    ReplicaReadResponse, ReplicaRecord, ReplicaScanRequest, ReplicaScanResponse, StreamBatch,
     StreamPartitionsRequest,
 };
 use tokio_stream::wrappers::ReceiverStream;
@@ -17,20 +16,19 @@ use tonic::{Request, Response, Status};
 
 use crate::{
     api::limits::Limits,
-    cluster::deadline::Deadline,
-    cluster::membership::Membership,
-    cluster::peers::PeerClients,
-    coordinator::{Coordinator, Relay, FORWARD_HOPS, RING_VERSION},
+    cluster::{
+        deadline::Deadline,
+        rpc::{FORWARD_HOPS, RING_VERSION},
+    },
+    coordinator::{Coordinator, Relay},
     replica::{blocking, LocalReplica},
     ring::Ring,
-    server::lifecycle::Lifecycle,
     server::metrics::RpcMetrics,
     storage::ScanRange,
     sync::anti_entropy::{bucket_digests, TreeCache},
-    sync::streaming::receive::HandoffProgress,
+    sync::streaming::receive::StreamProgress,
     sync::streaming::send::{self, StreamSource},
     sync::throttle::Throttle,
-    versions::ConflictMode,
 };
 
 /// What a replica write says about the nodes that passed it on: nothing
@@ -69,43 +67,18 @@ fn whole_number<T, N: std::str::FromStr>(
 }
 
 /// Serves this node's replicas to its peers.
-pub struct ReplicaService {
-    local: Arc<LocalReplica>,
-    coordinator: Coordinator,
-    ring: Arc<Ring>,
-    limits: Limits,
-    progress: Arc<HandoffProgress>,
-    trees: Arc<TreeCache>,
-    repair_bytes_per_sec: u64,
-    handoff_bytes_per_sec: u64,
-    metrics: RpcMetrics,
-}
-
-impl ReplicaService {
-    #[allow(clippy::too_many_arguments)]
-    pub fn new(
-        local: Arc<LocalReplica>,
-        coordinator: Coordinator,
-        ring: Arc<Ring>,
-        limits: Limits,
-        progress: Arc<HandoffProgress>,
-        trees: Arc<TreeCache>,
-        repair_bytes_per_sec: u64,
-        handoff_bytes_per_sec: u64,
-        metrics: RpcMetrics,
-    ) -> Self {
-        Self {
-            local,
-            coordinator,
-            ring,
-            limits,
-            progress,
-            trees,
-            repair_bytes_per_sec,
-            handoff_bytes_per_sec,
-            metrics,
-        }
-    }
+pub(crate) struct ReplicaService {
+    pub local: Arc<LocalReplica>,
+    pub coordinator: Coordinator,
+    pub ring: Arc<Ring>,
+    pub limits: Limits,
+    pub progress: Arc<StreamProgress>,
+    pub trees: Arc<TreeCache>,
+    /// The rate anti-entropy digests are scanned at for a peer.
+    pub repair_bytes_per_sec: u64,
+    /// The rate partitions are streamed at to a receiver.
+    pub stream_bytes_per_sec: u64,
+    pub metrics: RpcMetrics,
 }
 
 /// The data path's handlers, metered in `ringkv_grpc_requests_total`.
@@ -271,7 +244,7 @@ impl Replica for ReplicaService {
             partition_count,
             wanted,
             estimated_keys,
-            throttle: Throttle::new(self.handoff_bytes_per_sec),
+            throttle: Throttle::new(self.stream_bytes_per_sec),
         };
         tokio::task::spawn_blocking(move || {
             source.run(|visit| storage.for_each_after(&req.start_after, visit), &tx)
@@ -329,187 +302,6 @@ impl Replica for ReplicaService {
                 .into_iter()
                 .map(|(key, hash)| KeyDigest { key, hash })
                 .collect(),
-        }))
-    }
-}
-
-/// Cluster status, decommissioning and ring status, for `ringkv` and the
-/// operator.
-pub struct AdminService {
-    membership: Arc<Membership>,
-    ring: Arc<Ring>,
-    lifecycle: Arc<Lifecycle>,
-    peers: Arc<PeerClients>,
-    replication: u32,
-    mode: ConflictMode,
-}
-
-impl AdminService {
-    pub fn new(
-        membership: Arc<Membership>,
-        ring: Arc<Ring>,
-        lifecycle: Arc<Lifecycle>,
-        peers: Arc<PeerClients>,
-        replication: u32,
-        mode: ConflictMode,
-    ) -> Self {
-        Self {
-            membership,
-            ring,
-            lifecycle,
-            peers,
-            replication,
-            mode,
-        }
-    }
-
-    fn members(&self) -> Vec<MemberStatus> {
-        let view = self.membership.view();
-        let state = self.ring.state();
-        view.peers
-            .values()
-            .map(|peer| MemberStatus {
-                node_id: peer.id.clone(),
-                grpc_address: peer.grpc.clone(),
-                zone: peer.zone.clone().unwrap_or_default(),
-                status: peer.status.to_string(),
-                generation: peer.generation,
-                alive: peer.alive,
-                partitions_owned: state
-                    .as_ref()
-                    .map_or(0, |s| s.current.partitions_of(&peer.id).len() as u32),
-                layout_version: peer.layout_version,
-                hints_pending: peer.hints_pending,
-                partitions_refilling: peer.refilling,
-                partitions_next: state.as_ref().map_or(0, |s| {
-                    s.next
-                        .as_ref()
-                        .unwrap_or(&s.current)
-                        .partitions_of(&peer.id)
-                        .len() as u32
-                }),
-            })
-            .collect()
-    }
-}
-
-#[tonic::async_trait]
-impl Admin for AdminService {
-    async fn cluster_status(
-        &self,
-        _request: Request<ClusterStatusRequest>,
-    ) -> Result<Response<ClusterStatusResponse>, Status> {
-        let members = self.members();
-        Ok(Response::new(ClusterStatusResponse {
-            node_id: self.membership.self_id().to_string(),
-            layout_version: self.ring.version(),
-            partitions: self.ring.partitions(),
-            replication_factor: self.replication,
-            members,
-            conflict_resolution: match self.mode {
-                ConflictMode::Siblings => "siblings".into(),
-                ConflictMode::Lww => "lww".into(),
-            },
-        }))
-    }
-
-    async fn decommission(
-        &self,
-        request: Request<DecommissionRequest>,
-    ) -> Result<Response<DecommissionResponse>, Status> {
-        let node_id = request.into_inner().node_id;
-        let state = self
-            .ring
-            .state()
-            .ok_or_else(|| Status::failed_precondition("the cluster has no layout yet"))?;
-        let members = state.current.members();
-        if !members.iter().any(|m| m.id == node_id) {
-            return Err(Status::not_found(format!(
-                "node {node_id} is not a member of the current layout"
-            )));
-        }
-        let remaining = members.len() - 1;
-        if remaining < self.replication as usize {
-            return Err(Status::failed_precondition(format!(
-                "decommissioning {node_id} would leave {remaining} nodes, fewer than the replication factor {}",
-                self.replication
-            )));
-        }
-        if node_id == self.membership.self_id() {
-            let lifecycle = self.lifecycle.clone();
-            tokio::task::spawn_blocking(move || lifecycle.start_decommission())
-                .await
-                .map_err(|e| Status::internal(e.to_string()))??;
-            tracing::info!("decommission requested: leaving the ring");
-            return Ok(Response::new(DecommissionResponse {}));
-        }
-        // Only the leaving node records its decision; others pass it on.
-        let view = self.membership.view();
-        let addr = view
-            .peers
-            .get(&node_id)
-            .filter(|p| p.alive)
-            .map(|p| p.grpc.clone())
-            .ok_or_else(|| Status::unavailable(format!("node {node_id} is not alive")))?;
-        self.peers
-            .admin(&addr)?
-            .decommission(DecommissionRequest { node_id })
-            .await?;
-        Ok(Response::new(DecommissionResponse {}))
-    }
-
-    async fn ring_status(
-        &self,
-        _request: Request<RingStatusRequest>,
-    ) -> Result<Response<RingStatusResponse>, Status> {
-        let state = self.ring.state();
-        let view = self.membership.view();
-        let mut handoffs = Vec::new();
-        let mut unreachable = Vec::new();
-        if let Some(state) = state.as_ref().filter(|s| s.next.is_some()) {
-            for node in state.receiving_nodes() {
-                let Some(peer) = view.peers.get(&node).filter(|p| p.alive) else {
-                    unreachable.push(node);
-                    continue;
-                };
-                let mut request = Request::new(HandoffProgressRequest {});
-                request.set_timeout(std::time::Duration::from_secs(2));
-                let answer = match self.peers.replica(&peer.grpc) {
-                    Ok(mut client) => client.handoff_progress(request).await,
-                    Err(status) => Err(status),
-                };
-                match answer {
-                    Ok(response) => {
-                        let response = response.into_inner();
-                        let expected: BTreeSet<u32> = state.receiving(&node).into_iter().collect();
-                        let mut seen = BTreeSet::new();
-                        if response.state_version == state.version {
-                            for p in response.partitions {
-                                seen.insert(p.partition);
-                                handoffs.push(p);
-                            }
-                        }
-                        // Partitions the receiver has not started yet.
-                        let synced = peer.synced >= state.version;
-                        for p in expected.difference(&seen) {
-                            handoffs.push(ringkv_proto::v1::PartitionProgress {
-                                partition: *p,
-                                node_id: node.clone(),
-                                complete: synced,
-                                ..Default::default()
-                            });
-                        }
-                    }
-                    Err(_) => unreachable.push(node),
-                }
-            }
-        }
-        Ok(Response::new(RingStatusResponse {
-            state_version: self.ring.version(),
-            transition: state.as_ref().is_some_and(|s| s.in_transition()),
-            members: self.members(),
-            handoffs,
-            unreachable,
         }))
     }
 }

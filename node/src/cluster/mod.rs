@@ -6,3 +6,4 @@ pub(crate) mod deadline;
 pub(crate) mod discovery;
 pub(crate) mod membership;
 pub(crate) mod peers;
+pub(crate) mod rpc;

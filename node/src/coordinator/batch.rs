@@ -18,36 +18,16 @@ use std::{
 };
 
 use bytes::Bytes;
-use ringkv_proto::v1::{ReplicaApplyBatchRequest, ReplicaRecord};
+use ringkv_proto::v1::ReplicaRecord;
 use tonic::Status;
 
-use super::{expiry, Coordinator, Relay, Route};
+use super::{expiry, layout_failed, route, Coordinator, Relay, Route, WriteOptions, WriteRequest};
 use crate::{
     cluster::deadline::Deadline,
     replica::{blocking, ReplicaError, Update},
     ring::RingState,
     versions::Siblings,
 };
-
-/// One write of a client batch.
-#[derive(Debug, Clone)]
-pub struct BatchWrite {
-    pub key: Bytes,
-    /// `None` for a delete.
-    pub value: Option<Bytes>,
-    /// The sealed causal context the client sent; empty for none.
-    pub context: Bytes,
-}
-
-/// The quorums and limits every write of a batch shares.
-#[derive(Debug, Clone, Copy)]
-pub struct BatchOptions {
-    pub read_quorum: Option<u32>,
-    pub write_quorum: Option<u32>,
-    pub ttl_seconds: u64,
-    pub deadline: Option<Deadline>,
-    pub forwarded: bool,
-}
 
 /// A write of the batch stamped here.
 struct Stamped {
@@ -63,8 +43,8 @@ impl Coordinator {
     /// Writes a client batch; returns each write's outcome, in order.
     pub async fn write_batch(
         &self,
-        writes: Vec<BatchWrite>,
-        options: BatchOptions,
+        writes: Vec<WriteRequest>,
+        options: WriteOptions,
     ) -> Vec<Result<(), Status>> {
         let every = |status: Status| writes.iter().map(|_| Err(status.clone())).collect();
         let w = match self.quorum(
@@ -83,29 +63,21 @@ impl Coordinator {
         let mut together = Vec::new();
         let mut alone = Vec::new();
         for (index, write) in writes.iter().enumerate() {
-            match self.preference(&state.current, &write.key) {
+            match route::owners(&state.current, &write.key) {
                 Ok((partition, replicas))
-                    if !state.in_transition() && replicas.contains(&self.inner.me) =>
+                    if !state.in_transition() && replicas.iter().any(|id| id == self.me()) =>
                 {
                     together.push((index, partition, replicas));
                 }
                 Ok(_) => alone.push(index),
-                Err(status) => outcomes[index] = Some(Err(status)),
+                Err(error) => outcomes[index] = Some(Err(layout_failed(error))),
             }
         }
-        let singles = futures::future::join_all(alone.iter().map(|&index| {
-            let write = &writes[index];
-            self.write(
-                write.key.clone(),
-                write.value.clone(),
-                write.context.clone(),
-                options.read_quorum,
-                options.write_quorum,
-                options.ttl_seconds,
-                options.deadline,
-                options.forwarded,
-            )
-        }));
+        let singles = futures::future::join_all(
+            alone
+                .iter()
+                .map(|&index| self.write(writes[index].clone(), options)),
+        );
         let batched = self.write_together(&writes, together, &state, w, options);
         let (singles, batched) = futures::future::join(singles, batched).await;
         for (index, outcome) in alone.into_iter().zip(singles) {
@@ -124,22 +96,15 @@ impl Coordinator {
     /// sends each other replica its share as one `ApplyBatch`.
     async fn write_together(
         &self,
-        writes: &[BatchWrite],
+        writes: &[WriteRequest],
         together: Vec<(usize, u32, Vec<String>)>,
         state: &RingState,
         w: usize,
-        options: BatchOptions,
+        options: WriteOptions,
     ) -> Vec<(usize, Result<(), Status>)> {
         let mut outcomes = Vec::new();
         let contexts = futures::future::join_all(together.iter().map(|(index, _, _)| {
-            let write = &writes[*index];
-            self.context_for(
-                &write.key,
-                write.value.is_none(),
-                &write.context,
-                options.read_quorum,
-                options.deadline,
-            )
+            self.context_for(&writes[*index], options.read_quorum, options.deadline)
         }))
         .await;
         let expires_at_ms = expiry(options.ttl_seconds);
@@ -235,7 +200,7 @@ impl Coordinator {
         state: &RingState,
         deadline: Option<Deadline>,
     ) -> Vec<usize> {
-        let me = &self.inner.me;
+        let me = self.me();
         let mut shares: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
         for (position, s) in stamped.iter().enumerate() {
             for replica in s.replicas.iter().filter(|r| *r != me) {
@@ -273,7 +238,8 @@ impl Coordinator {
         let fallbacks: Vec<Arc<Mutex<Vec<String>>>> = stamped
             .iter()
             .map(|s| {
-                let fallbacks = self.live_fallbacks(&state.current, s.partition, &route);
+                let fallbacks =
+                    route::live_fallbacks(&state.current, s.partition, &route, self.me());
                 Arc::new(Mutex::new(fallbacks))
             })
             .collect();
@@ -304,10 +270,10 @@ impl Coordinator {
         if !route.is_alive(replica) {
             return Err(Status::unavailable(format!("{replica} is down")));
         }
-        let mut client = self.inner.peers.replica(&Self::address(route, replica)?)?;
-        let request = self.to_replica(route, ReplicaApplyBatchRequest { records }, timeout);
-        client.apply_batch(request).await?;
-        Ok(())
+        self.inner
+            .rpc
+            .apply_batch(route.call(replica, timeout), records)
+            .await
     }
 
     /// This node's share of a client batch, sent by its coordinator (see
@@ -327,10 +293,11 @@ impl Coordinator {
                 None => true,
                 Some(state) => {
                     !state.in_transition()
-                        && self
-                            .preference(&state.current, &key)?
+                        && route::owners(&state.current, &key)
+                            .map_err(layout_failed)?
                             .1
-                            .contains(&self.inner.me)
+                            .iter()
+                            .any(|id| id == self.me())
                 }
             };
             if plain {

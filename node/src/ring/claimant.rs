@@ -21,7 +21,7 @@ use std::{collections::BTreeSet, future::Future, sync::Arc, time::Duration};
 use ringkv_proto::v1::GetLayoutRequest;
 use tokio::{sync::mpsc, time::Instant};
 
-use super::{Layout, Member, Ring, RingState};
+use super::{Layout, LayoutError, Member, Ring, RingError, RingState};
 use crate::{
     cluster::membership::{Membership, NodeStatus, Peer, View},
     cluster::peers::PeerClients,
@@ -153,7 +153,7 @@ async fn adopt_newer_state(view: &View, me: &str, ring: &Ring, peers: &PeerClien
 async fn adopt_newest<'a, F, Fut>(view: &'a View, me: &str, ring: &Ring, fetch: F) -> Vec<&'a str>
 where
     F: Fn(&'a Peer) -> Fut,
-    Fut: Future<Output = Result<RingState, String>>,
+    Fut: Future<Output = Result<RingState, ClaimError>>,
 {
     let mut sources: Vec<&Peer> = view
         .alive()
@@ -179,16 +179,40 @@ where
     tried
 }
 
-async fn fetch_state(peer: &Peer, peers: &PeerClients) -> Result<RingState, String> {
-    let mut client = peers.replica(&peer.grpc).map_err(|e| e.to_string())?;
+/// Why the claimant could not move the ring, or adopt a peer's state.
+/// It tries again at its next tick, so these are logged, never fatal.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum ClaimError {
+    #[error(transparent)]
+    Layout(#[from] LayoutError),
+    #[error(transparent)]
+    Ring(#[from] RingError),
+    #[error("fetching the ring state of {peer}: {status}")]
+    Fetch { peer: String, status: tonic::Status },
+    #[error("the ring state of {peer} is unreadable: {error}")]
+    Decode {
+        peer: String,
+        error: serde_json::Error,
+    },
+}
+
+async fn fetch_state(peer: &Peer, peers: &PeerClients) -> Result<RingState, ClaimError> {
+    let fetch_failed = |status| ClaimError::Fetch {
+        peer: peer.id.clone(),
+        status,
+    };
+    let mut client = peers.replica(&peer.grpc).map_err(fetch_failed)?;
     let mut request = tonic::Request::new(GetLayoutRequest {});
     request.set_timeout(Duration::from_secs(2));
     let response = client
         .get_layout(request)
         .await
-        .map_err(|e| e.to_string())?
+        .map_err(fetch_failed)?
         .into_inner();
-    serde_json::from_str(&response.layout_json).map_err(|e| e.to_string())
+    serde_json::from_str(&response.layout_json).map_err(|error| ClaimError::Decode {
+        peer: peer.id.clone(),
+        error,
+    })
 }
 
 fn member_of(peer: &Peer) -> Member {
@@ -206,7 +230,7 @@ fn claim(
     config: &ClaimantConfig,
     eligible: &BTreeSet<String>,
     stable_since: Instant,
-) -> Result<(), String> {
+) -> Result<(), ClaimError> {
     let Some(state) = ring.state() else {
         // A cluster that already has a layout is joined, never re-founded.
         if view.alive().any(|p| p.layout_version > 0) {
@@ -225,8 +249,7 @@ fn claim(
         {
             return Ok(());
         }
-        let layout = Layout::initial(ring.partitions(), config.replication, members)
-            .map_err(|e| e.to_string())?;
+        let layout = Layout::initial(ring.partitions(), config.replication, members)?;
         return install(ring, RingState::settled(1, Arc::new(layout)));
     };
     let claimant = state
@@ -294,9 +317,7 @@ fn claim(
                 .find(|p| p.status == NodeStatus::Leaving && in_current(&p.id));
             if let Some(peer) = leaving {
                 if current.members().len() > config.replication {
-                    let next = current
-                        .with_member_removed(&peer.id)
-                        .map_err(|e| e.to_string())?;
+                    let next = current.with_member_removed(&peer.id)?;
                     return install(ring, transition(&state, next));
                 }
                 // A join is what lets this departure go ahead, so it must
@@ -308,9 +329,7 @@ fn claim(
                 .filter_map(|id| view.peers.get(id))
                 .find(|p| p.status == NodeStatus::Joining && !in_current(&p.id));
             if let Some(peer) = newcomer {
-                let next = current
-                    .with_member_added(member_of(peer))
-                    .map_err(|e| e.to_string())?;
+                let next = current.with_member_added(member_of(peer))?;
                 return install(ring, transition(&state, next));
             }
             Ok(())
@@ -340,8 +359,9 @@ fn behind(view: &View, ring: &Ring, version: u64) -> Vec<String> {
         .collect()
 }
 
-fn install(ring: &Ring, state: RingState) -> Result<(), String> {
-    ring.install(state).map(|_| ()).map_err(|e| e.to_string())
+fn install(ring: &Ring, state: RingState) -> Result<(), ClaimError> {
+    ring.install(state)?;
+    Ok(())
 }
 
 #[cfg(test)]
@@ -480,7 +500,10 @@ mod tests {
                     if reaches {
                         Ok(settled(version))
                     } else {
-                        Err("unreachable".to_string())
+                        Err(ClaimError::Fetch {
+                            peer: peer.id.clone(),
+                            status: tonic::Status::unavailable("unreachable"),
+                        })
                     }
                 }
             }));

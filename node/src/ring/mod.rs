@@ -14,7 +14,7 @@ use std::{collections::BTreeSet, sync::Arc};
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
-pub use layout::{partition_of, Layout, Member, DEFAULT_PARTITIONS};
+pub use layout::{partition_of, Layout, LayoutError, Member, DEFAULT_PARTITIONS};
 
 use crate::storage::{RocksStorage, StorageError};
 

@@ -12,6 +12,22 @@ use crate::{
     versions::{seal::ContextSeal, ConflictMode},
 };
 
+/// A flag value the node refuses to start with, naming the flag and the
+/// limit.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConfigError {
+    #[error("--replication-factor must be at least 1")]
+    ReplicationFactor,
+    #[error("{flag} {value} is outside 1..={n} (--replication-factor)")]
+    Quorum {
+        flag: &'static str,
+        value: u32,
+        n: u32,
+    },
+    #[error("--partitions must be at least 1")]
+    Partitions,
+}
+
 /// A ringkv storage node: RocksDB storage behind the RawKV gRPC API.
 #[derive(Debug, Clone, Parser)]
 #[command(name = "ringkv-node", version, about, max_term_width = 100)]
@@ -323,23 +339,21 @@ impl NodeConfig {
     }
 
     /// Checks the quorum settings against N.
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), ConfigError> {
         let n = self.replication_factor;
         if n == 0 {
-            return Err("--replication-factor must be at least 1".into());
+            return Err(ConfigError::ReplicationFactor);
         }
-        for (flag, q) in [
+        for (flag, value) in [
             ("--read-quorum", self.read_quorum),
             ("--write-quorum", self.write_quorum),
         ] {
-            if q == 0 || q > n {
-                return Err(format!(
-                    "{flag} {q} is outside 1..={n} (--replication-factor)"
-                ));
+            if value == 0 || value > n {
+                return Err(ConfigError::Quorum { flag, value, n });
             }
         }
         if self.partitions == 0 {
-            return Err("--partitions must be at least 1".into());
+            return Err(ConfigError::Partitions);
         }
         Ok(())
     }

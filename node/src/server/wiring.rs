@@ -14,33 +14,34 @@ use tonic_health::{server::HealthReporter, ServingStatus};
 
 use crate::{
     api::rawkv::RawKvService,
-    api::replica::{AdminService, ReplicaService},
+    api::{admin::AdminService, replica::ReplicaService},
     cluster::discovery::{DiscoveryError, KubernetesSeeds, SeedProvider, StaticSeeds},
     cluster::membership::{Membership, MembershipError, SelfInfo},
     cluster::peers::PeerClients,
-    coordinator::{Coordinator, CoordinatorConfig, Quorums},
+    cluster::rpc::PeerRpc,
+    coordinator::{Coordinator, CoordinatorConfig, CoordinatorParts, Quorums},
     replica::{LocalReplica, ReplicaError},
     ring::{
         claimant::{self, ClaimantConfig},
         Ring, RingError,
     },
-    server::config::{Discovery, NodeConfig},
+    server::config::{ConfigError, Discovery, NodeConfig},
     server::lifecycle::Lifecycle,
     server::metrics::{self, Metrics},
     server::readiness,
     server::tls::{NodeTls, TlsError},
     storage::{now_millis, PurgeHook, RocksStorage, RocksStorageOptions, Storage, StorageError},
-    sync::anti_entropy::{self, purgeable, Agreement, RepairConfig, TreeCache},
-    sync::hints::{self, HandoffConfig},
+    sync::anti_entropy::{purgeable, Agreement, AntiEntropy, RepairConfig, TreeCache},
+    sync::hints::{self, HintDeliveryConfig},
     sync::refill::{self, Refill},
-    sync::streaming::receive::{self, HandoffProgress},
+    sync::streaming::receive::{self, StreamProgress},
 };
 
 /// Why a node stopped with an error.
 #[derive(Debug, thiserror::Error)]
 pub enum NodeError {
     #[error("invalid configuration: {0}")]
-    Config(String),
+    Config(#[from] ConfigError),
     #[error(transparent)]
     Storage(#[from] StorageError),
     #[error(transparent)]
@@ -144,7 +145,7 @@ pub async fn run(
     config: NodeConfig,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), NodeError> {
-    config.validate().map_err(NodeError::Config)?;
+    config.validate()?;
     let node_id = config.node_id();
     std::fs::create_dir_all(&config.data_dir).map_err(|source| NodeError::DataDir {
         path: config.data_dir.display().to_string(),
@@ -231,26 +232,32 @@ pub async fn run(
         w: config.write_quorum as usize,
     };
     let replica_timeout = Duration::from_millis(config.replica_timeout_ms.max(1));
-    let coordinator = Coordinator::new(
+    let rpc = Arc::new(PeerRpc::new(
         node_id.clone(),
-        lifecycle.clone(),
         local.clone(),
-        ring.clone(),
-        membership.clone(),
+        refill.clone(),
         peers.clone(),
-        CoordinatorConfig {
+    ));
+    let coordinator = Coordinator::new(CoordinatorParts {
+        me: node_id.clone(),
+        lifecycle: lifecycle.clone(),
+        local: local.clone(),
+        ring: ring.clone(),
+        membership: membership.clone(),
+        rpc: rpc.clone(),
+        refill: refill.clone(),
+        config: CoordinatorConfig {
             quorums,
             hinted_handoff: config.hinted_handoff,
             replica_timeout,
             seal: config.context_seal(),
             gossip_settle: Duration::from_millis(config.gossip_settle_ms),
         },
-        metrics.replication.clone(),
-        refill.clone(),
-    );
+        metrics: metrics.replication.clone(),
+    });
 
     let (fatal_tx, mut fatal_rx) = mpsc::channel::<String>(1);
-    let progress = Arc::new(HandoffProgress::default());
+    let progress = Arc::new(StreamProgress::default());
     let trees = Arc::new(TreeCache::default());
     let mut background = vec![tokio::spawn(claimant::run(
         ring.clone(),
@@ -280,27 +287,28 @@ pub async fn run(
         local.clone(),
         peers.clone(),
     )));
-    background.push(tokio::spawn(anti_entropy::run(
-        ring.clone(),
-        membership.clone(),
-        local.clone(),
-        peers.clone(),
-        trees.clone(),
-        agreement.clone(),
-        RepairConfig {
+    let anti_entropy = AntiEntropy {
+        ring: ring.clone(),
+        membership: membership.clone(),
+        local: local.clone(),
+        rpc: rpc.clone(),
+        cache: trees.clone(),
+        agreement: agreement.clone(),
+        config: RepairConfig {
             interval: Duration::from_secs(config.anti_entropy_interval_secs.max(1)),
             bytes_per_sec: config.anti_entropy_bytes_per_sec,
             timeout: replica_timeout,
         },
-        metrics.repair.clone(),
-    )));
+        metrics: metrics.repair.clone(),
+    };
+    background.push(tokio::spawn(anti_entropy.run()));
     if config.hinted_handoff {
         background.push(tokio::spawn(hints::run(
             local.clone(),
             coordinator.clone(),
             membership.clone(),
-            peers.clone(),
-            HandoffConfig {
+            rpc,
+            HintDeliveryConfig {
                 max_age: Duration::from_secs(config.hint_max_age_secs),
                 interval: Duration::from_millis(500),
                 timeout: replica_timeout,
@@ -334,27 +342,27 @@ pub async fn run(
     // Refused from the length prefix, before the body is buffered.
     .max_decoding_message_size(limits.max_request_bytes)
     .max_encoding_message_size(usize::MAX);
-    let replica = ReplicaServer::new(ReplicaService::new(
-        local.clone(),
+    let replica = ReplicaServer::new(ReplicaService {
+        local: local.clone(),
         coordinator,
-        ring.clone(),
-        limits.clone(),
+        ring: ring.clone(),
+        limits: limits.clone(),
         progress,
         trees,
-        config.anti_entropy_bytes_per_sec,
-        config.handoff_bytes_per_sec,
-        metrics.rpc.clone(),
-    ))
+        repair_bytes_per_sec: config.anti_entropy_bytes_per_sec,
+        stream_bytes_per_sec: config.handoff_bytes_per_sec,
+        metrics: metrics.rpc.clone(),
+    })
     .max_decoding_message_size(limits.max_request_bytes)
     .max_encoding_message_size(usize::MAX);
-    let admin = AdminServer::new(AdminService::new(
-        membership.clone(),
-        ring.clone(),
-        lifecycle.clone(),
-        peers.clone(),
-        config.replication_factor,
-        config.conflict_mode(),
-    ));
+    let admin = AdminServer::new(AdminService {
+        membership: membership.clone(),
+        ring: ring.clone(),
+        lifecycle: lifecycle.clone(),
+        peers: peers.clone(),
+        replication: config.replication_factor,
+        mode: config.conflict_mode(),
+    });
 
     // One signal fans out to both servers; a fatal condition stops them too.
     let (stop_tx, stop_rx) = watch::channel(false);

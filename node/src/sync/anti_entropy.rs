@@ -24,19 +24,17 @@ use futures::StreamExt;
 use prometheus_client::metrics::{
     counter::Counter, family::Family, gauge::Gauge, histogram::Histogram,
 };
-use ringkv_proto::v1::{
-    BucketDigestsRequest, BucketRef, PartitionTreesRequest, ReplicaApplyRequest, ReplicaReadRequest,
-};
-use tonic::Request;
+use tonic::Status;
 
 use crate::{
-    cluster::membership::Membership,
-    cluster::peers::PeerClients,
-    replica::{blocking, LocalReplica, ReplicaError},
+    cluster::{
+        membership::Membership,
+        rpc::{Delivery, PeerCall, PeerRpc},
+    },
+    replica::{LocalReplica, ReplicaError},
     ring::{partition_of, Ring},
     storage::now_millis,
-    sync::gc,
-    sync::throttle::Throttle,
+    sync::{gc, throttle::Throttle},
     versions::Siblings,
 };
 
@@ -197,6 +195,9 @@ impl Default for RepairMetrics {
     }
 }
 
+/// Keys repaired at once with one peer.
+const REPAIR_CONCURRENCY: usize = 32;
+
 /// Settings of anti-entropy.
 #[derive(Debug, Clone)]
 pub struct RepairConfig {
@@ -205,273 +206,238 @@ pub struct RepairConfig {
     pub timeout: Duration,
 }
 
-/// Runs anti-entropy rounds until the process stops.
-#[allow(clippy::too_many_arguments)]
-pub async fn run(
-    ring: Arc<Ring>,
-    membership: Arc<Membership>,
-    local: Arc<LocalReplica>,
-    peers: Arc<PeerClients>,
-    cache: Arc<TreeCache>,
-    agreement: Arc<Agreement>,
-    config: RepairConfig,
-    metrics: RepairMetrics,
-) {
-    let me = membership.self_id().to_string();
-    let mut ticker = tokio::time::interval(config.interval);
-    ticker.tick().await;
-    loop {
+/// Why an anti-entropy round or exchange stopped short. A round retries at
+/// the next interval, so these are logged, never fatal.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum RepairError {
+    #[error("local replica: {0}")]
+    Local(#[from] ReplicaError),
+    #[error("local replica task failed: {0}")]
+    Task(#[from] tokio::task::JoinError),
+    #[error("{0}")]
+    Layout(#[from] crate::ring::LayoutError),
+    #[error("peer {peer}: {status}")]
+    Peer { peer: String, status: Status },
+}
+
+/// Compares this node's partitions with their co-replicas every interval,
+/// and repairs what differs.
+pub(crate) struct AntiEntropy {
+    pub ring: Arc<Ring>,
+    pub membership: Arc<Membership>,
+    pub local: Arc<LocalReplica>,
+    pub rpc: Arc<PeerRpc>,
+    pub cache: Arc<TreeCache>,
+    pub agreement: Arc<Agreement>,
+    pub config: RepairConfig,
+    pub metrics: RepairMetrics,
+}
+
+impl AntiEntropy {
+    /// Runs anti-entropy rounds until the process stops.
+    pub async fn run(self) {
+        let mut ticker = tokio::time::interval(self.config.interval);
         ticker.tick().await;
-        if let Err(error) = round(
-            &ring,
-            &membership,
-            &me,
-            &local,
-            &peers,
-            &cache,
-            &agreement,
-            &config,
-            &metrics,
-        )
-        .await
-        {
-            tracing::debug!(%error, "anti-entropy round incomplete");
-        }
-    }
-}
-
-#[allow(clippy::too_many_arguments)]
-async fn round(
-    ring: &Ring,
-    membership: &Membership,
-    me: &str,
-    local: &Arc<LocalReplica>,
-    peers: &PeerClients,
-    cache: &TreeCache,
-    agreement: &Agreement,
-    config: &RepairConfig,
-    metrics: &RepairMetrics,
-) -> Result<(), String> {
-    let Some(state) = ring.state() else {
-        return Ok(());
-    };
-    let current = state.current.clone();
-    let droppable = gc::droppable(&state, &membership.view(), me);
-    if !droppable.is_empty() {
-        let (local, count) = (local.clone(), current.partitions());
-        let dropped = blocking(move || gc::drop_partitions(&local, &droppable, count))
-            .await
-            .map_err(|s| s.to_string())?;
-        if dropped > 0 {
-            tracing::info!(
-                dropped,
-                "dropped the records of partitions this node no longer owns"
-            );
-        }
-    }
-    let owned: BTreeSet<u32> = current.partitions_of(me).into_iter().collect();
-    if owned.is_empty() {
-        return Ok(());
-    }
-    let partition_count = current.partitions();
-    let started_ms = now_millis();
-    let started = Instant::now();
-    let trees = {
-        let (local, owned, rate) = (local.clone(), owned.clone(), config.bytes_per_sec);
-        blocking(move || build_trees(&local, &owned, partition_count, rate))
-            .await
-            .map_err(|s| s.to_string())?
-    };
-    metrics
-        .tree_build_seconds
-        .observe(started.elapsed().as_secs_f64());
-    cache.replace(trees.clone());
-
-    // Which co-replicas share which of my partitions.
-    let mut shared: BTreeMap<String, Vec<u32>> = BTreeMap::new();
-    for p in &owned {
-        for id in current.preference_list(*p).map_err(|e| e.to_string())? {
-            if id != me {
-                shared.entry(id.to_string()).or_default().push(*p);
+        loop {
+            ticker.tick().await;
+            if let Err(error) = self.round().await {
+                tracing::debug!(%error, "anti-entropy round incomplete");
             }
         }
     }
-    let view = membership.view();
-    let mut disagreed: BTreeSet<u32> = BTreeSet::new();
-    let mut unreached: BTreeSet<u32> = BTreeSet::new();
-    for (peer, partitions) in shared {
-        let Some(addr) = view.live_address(&peer) else {
-            unreached.extend(partitions);
-            continue;
+
+    async fn round(&self) -> Result<(), RepairError> {
+        let Some(state) = self.ring.state() else {
+            return Ok(());
         };
-        match exchange(
-            &addr,
-            &partitions,
-            &trees,
-            local,
-            peers,
-            partition_count,
-            config,
-            metrics,
-        )
-        .await
-        {
-            Ok(differing) => disagreed.extend(differing),
-            Err(error) => {
-                tracing::debug!(%peer, %error, "tree exchange failed");
+        let me = self.membership.self_id().to_string();
+        let current = state.current.clone();
+        let droppable = gc::droppable(&state, &self.membership.view(), &me);
+        if !droppable.is_empty() {
+            let (local, count) = (self.local.clone(), current.partitions());
+            let dropped =
+                blocking_local(move || gc::drop_partitions(&local, &droppable, count)).await?;
+            if dropped > 0 {
+                tracing::info!(
+                    dropped,
+                    "dropped the records of partitions this node no longer owns"
+                );
+            }
+        }
+        let owned: BTreeSet<u32> = current.partitions_of(&me).into_iter().collect();
+        if owned.is_empty() {
+            return Ok(());
+        }
+        let partition_count = current.partitions();
+        let started_ms = now_millis();
+        let started = Instant::now();
+        let trees = {
+            let (local, owned, rate) =
+                (self.local.clone(), owned.clone(), self.config.bytes_per_sec);
+            blocking_local(move || build_trees(&local, &owned, partition_count, rate)).await?
+        };
+        self.metrics
+            .tree_build_seconds
+            .observe(started.elapsed().as_secs_f64());
+        self.cache.replace(trees.clone());
+
+        // Which co-replicas share which of my partitions.
+        let mut shared: BTreeMap<String, Vec<u32>> = BTreeMap::new();
+        for p in &owned {
+            for id in current.preference_list(*p)? {
+                if id != me {
+                    shared.entry(id.to_string()).or_default().push(*p);
+                }
+            }
+        }
+        let view = self.membership.view();
+        let mut disagreed: BTreeSet<u32> = BTreeSet::new();
+        let mut unreached: BTreeSet<u32> = BTreeSet::new();
+        for (peer, partitions) in shared {
+            if !view.is_alive(&peer) {
                 unreached.extend(partitions);
+                continue;
+            }
+            let call = PeerCall {
+                node: &peer,
+                view: &view,
+                ring_version: 0,
+                timeout: self.config.timeout,
+            };
+            match self
+                .exchange(call, &partitions, &trees, partition_count)
+                .await
+            {
+                Ok(differing) => disagreed.extend(differing),
+                Err(error) => {
+                    tracing::debug!(%peer, %error, "tree exchange failed");
+                    unreached.extend(partitions);
+                }
             }
         }
-    }
-    let now = now_millis();
-    for p in &owned {
-        metrics
-            .last_exchange
-            .get_or_create(&PartitionLabel { partition: *p })
-            .set((now / 1000) as i64);
-        if !disagreed.contains(p) && !unreached.contains(p) {
-            agreement.record(*p, started_ms);
+        let now = now_millis();
+        for p in &owned {
+            self.metrics
+                .last_exchange
+                .get_or_create(&PartitionLabel { partition: *p })
+                .set((now / 1000) as i64);
+            if !disagreed.contains(p) && !unreached.contains(p) {
+                self.agreement.record(*p, started_ms);
+            }
         }
+        Ok(())
     }
-    Ok(())
-}
 
-/// Keys repaired at once with one peer.
-const REPAIR_CONCURRENCY: usize = 32;
-
-/// Pulls the peer's record of `key`, merges it here, and pushes the merge
-/// back, so that both sides end up with the same record.
-async fn repair_key(
-    mut client: ringkv_proto::v1::replica_client::ReplicaClient<tonic::transport::Channel>,
-    key: Bytes,
-    local: Arc<LocalReplica>,
-    timeout: Duration,
-) -> Result<(), String> {
-    let mut read = Request::new(ReplicaReadRequest { key: key.clone() });
-    read.set_timeout(timeout);
-    let record = client
-        .read(read)
-        .await
-        .map_err(|e| e.to_string())?
-        .into_inner()
-        .record;
-    let k = key.clone();
-    let merged = blocking(move || {
-        if record.is_empty() {
-            local.read(&k)
-        } else {
-            let incoming = Siblings::decode(&record).map_err(ReplicaError::BadRecord)?;
-            local.apply(&k, &incoming).map(Some)
-        }
-    })
-    .await
-    .map_err(|s| s.to_string())?;
-    if let Some(merged) = merged {
-        let mut apply = Request::new(ReplicaApplyRequest {
-            key,
-            record: merged.encode(),
-            hint_for: String::new(),
-        });
-        apply.set_timeout(timeout);
-        client.apply(apply).await.map_err(|e| e.to_string())?;
-    }
-    Ok(())
-}
-
-/// Compares trees with one peer and repairs differing keys both ways.
-/// Returns the partitions that differed.
-#[allow(clippy::too_many_arguments)]
-async fn exchange(
-    addr: &str,
-    partitions: &[u32],
-    mine: &BTreeMap<u32, Tree>,
-    local: &Arc<LocalReplica>,
-    peers: &PeerClients,
-    partition_count: u32,
-    config: &RepairConfig,
-    metrics: &RepairMetrics,
-) -> Result<BTreeSet<u32>, String> {
-    let mut client = peers.replica(addr).map_err(|e| e.to_string())?;
-    let mut request = Request::new(PartitionTreesRequest {
-        partitions: partitions.to_vec(),
-    });
-    request.set_timeout(config.timeout);
-    let theirs = client
-        .partition_trees(request)
-        .await
-        .map_err(|e| e.to_string())?
-        .into_inner()
-        .trees;
-    let theirs: HashMap<u32, Vec<u64>> = theirs
-        .into_iter()
-        .map(|t| (t.partition, t.buckets))
-        .collect();
-    let mut leaves: BTreeSet<(u32, u32)> = BTreeSet::new();
-    let mut differing = BTreeSet::new();
-    for p in partitions {
-        let (Some(my_tree), Some(their_tree)) = (mine.get(p), theirs.get(p)) else {
-            // A peer that has not built its trees yet proves nothing.
-            differing.insert(*p);
-            continue;
+    /// Compares trees with one peer and repairs differing keys both ways.
+    /// Returns the partitions that differed.
+    async fn exchange(
+        &self,
+        call: PeerCall<'_>,
+        partitions: &[u32],
+        mine: &BTreeMap<u32, Tree>,
+        partition_count: u32,
+    ) -> Result<BTreeSet<u32>, RepairError> {
+        let peer_failed = |status: Status| RepairError::Peer {
+            peer: call.node.to_string(),
+            status,
         };
-        for (b, (a, z)) in my_tree.iter().zip(their_tree).enumerate() {
-            if a != z {
-                leaves.insert((*p, b as u32));
+        let theirs = self
+            .rpc
+            .partition_trees(call, partitions)
+            .await
+            .map_err(peer_failed)?;
+        let mut leaves: BTreeSet<(u32, u32)> = BTreeSet::new();
+        let mut differing = BTreeSet::new();
+        for p in partitions {
+            let (Some(my_tree), Some(their_tree)) = (mine.get(p), theirs.get(p)) else {
+                // A peer that has not built its trees yet proves nothing.
                 differing.insert(*p);
+                continue;
+            };
+            for (b, (a, z)) in my_tree.iter().zip(their_tree).enumerate() {
+                if a != z {
+                    leaves.insert((*p, b as u32));
+                    differing.insert(*p);
+                }
             }
         }
-    }
-    if leaves.is_empty() {
-        return Ok(differing);
-    }
-    let my_digests: HashMap<Bytes, u64> = {
-        let (local, leaves, rate) = (local.clone(), leaves.clone(), config.bytes_per_sec);
-        blocking(move || bucket_digests(&local, &leaves, partition_count, rate))
+        if leaves.is_empty() {
+            return Ok(differing);
+        }
+        let my_digests: HashMap<Bytes, u64> = {
+            let (local, leaves, rate) = (
+                self.local.clone(),
+                leaves.clone(),
+                self.config.bytes_per_sec,
+            );
+            blocking_local(move || bucket_digests(&local, &leaves, partition_count, rate))
+                .await?
+                .into_iter()
+                .collect()
+        };
+        let buckets: Vec<(u32, u32)> = leaves.into_iter().collect();
+        // Digests take a scan on the peer: they get ten calls' time.
+        let digests_call = PeerCall {
+            timeout: call.timeout * 10,
+            ..call
+        };
+        let their_digests = self
+            .rpc
+            .bucket_digests(digests_call, &buckets)
             .await
-            .map_err(|s| s.to_string())?
-            .into_iter()
-            .collect()
-    };
-    let mut request = Request::new(BucketDigestsRequest {
-        buckets: leaves
+            .map_err(peer_failed)?;
+        let keys: BTreeSet<Bytes> = my_digests
             .iter()
-            .map(|(partition, bucket)| BucketRef {
-                partition: *partition,
-                bucket: *bucket,
-            })
-            .collect(),
-    });
-    request.set_timeout(config.timeout * 10);
-    let their_digests: HashMap<Bytes, u64> = client
-        .bucket_digests(request)
-        .await
-        .map_err(|e| e.to_string())?
-        .into_inner()
-        .keys
-        .into_iter()
-        .map(|d| (d.key, d.hash))
-        .collect();
-    let keys: BTreeSet<Bytes> = my_digests
-        .iter()
-        .filter(|(k, h)| their_digests.get(*k) != Some(h))
-        .map(|(k, _)| k.clone())
-        .chain(
-            their_digests
-                .iter()
-                .filter(|(k, h)| my_digests.get(*k) != Some(h))
-                .map(|(k, _)| k.clone()),
-        )
-        .collect();
-    // Keys are repaired concurrently, a bounded number at a time.
-    let repairs = futures::stream::iter(keys)
-        .map(|key| repair_key(client.clone(), key, local.clone(), config.timeout))
-        .buffer_unordered(REPAIR_CONCURRENCY);
-    let results: Vec<Result<(), String>> = repairs.collect().await;
-    for result in results {
-        result?;
-        metrics.keys_repaired.inc();
+            .filter(|(k, h)| their_digests.get(*k) != Some(h))
+            .map(|(k, _)| k.clone())
+            .chain(
+                their_digests
+                    .iter()
+                    .filter(|(k, h)| my_digests.get(*k) != Some(h))
+                    .map(|(k, _)| k.clone()),
+            )
+            .collect();
+        // Keys are repaired concurrently, a bounded number at a time.
+        let repairs = futures::stream::iter(keys)
+            .map(|key| self.repair_key(call, key))
+            .buffer_unordered(REPAIR_CONCURRENCY);
+        let results: Vec<Result<(), RepairError>> = repairs.collect().await;
+        for result in results {
+            result?;
+            self.metrics.keys_repaired.inc();
+        }
+        Ok(differing)
     }
-    Ok(differing)
+
+    /// Pulls the peer's record of `key`, merges it here, and pushes the merge
+    /// back, so that both sides end up with the same record.
+    async fn repair_key(&self, call: PeerCall<'_>, key: Bytes) -> Result<(), RepairError> {
+        let peer_failed = |status: Status| RepairError::Peer {
+            peer: call.node.to_string(),
+            status,
+        };
+        let theirs = self.rpc.read(call, &key).await.map_err(peer_failed)?.record;
+        let (local, k) = (self.local.clone(), key.clone());
+        let merged = blocking_local(move || match theirs {
+            None => local.read(&k),
+            Some(incoming) => local.apply(&k, &incoming).map(Some),
+        })
+        .await?;
+        if let Some(merged) = merged {
+            self.rpc
+                .apply(call, &key, &merged.encode(), Delivery::Replica)
+                .await
+                .map_err(peer_failed)?;
+        }
+        Ok(())
+    }
+}
+
+/// Runs blocking work on the local replica off the async threads.
+async fn blocking_local<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T, ReplicaError> + Send + 'static,
+) -> Result<T, RepairError> {
+    Ok(tokio::task::spawn_blocking(work).await??)
 }
 
 #[cfg(test)]

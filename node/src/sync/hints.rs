@@ -11,21 +11,24 @@
 
 use std::{sync::Arc, time::Duration};
 
-use ringkv_proto::v1::ReplicaApplyRequest;
-use tonic::Request;
-
 use crate::{
-    cluster::membership::Membership, cluster::peers::PeerClients, coordinator::Coordinator,
-    replica::LocalReplica, server::metrics::ReplicationMetrics, storage::now_millis,
+    cluster::{
+        membership::Membership,
+        rpc::{Delivery, PeerCall, PeerRpc},
+    },
+    coordinator::Coordinator,
+    replica::LocalReplica,
+    server::metrics::ReplicationMetrics,
+    storage::now_millis,
 };
 
 /// Hints read per round, and at most this many of one target.
 const BATCH: usize = 512;
 const PER_TARGET: usize = 64;
 
-/// Settings of the handoff loop.
+/// Settings of hint delivery.
 #[derive(Debug, Clone)]
-pub struct HandoffConfig {
+pub struct HintDeliveryConfig {
     pub max_age: Duration,
     pub interval: Duration,
     pub timeout: Duration,
@@ -36,8 +39,8 @@ pub async fn run(
     local: Arc<LocalReplica>,
     coordinator: Coordinator,
     membership: Arc<Membership>,
-    peers: Arc<PeerClients>,
-    config: HandoffConfig,
+    rpc: Arc<PeerRpc>,
+    config: HintDeliveryConfig,
     metrics: ReplicationMetrics,
 ) {
     let mut ticker = tokio::time::interval(config.interval);
@@ -75,19 +78,17 @@ pub async fn run(
                         false
                     }
                 }
-            } else if let Some(peer) = view.peers.get(&hint.target).filter(|p| p.alive) {
-                let delivered = match peers.replica(&peer.grpc) {
-                    Ok(mut client) => {
-                        let mut request = Request::new(ReplicaApplyRequest {
-                            key: hint.key.clone(),
-                            record: hint.record.clone(),
-                            hint_for: String::new(),
-                        });
-                        request.set_timeout(config.timeout);
-                        client.apply(request).await.is_ok()
-                    }
-                    Err(_) => false,
+            } else if view.is_alive(&hint.target) {
+                let call = PeerCall {
+                    node: &hint.target,
+                    view: &view,
+                    ring_version: 0,
+                    timeout: config.timeout,
                 };
+                let delivered = rpc
+                    .apply(call, &hint.key, &hint.record, Delivery::Replica)
+                    .await
+                    .is_ok();
                 if delivered {
                     metrics.hints_delivered.inc();
                 }

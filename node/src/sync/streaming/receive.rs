@@ -24,20 +24,20 @@ use ringkv_proto::v1::{PartitionProgress, StreamPartitionsRequest};
 use crate::{
     cluster::membership::{Membership, View},
     cluster::peers::PeerClients,
-    coordinator::RING_VERSION,
+    cluster::rpc::RING_VERSION,
     replica::{blocking, LocalReplica},
-    ring::{partition_of, Ring, RingState},
+    ring::{partition_of, LayoutError, Ring, RingState},
     server::metrics::ReplicationMetrics,
     sync::refill::Refill,
 };
 
 /// Progress of the partitions this node receives, for `RingStatus`.
 #[derive(Default)]
-pub struct HandoffProgress {
+pub struct StreamProgress {
     inner: Mutex<(u64, BTreeMap<u32, PartitionProgress>)>,
 }
 
-impl HandoffProgress {
+impl StreamProgress {
     /// The state version and every partition's progress.
     pub fn snapshot(&self) -> (u64, Vec<PartitionProgress>) {
         match self.inner.lock() {
@@ -101,7 +101,7 @@ pub async fn run(
     membership: Arc<Membership>,
     local: Arc<LocalReplica>,
     peers: Arc<PeerClients>,
-    progress: Arc<HandoffProgress>,
+    progress: Arc<StreamProgress>,
     metrics: ReplicationMetrics,
     refill: Arc<Refill>,
 ) {
@@ -145,7 +145,7 @@ pub async fn run(
                 synced = state.version;
             }
             Ok(false) => {}
-            Err(error) => tracing::warn!(%error, "partition handoff interrupted; resuming"),
+            Err(error) => tracing::warn!(%error, "partition stream interrupted; resuming"),
         }
     }
 }
@@ -157,12 +157,28 @@ struct Receiving<'a> {
     view: &'a View,
     local: &'a Arc<LocalReplica>,
     peers: &'a PeerClients,
-    progress: &'a HandoffProgress,
+    progress: &'a StreamProgress,
     metrics: &'a ReplicationMetrics,
 }
 
+/// Why a round of partition streaming stopped short. The next round
+/// resumes from the cursors, so these are logged, never fatal.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum StreamError {
+    #[error("local replica: {0}")]
+    Local(tonic::Status),
+    #[error(transparent)]
+    Layout(#[from] LayoutError),
+    #[error("no live owner of partition {0} to stream from")]
+    NoLiveOwner(u32),
+    #[error("source {0} is unknown to gossip")]
+    UnknownSource(String),
+    #[error("stream from {node}: {status}")]
+    Source { node: String, status: tonic::Status },
+}
+
 /// Streams every incomplete incoming partition; true once all are complete.
-async fn receive_all(cx: &Receiving<'_>, incoming: &[u32]) -> Result<bool, String> {
+async fn receive_all(cx: &Receiving<'_>, incoming: &[u32]) -> Result<bool, StreamError> {
     let Receiving {
         state,
         me,
@@ -185,7 +201,7 @@ async fn receive_all(cx: &Receiving<'_>, incoming: &[u32]) -> Result<bool, Strin
             Ok(pending)
         })
         .await
-        .map_err(|s| s.to_string())?
+        .map_err(StreamError::Local)?
     };
     for p in incoming.iter().filter(|p| !pending.contains(p)) {
         progress.update(version, |map| entry(map, *p, me).complete = true);
@@ -201,12 +217,9 @@ async fn receive_all(cx: &Receiving<'_>, incoming: &[u32]) -> Result<bool, Strin
     let mut incomplete = Vec::new();
     let mut newly_awaiting = Vec::new();
     for p in &pending {
-        let now = state
-            .current
-            .preference_list(*p)
-            .map_err(|e| e.to_string())?;
+        let now = state.current.preference_list(*p)?;
         let next = match &state.next {
-            Some(next) => next.preference_list(*p).map_err(|e| e.to_string())?,
+            Some(next) => next.preference_list(*p)?,
             None => Vec::new(),
         };
         let sources = stream_sources(&now, &next, me, |id| view.is_alive(id));
@@ -223,14 +236,14 @@ async fn receive_all(cx: &Receiving<'_>, incoming: &[u32]) -> Result<bool, Strin
             incomplete.push(*p);
         }
         if sources.live.is_empty() {
-            return Err(format!("no live owner of partition {p} to stream from"));
+            return Err(StreamError::NoLiveOwner(*p));
         }
         for source in sources.live {
             let storage = local.storage().clone();
             let key = source_done_key(version, *p, &source);
             let done = blocking(move || Ok(storage.meta_get(&key)?.is_some()))
                 .await
-                .map_err(|s| s.to_string())?;
+                .map_err(StreamError::Local)?;
             if done {
                 progress.streamed(version, &[*p], &source);
             } else {
@@ -265,7 +278,7 @@ async fn receive_all(cx: &Receiving<'_>, incoming: &[u32]) -> Result<bool, Strin
         Ok(storage.meta_put_many(&done)?)
     })
     .await
-    .map_err(|s| s.to_string())?;
+    .map_err(StreamError::Local)?;
     progress.update(version, |map| {
         for p in &finished {
             if let Some(entry) = map.get_mut(p) {
@@ -328,7 +341,7 @@ async fn receive_group_retrying(
     cx: &Receiving<'_>,
     source: String,
     partitions: Vec<u32>,
-) -> Result<(), String> {
+) -> Result<(), StreamError> {
     let mut attempt = 1;
     loop {
         match receive_group(cx, source.clone(), partitions.clone()).await {
@@ -347,7 +360,7 @@ async fn receive_group(
     cx: &Receiving<'_>,
     source: String,
     partitions: Vec<u32>,
-) -> Result<(), String> {
+) -> Result<(), StreamError> {
     let Receiving {
         state,
         me,
@@ -363,7 +376,7 @@ async fn receive_group(
         .peers
         .get(&source)
         .map(|p| p.grpc.clone())
-        .ok_or_else(|| format!("source {source} unknown"))?;
+        .ok_or_else(|| StreamError::UnknownSource(source.clone()))?;
     // Resume from the earliest cursor of the group: records before a later
     // cursor are re-sent and merged again, which changes nothing.
     let storage = local.storage().clone();
@@ -385,7 +398,7 @@ async fn receive_group(
             Ok(earliest.unwrap_or_default())
         })
         .await
-        .map_err(|s| s.to_string())?
+        .map_err(StreamError::Local)?
         .into()
     };
     for p in &partitions {
@@ -395,7 +408,11 @@ async fn receive_group(
     if !start_after.is_empty() {
         metrics.handoff_streams_resumed.inc();
     }
-    let mut client = peers.replica(&addr).map_err(|e| e.to_string())?;
+    let from_source = |status| StreamError::Source {
+        node: source.clone(),
+        status,
+    };
+    let mut client = peers.replica(&addr).map_err(from_source)?;
     let mut request = tonic::Request::new(StreamPartitionsRequest {
         partitions: partitions.clone(),
         start_after,
@@ -407,15 +424,11 @@ async fn receive_group(
     let mut stream = client
         .stream_partitions(request)
         .await
-        .map_err(|e| format!("stream from {source}: {e}"))?
+        .map_err(from_source)?
         .into_inner();
     let wanted: BTreeSet<u32> = partitions.iter().copied().collect();
     let mut estimate_per_partition = 0u64;
-    while let Some(batch) = stream
-        .message()
-        .await
-        .map_err(|e| format!("stream from {source}: {e}"))?
-    {
+    while let Some(batch) = stream.message().await.map_err(from_source)? {
         if batch.estimated_keys > 0 {
             estimate_per_partition = batch.estimated_keys / partitions.len().max(1) as u64;
         }
@@ -443,7 +456,7 @@ async fn receive_group(
             Ok(())
         })
         .await
-        .map_err(|s| s.to_string())?;
+        .map_err(StreamError::Local)?;
         for (keys, bytes) in counts.values() {
             metrics.handoff_keys_received.inc_by(*keys);
             metrics.handoff_bytes_received.inc_by(*bytes);
@@ -473,7 +486,7 @@ async fn receive_group(
         Ok(storage.meta_put_many(&done)?)
     })
     .await
-    .map_err(|s| s.to_string())?;
+    .map_err(StreamError::Local)?;
     progress.streamed(version, &partitions, &source);
     Ok(())
 }

@@ -1,0 +1,319 @@
+//! One typed call per peer RPC that carries records, as Garage's
+//! `net/endpoint` gives each of its RPCs.
+//!
+//! A call finds the peer's address in the membership view, is bounded by a
+//! timeout, carries the request's metadata (the ring state version it was
+//! routed with, the hops of a relayed write), decodes the answer, and
+//! short-circuits to this node's replica when the target is this node. The
+//! coordinator, the relay of writes during transitions, hint delivery and
+//! anti-entropy all send records through it, so none of them builds a
+//! request by hand.
+
+use std::{collections::HashMap, sync::Arc, time::Duration};
+
+use bytes::Bytes;
+use ringkv_proto::v1::{
+    raw_kv_client::RawKvClient, replica_client::ReplicaClient, BucketDigestsRequest, BucketRef,
+    PartitionTreesRequest, RawDeleteRequest, RawPutRequest, ReplicaApplyBatchRequest,
+    ReplicaApplyRequest, ReplicaReadRequest, ReplicaRecord, ReplicaScanRequest,
+};
+use tonic::{metadata::MetadataValue, transport::Channel, Request, Status};
+
+use crate::{
+    cluster::{membership::View, peers::PeerClients},
+    replica::{blocking, LocalReplica},
+    storage::ScanRange,
+    sync::refill::Refill,
+    versions::Siblings,
+};
+
+/// Metadata on a client write that a node passed on to a replica's RawKV
+/// service, so that it is never passed on twice.
+pub const FORWARDED: &str = "ringkv-forwarded";
+
+/// Metadata on a relayed replica write: how many nodes passed it on already.
+pub const FORWARD_HOPS: &str = "ringkv-forward-hops";
+
+/// Metadata on a replica request: the ring state version its targets were
+/// chosen from, by which a replica refuses a coordinator that missed a ring
+/// change (see [`crate::ring::RingState::refuses`]).
+pub const RING_VERSION: &str = "ringkv-ring-version";
+
+/// Where one peer call goes, and what bounds it.
+#[derive(Clone, Copy)]
+pub(crate) struct PeerCall<'a> {
+    pub node: &'a str,
+    /// Where `node` is found.
+    pub view: &'a View,
+    /// The ring state version the caller chose `node` from; 0 for calls
+    /// outside a client request (hints, anti-entropy), which no replica
+    /// refuses.
+    pub ring_version: u64,
+    pub timeout: Duration,
+}
+
+/// How a record reaches a replica.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Delivery<'a> {
+    /// As one of the key's replicas.
+    Replica,
+    /// As a hint, kept for the named replica while it is down.
+    HintFor(&'a str),
+    /// Relayed by a node that does not keep it (or not alone): the chain is
+    /// now `hops` long.
+    Relayed { hops: u32 },
+}
+
+/// One replica's answer to a read.
+pub(crate) struct ReadReply {
+    pub record: Option<Siblings>,
+    /// False while the replica refills the key's partition.
+    pub counts: bool,
+}
+
+/// One replica's answer to a scan.
+pub(crate) struct ScanReply {
+    pub records: Vec<(Bytes, Siblings)>,
+    /// Partitions the replica still refills: its records of them count
+    /// toward no quorum.
+    pub refilling: Vec<u32>,
+}
+
+/// Calls other nodes' replica services (and their RawKV service, to pass a
+/// client's write to a replica), and this node's own replica directly.
+pub(crate) struct PeerRpc {
+    me: String,
+    local: Arc<LocalReplica>,
+    refill: Arc<Refill>,
+    peers: Arc<PeerClients>,
+}
+
+impl PeerRpc {
+    pub fn new(
+        me: String,
+        local: Arc<LocalReplica>,
+        refill: Arc<Refill>,
+        peers: Arc<PeerClients>,
+    ) -> Self {
+        Self {
+            me,
+            local,
+            refill,
+            peers,
+        }
+    }
+
+    fn is_me(&self, call: &PeerCall<'_>) -> bool {
+        call.node == self.me
+    }
+
+    fn address(call: &PeerCall<'_>) -> Result<String, Status> {
+        call.view
+            .peers
+            .get(call.node)
+            .map(|p| p.grpc.clone())
+            .ok_or_else(|| Status::unavailable(format!("node {} is unknown to gossip", call.node)))
+    }
+
+    fn client(&self, call: &PeerCall<'_>) -> Result<ReplicaClient<Channel>, Status> {
+        self.peers.replica(&Self::address(call)?)
+    }
+
+    fn rawkv(&self, call: &PeerCall<'_>) -> Result<RawKvClient<Channel>, Status> {
+        self.peers.rawkv(&Self::address(call)?)
+    }
+
+    /// A client's write passed on to a replica's RawKV service, marked so
+    /// that it is not passed on again.
+    fn forwarded<T>(call: &PeerCall<'_>, message: T) -> Request<T> {
+        let mut request = Self::request(call, message);
+        request
+            .metadata_mut()
+            .insert(FORWARDED, MetadataValue::from_static("1"));
+        request
+    }
+
+    /// Passes a client's put to `call.node`, which coordinates it.
+    pub async fn forward_put(&self, call: PeerCall<'_>, put: RawPutRequest) -> Result<(), Status> {
+        let request = Self::forwarded(&call, put);
+        self.rawkv(&call)?.raw_put(request).await?;
+        Ok(())
+    }
+
+    /// Passes a client's delete to `call.node`, which coordinates it.
+    pub async fn forward_delete(
+        &self,
+        call: PeerCall<'_>,
+        delete: RawDeleteRequest,
+    ) -> Result<(), Status> {
+        let request = Self::forwarded(&call, delete);
+        self.rawkv(&call)?.raw_delete(request).await?;
+        Ok(())
+    }
+
+    fn request<T>(call: &PeerCall<'_>, message: T) -> Request<T> {
+        let mut request = Request::new(message);
+        request.set_timeout(call.timeout);
+        if call.ring_version > 0 {
+            request
+                .metadata_mut()
+                .insert(RING_VERSION, MetadataValue::from(call.ring_version));
+        }
+        request
+    }
+
+    fn unreadable(node: &str, error: impl std::fmt::Display) -> Status {
+        Status::internal(format!("node {node} sent an unreadable record: {error}"))
+    }
+
+    /// The record of `key` on `call.node`.
+    pub async fn read(&self, call: PeerCall<'_>, key: &Bytes) -> Result<ReadReply, Status> {
+        if self.is_me(&call) {
+            let (local, key) = (self.local.clone(), key.clone());
+            let counts = self.refill.serves_key(&key);
+            let record = blocking(move || local.read(&key)).await?;
+            return Ok(ReadReply { record, counts });
+        }
+        let request = Self::request(&call, ReplicaReadRequest { key: key.clone() });
+        let reply = self.client(&call)?.read(request).await?.into_inner();
+        let record = if reply.record.is_empty() {
+            None
+        } else {
+            Some(Siblings::decode(&reply.record).map_err(|e| Self::unreadable(call.node, e))?)
+        };
+        Ok(ReadReply {
+            record,
+            counts: !reply.refilling,
+        })
+    }
+
+    /// Sends the encoded record of `key` to `call.node`, which merges it
+    /// into its own.
+    pub async fn apply(
+        &self,
+        call: PeerCall<'_>,
+        key: &Bytes,
+        record: &Bytes,
+        delivery: Delivery<'_>,
+    ) -> Result<(), Status> {
+        let hint_for = match delivery {
+            Delivery::HintFor(target) => Some(target),
+            Delivery::Replica | Delivery::Relayed { .. } => None,
+        };
+        if self.is_me(&call) {
+            let (local, key, record) = (self.local.clone(), key.clone(), record.clone());
+            let hint_for = hint_for.map(str::to_string);
+            return blocking(move || local.receive(&key, &record, hint_for.as_deref())).await;
+        }
+        let mut request = Self::request(
+            &call,
+            ReplicaApplyRequest {
+                key: key.clone(),
+                record: record.clone(),
+                hint_for: hint_for.unwrap_or_default().to_string(),
+            },
+        );
+        if let Delivery::Relayed { hops } = delivery {
+            request
+                .metadata_mut()
+                .insert(FORWARD_HOPS, MetadataValue::from(hops));
+        }
+        self.client(&call)?.apply(request).await?;
+        Ok(())
+    }
+
+    /// Sends a peer its share of a client batch in one call.
+    pub async fn apply_batch(
+        &self,
+        call: PeerCall<'_>,
+        records: Vec<ReplicaRecord>,
+    ) -> Result<(), Status> {
+        let request = Self::request(&call, ReplicaApplyBatchRequest { records });
+        self.client(&call)?.apply_batch(request).await?;
+        Ok(())
+    }
+
+    /// Up to `range.limit` of `call.node`'s own records in `range`.
+    pub async fn scan(&self, call: PeerCall<'_>, range: &ScanRange) -> Result<ScanReply, Status> {
+        if self.is_me(&call) {
+            let (local, range) = (self.local.clone(), range.clone());
+            let refilling = self.refill.unserved();
+            let records = blocking(move || local.scan(&range)).await?;
+            return Ok(ScanReply { records, refilling });
+        }
+        let request = Self::request(
+            &call,
+            ReplicaScanRequest {
+                start_key: range.start.clone(),
+                end_key: range.end.clone(),
+                limit: u32::try_from(range.limit).unwrap_or(u32::MAX),
+                reverse: range.reverse,
+            },
+        );
+        let reply = self.client(&call)?.scan_local(request).await?.into_inner();
+        let records = reply
+            .records
+            .into_iter()
+            .map(|r| {
+                Siblings::decode(&r.record)
+                    .map(|record| (r.key, record))
+                    .map_err(|e| Self::unreadable(call.node, e))
+            })
+            .collect::<Result<_, _>>()?;
+        Ok(ScanReply {
+            records,
+            refilling: reply.refilling,
+        })
+    }
+
+    /// `call.node`'s hash trees of `partitions`, by partition.
+    pub async fn partition_trees(
+        &self,
+        call: PeerCall<'_>,
+        partitions: &[u32],
+    ) -> Result<HashMap<u32, Vec<u64>>, Status> {
+        let request = Self::request(
+            &call,
+            PartitionTreesRequest {
+                partitions: partitions.to_vec(),
+            },
+        );
+        let trees = self
+            .client(&call)?
+            .partition_trees(request)
+            .await?
+            .into_inner()
+            .trees;
+        Ok(trees
+            .into_iter()
+            .map(|t| (t.partition, t.buckets))
+            .collect())
+    }
+
+    /// `call.node`'s (key, hash) digests of the tree leaves `buckets`.
+    pub async fn bucket_digests(
+        &self,
+        call: PeerCall<'_>,
+        buckets: &[(u32, u32)],
+    ) -> Result<HashMap<Bytes, u64>, Status> {
+        let request = Self::request(
+            &call,
+            BucketDigestsRequest {
+                buckets: buckets
+                    .iter()
+                    .map(|(partition, bucket)| BucketRef {
+                        partition: *partition,
+                        bucket: *bucket,
+                    })
+                    .collect(),
+            },
+        );
+        let keys = self
+            .client(&call)?
+            .bucket_digests(request)
+            .await?
+            .into_inner()
+            .keys;
+        Ok(keys.into_iter().map(|d| (d.key, d.hash)).collect())
+    }
+}

@@ -1,0 +1,163 @@
+//! The scan path: every live member returns its own records of a range,
+//! page by page, and each partition needs R of its owners among them.
+
+use std::collections::BTreeMap;
+
+use bytes::Bytes;
+use tonic::Status;
+
+use super::{layout_failed, route, visible_values, Coordinator};
+use crate::{
+    cluster::{deadline::Deadline, rpc::ScanReply},
+    ring::partition_of,
+    storage::ScanRange,
+    versions::Siblings,
+};
+
+/// Names the first few of `partitions`, and how many more there are.
+fn name_some(partitions: &[u32]) -> String {
+    const SHOWN: usize = 8;
+    let named: Vec<String> = partitions.iter().take(SHOWN).map(u32::to_string).collect();
+    let more = partitions.len().saturating_sub(SHOWN);
+    if more > 0 {
+        format!("partitions {} and {more} more", named.join(", "))
+    } else {
+        format!("partitions {}", named.join(", "))
+    }
+}
+
+impl Coordinator {
+    /// Scans a key range: every live member returns its own records, of
+    /// which only those of partitions it owns in the current layout count
+    /// (a former owner's leftover copy is no answer), and the copies of one
+    /// key are merged. Every partition needs answers from R of its owners,
+    /// or the scan fails with UNAVAILABLE naming the partitions short of R,
+    /// rather than silently returning part of the range. Pages continue
+    /// past keys that every copy shows deleted, until `limit` visible pairs
+    /// are found.
+    pub async fn scan(
+        &self,
+        range: ScanRange,
+        read_quorum: Option<u32>,
+        deadline: Option<Deadline>,
+    ) -> Result<Vec<(Bytes, Siblings)>, Status> {
+        let r = self.quorum("read_quorum", read_quorum, self.inner.config.quorums.r)?;
+        let state = self.coordinating_state()?;
+        let layout = state.current.clone();
+        // Every page goes out on the version the owners came from: once the
+        // ring has moved past it, peers refuse the pages and the scan fails
+        // rather than count copies their former owners have dropped.
+        let view = self.route(state.version);
+        let timeout = self.timeout(deadline);
+        let members: Vec<String> = layout.members().iter().map(|m| m.id.clone()).collect();
+        let members = route::read_targets(&members, &view, self.me());
+        let partitions = layout.partitions();
+        let owners: Vec<Vec<String>> = (0..partitions)
+            .map(|p| {
+                layout
+                    .preference_list(p)
+                    .map(|list| list.into_iter().map(String::from).collect())
+                    .map_err(layout_failed)
+            })
+            .collect::<Result<_, _>>()?;
+        let mode = self.mode();
+        let page = range.limit.clamp(1, 10_000);
+        let mut cursor = range.clone();
+        let mut out = Vec::new();
+        loop {
+            let pages = futures::future::join_all(members.iter().map(|node| {
+                let page = ScanRange {
+                    limit: page,
+                    key_only: false,
+                    ..cursor.clone()
+                };
+                let view = &view;
+                async move { self.inner.rpc.scan(view.call(node, timeout), &page).await }
+            }))
+            .await;
+            let mut merged: BTreeMap<Bytes, Siblings> = BTreeMap::new();
+            // Keys past the first full page's last key may be missing from
+            // that node's answer, so only keys up to it are final this round.
+            let mut frontier: Option<Bytes> = None;
+            // Per partition, how many of its owners answered for it.
+            let mut answers = vec![0usize; partitions as usize];
+            for (node, result) in members.iter().zip(pages) {
+                let ScanReply { records, refilling } = match result {
+                    Ok(reply) => reply,
+                    Err(status) => {
+                        tracing::debug!(%node, %status, "replica scan failed");
+                        continue;
+                    }
+                };
+                let counts = |p: u32| {
+                    owners[p as usize].iter().any(|o| o == node) && !refilling.contains(&p)
+                };
+                for (p, count) in answers.iter_mut().enumerate() {
+                    *count += usize::from(counts(p as u32));
+                }
+                if records.len() >= page {
+                    if let Some((last, _)) = records.last() {
+                        frontier = Some(match (frontier, range.reverse) {
+                            (None, _) => last.clone(),
+                            (Some(f), false) => f.min(last.clone()),
+                            (Some(f), true) => f.max(last.clone()),
+                        });
+                    }
+                }
+                for (key, record) in records {
+                    if !counts(partition_of(&key, partitions)) {
+                        continue;
+                    }
+                    let entry = merged.entry(key).or_default();
+                    *entry = entry.merge_with(mode, &record);
+                }
+            }
+            let short: Vec<u32> = (0..partitions)
+                .filter(|p| answers[*p as usize] < r)
+                .collect();
+            if !short.is_empty() {
+                return Err(Status::unavailable(format!(
+                    "scan: read quorum not met for {} of {partitions} partitions (R={r}): {}",
+                    short.len(),
+                    name_some(&short)
+                )));
+            }
+            let keys: Box<dyn Iterator<Item = (Bytes, Siblings)>> = if range.reverse {
+                Box::new(merged.into_iter().rev())
+            } else {
+                Box::new(merged.into_iter())
+            };
+            for (key, record) in keys {
+                let beyond =
+                    frontier.as_ref().is_some_and(
+                        |f| {
+                            if range.reverse {
+                                key < *f
+                            } else {
+                                key > *f
+                            }
+                        },
+                    );
+                if beyond {
+                    break;
+                }
+                if !visible_values(&record, mode).is_empty() {
+                    out.push((key, record));
+                    if out.len() >= range.limit {
+                        return Ok(out);
+                    }
+                }
+            }
+            let Some(frontier) = frontier else {
+                return Ok(out);
+            };
+            if range.reverse {
+                cursor.end = frontier;
+            } else {
+                let mut next = frontier.to_vec();
+                next.push(0);
+                cursor.start = Bytes::from(next);
+            }
+        }
+    }
+}

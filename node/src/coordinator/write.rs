@@ -1,0 +1,397 @@
+//! The write path: a coordinator that replicates the key stamps the write
+//! and sends the new record to the key's replicas until W hold it; any other
+//! node passes the client's write to a replica that does.
+
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use futures::{future::BoxFuture, stream::FuturesUnordered, FutureExt, StreamExt};
+use ringkv_proto::v1::{Consistency, RawDeleteRequest, RawPutRequest};
+use tonic::Status;
+
+use super::{
+    expiry, layout_failed,
+    route::{self, WriteTargets},
+    write_quorum::WriteQuorum,
+    Coordinator, Relay, Route,
+};
+use crate::{
+    cluster::{
+        deadline::Deadline,
+        rpc::{Delivery, PeerCall},
+    },
+    replica::{blocking, Update},
+    versions::CausalContext,
+};
+
+/// A client's write of one key: a put, or a delete when `value` is `None`.
+#[derive(Debug, Clone)]
+pub(crate) struct WriteRequest {
+    pub key: Bytes,
+    pub value: Option<Bytes>,
+    /// The sealed causal context the client sent; empty for none.
+    pub context: Bytes,
+}
+
+/// What a client asked of a write besides its key and value; a batch's
+/// writes share one.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct WriteOptions {
+    pub read_quorum: Option<u32>,
+    pub write_quorum: Option<u32>,
+    pub ttl_seconds: u64,
+    pub deadline: Option<Deadline>,
+    /// Passed on by another node's RawKV service: it is never passed on
+    /// again, except by a node that has left.
+    pub forwarded: bool,
+}
+
+/// What the client hears when a write this node passed on to a replica
+/// failed there. The replica's own answer keeps its code; no answer within
+/// the deadline is UNAVAILABLE, as for a quorum that a frozen replica left
+/// short, and not the bare CANCELLED of a timeout, which would read as the
+/// client's own.
+fn passed_on_failed(target: &str, partition: u32, status: Status) -> Status {
+    let passed = format!("write passed on to {target}, a replica of partition {partition}");
+    match status.code() {
+        tonic::Code::Cancelled | tonic::Code::DeadlineExceeded => Status::unavailable(format!(
+            "{passed}, got no answer within the deadline: {}",
+            status.message()
+        )),
+        code => Status::new(code, format!("{passed}: {}", status.message())),
+    }
+}
+
+impl Coordinator {
+    /// Writes `write.value` (or a tombstone, for `None`) under `write.key`.
+    ///
+    /// A delete without a context deletes what the cluster holds, not only
+    /// what this node holds: it first reads the key from R replicas (the
+    /// request's `read_quorum`) and writes its tombstone with their merged
+    /// context, as Riak's clients do before a delete. A replica that missed
+    /// a write is thereby never the only judge of what a delete removes.
+    pub async fn write(&self, write: WriteRequest, options: WriteOptions) -> Result<(), Status> {
+        let w = self.quorum(
+            "write_quorum",
+            options.write_quorum,
+            self.inner.config.quorums.w,
+        )?;
+        let state = self.coordinating_state()?;
+        let (partition, owners) =
+            route::owners(&state.current, &write.key).map_err(layout_failed)?;
+        let view = self.inner.membership.view();
+
+        // A node that has left keeps no data but still knows the ring: it
+        // passes on a client's write that reaches it through a Service for a
+        // moment after it left, and also a write passed to it by a node whose
+        // view predates the departure. Its target owns the partition in the
+        // newest layout and coordinates, so a write moves at most twice.
+        let replicates = owners.iter().any(|id| id == self.me());
+        if !replicates && (!options.forwarded || self.inner.lifecycle.has_left()) {
+            let target = route::write_coordinator(&owners, &view).ok_or_else(|| {
+                Status::unavailable(format!(
+                    "write quorum not met: 0 of {w} required acknowledgements, no replica of partition {partition} is alive"
+                ))
+            })?;
+            let route = Route {
+                view: view.clone(),
+                version: state.version,
+            };
+            return self
+                .pass_to_coordinator(&route, target, write, &options)
+                .await
+                .map_err(|status| passed_on_failed(target, partition, status));
+        }
+
+        let context = self
+            .context_for(&write, options.read_quorum, options.deadline)
+            .await?;
+        let update = Update {
+            key: write.key.clone(),
+            context,
+            blind: write.context.is_empty(),
+            value: write.value,
+            expires_at_ms: expiry(options.ttl_seconds),
+        };
+        let local = self.inner.local.clone();
+        let record = blocking(move || local.update(&update)).await?.encode();
+        self.replicate_stamped(write.key, record, w, options.deadline)
+            .await
+    }
+
+    /// The causal context a write replaces: the client's, once its seal is
+    /// checked; for a delete without one, what R replicas hold.
+    pub(super) async fn context_for(
+        &self,
+        write: &WriteRequest,
+        read_quorum: Option<u32>,
+        deadline: Option<Deadline>,
+    ) -> Result<CausalContext, Status> {
+        let context = if write.context.is_empty() {
+            CausalContext::new()
+        } else {
+            self.inner
+                .config
+                .seal
+                .open(&write.key, &write.context)
+                .map_err(|e| Status::invalid_argument(e.to_string()))?
+        };
+        if write.value.is_none() && context.is_empty() {
+            Ok(self
+                .read(write.key.clone(), read_quorum, deadline)
+                .await?
+                .context())
+        } else {
+            Ok(context)
+        }
+    }
+
+    /// Sends a record this node has just stamped and written to the key's
+    /// other replicas and answers once W of them (this node included) hold
+    /// it.
+    ///
+    /// Every decision here comes from the ring state read *after* the local
+    /// write. A transition may have started since the coordinator last
+    /// looked, and a receiver's stream of this node's data may already be
+    /// past the key: from a state read before the write, this node would
+    /// count itself at once, and the receiver would never get the write.
+    pub(super) async fn replicate_stamped(
+        &self,
+        key: Bytes,
+        record: Bytes,
+        w: usize,
+        deadline: Option<Deadline>,
+    ) -> Result<(), Status> {
+        let state = self.state()?;
+        let WriteTargets {
+            partition,
+            owners,
+            previous,
+            former,
+            receivers,
+            handing_off,
+            counts_self,
+        } = route::write_targets(&state, &key, self.me()).map_err(layout_failed)?;
+        let view = self.inner.membership.view();
+        let me = self.me().to_string();
+        let mut quorum = WriteQuorum::new(w, partition, owners.clone(), previous);
+        if counts_self {
+            quorum.acknowledge(&me);
+        }
+        let fallbacks = Arc::new(Mutex::new(route::live_fallbacks(
+            &state.current,
+            partition,
+            &view,
+            &me,
+        )));
+        let route = Arc::new(Route {
+            view,
+            version: state.version,
+        });
+        // Receivers get the write besides, unless this node hands the
+        // partition off: then they get it as part of its own
+        // acknowledgement (below).
+        let besides: FuturesUnordered<_> = receivers
+            .iter()
+            .filter(|_| !handing_off)
+            .map(|target| {
+                self.clone().replicate(
+                    route.clone(),
+                    target.clone(),
+                    key.clone(),
+                    record.clone(),
+                    Arc::new(Mutex::new(Vec::new())),
+                    deadline,
+                )
+            })
+            .collect();
+        if !besides.is_empty() {
+            tokio::spawn(besides.collect::<Vec<_>>());
+        }
+        let mut pending: FuturesUnordered<BoxFuture<'static, (String, bool)>> = owners
+            .iter()
+            .filter(|id| **id != me)
+            .map(|target| (target, fallbacks.clone()))
+            .chain(
+                former
+                    .iter()
+                    .map(|target| (target, Arc::new(Mutex::new(Vec::new())))),
+            )
+            .map(|(target, fallbacks)| {
+                let write = self.clone().replicate(
+                    route.clone(),
+                    target.clone(),
+                    key.clone(),
+                    record.clone(),
+                    fallbacks,
+                    deadline,
+                );
+                let target = target.clone();
+                async move { (target, write.await) }.boxed()
+            })
+            .collect();
+        if handing_off {
+            // This node drops its copy once the transition ends, and the
+            // stream may already have passed the key: its acknowledgement
+            // counts once the receivers hold the write. It runs alongside
+            // the other replicas' writes, within the same deadline.
+            let (this, state) = (self.clone(), state.clone());
+            let (key, record) = (key.clone(), record.clone());
+            pending.push(
+                async move {
+                    let relay = Relay {
+                        hops: 1,
+                        ring_version: state.version,
+                        deadline,
+                    };
+                    let held = this
+                        .relay_to_receivers(&state, partition, &key, &record, relay)
+                        .await;
+                    (this.me().to_string(), held.is_ok())
+                }
+                .boxed(),
+            );
+        }
+        while !quorum.met() {
+            match pending.next().await {
+                Some((target, true)) => quorum.acknowledge(&target),
+                Some((_, false)) => {}
+                None => break,
+            }
+        }
+        // The remaining replicas still get the write, after the client has
+        // its answer.
+        if !pending.is_empty() {
+            tokio::spawn(async move { while pending.next().await.is_some() {} });
+        }
+        quorum.outcome()
+    }
+
+    /// Sends a write to one replica; if that replica is down or fails, to the
+    /// next live fallback as a hint for it. Returns whether the write was
+    /// acknowledged by either.
+    pub(super) async fn replicate(
+        self,
+        route: Arc<Route>,
+        target: String,
+        key: Bytes,
+        record: Bytes,
+        fallbacks: Arc<Mutex<Vec<String>>>,
+        deadline: Option<Deadline>,
+    ) -> bool {
+        let rpc = &self.inner.rpc;
+        if route.is_alive(&target) {
+            let call = route.call(&target, self.timeout(deadline));
+            match rpc.apply(call, &key, &record, Delivery::Replica).await {
+                Ok(()) => return true,
+                Err(status) => {
+                    tracing::debug!(%target, %status, "replica write failed");
+                }
+            }
+        }
+        if !self.inner.config.hinted_handoff {
+            return false;
+        }
+        let fallback = fallbacks.lock().ok().and_then(|mut f| f.pop());
+        if let Some(fallback) = fallback {
+            // What the first attempt left of the client's deadline.
+            let call = route.call(&fallback, self.timeout(deadline));
+            let sent = rpc
+                .apply(call, &key, &record, Delivery::HintFor(&target))
+                .await;
+            if sent.is_ok() {
+                self.inner.metrics.hints_stored.inc();
+                return true;
+            }
+        }
+        // No fallback took it: keep the hint here, without counting it as an
+        // acknowledgement (this node already holds the write).
+        let local = self.inner.local.clone();
+        let stored = blocking(move || local.keep_hint(&target, &key, &record)).await;
+        if stored.is_ok() {
+            self.inner.metrics.hints_stored.inc();
+        }
+        false
+    }
+
+    /// Passes a client's write to `target`'s RawKV service, which
+    /// coordinates it as a replica of the key.
+    async fn pass_to_coordinator(
+        &self,
+        route: &Route,
+        target: &str,
+        write: WriteRequest,
+        options: &WriteOptions,
+    ) -> Result<(), Status> {
+        // The target coordinates the write as any client's: no ring version
+        // rides along, as none does on a client's request.
+        let call = PeerCall {
+            node: target,
+            view: &route.view,
+            ring_version: 0,
+            timeout: self.timeout(options.deadline),
+        };
+        let consistency = Some(Consistency {
+            read_quorum: options.read_quorum,
+            write_quorum: options.write_quorum,
+        });
+        let WriteRequest {
+            key,
+            value,
+            context,
+        } = write;
+        match value {
+            Some(value) => {
+                let request = RawPutRequest {
+                    key,
+                    value,
+                    consistency,
+                    context,
+                    ttl_seconds: options.ttl_seconds,
+                };
+                self.inner.rpc.forward_put(call, request).await
+            }
+            None => {
+                let request = RawDeleteRequest {
+                    key,
+                    consistency,
+                    context,
+                };
+                self.inner.rpc.forward_delete(call, request).await
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use tonic::Code;
+
+    use super::*;
+
+    /// A pass-on that got no answer in time reads as UNAVAILABLE, not as
+    /// the client's own timeout; the replica's own answer keeps its code;
+    /// both name the replica and the partition.
+    #[test]
+    fn a_failed_pass_on_names_the_replica_and_keeps_a_real_answer() {
+        for (from, to) in [
+            (Code::Cancelled, Code::Unavailable),
+            (Code::DeadlineExceeded, Code::Unavailable),
+            (Code::Unavailable, Code::Unavailable),
+            (Code::InvalidArgument, Code::InvalidArgument),
+            (Code::Internal, Code::Internal),
+            (Code::FailedPrecondition, Code::FailedPrecondition),
+        ] {
+            let status = passed_on_failed("n2", 17, Status::new(from, "because"));
+            assert_eq!(status.code(), to, "{from:?}");
+            assert!(
+                status
+                    .message()
+                    .starts_with("write passed on to n2, a replica of partition 17")
+                    && status.message().ends_with("because"),
+                "{}",
+                status.message()
+            );
+        }
+    }
+}
