@@ -5,7 +5,8 @@
 //! - [`scaling`], [`upgrade`], [`status`]: the decisions, as pure functions
 //!   of what was observed.
 //! - [`ring_admin`]: what the operator asks the nodes.
-//! - [`controller`]: the reconciler that observes, decides and applies.
+//! - [`controller`]: the reconciler, a pipeline of validate, observe,
+//!   decide, act and report, each in a file of its own.
 //! - [`metrics`], [`http`]: the operator's own metrics and health endpoint.
 //! - [`yaml`]: YAML that Kubernetes' YAML 1.1 reader reads as written.
 pub mod build;

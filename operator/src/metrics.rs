@@ -1,4 +1,5 @@
-//! The operator's own metrics: reconcile counts, durations and errors.
+//! The operator's own metrics: reconcile counts, durations, and failures by
+//! kind.
 
 use std::{sync::Mutex, time::Duration};
 
@@ -13,10 +14,16 @@ struct Outcome {
     result: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct FailureKind {
+    kind: &'static str,
+}
+
 pub struct Metrics {
     registry: Mutex<Registry>,
     reconciles: Family<Outcome, Counter>,
     failures: Counter,
+    failures_by_kind: Family<FailureKind, Counter>,
     duration: Histogram,
 }
 
@@ -31,12 +38,18 @@ impl Metrics {
         let mut registry = Registry::with_prefix("ringkv_operator");
         let reconciles = Family::<Outcome, Counter>::default();
         let failures = Counter::default();
+        let failures_by_kind = Family::<FailureKind, Counter>::default();
         let duration = Histogram::new([0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0]);
         registry.register("reconciles", "Reconciles by result", reconciles.clone());
         registry.register(
             "reconcile_errors",
             "Reconciles that failed",
             failures.clone(),
+        );
+        registry.register(
+            "reconcile_failures",
+            "Reconciles that failed, by the kind of failure (kubernetes_api, finalizer_patch, ...)",
+            failures_by_kind.clone(),
         );
         registry.register(
             "reconcile_duration_seconds",
@@ -47,15 +60,25 @@ impl Metrics {
             registry: Mutex::new(registry),
             reconciles,
             failures,
+            failures_by_kind,
             duration,
         }
     }
 
-    pub fn observe_reconcile(&self, took: Duration, ok: bool) {
-        let result = if ok { "success" } else { "error" };
+    /// Counts one reconcile; `failure` is the kind of error it ended
+    /// with, if any.
+    pub fn observe_reconcile(&self, took: Duration, failure: Option<&'static str>) {
+        let result = if failure.is_none() {
+            "success"
+        } else {
+            "error"
+        };
         self.reconciles.get_or_create(&Outcome { result }).inc();
-        if !ok {
+        if let Some(kind) = failure {
             self.failures.inc();
+            self.failures_by_kind
+                .get_or_create(&FailureKind { kind })
+                .inc();
         }
         self.duration.observe(took.as_secs_f64());
     }
@@ -81,8 +104,8 @@ mod tests {
     #[test]
     fn counts_reconciles_and_errors() {
         let metrics = Metrics::new();
-        metrics.observe_reconcile(Duration::from_millis(20), true);
-        metrics.observe_reconcile(Duration::from_millis(20), false);
+        metrics.observe_reconcile(Duration::from_millis(20), None);
+        metrics.observe_reconcile(Duration::from_millis(20), Some("kubernetes_api"));
         let text = metrics.encode();
         assert!(
             text.contains("ringkv_operator_reconciles_total{result=\"success\"} 1"),
@@ -90,6 +113,10 @@ mod tests {
         );
         assert!(
             text.contains("ringkv_operator_reconcile_errors_total 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("ringkv_operator_reconcile_failures_total{kind=\"kubernetes_api\"} 1"),
             "{text}"
         );
         assert!(

@@ -249,6 +249,31 @@ fn condition(
     }
 }
 
+/// The reason of the conditions a refused spec sets.
+pub const INVALID_SPEC: &str = "InvalidSpec";
+
+/// The status of a refused spec: the previous status, now reporting
+/// `generation`, with Degraded true and Progressing false for the reason
+/// in `message`. What runs keeps running, so Available stays as it was.
+pub fn invalid_spec(
+    previous: Option<&KVClusterStatus>,
+    generation: Option<i64>,
+    message: &str,
+) -> KVClusterStatus {
+    let mut status = previous.cloned().unwrap_or_default();
+    let before = status.conditions.clone();
+    status.observed_generation = generation;
+    status.phase = "Degraded".into();
+    for (type_, holds) in [(DEGRADED, true), (PROGRESSING, false)] {
+        let new = condition(&before, generation, type_, holds, INVALID_SPEC, message);
+        match status.conditions.iter_mut().find(|c| c.type_ == type_) {
+            Some(slot) => *slot = new,
+            None => status.conditions.push(new),
+        }
+    }
+    status
+}
+
 /// The condition of a type, for tests and for events.
 pub fn find<'a>(status: &'a KVClusterStatus, type_: &str) -> Option<&'a Condition> {
     status.conditions.iter().find(|c| c.type_ == type_)
@@ -418,5 +443,35 @@ mod tests {
             find(&first, AVAILABLE).map(|c| &c.last_transition_time),
             find(&again, AVAILABLE).map(|c| &c.last_transition_time)
         );
+    }
+
+    #[test]
+    fn a_refused_spec_reports_its_generation_and_reason_and_keeps_availability() {
+        let available = condition(&[], Some(1), AVAILABLE, true, "AllNodesNormal", "ok");
+        let previous = KVClusterStatus {
+            observed_generation: Some(1),
+            phase: "Available".into(),
+            conditions: vec![available.clone()],
+            ..Default::default()
+        };
+        for previous in [None, Some(&previous)] {
+            let status = invalid_spec(previous, Some(2), "readQuorum must lie in 1..=3");
+            assert_eq!(status.observed_generation, Some(2));
+            assert_eq!(status.phase, "Degraded");
+            let degraded = find(&status, DEGRADED).expect("Degraded");
+            assert_eq!(
+                (degraded.status.as_str(), degraded.reason.as_str()),
+                ("True", INVALID_SPEC)
+            );
+            assert_eq!(degraded.message, "readQuorum must lie in 1..=3");
+            assert_eq!(degraded.observed_generation, Some(2));
+            let progressing = find(&status, PROGRESSING).expect("Progressing");
+            assert_eq!(progressing.status, "False");
+            assert_eq!(
+                find(&status, AVAILABLE).is_some(),
+                previous.is_some(),
+                "availability is left as it was"
+            );
+        }
     }
 }

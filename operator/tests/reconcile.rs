@@ -969,7 +969,7 @@ async fn deletion_follows_the_volume_policy() {
 }
 
 #[tokio::test]
-async fn an_invalid_spec_changes_nothing() {
+async fn an_invalid_spec_changes_nothing_and_is_a_condition_on_its_generation() {
     let mut bad = spec(3);
     bad["replicationFactor"] = json!(3);
     bad["readQuorum"] = json!(4);
@@ -979,6 +979,17 @@ async fn an_invalid_spec_changes_nothing() {
     controller::apply(&kvc, &ctx).await.expect("reconcile");
     let w = world.lock().expect("world");
     assert!(w.objects.is_empty(), "nothing applied");
+    let (status, reason, message) = condition(&w, "Degraded");
+    assert_eq!((status.as_str(), reason.as_str()), ("True", "InvalidSpec"));
+    assert!(
+        message.contains("readQuorum must lie in 1..=3"),
+        "{message}"
+    );
+    assert_eq!(
+        w.kvc["status"]["observedGeneration"],
+        json!(1),
+        "the status names the generation it judged"
+    );
     assert!(
         w.events
             .iter()
