@@ -20,5 +20,6 @@ cargo test --workspace --exclude ringkv-e2e --no-fail-fast -- --show-output
 echo "== end-to-end scenarios (control plane built from upstream Kubernetes, cached)"
 e2e/scripts/build-controlplane.sh >/dev/null
 trap 'e2e/scripts/e2e-cleanup.sh' EXIT
-# In order, one at a time: each scenario builds on the one before.
+# One at a time: the scenarios share one control plane and one demo cluster,
+# which each sets to the size it starts from.
 cargo test -p ringkv-e2e --no-fail-fast -- --test-threads=1 --show-output

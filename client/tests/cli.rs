@@ -120,15 +120,27 @@ async fn local_cluster_serves_the_cli_and_stops_on_ctrl_c() {
     stdout(&ringkv(node1, &["put", "greeting", "hello"], None));
     assert_eq!(stdout(&ringkv(node1, &["get", "greeting"], None)), "hello");
 
-    let ring = stdout(&ringkv(node1, &["ring"], None));
-    println!("{ring}");
-    assert!(ring.contains(": stable"), "{ring}");
-    for node in ["node-1", "node-2"] {
+    // A member reports itself normal through gossip, a round or two after
+    // the layout that holds it is adopted: polled against a deadline.
+    let settled = |ring: &str| {
+        ring.contains(": stable")
+            && ["node-1", "node-2"].iter().all(|node| {
+                ring.lines()
+                    .any(|l| l.starts_with(node) && l.contains("normal") && l.contains("yes"))
+            })
+    };
+    let until = Instant::now() + Duration::from_secs(30);
+    loop {
+        let ring = stdout(&ringkv(node1, &["ring"], None));
+        if settled(&ring) {
+            println!("{ring}");
+            break;
+        }
         assert!(
-            ring.lines()
-                .any(|l| l.starts_with(node) && l.contains("normal") && l.contains("yes")),
-            "{node} normal and alive: {ring}"
+            Instant::now() < until,
+            "ring not stable with node-1 and node-2 normal and alive: {ring}"
         );
+        std::thread::sleep(Duration::from_millis(200));
     }
     let refused = ringkv(node1, &["decommission", "node-2"], None);
     let message = String::from_utf8_lossy(&refused.stderr);

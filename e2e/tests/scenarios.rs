@@ -1,7 +1,9 @@
 //! The end-to-end scenarios, against a real control plane built from
-//! upstream Kubernetes with the pod runner as its only node. They run in
-//! order in one process (`cargo test -p ringkv-e2e -- --test-threads=1`,
-//! which `scripts/test.sh` does), each building on the last.
+//! upstream Kubernetes with the pod runner as its only node. They run one at
+//! a time in one process (`cargo test -p ringkv-e2e -- --test-threads=1`,
+//! which `scripts/test.sh` does). Each starts from what it needs, set up by
+//! [`installed`] and [`demo_with`], so any one of them runs alone by name:
+//! `cargo test -p ringkv-e2e -- --exact s5_node_crash`.
 
 use std::time::{Duration, Instant};
 
@@ -14,6 +16,58 @@ use ringkv_e2e::harness::{
 use serde_json::Value;
 
 const LONG: Duration = Duration::from_secs(300);
+
+/// Whether the operator's chart and the demo cluster were installed by
+/// this process.
+static INSTALLED: tokio::sync::OnceCell<()> = tokio::sync::OnceCell::const_new();
+
+/// The operator, installed by its chart, and the demo cluster of
+/// `examples/kvcluster.yaml`: done once per process, by whichever
+/// scenario runs first.
+async fn installed(env: &Env) {
+    INSTALLED
+        .get_or_init(|| async {
+            let chart = env.root.join("charts/ringkv-operator");
+            let chart = chart.to_str().expect("utf-8");
+            let namespaces = env.kubectl_ok(&["get", "namespaces", "-o", "name"]);
+            if !namespaces
+                .lines()
+                .any(|n| n == format!("namespace/{OPERATOR_NAMESPACE}"))
+            {
+                env.kubectl_ok(&["create", "namespace", OPERATOR_NAMESPACE]);
+            }
+            env.helm_ok(&[
+                "upgrade",
+                "--install",
+                "ringkv-operator",
+                chart,
+                "-n",
+                OPERATOR_NAMESPACE,
+                "--wait",
+                "--timeout",
+                "5m",
+            ]);
+            env.kubectl_ok(&["apply", "-f", "examples/kvcluster.yaml", "-n", NAMESPACE]);
+        })
+        .await;
+}
+
+/// The demo cluster, Available with `replicas` normal members: what most
+/// scenarios start from.
+async fn demo_with(env: &Env, replicas: usize) -> Value {
+    installed(env).await;
+    let asked = kvc(env)["spec"]["replicas"].as_u64();
+    if asked != Some(replicas as u64) {
+        env.kubectl_ok(&[
+            "scale",
+            "kvc/demo",
+            "-n",
+            NAMESPACE,
+            &format!("--replicas={replicas}"),
+        ]);
+    }
+    wait_available(env, replicas, LONG).await
+}
 
 fn kvc(env: &Env) -> Value {
     kvc_named(env, CLUSTER)
@@ -115,26 +169,13 @@ async fn s1_install() {
         "--include-crds",
     ]);
     assert!(!rendered.contains("RINGKV_SEEDS") && !rendered.contains("--seeds"));
-    env.kubectl_ok(&["create", "namespace", OPERATOR_NAMESPACE]);
+    let kvc = demo_with(env, 3).await;
     let dry = env.kubectl_stdin(&["apply", "--dry-run=server", "-f", "-"], &rendered);
     assert!(
         dry.status.success(),
         "dry run: {}",
         String::from_utf8_lossy(&dry.stderr)
     );
-
-    env.helm_ok(&[
-        "install",
-        "ringkv-operator",
-        chart,
-        "-n",
-        OPERATOR_NAMESPACE,
-        "--wait",
-        "--timeout",
-        "5m",
-    ]);
-    env.kubectl_ok(&["apply", "-f", "examples/kvcluster.yaml", "-n", NAMESPACE]);
-    let kvc = wait_available(env, 3, LONG).await;
 
     let table = env.kubectl_ok(&["get", "kvc", "-n", NAMESPACE]);
     println!("{table}");
@@ -174,6 +215,7 @@ async fn s1_install() {
 async fn s2_client_through_the_service() {
     let started = Instant::now();
     let env = Env::get();
+    demo_with(env, 3).await;
     let client = env.client().await;
     let endpoints = service_endpoints(&client, CLUSTER, "grpc").await;
     assert_eq!(endpoints.len(), 3, "three ready endpoints: {endpoints:?}");
@@ -196,6 +238,7 @@ async fn s2_client_through_the_service() {
 async fn s3_scale_up_under_load() {
     let started = Instant::now();
     let env = Env::get();
+    demo_with(env, 3).await;
     let client = env.client().await;
     let load = flowing_load(&client, "up").await;
     env.kubectl_ok(&["scale", "kvc/demo", "-n", NAMESPACE, "--replicas=5"]);
@@ -287,6 +330,7 @@ async fn scale_down(env: &Env, prefix: &str, restart_operator: bool) -> usize {
 async fn s4_scale_down_under_load() {
     let started = Instant::now();
     let env = Env::get();
+    demo_with(env, 5).await;
     let mut checked = scale_down(env, "down", false).await;
     // Again, restarting the operator midway.
     env.kubectl_ok(&["scale", "kvc/demo", "-n", NAMESPACE, "--replicas=5"]);
@@ -303,6 +347,7 @@ async fn s4_scale_down_under_load() {
 async fn s5_node_crash() {
     let started = Instant::now();
     let env = Env::get();
+    demo_with(env, 3).await;
     let client = env.client().await;
     let load = flowing_load(&client, "crash").await;
     let pid = env.crash(NAMESPACE, "demo-1");
@@ -328,6 +373,7 @@ async fn s5_node_crash() {
 async fn s6_rolling_upgrade() {
     let started = Instant::now();
     let env = Env::get();
+    demo_with(env, 3).await;
     let client = env.client().await;
     let before = env.starts().len();
     let load = flowing_load(&client, "upgrade").await;
@@ -389,6 +435,7 @@ async fn s6_rolling_upgrade() {
 async fn s7_invalid_specs_are_rejected() {
     let started = Instant::now();
     let env = Env::get();
+    installed(env).await;
     let bad = |spec: &str| {
         format!("apiVersion: ringkv.io/v1alpha1\nkind: KVCluster\nmetadata: {{ name: bad, namespace: {NAMESPACE} }}\nspec: {spec}\n")
     };
@@ -449,6 +496,7 @@ fn certificates(server_name: &str) -> (String, String, String) {
 async fn s8_tls_cluster() {
     let started = Instant::now();
     let env = Env::get();
+    installed(env).await;
     const NAME: &str = "secure";
     let server_name = format!("{NAME}-peers.{NAMESPACE}.svc");
     let (ca, cert, key) = certificates(&server_name);
@@ -551,6 +599,7 @@ async fn s8_tls_cluster() {
 async fn s9_delete() {
     let started = Instant::now();
     let env = Env::get();
+    demo_with(env, 3).await;
     env.kubectl_ok(&[
         "delete",
         "kvc",
