@@ -1401,7 +1401,11 @@ async fn a_partition_received_while_refilling_counts_at_once() {
     cluster.nodes[1].stop().await;
     cluster.nodes[1].set_arg("--handoff-bytes-per-sec", "1000");
     cluster.nodes[1].restart().await;
-    cluster.wait_alive(0, 1, true).await;
+    // Node 0 passes each write to an owner that coordinates it, so every
+    // node must see node 1 back before a W=3 write can count on it.
+    for observer in 0..4 {
+        cluster.wait_alive(observer, 1, true).await;
+    }
     put_each(&cluster, 0, WRITTEN, "acknowledged", 3).await;
 
     let before = cluster.nodes[0].ring_state().await;

@@ -7,7 +7,7 @@
 //! and an answer from them alone (R=1) would miss acknowledged writes. Such
 //! a node coordinates nothing until gossip has brought it news from a peer,
 //! and with that news the ring state versions and floors its peers hold
-//! (see `replication::stale_coordinator`).
+//! (see `coordinator::stale_coordinator`).
 //!
 //! A stall is noticed by the gossip loop itself: a pass that comes much
 //! later than its interval. A request that arrives before that pass is

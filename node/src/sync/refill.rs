@@ -184,7 +184,8 @@ pub async fn run(
             announced = Some(pending);
         }
         // Partitions coming through a transition are received by
-        // `rebalance`; the refill ends only once they are this node's own.
+        // partition streaming (`sync::streaming`); the refill ends only once
+        // they are this node's own.
         let receiving = state
             .next
             .as_ref()
