@@ -29,13 +29,7 @@ async fn installed(env: &Env) {
         .get_or_init(|| async {
             let chart = env.root.join("charts/ringkv-operator");
             let chart = chart.to_str().expect("utf-8");
-            let namespaces = env.kubectl_ok(&["get", "namespaces", "-o", "name"]);
-            if !namespaces
-                .lines()
-                .any(|n| n == format!("namespace/{OPERATOR_NAMESPACE}"))
-            {
-                env.kubectl_ok(&["create", "namespace", OPERATOR_NAMESPACE]);
-            }
+            operator_namespace(env);
             env.helm_ok(&[
                 "upgrade",
                 "--install",
@@ -50,6 +44,17 @@ async fn installed(env: &Env) {
             env.kubectl_ok(&["apply", "-f", "examples/kvcluster.yaml", "-n", NAMESPACE]);
         })
         .await;
+}
+
+/// The operator's namespace, created unless it exists.
+fn operator_namespace(env: &Env) {
+    let namespaces = env.kubectl_ok(&["get", "namespaces", "-o", "name"]);
+    if !namespaces
+        .lines()
+        .any(|n| n == format!("namespace/{OPERATOR_NAMESPACE}"))
+    {
+        env.kubectl_ok(&["create", "namespace", OPERATOR_NAMESPACE]);
+    }
 }
 
 /// The demo cluster, Available with `replicas` normal members: what most
@@ -169,13 +174,14 @@ async fn s1_install() {
         "--include-crds",
     ]);
     assert!(!rendered.contains("RINGKV_SEEDS") && !rendered.contains("--seeds"));
-    let kvc = demo_with(env, 3).await;
+    operator_namespace(env);
     let dry = env.kubectl_stdin(&["apply", "--dry-run=server", "-f", "-"], &rendered);
     assert!(
         dry.status.success(),
         "dry run: {}",
         String::from_utf8_lossy(&dry.stderr)
     );
+    let kvc = demo_with(env, 3).await;
 
     let table = env.kubectl_ok(&["get", "kvc", "-n", NAMESPACE]);
     println!("{table}");
