@@ -595,7 +595,7 @@ impl Sim {
             if !targets.contains(&target) || target == node {
                 continue;
             }
-            let record = Siblings::decode(&hint.record).expect("hint record");
+            let record = Siblings::decode(&hint.encoded).expect("hint record");
             self.nodes[target].apply(&hint.key, &record);
             self.nodes[node]
                 .replica

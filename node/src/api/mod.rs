@@ -1,7 +1,9 @@
 //! The gRPC edge: the client RawKV service, the replica service peers call,
-//! the admin service, and the limits every request is checked against.
+//! the admin service, the limits every request is checked against, and the
+//! one mapping of the node's errors to gRPC statuses.
 
 pub(crate) mod admin;
 pub(crate) mod limits;
 pub(crate) mod rawkv;
 pub(crate) mod replica;
+mod status;

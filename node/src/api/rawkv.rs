@@ -15,20 +15,9 @@ use crate::{
     cluster::{deadline::Deadline, rpc::FORWARDED},
     coordinator::{visible_values, Coordinator, WriteOptions, WriteRequest},
     server::metrics::RpcMetrics,
-    storage::{ScanRange, StorageError},
+    storage::ScanRange,
     versions::Siblings,
 };
-
-impl From<StorageError> for Status {
-    fn from(error: StorageError) -> Self {
-        tracing::error!(%error, "storage failure");
-        if error.is_transient() {
-            Status::unavailable(error.to_string())
-        } else {
-            Status::internal(error.to_string())
-        }
-    }
-}
 
 /// Bytes of key names and reasons a batch error carries at most: gRPC
 /// status messages travel in a header, which proxies and clients cap.
@@ -256,11 +245,11 @@ impl RawKvService {
         let options = meta.write_options(self.quorums(consistency)?, ttl_seconds);
         let total = writes.len();
         let keys: Vec<Bytes> = writes.iter().map(|write| write.key.clone()).collect();
-        let outcomes = self.coordinator.write_batch(writes, options).await;
+        let outcomes = self.coordinator.write_batch(writes, options).await?;
         let failed: Vec<(Bytes, Status)> = keys
             .into_iter()
             .zip(outcomes)
-            .filter_map(|(key, outcome)| outcome.err().map(|status| (key, status)))
+            .filter_map(|(key, outcome)| outcome.err().map(|error| (key, error.into())))
             .collect();
         batch_error(total, &failed).map_or(Ok(()), Err)
     }

@@ -120,17 +120,13 @@ impl ReplicaService {
     ) -> Result<ReplicaApplyBatchResponse, Status> {
         fence(&self.coordinator, &request)?;
         let relay = relay(&request)?;
-        let records = request.into_inner().records;
-        self.limits.batch(records.len())?;
-        for record in &records {
-            self.limits.key(&record.key)?;
+        let wire = request.into_inner().records;
+        self.limits.batch(wire.len())?;
+        for each in &wire {
+            self.limits.key(&each.key)?;
         }
-        self.coordinator
-            .accept_batch(
-                records.into_iter().map(|r| (r.key, r.record)).collect(),
-                relay,
-            )
-            .await?;
+        let share = wire.into_iter().map(|w| (w.key, w.record)).collect();
+        self.coordinator.accept_batch(share, relay).await?;
         Ok(ReplicaApplyBatchResponse {})
     }
 

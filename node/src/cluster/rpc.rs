@@ -45,11 +45,25 @@ pub(crate) struct PeerCall<'a> {
     pub node: &'a str,
     /// Where `node` is found.
     pub view: &'a View,
-    /// The ring state version the caller chose `node` from; 0 for calls
-    /// outside a client request (hints, anti-entropy), which no replica
-    /// refuses.
+    /// The ring state version the caller chose `node` from; 0 for an
+    /// [`unversioned`](Self::unversioned) call.
     pub ring_version: u64,
     pub timeout: Duration,
+}
+
+impl<'a> PeerCall<'a> {
+    /// A call that carries no ring version, which no replica refuses: for
+    /// work outside a client's request (hint delivery, anti-entropy), and
+    /// for a client's write passed on whole, which its target coordinates
+    /// as any client's.
+    pub fn unversioned(node: &'a str, view: &'a View, timeout: Duration) -> Self {
+        Self {
+            node,
+            view,
+            ring_version: 0,
+            timeout,
+        }
+    }
 }
 
 /// How a record reaches a replica.
@@ -193,7 +207,7 @@ impl PeerRpc {
         &self,
         call: PeerCall<'_>,
         key: &Bytes,
-        record: &Bytes,
+        encoded: &Bytes,
         delivery: Delivery<'_>,
     ) -> Result<(), Status> {
         let hint_for = match delivery {
@@ -201,15 +215,15 @@ impl PeerRpc {
             Delivery::Replica | Delivery::Relayed { .. } => None,
         };
         if self.is_me(&call) {
-            let (local, key, record) = (self.local.clone(), key.clone(), record.clone());
+            let (local, key, encoded) = (self.local.clone(), key.clone(), encoded.clone());
             let hint_for = hint_for.map(str::to_string);
-            return blocking(move || local.receive(&key, &record, hint_for.as_deref())).await;
+            return Ok(blocking(move || local.receive(&key, &encoded, hint_for.as_deref())).await?);
         }
         let mut request = Self::request(
             &call,
             ReplicaApplyRequest {
                 key: key.clone(),
-                record: record.clone(),
+                record: encoded.clone(),
                 hint_for: hint_for.unwrap_or_default().to_string(),
             },
         );

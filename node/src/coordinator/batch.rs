@@ -21,7 +21,10 @@ use bytes::Bytes;
 use ringkv_proto::v1::ReplicaRecord;
 use tonic::Status;
 
-use super::{expiry, layout_failed, route, Coordinator, Relay, Route, WriteOptions, WriteRequest};
+use super::{
+    expiry, route, write_quorum::WriteQuorum, Coordinator, CoordinatorError, Relay, Route,
+    WriteOptions, WriteRequest,
+};
 use crate::{
     cluster::deadline::Deadline,
     replica::{blocking, ReplicaError, Update},
@@ -36,30 +39,26 @@ struct Stamped {
     partition: u32,
     replicas: Vec<String>,
     key: Bytes,
-    record: Bytes,
+    encoded: Bytes,
 }
 
 impl Coordinator {
-    /// Writes a client batch; returns each write's outcome, in order.
+    /// Writes a client batch; returns each write's outcome, in order, or
+    /// one error for the whole batch when this node cannot coordinate it at
+    /// all (a quorum outside 1..=N, no current ring state).
     pub async fn write_batch(
         &self,
         writes: Vec<WriteRequest>,
         options: WriteOptions,
-    ) -> Vec<Result<(), Status>> {
-        let every = |status: Status| writes.iter().map(|_| Err(status.clone())).collect();
-        let w = match self.quorum(
+    ) -> Result<Vec<Result<(), CoordinatorError>>, CoordinatorError> {
+        let w = self.quorum(
             "write_quorum",
             options.write_quorum,
             self.inner.config.quorums.w,
-        ) {
-            Ok(w) => w,
-            Err(status) => return every(status),
-        };
-        let state = match self.coordinating_state() {
-            Ok(state) => state,
-            Err(status) => return every(status),
-        };
-        let mut outcomes: Vec<Option<Result<(), Status>>> = vec![None; writes.len()];
+        )?;
+        let state = self.coordinating_state()?;
+        let mut outcomes: Vec<Option<Result<(), CoordinatorError>>> =
+            (0..writes.len()).map(|_| None).collect();
         let mut together = Vec::new();
         let mut alone = Vec::new();
         for (index, write) in writes.iter().enumerate() {
@@ -70,7 +69,7 @@ impl Coordinator {
                     together.push((index, partition, replicas));
                 }
                 Ok(_) => alone.push(index),
-                Err(error) => outcomes[index] = Some(Err(layout_failed(error))),
+                Err(error) => outcomes[index] = Some(Err(error.into())),
             }
         }
         let singles = futures::future::join_all(
@@ -86,10 +85,10 @@ impl Coordinator {
         for (index, outcome) in batched {
             outcomes[index] = Some(outcome);
         }
-        outcomes
+        Ok(outcomes
             .into_iter()
-            .map(|o| o.unwrap_or_else(|| Err(Status::internal("a batch write got no outcome"))))
-            .collect()
+            .map(|o| o.unwrap_or(Err(CoordinatorError::NoOutcome)))
+            .collect())
     }
 
     /// Stamps the writes this node replicates in one local write batch and
@@ -101,7 +100,7 @@ impl Coordinator {
         state: &RingState,
         w: usize,
         options: WriteOptions,
-    ) -> Vec<(usize, Result<(), Status>)> {
+    ) -> Vec<(usize, Result<(), CoordinatorError>)> {
         let mut outcomes = Vec::new();
         let contexts = futures::future::join_all(together.iter().map(|(index, _, _)| {
             self.context_for(&writes[*index], options.read_quorum, options.deadline)
@@ -142,8 +141,13 @@ impl Coordinator {
         .await
         {
             Ok(records) => records,
-            Err(status) => {
-                outcomes.extend(placed.into_iter().map(|(i, _, _)| (i, Err(status.clone()))));
+            Err(error) => {
+                let error = Arc::new(error);
+                outcomes.extend(
+                    placed
+                        .into_iter()
+                        .map(|(i, _, _)| (i, Err(CoordinatorError::Replica(error.clone())))),
+                );
                 return outcomes;
             }
         };
@@ -155,7 +159,7 @@ impl Coordinator {
                 partition,
                 replicas,
                 key: update.key,
-                record: record.encode(),
+                encoded: record.encode(),
             })
             .collect();
         // As for a single write, what follows the local write depends on the
@@ -165,27 +169,21 @@ impl Coordinator {
         let now = self.inner.ring.state();
         if now.as_ref().is_none_or(|now| now.version != state.version) {
             let singles = futures::future::join_all(stamped.iter().map(|s| {
-                self.replicate_stamped(s.key.clone(), s.record.clone(), w, options.deadline)
+                self.replicate_stamped(s.key.clone(), s.encoded.clone(), w, options.deadline)
             }))
             .await;
             outcomes.extend(stamped.iter().map(|s| s.index).zip(singles));
             return outcomes;
         }
-        let acks = self
-            .replicate_shares(&stamped, state, options.deadline)
+        let quorums = self
+            .replicate_shares(&stamped, state, w, options.deadline)
             .await;
-        outcomes.extend(stamped.iter().zip(acks).map(|(s, acks)| {
-            let outcome = if acks >= w {
-                Ok(())
-            } else {
-                Err(Status::unavailable(format!(
-                    "write quorum not met: {acks} of {w} required acknowledgements from the {} replicas of partition {}",
-                    s.replicas.len(),
-                    s.partition
-                )))
-            };
-            (s.index, outcome)
-        }));
+        outcomes.extend(
+            stamped
+                .iter()
+                .zip(quorums)
+                .map(|(s, quorum)| (s.index, quorum.outcome().map_err(Into::into))),
+        );
         outcomes
     }
 
@@ -198,8 +196,9 @@ impl Coordinator {
         &self,
         stamped: &[Stamped],
         state: &RingState,
+        w: usize,
         deadline: Option<Deadline>,
-    ) -> Vec<usize> {
+    ) -> Vec<WriteQuorum> {
         let me = self.me();
         let mut shares: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
         for (position, s) in stamped.iter().enumerate() {
@@ -211,21 +210,30 @@ impl Coordinator {
         // The blind deletes' reads have used part of the client's deadline.
         let timeout = self.timeout(deadline);
         let sends = futures::future::join_all(shares.iter().map(|(replica, positions)| {
-            let records = positions
+            let wire = positions
                 .iter()
                 .map(|&p| ReplicaRecord {
                     key: stamped[p].key.clone(),
-                    record: stamped[p].record.clone(),
+                    record: stamped[p].encoded.clone(),
                 })
                 .collect();
-            self.apply_share(&route, replica, records, timeout)
+            self.apply_share(&route, replica, wire, timeout)
         }))
         .await;
-        let mut acks = vec![1usize; stamped.len()];
+        let mut quorums: Vec<WriteQuorum> = stamped
+            .iter()
+            .map(|s| {
+                let mut quorum = WriteQuorum::new(w, s.partition, s.replicas.clone(), Vec::new());
+                quorum.acknowledge(me);
+                quorum
+            })
+            .collect();
         let mut retries = Vec::new();
         for ((replica, positions), sent) in shares.iter().zip(sends) {
             match sent {
-                Ok(()) => positions.iter().for_each(|&p| acks[p] += 1),
+                Ok(()) => positions
+                    .iter()
+                    .for_each(|&p| quorums[p].acknowledge(replica)),
                 Err(status) => {
                     tracing::debug!(%replica, %status, "batch share not taken; sending its keys one by one");
                     retries.extend(positions.iter().map(|&p| (p, replica.to_string())));
@@ -248,23 +256,25 @@ impl Coordinator {
                 route.clone(),
                 replica.clone(),
                 stamped[*p].key.clone(),
-                stamped[*p].record.clone(),
+                stamped[*p].encoded.clone(),
                 fallbacks[*p].clone(),
                 deadline,
             )
         }))
         .await;
-        for ((p, _), took) in retries.iter().zip(retried) {
-            acks[*p] += usize::from(took);
+        for ((p, replica), took) in retries.iter().zip(retried) {
+            if took {
+                quorums[*p].acknowledge(replica);
+            }
         }
-        acks
+        quorums
     }
 
     async fn apply_share(
         &self,
         route: &Route,
         replica: &str,
-        records: Vec<ReplicaRecord>,
+        wire: Vec<ReplicaRecord>,
         timeout: Duration,
     ) -> Result<(), Status> {
         if !route.is_alive(replica) {
@@ -272,7 +282,7 @@ impl Coordinator {
         }
         self.inner
             .rpc
-            .apply_batch(route.call(replica, timeout), records)
+            .apply_batch(route.call(replica, timeout), wire)
             .await
     }
 
@@ -282,28 +292,27 @@ impl Coordinator {
     /// [`Coordinator::accept`] one by one.
     pub async fn accept_batch(
         &self,
-        records: Vec<(Bytes, Bytes)>,
+        share: Vec<(Bytes, Bytes)>,
         relay: Relay,
-    ) -> Result<(), Status> {
+    ) -> Result<(), CoordinatorError> {
         let state = self.inner.ring.state();
         let mut kept = Vec::new();
         let mut passed = Vec::new();
-        for (key, record) in records {
+        for (key, encoded) in share {
             let plain = match &state {
                 None => true,
                 Some(state) => {
                     !state.in_transition()
-                        && route::owners(&state.current, &key)
-                            .map_err(layout_failed)?
+                        && route::owners(&state.current, &key)?
                             .1
                             .iter()
                             .any(|id| id == self.me())
                 }
             };
             if plain {
-                kept.push((key, record));
+                kept.push((key, encoded));
             } else {
-                passed.push((key, record));
+                passed.push((key, encoded));
             }
         }
         if !kept.is_empty() {
@@ -312,8 +321,8 @@ impl Coordinator {
             blocking(move || {
                 let decoded = kept
                     .into_iter()
-                    .map(|(key, record)| {
-                        Siblings::decode(&record)
+                    .map(|(key, encoded)| {
+                        Siblings::decode(&encoded)
                             .map(|record| (key, record))
                             .map_err(ReplicaError::BadRecord)
                     })
@@ -325,13 +334,13 @@ impl Coordinator {
             // them passed on, as `accept` would (see there).
             let version = state.as_ref().map(|s| s.version);
             if self.inner.ring.state().map(|s| s.version) != version {
-                for (key, record) in &written {
-                    self.pass_on_after_receive(key, record, relay).await?;
+                for (key, encoded) in &written {
+                    self.pass_on_after_receive(key, encoded, relay).await?;
                 }
             }
         }
-        for (key, record) in passed {
-            self.accept(key, record, None, relay).await?;
+        for (key, encoded) in passed {
+            self.accept(key, encoded, None, relay).await?;
         }
         Ok(())
     }

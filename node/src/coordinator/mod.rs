@@ -15,9 +15,9 @@
 use std::{sync::Arc, time::Duration};
 
 use bytes::Bytes;
-use tonic::Status;
 
 mod batch;
+mod error;
 mod place;
 mod read;
 mod relay;
@@ -29,6 +29,7 @@ mod transition_model;
 mod write;
 mod write_quorum;
 
+pub(crate) use error::{CoordinatorError, QuorumFailure, Shortfall};
 pub(crate) use relay::Relay;
 pub(crate) use write::{WriteOptions, WriteRequest};
 
@@ -41,7 +42,7 @@ use crate::{
         membership::{Membership, View},
         rpc::{PeerCall, PeerRpc},
     },
-    replica::{LocalReplica, ReplicaError},
+    replica::LocalReplica,
     ring::{Ring, RingState},
     server::{lifecycle::Lifecycle, metrics::ReplicationMetrics},
     storage::now_millis,
@@ -127,22 +128,6 @@ pub(crate) struct Coordinator {
     inner: Arc<CoordinatorParts>,
 }
 
-impl From<ReplicaError> for Status {
-    fn from(error: ReplicaError) -> Self {
-        match error {
-            ReplicaError::Storage(error) => error.into(),
-            error @ ReplicaError::ClockAhead { .. } => {
-                tracing::warn!(%error, "refused a timestamp from the future");
-                Status::unavailable(error.to_string())
-            }
-            other => {
-                tracing::error!(error = %other, "replica failure");
-                Status::internal(other.to_string())
-            }
-        }
-    }
-}
-
 /// What a client may see of a record now: see [`Siblings::visible_data`].
 pub(crate) fn visible_values(record: &Siblings, mode: ConflictMode) -> Vec<Bytes> {
     record.visible_data(mode, now_millis())
@@ -178,18 +163,15 @@ impl Coordinator {
         &self.inner.me
     }
 
-    fn state(&self) -> Result<Arc<RingState>, Status> {
-        self.inner.ring.state().ok_or_else(|| {
-            Status::unavailable(format!(
-                "the cluster has no partition layout yet: it needs {} live nodes (N) to make one",
-                self.inner.config.quorums.n
-            ))
+    fn state(&self) -> Result<Arc<RingState>, CoordinatorError> {
+        self.inner.ring.state().ok_or(CoordinatorError::NoLayout {
+            n: self.inner.config.quorums.n,
         })
     }
 
     /// The ring state, if it is current enough for this node to coordinate
     /// a client's request (see [`stale_coordinator`]).
-    fn coordinating_state(&self) -> Result<Arc<RingState>, Status> {
+    fn coordinating_state(&self) -> Result<Arc<RingState>, CoordinatorError> {
         let state = self.state()?;
         let view = self.inner.membership.view();
         let touch = self.inner.membership.touch();
@@ -200,7 +182,7 @@ impl Coordinator {
             touch,
             self.inner.config.gossip_settle,
         ) {
-            Some(reason) => Err(Status::unavailable(reason)),
+            Some(reason) => Err(CoordinatorError::StaleView(reason)),
             None => Ok(state),
         }
     }
@@ -208,17 +190,15 @@ impl Coordinator {
     /// A quorum override, checked against N.
     pub fn quorum(
         &self,
-        name: &str,
+        name: &'static str,
         requested: Option<u32>,
         default: usize,
-    ) -> Result<usize, Status> {
+    ) -> Result<usize, CoordinatorError> {
         let n = self.inner.config.quorums.n;
         match requested {
             None => Ok(default),
             Some(q) if q >= 1 && q as usize <= n => Ok(q as usize),
-            Some(q) => Err(Status::invalid_argument(format!(
-                "{name} {q} is outside 1..={n}, the replication factor"
-            ))),
+            Some(requested) => Err(CoordinatorError::QuorumOutOfRange { name, requested, n }),
         }
     }
 
@@ -236,10 +216,4 @@ impl Coordinator {
         let default = self.inner.config.replica_timeout;
         deadline.map_or(default, |d| d.for_replicas().min(default))
     }
-}
-
-/// A layout that cannot name a key's owners is this node's fault, not the
-/// client's.
-fn layout_failed(error: crate::ring::LayoutError) -> Status {
-    Status::internal(error.to_string())
 }

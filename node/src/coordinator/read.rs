@@ -5,9 +5,8 @@ use std::{sync::Arc, time::Duration};
 
 use bytes::Bytes;
 use futures::{stream::FuturesUnordered, StreamExt};
-use tonic::Status;
 
-use super::{layout_failed, route, Coordinator, Route};
+use super::{route, Coordinator, CoordinatorError, QuorumFailure, Route, Shortfall};
 use crate::{
     cluster::{
         deadline::Deadline,
@@ -29,10 +28,10 @@ impl Coordinator {
         key: Bytes,
         read_quorum: Option<u32>,
         deadline: Option<Deadline>,
-    ) -> Result<Siblings, Status> {
+    ) -> Result<Siblings, CoordinatorError> {
         let r = self.quorum("read_quorum", read_quorum, self.inner.config.quorums.r)?;
         let state = self.coordinating_state()?;
-        let (_, owners) = route::owners(&state.current, &key).map_err(layout_failed)?;
+        let (_, owners) = route::owners(&state.current, &key)?;
         let route = Arc::new(self.route(state.version));
         let timeout = self.timeout(deadline);
 
@@ -50,14 +49,14 @@ impl Coordinator {
         // A refilling replica's answer is merged but counts toward no
         // quorum: it may lack acknowledged writes (see `refill`).
         let mut replies: Vec<(String, Option<Siblings>)> = Vec::new();
-        let (mut counted, mut refilling) = (0usize, 0usize);
-        while counted < r {
+        let (mut counted, mut refilling) = (Vec::new(), Vec::new());
+        while counted.len() < r {
             match pending.next().await {
                 Some((node, Ok(reply))) => {
                     if reply.counts {
-                        counted += 1;
+                        counted.push(node.clone());
                     } else {
-                        refilling += 1;
+                        refilling.push(node.clone());
                     }
                     replies.push((node, reply.record));
                 }
@@ -67,16 +66,22 @@ impl Coordinator {
                 None => break,
             }
         }
-        if counted < r {
-            let refilling = if refilling > 0 {
-                format!(" ({refilling} more replied but are refilling after losing their data)")
-            } else {
-                String::new()
-            };
-            return Err(Status::unavailable(format!(
-                "read quorum not met: {counted} of {} replicas replied, R={r} required{refilling}",
-                owners.len()
-            )));
+        if counted.len() < r {
+            let silent = owners
+                .iter()
+                .filter(|o| !counted.contains(o) && !refilling.contains(o))
+                .cloned()
+                .collect();
+            return Err(QuorumFailure {
+                shortfall: Shortfall::Read {
+                    replicas: owners.len(),
+                    refilling,
+                },
+                needed: r,
+                replied: counted,
+                silent,
+            }
+            .into());
         }
         let mode = self.mode();
         let merged = replies

@@ -9,12 +9,10 @@
 //! for the same reason).
 
 use bytes::Bytes;
-use tonic::Status;
 
 use super::{
-    layout_failed,
     place::{Owed, Receipt},
-    route, Coordinator, Route,
+    route, Coordinator, CoordinatorError, Route,
 };
 use crate::{
     cluster::{deadline::Deadline, rpc::Delivery},
@@ -54,10 +52,10 @@ impl Relay {
 
 /// One encoded record on its way to the nodes of its partition.
 #[derive(Clone, Copy)]
-struct Relayed<'a> {
-    partition: u32,
-    key: &'a Bytes,
-    record: &'a Bytes,
+pub(super) struct Relayed<'a> {
+    pub partition: u32,
+    pub key: &'a Bytes,
+    pub encoded: &'a Bytes,
 }
 
 impl Coordinator {
@@ -82,39 +80,39 @@ impl Coordinator {
     pub async fn accept(
         &self,
         key: Bytes,
-        record: Bytes,
+        encoded: Bytes,
         hint_for: Option<String>,
         relay: Relay,
-    ) -> Result<(), Status> {
+    ) -> Result<(), CoordinatorError> {
         let hops = relay.hops;
         let local = self.inner.local.clone();
         let Some(state) = self.inner.ring.state().filter(|_| hint_for.is_none()) else {
-            return blocking(move || local.receive(&key, &record, hint_for.as_deref())).await;
+            return Ok(blocking(move || local.receive(&key, &encoded, hint_for.as_deref())).await?);
         };
-        let roles = route::roles(&state, &key, self.me()).map_err(layout_failed)?;
-        match roles
-            .place
-            .receipt(hops, relay.ring_version, state.version)
-        {
-            Receipt::Refuse => Err(Status::unavailable(format!(
-                "node {} would pass a write for partition {} on after {hops} nodes already did (at most {MAX_FORWARD_HOPS}): ring views disagree (this node has version {}); retry once they agree",
-                self.me(), roles.partition, state.version
-            ))),
+        let roles = route::roles(&state, &key, self.me())?;
+        match roles.place.receipt(hops, relay.ring_version, state.version) {
+            Receipt::Refuse => Err(CoordinatorError::TooManyHops {
+                node: self.me().to_owned(),
+                partition: roles.partition,
+                hops,
+                max: MAX_FORWARD_HOPS,
+                version: state.version,
+            }),
             Receipt::PassToOwners => {
                 let item = Relayed {
                     partition: roles.partition,
                     key: &key,
-                    record: &record,
+                    encoded: &encoded,
                 };
                 self.relay_to_owners(state.version, &roles.now, item, relay.onward())
                     .await
             }
             Receipt::Keep => {
                 {
-                    let (key, record) = (key.clone(), record.clone());
-                    blocking(move || local.receive(&key, &record, None)).await?;
+                    let (key, encoded) = (key.clone(), encoded.clone());
+                    blocking(move || local.receive(&key, &encoded, None)).await?;
                 }
-                self.pass_on_after_receive(&key, &record, relay).await
+                self.pass_on_after_receive(&key, &encoded, relay).await
             }
         }
     }
@@ -130,24 +128,21 @@ impl Coordinator {
     pub(super) async fn pass_on_after_receive(
         &self,
         key: &Bytes,
-        record: &Bytes,
+        encoded: &Bytes,
         relay: Relay,
-    ) -> Result<(), Status> {
+    ) -> Result<(), CoordinatorError> {
         let Some(state) = self.inner.ring.state() else {
             return Ok(());
         };
-        let roles = route::roles(&state, key, self.me()).map_err(layout_failed)?;
+        let roles = route::roles(&state, key, self.me())?;
         let item = Relayed {
             partition: roles.partition,
             key,
-            record,
+            encoded,
         };
         match roles.place.owes(relay.ring_version, state.version) {
             Owed::Nothing => Ok(()),
-            Owed::Receivers => {
-                self.relay_to_receivers_of(&state, item, relay.onward())
-                    .await
-            }
+            Owed::Receivers => self.relay_to_receivers(&state, item, relay.onward()).await,
             Owed::GainedOwners => {
                 let gained: Vec<String> = state
                     .gained_owners(roles.partition)
@@ -174,9 +169,13 @@ impl Coordinator {
     /// owners now, in every layout of the ring state: the write was
     /// acknowledged, and its intended replica no longer exists. Fails unless
     /// one owner at least is alive and all the live ones took it.
-    pub async fn deliver_to_owners(&self, key: &Bytes, record: &Bytes) -> Result<(), Status> {
+    pub async fn deliver_to_owners(
+        &self,
+        key: &Bytes,
+        encoded: &Bytes,
+    ) -> Result<(), CoordinatorError> {
         let state = self.state()?;
-        let (partition, mut owners) = route::owners(&state.current, key).map_err(layout_failed)?;
+        let (partition, mut owners) = route::owners(&state.current, key)?;
         owners.extend(state.receivers(partition));
         // Right after a promotion, members still read the former owners.
         for former in state.previous_owners(partition) {
@@ -187,7 +186,7 @@ impl Coordinator {
         let item = Relayed {
             partition,
             key,
-            record,
+            encoded,
         };
         self.relay_to_owners(state.version, &owners, item, Relay::default())
             .await
@@ -201,7 +200,7 @@ impl Coordinator {
         owners: &[String],
         item: Relayed<'_>,
         relay: Relay,
-    ) -> Result<(), Status> {
+    ) -> Result<(), CoordinatorError> {
         let route = self.route(version);
         let live: Vec<String> = owners
             .iter()
@@ -209,39 +208,22 @@ impl Coordinator {
             .cloned()
             .collect();
         if live.is_empty() {
-            return Err(Status::unavailable(format!(
-                "node {} cannot pass a write on: none of the owners of partition {} is alive",
-                self.me(),
-                item.partition
-            )));
+            return Err(CoordinatorError::NoLiveOwner {
+                node: self.me().to_owned(),
+                partition: item.partition,
+            });
         }
         self.relay_to(&route, &live, "owner", item, relay).await
     }
 
-    /// Relays a record to every node receiving `partition`; fails unless
+    /// Relays a record to every node receiving its partition; fails unless
     /// all of them took it.
     pub(super) async fn relay_to_receivers(
         &self,
         state: &RingState,
-        partition: u32,
-        key: &Bytes,
-        record: &Bytes,
-        relay: Relay,
-    ) -> Result<(), Status> {
-        let item = Relayed {
-            partition,
-            key,
-            record,
-        };
-        self.relay_to_receivers_of(state, item, relay).await
-    }
-
-    async fn relay_to_receivers_of(
-        &self,
-        state: &RingState,
         item: Relayed<'_>,
         relay: Relay,
-    ) -> Result<(), Status> {
+    ) -> Result<(), CoordinatorError> {
         let route = self.route(state.version);
         let receivers: Vec<String> = state
             .receivers(item.partition)
@@ -259,23 +241,22 @@ impl Coordinator {
         &self,
         route: &Route,
         targets: &[String],
-        role: &str,
+        role: &'static str,
         item: Relayed<'_>,
         relay: Relay,
-    ) -> Result<(), Status> {
+    ) -> Result<(), CoordinatorError> {
         for target in targets {
             let call = route.call(target, self.timeout(relay.deadline));
             let delivery = Delivery::Relayed { hops: relay.hops };
             self.inner
                 .rpc
-                .apply(call, item.key, item.record, delivery)
+                .apply(call, item.key, item.encoded, delivery)
                 .await
-                .map_err(|status| {
-                    Status::unavailable(format!(
-                        "passing a write for partition {} on to its {role} {target}: {}",
-                        item.partition,
-                        status.message()
-                    ))
+                .map_err(|answer| CoordinatorError::RelayFailed {
+                    partition: item.partition,
+                    role,
+                    target: target.clone(),
+                    answer,
                 })?;
         }
         Ok(())

@@ -4,27 +4,14 @@
 use std::collections::BTreeMap;
 
 use bytes::Bytes;
-use tonic::Status;
 
-use super::{layout_failed, route, visible_values, Coordinator};
+use super::{route, visible_values, Coordinator, CoordinatorError, QuorumFailure, Shortfall};
 use crate::{
     cluster::{deadline::Deadline, rpc::ScanReply},
     ring::partition_of,
     storage::ScanRange,
     versions::Siblings,
 };
-
-/// Names the first few of `partitions`, and how many more there are.
-fn name_some(partitions: &[u32]) -> String {
-    const SHOWN: usize = 8;
-    let named: Vec<String> = partitions.iter().take(SHOWN).map(u32::to_string).collect();
-    let more = partitions.len().saturating_sub(SHOWN);
-    if more > 0 {
-        format!("partitions {} and {more} more", named.join(", "))
-    } else {
-        format!("partitions {}", named.join(", "))
-    }
-}
 
 impl Coordinator {
     /// Scans a key range: every live member returns its own records, of
@@ -40,7 +27,7 @@ impl Coordinator {
         range: ScanRange,
         read_quorum: Option<u32>,
         deadline: Option<Deadline>,
-    ) -> Result<Vec<(Bytes, Siblings)>, Status> {
+    ) -> Result<Vec<(Bytes, Siblings)>, CoordinatorError> {
         let r = self.quorum("read_quorum", read_quorum, self.inner.config.quorums.r)?;
         let state = self.coordinating_state()?;
         let layout = state.current.clone();
@@ -49,15 +36,14 @@ impl Coordinator {
         // rather than count copies their former owners have dropped.
         let view = self.route(state.version);
         let timeout = self.timeout(deadline);
-        let members: Vec<String> = layout.members().iter().map(|m| m.id.clone()).collect();
-        let members = route::read_targets(&members, &view, self.me());
+        let everyone: Vec<String> = layout.members().iter().map(|m| m.id.clone()).collect();
+        let members = route::read_targets(&everyone, &view, self.me());
         let partitions = layout.partitions();
         let owners: Vec<Vec<String>> = (0..partitions)
             .map(|p| {
                 layout
                     .preference_list(p)
                     .map(|list| list.into_iter().map(String::from).collect())
-                    .map_err(layout_failed)
             })
             .collect::<Result<_, _>>()?;
         let mode = self.mode();
@@ -81,6 +67,7 @@ impl Coordinator {
             let mut frontier: Option<Bytes> = None;
             // Per partition, how many of its owners answered for it.
             let mut answers = vec![0usize; partitions as usize];
+            let mut answered = Vec::new();
             for (node, result) in members.iter().zip(pages) {
                 let ScanReply { records, refilling } = match result {
                     Ok(reply) => reply,
@@ -89,6 +76,7 @@ impl Coordinator {
                         continue;
                     }
                 };
+                answered.push(node.clone());
                 let counts = |p: u32| {
                     owners[p as usize].iter().any(|o| o == node) && !refilling.contains(&p)
                 };
@@ -116,11 +104,17 @@ impl Coordinator {
                 .filter(|p| answers[*p as usize] < r)
                 .collect();
             if !short.is_empty() {
-                return Err(Status::unavailable(format!(
-                    "scan: read quorum not met for {} of {partitions} partitions (R={r}): {}",
-                    short.len(),
-                    name_some(&short)
-                )));
+                return Err(QuorumFailure {
+                    shortfall: Shortfall::Scan { short, partitions },
+                    needed: r,
+                    silent: everyone
+                        .iter()
+                        .filter(|m| !answered.contains(m))
+                        .cloned()
+                        .collect(),
+                    replied: answered,
+                }
+                .into());
             }
             let keys: Box<dyn Iterator<Item = (Bytes, Siblings)>> = if range.reverse {
                 Box::new(merged.into_iter().rev())

@@ -7,17 +7,18 @@ use std::sync::{Arc, Mutex};
 use bytes::Bytes;
 use futures::{future::BoxFuture, stream::FuturesUnordered, FutureExt, StreamExt};
 use ringkv_proto::v1::{Consistency, RawDeleteRequest, RawPutRequest};
-use tonic::Status;
 
 use super::{
-    expiry, layout_failed,
+    expiry,
+    relay::Relayed,
     route::{self, WriteTargets},
     write_quorum::WriteQuorum,
-    Coordinator, Relay, Route,
+    Coordinator, CoordinatorError, QuorumFailure, Relay, Route, Shortfall,
 };
 use crate::{
     cluster::{
         deadline::Deadline,
+        membership::View,
         rpc::{Delivery, PeerCall},
     },
     replica::{blocking, Update},
@@ -46,22 +47,6 @@ pub(crate) struct WriteOptions {
     pub forwarded: bool,
 }
 
-/// What the client hears when a write this node passed on to a replica
-/// failed there. The replica's own answer keeps its code; no answer within
-/// the deadline is UNAVAILABLE, as for a quorum that a frozen replica left
-/// short, and not the bare CANCELLED of a timeout, which would read as the
-/// client's own.
-fn passed_on_failed(target: &str, partition: u32, status: Status) -> Status {
-    let passed = format!("write passed on to {target}, a replica of partition {partition}");
-    match status.code() {
-        tonic::Code::Cancelled | tonic::Code::DeadlineExceeded => Status::unavailable(format!(
-            "{passed}, got no answer within the deadline: {}",
-            status.message()
-        )),
-        code => Status::new(code, format!("{passed}: {}", status.message())),
-    }
-}
-
 impl Coordinator {
     /// Writes `write.value` (or a tombstone, for `None`) under `write.key`.
     ///
@@ -70,15 +55,18 @@ impl Coordinator {
     /// request's `read_quorum`) and writes its tombstone with their merged
     /// context, as Riak's clients do before a delete. A replica that missed
     /// a write is thereby never the only judge of what a delete removes.
-    pub async fn write(&self, write: WriteRequest, options: WriteOptions) -> Result<(), Status> {
+    pub async fn write(
+        &self,
+        write: WriteRequest,
+        options: WriteOptions,
+    ) -> Result<(), CoordinatorError> {
         let w = self.quorum(
             "write_quorum",
             options.write_quorum,
             self.inner.config.quorums.w,
         )?;
         let state = self.coordinating_state()?;
-        let (partition, owners) =
-            route::owners(&state.current, &write.key).map_err(layout_failed)?;
+        let (partition, owners) = route::owners(&state.current, &write.key)?;
         let view = self.inner.membership.view();
 
         // A node that has left keeps no data but still knows the ring: it
@@ -88,19 +76,23 @@ impl Coordinator {
         // newest layout and coordinates, so a write moves at most twice.
         let replicates = owners.iter().any(|id| id == self.me());
         if !replicates && (!options.forwarded || self.inner.lifecycle.has_left()) {
-            let target = route::write_coordinator(&owners, &view).ok_or_else(|| {
-                Status::unavailable(format!(
-                    "write quorum not met: 0 of {w} required acknowledgements, no replica of partition {partition} is alive"
-                ))
+            let target = route::write_coordinator(&owners, &view).ok_or_else(|| QuorumFailure {
+                shortfall: Shortfall::Write {
+                    partition,
+                    replicas: owners.len(),
+                },
+                needed: w,
+                replied: Vec::new(),
+                silent: owners.clone(),
             })?;
-            let route = Route {
-                view: view.clone(),
-                version: state.version,
-            };
             return self
-                .pass_to_coordinator(&route, target, write, &options)
+                .pass_to_coordinator(&view, target, write, &options)
                 .await
-                .map_err(|status| passed_on_failed(target, partition, status));
+                .map_err(|answer| CoordinatorError::PassedOn {
+                    target: target.to_owned(),
+                    partition,
+                    answer,
+                });
         }
 
         let context = self
@@ -114,8 +106,8 @@ impl Coordinator {
             expires_at_ms: expiry(options.ttl_seconds),
         };
         let local = self.inner.local.clone();
-        let record = blocking(move || local.update(&update)).await?.encode();
-        self.replicate_stamped(write.key, record, w, options.deadline)
+        let encoded = blocking(move || local.update(&update)).await?.encode();
+        self.replicate_stamped(write.key, encoded, w, options.deadline)
             .await
     }
 
@@ -126,15 +118,11 @@ impl Coordinator {
         write: &WriteRequest,
         read_quorum: Option<u32>,
         deadline: Option<Deadline>,
-    ) -> Result<CausalContext, Status> {
+    ) -> Result<CausalContext, CoordinatorError> {
         let context = if write.context.is_empty() {
             CausalContext::new()
         } else {
-            self.inner
-                .config
-                .seal
-                .open(&write.key, &write.context)
-                .map_err(|e| Status::invalid_argument(e.to_string()))?
+            self.inner.config.seal.open(&write.key, &write.context)?
         };
         if write.value.is_none() && context.is_empty() {
             Ok(self
@@ -158,10 +146,10 @@ impl Coordinator {
     pub(super) async fn replicate_stamped(
         &self,
         key: Bytes,
-        record: Bytes,
+        encoded: Bytes,
         w: usize,
         deadline: Option<Deadline>,
-    ) -> Result<(), Status> {
+    ) -> Result<(), CoordinatorError> {
         let state = self.state()?;
         let WriteTargets {
             partition,
@@ -171,7 +159,7 @@ impl Coordinator {
             receivers,
             handing_off,
             counts_self,
-        } = route::write_targets(&state, &key, self.me()).map_err(layout_failed)?;
+        } = route::write_targets(&state, &key, self.me())?;
         let view = self.inner.membership.view();
         let me = self.me().to_string();
         let mut quorum = WriteQuorum::new(w, partition, owners.clone(), previous);
@@ -199,7 +187,7 @@ impl Coordinator {
                     route.clone(),
                     target.clone(),
                     key.clone(),
-                    record.clone(),
+                    encoded.clone(),
                     Arc::new(Mutex::new(Vec::new())),
                     deadline,
                 )
@@ -222,7 +210,7 @@ impl Coordinator {
                     route.clone(),
                     target.clone(),
                     key.clone(),
-                    record.clone(),
+                    encoded.clone(),
                     fallbacks,
                     deadline,
                 );
@@ -236,7 +224,7 @@ impl Coordinator {
             // counts once the receivers hold the write. It runs alongside
             // the other replicas' writes, within the same deadline.
             let (this, state) = (self.clone(), state.clone());
-            let (key, record) = (key.clone(), record.clone());
+            let (key, encoded) = (key.clone(), encoded.clone());
             pending.push(
                 async move {
                     let relay = Relay {
@@ -244,9 +232,12 @@ impl Coordinator {
                         ring_version: state.version,
                         deadline,
                     };
-                    let held = this
-                        .relay_to_receivers(&state, partition, &key, &record, relay)
-                        .await;
+                    let item = Relayed {
+                        partition,
+                        key: &key,
+                        encoded: &encoded,
+                    };
+                    let held = this.relay_to_receivers(&state, item, relay).await;
                     (this.me().to_string(), held.is_ok())
                 }
                 .boxed(),
@@ -264,7 +255,7 @@ impl Coordinator {
         if !pending.is_empty() {
             tokio::spawn(async move { while pending.next().await.is_some() {} });
         }
-        quorum.outcome()
+        Ok(quorum.outcome()?)
     }
 
     /// Sends a write to one replica; if that replica is down or fails, to the
@@ -275,14 +266,14 @@ impl Coordinator {
         route: Arc<Route>,
         target: String,
         key: Bytes,
-        record: Bytes,
+        encoded: Bytes,
         fallbacks: Arc<Mutex<Vec<String>>>,
         deadline: Option<Deadline>,
     ) -> bool {
         let rpc = &self.inner.rpc;
         if route.is_alive(&target) {
             let call = route.call(&target, self.timeout(deadline));
-            match rpc.apply(call, &key, &record, Delivery::Replica).await {
+            match rpc.apply(call, &key, &encoded, Delivery::Replica).await {
                 Ok(()) => return true,
                 Err(status) => {
                     tracing::debug!(%target, %status, "replica write failed");
@@ -297,7 +288,7 @@ impl Coordinator {
             // What the first attempt left of the client's deadline.
             let call = route.call(&fallback, self.timeout(deadline));
             let sent = rpc
-                .apply(call, &key, &record, Delivery::HintFor(&target))
+                .apply(call, &key, &encoded, Delivery::HintFor(&target))
                 .await;
             if sent.is_ok() {
                 self.inner.metrics.hints_stored.inc();
@@ -307,7 +298,7 @@ impl Coordinator {
         // No fallback took it: keep the hint here, without counting it as an
         // acknowledgement (this node already holds the write).
         let local = self.inner.local.clone();
-        let stored = blocking(move || local.keep_hint(&target, &key, &record)).await;
+        let stored = blocking(move || local.keep_hint(&target, &key, &encoded)).await;
         if stored.is_ok() {
             self.inner.metrics.hints_stored.inc();
         }
@@ -318,19 +309,14 @@ impl Coordinator {
     /// coordinates it as a replica of the key.
     async fn pass_to_coordinator(
         &self,
-        route: &Route,
+        view: &View,
         target: &str,
         write: WriteRequest,
         options: &WriteOptions,
-    ) -> Result<(), Status> {
+    ) -> Result<(), tonic::Status> {
         // The target coordinates the write as any client's: no ring version
         // rides along, as none does on a client's request.
-        let call = PeerCall {
-            node: target,
-            view: &route.view,
-            ring_version: 0,
-            timeout: self.timeout(options.deadline),
-        };
+        let call = PeerCall::unversioned(target, view, self.timeout(options.deadline));
         let consistency = Some(Consistency {
             read_quorum: options.read_quorum,
             write_quorum: options.write_quorum,
@@ -359,39 +345,6 @@ impl Coordinator {
                 };
                 self.inner.rpc.forward_delete(call, request).await
             }
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use tonic::Code;
-
-    use super::*;
-
-    /// A pass-on that got no answer in time reads as UNAVAILABLE, not as
-    /// the client's own timeout; the replica's own answer keeps its code;
-    /// both name the replica and the partition.
-    #[test]
-    fn a_failed_pass_on_names_the_replica_and_keeps_a_real_answer() {
-        for (from, to) in [
-            (Code::Cancelled, Code::Unavailable),
-            (Code::DeadlineExceeded, Code::Unavailable),
-            (Code::Unavailable, Code::Unavailable),
-            (Code::InvalidArgument, Code::InvalidArgument),
-            (Code::Internal, Code::Internal),
-            (Code::FailedPrecondition, Code::FailedPrecondition),
-        ] {
-            let status = passed_on_failed("n2", 17, Status::new(from, "because"));
-            assert_eq!(status.code(), to, "{from:?}");
-            assert!(
-                status
-                    .message()
-                    .starts_with("write passed on to n2, a replica of partition 17")
-                    && status.message().ends_with("because"),
-                "{}",
-                status.message()
-            );
         }
     }
 }

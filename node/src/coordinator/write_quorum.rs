@@ -8,7 +8,7 @@
 
 use std::collections::BTreeSet;
 
-use tonic::Status;
+use super::{QuorumFailure, Shortfall};
 
 /// The acknowledgements of one write, counted in both layouts.
 pub(crate) struct WriteQuorum {
@@ -57,23 +57,39 @@ impl WriteQuorum {
             && (self.previous.is_empty() || self.count(&self.previous) >= self.w)
     }
 
-    /// The answer to the client: UNAVAILABLE, naming the layout that fell
-    /// short and how short, unless the quorum is met.
-    pub(crate) fn outcome(&self) -> Result<(), Status> {
-        let (w, partition) = (self.w, self.partition);
-        let acks = self.count(&self.owners);
-        if acks < w {
-            return Err(Status::unavailable(format!(
-                "write quorum not met: {acks} of {w} required acknowledgements from the {} replicas of partition {partition}",
-                self.owners.len()
-            )));
+    /// Whether the quorum was met; if not, which layout fell short and
+    /// which of its owners did not acknowledge.
+    pub(crate) fn outcome(&self) -> Result<(), QuorumFailure> {
+        let failure = |owners: &[String], shortfall| {
+            let (replied, silent) = owners
+                .iter()
+                .cloned()
+                .partition(|id| self.acknowledged.contains(id));
+            QuorumFailure {
+                shortfall,
+                needed: self.w,
+                replied,
+                silent,
+            }
+        };
+        let partition = self.partition;
+        if self.count(&self.owners) < self.w {
+            return Err(failure(
+                &self.owners,
+                Shortfall::Write {
+                    partition,
+                    replicas: self.owners.len(),
+                },
+            ));
         }
-        let previous_acks = self.count(&self.previous);
-        if !self.previous.is_empty() && previous_acks < w {
-            return Err(Status::unavailable(format!(
-                "write quorum not met: {previous_acks} of {w} required acknowledgements from the {} owners partition {partition} had before its last move (members that have not adopted the move still read from them)",
-                self.previous.len()
-            )));
+        if !self.previous.is_empty() && self.count(&self.previous) < self.w {
+            return Err(failure(
+                &self.previous,
+                Shortfall::WriteBeforeMove {
+                    partition,
+                    owners: self.previous.len(),
+                },
+            ));
         }
         Ok(())
     }
@@ -82,7 +98,6 @@ impl WriteQuorum {
 #[cfg(test)]
 mod tests {
     use proptest::prelude::*;
-    use tonic::Code;
 
     use super::*;
 
@@ -122,21 +137,19 @@ mod tests {
             prop_assert_eq!(quorum.met(), expected);
             match quorum.outcome() {
                 Ok(()) => prop_assert!(expected),
-                Err(status) => {
-                    prop_assert_eq!(status.code(), Code::Unavailable);
-                    let message = status.message();
-                    prop_assert!(message.contains("partition 7"), "{}", message);
-                    if in_current < w {
-                        prop_assert!(
-                            message.contains(&format!("{in_current} of {w} required acknowledgements from the 3 replicas")),
-                            "{}", message
-                        );
+                Err(failure) => {
+                    prop_assert!(!expected);
+                    prop_assert_eq!(failure.needed, w);
+                    let (layout, shortfall) = if in_current < w {
+                        (&current, Shortfall::Write { partition: 7, replicas: 3 })
                     } else {
-                        prop_assert!(
-                            message.contains(&format!("{in_previous} of {w} required acknowledgements from the 3 owners partition 7 had before its last move")),
-                            "{}", message
-                        );
-                    }
+                        (&previous, Shortfall::WriteBeforeMove { partition: 7, owners: 3 })
+                    };
+                    prop_assert_eq!(&failure.shortfall, &shortfall);
+                    let (replied, silent): (Vec<usize>, Vec<usize>) =
+                        layout.iter().partition(|n| held.contains(n));
+                    prop_assert_eq!(&failure.replied, &ids(&replied));
+                    prop_assert_eq!(&failure.silent, &ids(&silent));
                 }
             }
         }
@@ -151,15 +164,15 @@ mod tests {
         for node in ["n0", "n1", "n2"] {
             quorum.acknowledge(node);
         }
-        let status = quorum.outcome().expect_err("n3 is missing");
-        assert_eq!(status.code(), Code::Unavailable);
-        assert!(
-            status
-                .message()
-                .contains("2 of 3 required acknowledgements from the 3 owners partition 7 had before its last move"),
-            "{}",
-            status.message()
+        let failure = quorum.outcome().expect_err("n3 is missing");
+        assert_eq!(
+            failure.shortfall,
+            Shortfall::WriteBeforeMove {
+                partition: 7,
+                owners: 3
+            }
         );
+        assert_eq!((failure.replied, failure.silent), (ids(&[1, 2]), ids(&[3])));
         quorum.acknowledge("n3");
         assert!(quorum.met());
     }

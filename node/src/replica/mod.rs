@@ -66,6 +66,8 @@ pub enum ReplicaError {
     BadRecord(VersionError),
     #[error("key lock poisoned")]
     Poisoned,
+    #[error("storage task failed: {0}")]
+    Task(String),
     #[error(
         "{what} carries a timestamp {ahead_ms} ms ahead of this node's clock, \
          more than --max-clock-offset-ms ({limit_ms}); check the clock synchronisation of the nodes"
@@ -80,15 +82,13 @@ pub enum ReplicaError {
 /// The default of `--max-clock-offset-ms`.
 pub const DEFAULT_MAX_CLOCK_OFFSET_MS: u64 = 500;
 
-/// Runs a replica call on tokio's blocking pool (RocksDB blocks) and maps
-/// its failure to a gRPC status.
+/// Runs a replica call on tokio's blocking pool (RocksDB blocks).
 pub async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, ReplicaError> + Send + 'static,
-) -> Result<T, tonic::Status> {
+) -> Result<T, ReplicaError> {
     tokio::task::spawn_blocking(f)
         .await
-        .map_err(|e| tonic::Status::internal(format!("storage task failed: {e}")))?
-        .map_err(tonic::Status::from)
+        .map_err(|e| ReplicaError::Task(e.to_string()))?
 }
 
 /// One write of a batch, as [`LocalReplica::update_many`] takes it.
@@ -428,23 +428,23 @@ impl LocalReplica {
     }
 
     /// Decodes a record sent by a peer and merges it.
-    pub fn apply_encoded(&self, key: &Bytes, record: &[u8]) -> Result<(), ReplicaError> {
-        let incoming = Siblings::decode(record).map_err(ReplicaError::BadRecord)?;
+    pub fn apply_encoded(&self, key: &Bytes, encoded: &[u8]) -> Result<(), ReplicaError> {
+        let incoming = Siblings::decode(encoded).map_err(ReplicaError::BadRecord)?;
         self.apply(key, &incoming).map(|_| ())
     }
 
-    /// Keeps `record` as a hint for node `target`, stamped now. A hint
+    /// Keeps the `encoded` record as a hint for node `target`, stamped now. A hint
     /// already kept for the same key and target is merged with it, so
     /// neither write is lost.
-    pub fn keep_hint(&self, target: &str, key: &[u8], record: &[u8]) -> Result<(), ReplicaError> {
+    pub fn keep_hint(&self, target: &str, key: &[u8], encoded: &[u8]) -> Result<(), ReplicaError> {
         let _guard = self.stripe(key)?;
         let kept = match self.storage.hint(target, key)? {
             Some(earlier) => {
                 let earlier = Siblings::decode(&earlier).map_err(ReplicaError::Corrupt)?;
-                let incoming = Siblings::decode(record).map_err(ReplicaError::BadRecord)?;
+                let incoming = Siblings::decode(encoded).map_err(ReplicaError::BadRecord)?;
                 earlier.merge_with(self.mode, &incoming).encode()
             }
-            None => Bytes::copy_from_slice(record),
+            None => Bytes::copy_from_slice(encoded),
         };
         Ok(self
             .storage
@@ -455,7 +455,7 @@ impl LocalReplica {
     /// newer write was merged into it meanwhile: that one is still owed.
     pub fn forget_hint(&self, hint: &Hint) -> Result<(), ReplicaError> {
         let _guard = self.stripe(&hint.key)?;
-        if self.storage.hint(&hint.target, &hint.key)?.as_ref() == Some(&hint.record) {
+        if self.storage.hint(&hint.target, &hint.key)?.as_ref() == Some(&hint.encoded) {
             self.storage.delete_hint(&hint.target, &hint.key)?;
         }
         Ok(())
@@ -466,12 +466,12 @@ impl LocalReplica {
     pub fn receive(
         &self,
         key: &Bytes,
-        record: &[u8],
+        encoded: &[u8],
         hint_for: Option<&str>,
     ) -> Result<(), ReplicaError> {
         match hint_for {
-            Some(target) => self.keep_hint(target, key, record),
-            None => self.apply_encoded(key, record),
+            Some(target) => self.keep_hint(target, key, encoded),
+            None => self.apply_encoded(key, encoded),
         }
     }
 
@@ -692,7 +692,7 @@ mod tests {
             .keep_hint("n2", b"k", &second.encode())
             .expect("keep");
         let kept = replica.storage().hints(16, 16).expect("hints");
-        let merged = Siblings::decode(&kept[0].record).expect("decodes");
+        let merged = Siblings::decode(&kept[0].encoded).expect("decodes");
         assert!(merged.descends(&first) && merged.descends(&second));
 
         // Forgetting what was delivered keeps the newer hint...

@@ -4,15 +4,15 @@
 //! purpose: RocksDB calls block, so callers run them on tokio's blocking pool,
 //! where concurrent writers meet inside RocksDB and share one WAL sync.
 
-mod record;
 mod rocks;
+mod stored_value;
 
 use std::{fmt, time::Duration};
 
 use bytes::Bytes;
 
-pub use record::now_millis;
 pub use rocks::{Hint, MemoryFiles, PurgeHook, RocksStorage, RocksStorageOptions};
+pub use stored_value::now_millis;
 
 /// One change in an atomic write batch (the seed's `storage.Modify`).
 #[derive(Debug, Clone, PartialEq, Eq)]

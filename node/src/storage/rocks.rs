@@ -17,7 +17,7 @@ use rocksdb::{
 };
 
 use super::{
-    record::{now_millis, payload, raw_is_expired, Record},
+    stored_value::{now_millis, payload, raw_is_expired, StoredValue},
     Durability, KeyValue, Modify, ScanRange, Storage, StorageError,
 };
 
@@ -262,17 +262,18 @@ impl RocksStorage {
             .map_err(engine("write metadata"))
     }
 
-    /// Keeps `record` of `key` for node `target`, stamped with `now_ms`.
+    /// Keeps the `encoded` record of `key` for node `target`, stamped with
+    /// `now_ms`.
     pub fn put_hint(
         &self,
         target: &str,
         key: &[u8],
-        record: &[u8],
+        encoded: &[u8],
         now_ms: u64,
     ) -> Result<(), StorageError> {
-        let mut value = Vec::with_capacity(8 + record.len());
+        let mut value = Vec::with_capacity(8 + encoded.len());
         value.extend_from_slice(&now_ms.to_be_bytes());
-        value.extend_from_slice(record);
+        value.extend_from_slice(encoded);
         self.db
             .put_cf_opt(
                 self.cf(CF_HINTS)?,
@@ -330,7 +331,7 @@ impl RocksStorage {
                 out.push(Hint {
                     target: String::from_utf8_lossy(target).into_owned(),
                     key: Bytes::copy_from_slice(&raw_key[split + 1..]),
-                    record: Bytes::copy_from_slice(&raw[8..]),
+                    encoded: Bytes::copy_from_slice(&raw[8..]),
                     stored_at_ms: u64::from_be_bytes(stamp),
                 });
             }
@@ -374,8 +375,8 @@ impl RocksStorage {
         }
         let now = now_millis();
         while let (Some(key), Some(raw)) = (iter.key(), iter.value()) {
-            let record = Record::decode(key, raw)?;
-            if !record.is_expired(now) && !visit(key, &record.value) {
+            let stored = StoredValue::decode(key, raw)?;
+            if !stored.is_expired(now) && !visit(key, &stored.value) {
                 break;
             }
             iter.next();
@@ -454,7 +455,8 @@ impl RocksStorage {
 pub struct Hint {
     pub target: String,
     pub key: Bytes,
-    pub record: Bytes,
+    /// The encoded record owed to `target`.
+    pub encoded: Bytes,
     pub stored_at_ms: u64,
 }
 
@@ -491,8 +493,8 @@ impl Storage for RocksStorage {
         let Some(raw) = self.db.get_pinned_cf(data, key).map_err(engine("get"))? else {
             return Ok(None);
         };
-        let record = Record::decode(key, &raw)?;
-        Ok((!record.is_expired(now_millis())).then_some(record.value))
+        let stored = StoredValue::decode(key, &raw)?;
+        Ok((!stored.is_expired(now_millis())).then_some(stored.value))
     }
 
     fn write(&self, batch: Vec<Modify>) -> Result<(), StorageError> {
@@ -504,7 +506,7 @@ impl Storage for RocksStorage {
                     key,
                     value,
                     expires_at_ms,
-                } => wb.put_cf(data, key, Record::encode(value, *expires_at_ms)),
+                } => wb.put_cf(data, key, StoredValue::encode(value, *expires_at_ms)),
                 Modify::Delete { key } => wb.delete_cf(data, key),
             }
         }
@@ -527,14 +529,14 @@ impl Storage for RocksStorage {
             let (Some(key), Some(raw)) = (iter.key(), iter.value()) else {
                 break;
             };
-            let record = Record::decode(key, raw)?;
-            if !record.is_expired(now) {
+            let stored = StoredValue::decode(key, raw)?;
+            if !stored.is_expired(now) {
                 out.push(KeyValue {
                     key: Bytes::copy_from_slice(key),
                     value: if range.key_only {
                         Bytes::new()
                     } else {
-                        record.value
+                        stored.value
                     },
                 });
             }

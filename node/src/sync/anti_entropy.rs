@@ -298,12 +298,7 @@ impl AntiEntropy {
                 unreached.extend(partitions);
                 continue;
             }
-            let call = PeerCall {
-                node: &peer,
-                view: &view,
-                ring_version: 0,
-                timeout: self.config.timeout,
-            };
+            let call = PeerCall::unversioned(&peer, &view, self.config.timeout);
             match self
                 .exchange(call, &partitions, &trees, partition_count)
                 .await

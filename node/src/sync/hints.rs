@@ -68,7 +68,10 @@ pub async fn run(
                 tracing::warn!(target_node = %hint.target, "dropped a hint older than the maximum age");
                 true
             } else if coordinator.has_departed(&hint.target) {
-                match coordinator.deliver_to_owners(&hint.key, &hint.record).await {
+                match coordinator
+                    .deliver_to_owners(&hint.key, &hint.encoded)
+                    .await
+                {
                     Ok(()) => {
                         metrics.hints_delivered.inc();
                         true
@@ -79,14 +82,9 @@ pub async fn run(
                     }
                 }
             } else if view.is_alive(&hint.target) {
-                let call = PeerCall {
-                    node: &hint.target,
-                    view: &view,
-                    ring_version: 0,
-                    timeout: config.timeout,
-                };
+                let call = PeerCall::unversioned(&hint.target, &view, config.timeout);
                 let delivered = rpc
-                    .apply(call, &hint.key, &hint.record, Delivery::Replica)
+                    .apply(call, &hint.key, &hint.encoded, Delivery::Replica)
                     .await
                     .is_ok();
                 if delivered {

@@ -52,8 +52,11 @@ const RETRY: Duration = Duration::from_millis(250);
 pub enum RefillError {
     #[error("streaming from {peer}: {status}")]
     Stream { peer: String, status: tonic::Status },
-    #[error("storing what {peer} sent: {status}")]
-    Store { peer: String, status: tonic::Status },
+    #[error("storing what {peer} sent: {error}")]
+    Store {
+        peer: String,
+        error: crate::replica::ReplicaError,
+    },
 }
 
 /// Which partitions this node may count toward reads.
@@ -273,9 +276,9 @@ async fn stream_from(
                 .try_for_each(|r| local.apply_encoded(&r.key, &r.record))
         })
         .await
-        .map_err(|status| RefillError::Store {
+        .map_err(|error| RefillError::Store {
             peer: peer.to_string(),
-            status,
+            error,
         })?;
     }
     Ok(merged)

@@ -25,7 +25,7 @@ use crate::{
     cluster::membership::{Membership, View},
     cluster::peers::PeerClients,
     cluster::rpc::RING_VERSION,
-    replica::{blocking, LocalReplica},
+    replica::{blocking, LocalReplica, ReplicaError},
     ring::{partition_of, LayoutError, Ring, RingState},
     server::metrics::ReplicationMetrics,
     sync::refill::Refill,
@@ -166,7 +166,7 @@ struct Receiving<'a> {
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum StreamError {
     #[error("local replica: {0}")]
-    Local(tonic::Status),
+    Local(#[from] ReplicaError),
     #[error(transparent)]
     Layout(#[from] LayoutError),
     #[error("no live owner of partition {0} to stream from")]
@@ -433,20 +433,20 @@ async fn receive_group(
             estimate_per_partition = batch.estimated_keys / partitions.len().max(1) as u64;
         }
         let mut counts: BTreeMap<u32, (u64, u64)> = BTreeMap::new();
-        for record in &batch.records {
-            let p = partition_of(&record.key, partition_count);
+        for wire in &batch.records {
+            let p = partition_of(&wire.key, partition_count);
             if wanted.contains(&p) {
                 let entry = counts.entry(p).or_default();
                 entry.0 += 1;
-                entry.1 += (record.key.len() + record.record.len()) as u64;
+                entry.1 += (wire.key.len() + wire.record.len()) as u64;
             }
         }
         let (local_ref, parts) = (local.clone(), partitions.clone());
         let last_key = batch.last_key.clone();
         let source_name = source.clone();
         blocking(move || {
-            for record in batch.records {
-                local_ref.apply_encoded(&record.key, &record.record)?;
+            for wire in batch.records {
+                local_ref.apply_encoded(&wire.key, &wire.record)?;
             }
             let cursors: Vec<(String, Vec<u8>)> = parts
                 .iter()

@@ -15,13 +15,13 @@ const HEADER_LEN: usize = 1 + 8;
 
 /// A decoded stored value.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Record {
+pub struct StoredValue {
     /// Unix milliseconds after which the value is gone, if it expires.
     pub expires_at_ms: Option<u64>,
     pub value: Bytes,
 }
 
-impl Record {
+impl StoredValue {
     pub fn encode(value: &[u8], expires_at_ms: Option<u64>) -> Vec<u8> {
         let mut out = Vec::with_capacity(HEADER_LEN + value.len());
         out.push(FORMAT_V1);
@@ -33,9 +33,9 @@ impl Record {
     pub fn decode(key: &[u8], raw: &[u8]) -> Result<Self, StorageError> {
         let expires_at_ms = header_expiry(raw).ok_or_else(|| StorageError::Corrupt {
             key_len: key.len(),
-            reason: format!("record of {} bytes has no valid header", raw.len()),
+            reason: format!("stored value of {} bytes has no valid header", raw.len()),
         })?;
-        Ok(Record {
+        Ok(StoredValue {
             expires_at_ms,
             value: Bytes::copy_from_slice(&raw[HEADER_LEN..]),
         })
@@ -46,8 +46,8 @@ impl Record {
     }
 }
 
-/// The expiry in a raw record's header: `None` when the header is invalid,
-/// `Some(None)` when the record never expires.
+/// The expiry in a raw stored value's header: `None` when the header is invalid,
+/// `Some(None)` when the value never expires.
 fn header_expiry(raw: &[u8]) -> Option<Option<u64>> {
     if raw.len() < HEADER_LEN || raw[0] != FORMAT_V1 {
         return None;
@@ -58,13 +58,13 @@ fn header_expiry(raw: &[u8]) -> Option<Option<u64>> {
     Some((at != 0).then_some(at))
 }
 
-/// Whether a raw record has expired; corrupt records are kept so that a
+/// Whether a raw stored value has expired; corrupt values are kept so that a
 /// compaction never silently destroys what it cannot read.
 pub(super) fn raw_is_expired(raw: &[u8], now_ms: u64) -> bool {
     matches!(header_expiry(raw), Some(Some(at)) if at <= now_ms)
 }
 
-/// The stored value inside a raw record, if its header is valid.
+/// The stored value inside a raw stored value, if its header is valid.
 pub(super) fn payload(raw: &[u8]) -> Option<&[u8]> {
     header_expiry(raw).map(|_| &raw[HEADER_LEN..])
 }
@@ -84,19 +84,19 @@ mod tests {
     #[test]
     fn round_trips_with_and_without_expiry() {
         for expiry in [None, Some(1_700_000_000_000)] {
-            let raw = Record::encode(b"value", expiry);
-            let record = Record::decode(b"k", &raw).expect("decodes");
-            assert_eq!(record.expires_at_ms, expiry);
-            assert_eq!(&record.value[..], b"value");
+            let raw = StoredValue::encode(b"value", expiry);
+            let stored = StoredValue::decode(b"k", &raw).expect("decodes");
+            assert_eq!(stored.expires_at_ms, expiry);
+            assert_eq!(&stored.value[..], b"value");
         }
     }
 
     #[test]
-    fn expiry_is_inclusive_and_corrupt_records_never_expire() {
-        let raw = Record::encode(b"v", Some(100));
+    fn expiry_is_inclusive_and_corrupt_values_never_expire() {
+        let raw = StoredValue::encode(b"v", Some(100));
         assert!(!raw_is_expired(&raw, 99));
         assert!(raw_is_expired(&raw, 100));
         assert!(!raw_is_expired(b"\x07garbage", u64::MAX));
-        assert!(Record::decode(b"k", b"\x01short").is_err());
+        assert!(StoredValue::decode(b"k", b"\x01short").is_err());
     }
 }
