@@ -4,7 +4,21 @@
 //! # async fn demo() -> Result<(), ringkv_client::ClientError> {
 //! let mut client = ringkv_client::Client::connect("127.0.0.1:7379").await?;
 //! client.put(b"greeting", b"hello").await?;
-//! assert_eq!(client.get(b"greeting").await?.as_deref(), Some(&b"hello"[..]));
+//! let found = client.get(b"greeting").await?.expect("just written");
+//! assert_eq!(found.values(), [&b"hello"[..]]);
+//! // Writing with the context read replaces exactly what was read.
+//! client.put_with_context(b"greeting", b"hi", found.context).await?;
+//! # Ok(()) }
+//! ```
+//!
+//! Only [`Connector`] opens connections: [`Connector::plaintext`] for a
+//! cluster without TLS, [`Connector::tls`] for one with it.
+//!
+//! ```no_run
+//! # async fn status() -> Result<(), ringkv_client::ClientError> {
+//! use ringkv_client::Connector;
+//! let status = Connector::plaintext().cluster_status("127.0.0.1:7379").await?;
+//! println!("{} members", status.members.len());
 //! # Ok(()) }
 //! ```
 
@@ -13,10 +27,7 @@ use ringkv_proto::v1::{
     raw_kv_client::RawKvClient, KvPair, RawDeleteRequest, RawGetRequest, RawPutRequest,
     RawScanRequest,
 };
-use tonic::{
-    transport::{Channel, Endpoint},
-    Code,
-};
+use tonic::{transport::Channel, Code};
 
 pub use connector::Connector;
 pub use ringkv_proto::v1 as proto;
@@ -69,14 +80,29 @@ pub struct ScanOptions {
     pub reverse: bool,
 }
 
-/// Turns `HOST:PORT` (or a full URI) into a plaintext gRPC endpoint.
-pub fn endpoint(address: &str) -> Result<Endpoint, ClientError> {
-    Connector::plaintext().endpoint(address)
+/// What a key holds, as a read found it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Versioned {
+    /// One of the values: the only one unless writes were concurrent.
+    pub value: Bytes,
+    /// Every concurrent value, `value` among them, when there is more than
+    /// one; empty otherwise.
+    pub siblings: Vec<Bytes>,
+    /// The causal context of what was read: send it with the next write of
+    /// the key ([`Client::put_with_context`]) so that the write replaces
+    /// these values instead of becoming their sibling.
+    pub context: Bytes,
 }
 
-/// Opens a plaintext channel to `HOST:PORT`.
-pub async fn connect_channel(address: &str) -> Result<Channel, ClientError> {
-    Connector::plaintext().channel(address).await
+impl Versioned {
+    /// Every value the key holds: one, or the siblings of concurrent writes.
+    pub fn values(&self) -> Vec<&[u8]> {
+        if self.siblings.is_empty() {
+            vec![&self.value[..]]
+        } else {
+            self.siblings.iter().map(|v| &v[..]).collect()
+        }
+    }
 }
 
 /// A connection to one ringkv node. Cloning shares the connection.
@@ -105,24 +131,45 @@ impl Client {
         &mut self.raw
     }
 
-    /// The value of `key`, or `None` when it holds none.
-    pub async fn get(&mut self, key: &[u8]) -> Result<Option<Bytes>, ClientError> {
+    /// What `key` holds: its value, any siblings and its causal context;
+    /// `None` when it holds nothing.
+    pub async fn get(&mut self, key: &[u8]) -> Result<Option<Versioned>, ClientError> {
         let request = RawGetRequest {
             key: Bytes::copy_from_slice(key),
             ..Default::default()
         };
         match self.raw.raw_get(request).await {
-            Ok(response) => Ok(Some(response.into_inner().value)),
+            Ok(response) => {
+                let found = response.into_inner();
+                Ok(Some(Versioned {
+                    value: found.value,
+                    siblings: found.siblings,
+                    context: found.context,
+                }))
+            }
             Err(status) if status.code() == Code::NotFound => Ok(None),
             Err(status) => Err(status.into()),
         }
     }
 
-    /// Stores `value` under `key`.
+    /// Stores `value` under `key` without a context: a *blind* write, which
+    /// becomes a sibling of any value the key holds (see docs/api.md).
     pub async fn put(&mut self, key: &[u8], value: &[u8]) -> Result<(), ClientError> {
+        self.put_with_context(key, value, Bytes::new()).await
+    }
+
+    /// Stores `value` under `key`, replacing exactly the values `context`
+    /// (from a [`get`](Self::get) of the key) covers.
+    pub async fn put_with_context(
+        &mut self,
+        key: &[u8],
+        value: &[u8],
+        context: Bytes,
+    ) -> Result<(), ClientError> {
         let request = RawPutRequest {
             key: Bytes::copy_from_slice(key),
             value: Bytes::copy_from_slice(value),
+            context,
             ..Default::default()
         };
         self.raw.raw_put(request).await?;
@@ -133,26 +180,11 @@ impl Client {
     /// writes with it, so that the write supersedes every value read instead
     /// of becoming a sibling of them.
     pub async fn overwrite(&mut self, key: &[u8], value: &[u8]) -> Result<(), ClientError> {
-        let context = match self
-            .raw
-            .raw_get(RawGetRequest {
-                key: Bytes::copy_from_slice(key),
-                ..Default::default()
-            })
-            .await
-        {
-            Ok(response) => response.into_inner().context,
-            Err(status) if status.code() == Code::NotFound => Bytes::new(),
-            Err(status) => return Err(status.into()),
-        };
-        let request = RawPutRequest {
-            key: Bytes::copy_from_slice(key),
-            value: Bytes::copy_from_slice(value),
-            context,
-            ..Default::default()
-        };
-        self.raw.raw_put(request).await?;
-        Ok(())
+        let context = self
+            .get(key)
+            .await?
+            .map_or_else(Bytes::new, |found| found.context);
+        self.put_with_context(key, value, context).await
     }
 
     /// Deletes `key`; deleting a missing key succeeds.
@@ -177,24 +209,4 @@ impl Client {
         };
         Ok(self.raw.raw_scan(request).await?.into_inner().kvs)
     }
-}
-
-/// [`Connector::is_serving`] in plaintext.
-pub async fn is_serving(address: &str) -> Result<bool, ClientError> {
-    Connector::plaintext().is_serving(address).await
-}
-
-/// [`Connector::cluster_status`] in plaintext.
-pub async fn cluster_status(address: &str) -> Result<proto::ClusterStatusResponse, ClientError> {
-    Connector::plaintext().cluster_status(address).await
-}
-
-/// [`Connector::decommission`] in plaintext.
-pub async fn decommission(address: &str, node_id: &str) -> Result<(), ClientError> {
-    Connector::plaintext().decommission(address, node_id).await
-}
-
-/// [`Connector::ring_status`] in plaintext.
-pub async fn ring_status(address: &str) -> Result<proto::RingStatusResponse, ClientError> {
-    Connector::plaintext().ring_status(address).await
 }

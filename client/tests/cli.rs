@@ -219,7 +219,12 @@ async fn local_cluster_serves_the_cli_and_stops_on_ctrl_c() {
     );
     for endpoint in [node1, node2] {
         assert!(
-            !matches!(ringkv_client::is_serving(endpoint).await, Ok(true)),
+            !matches!(
+                ringkv_client::Connector::plaintext()
+                    .is_serving(endpoint)
+                    .await,
+                Ok(true)
+            ),
             "{endpoint} is down"
         );
     }

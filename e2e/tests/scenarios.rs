@@ -566,7 +566,11 @@ async fn s8_tls_cluster() {
             .get(key.as_bytes())
             .await
             .expect("get over TLS");
-        assert_eq!(got.as_deref(), Some(key.as_bytes()), "{key}");
+        assert_eq!(
+            got.map(|found| found.value).as_deref(),
+            Some(key.as_bytes()),
+            "{key}"
+        );
     }
     let plaintext = async {
         ringkv_client::Client::connect(&endpoints[0])

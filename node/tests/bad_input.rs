@@ -285,7 +285,12 @@ async fn invalid_requests_get_their_codes_and_messages() {
     assert!(scan.kvs.is_empty(), "refused writes stored nothing");
     client.put(b"after", b"still serving").await.expect("put");
     assert_eq!(
-        client.get(b"after").await.expect("get").as_deref(),
+        client
+            .get(b"after")
+            .await
+            .expect("get")
+            .map(|found| found.value)
+            .as_deref(),
         Some(&b"still serving"[..])
     );
     // A batch get leaves missing keys out, as api.md says, rather than
@@ -355,7 +360,12 @@ async fn a_100_mib_request_is_refused_within_a_memory_bound() {
         .await
         .expect("node keeps serving");
     assert_eq!(
-        fresh.get(b"before").await.expect("get").as_deref(),
+        fresh
+            .get(b"before")
+            .await
+            .expect("get")
+            .map(|found| found.value)
+            .as_deref(),
         Some(&b"v"[..])
     );
 }
@@ -426,11 +436,14 @@ async fn a_full_disk_is_unavailable_and_the_node_keeps_serving_reads() {
             .get(b"early")
             .await
             .expect("reads still served")
+            .map(|found| found.value)
             .as_deref(),
         Some(&b"kept"[..])
     );
     assert!(matches!(
-        ringkv_client::is_serving(&node.grpc.to_string()).await,
+        ringkv_client::Connector::plaintext()
+            .is_serving(&node.grpc.to_string())
+            .await,
         Ok(true)
     ));
     node.kill9();
@@ -483,6 +496,7 @@ async fn a_corrupt_record_fails_its_key_and_spares_the_others() {
             .get(b"sound")
             .await
             .expect("other keys served")
+            .map(|found| found.value)
             .as_deref(),
         Some(&b"v"[..])
     );

@@ -26,7 +26,10 @@ async fn assert_formed(cluster: &TestCluster, started: Instant, bound: Duration)
             || {
                 let endpoint = endpoint.clone();
                 async move {
-                    let status = ringkv_client::cluster_status(&endpoint).await.ok()?;
+                    let status = ringkv_client::Connector::plaintext()
+                        .cluster_status(&endpoint)
+                        .await
+                        .ok()?;
                     let version = status.layout_version;
                     (status.members.len() == expected
                         && status.members.iter().all(|m| {
@@ -64,7 +67,7 @@ async fn clusters_of_three_and_five_form_from_seeds() {
     first.put(b"formed", b"yes").await.expect("put");
     for node in &five.nodes {
         let got = node.client().await.get(b"formed").await.expect("get");
-        assert_eq!(got.as_deref(), Some(&b"yes"[..]));
+        assert_eq!(got.map(|found| found.value).as_deref(), Some(&b"yes"[..]));
     }
 }
 
@@ -241,6 +244,20 @@ async fn concurrent_writers_make_siblings_and_a_merged_context_resolves_them() {
         2,
         "a put without a context adds a sibling"
     );
+    // `Client::get` returns every sibling and the context that covers them;
+    // `Client::put_with_context` with that context replaces them all.
+    let found = a.get(b"shared").await.expect("get").expect("present");
+    let mut values = found.values();
+    values.sort();
+    assert_eq!(values, [&b"blind"[..], &b"merged"[..]], "{found:?}");
+    assert!(values.contains(&&found.value[..]), "{found:?}");
+    b.put_with_context(b"shared", b"chosen", found.context)
+        .await
+        .expect("put with the context read");
+    let chosen = read_shared(&mut a).await;
+    assert_eq!(chosen.value, &b"chosen"[..]);
+    assert!(chosen.siblings.is_empty(), "{:?}", chosen.siblings);
+    a.put(b"shared", b"blind again").await.expect("blind put");
     b.overwrite(b"shared", b"overwritten")
         .await
         .expect("overwrite");
@@ -514,7 +531,8 @@ async fn a_node_with_another_partition_count_refuses_to_join() {
             && stderr.contains("this node has 128"),
         "clear error: {stderr}"
     );
-    let status = ringkv_client::cluster_status(&cluster.nodes[0].grpc.to_string())
+    let status = ringkv_client::Connector::plaintext()
+        .cluster_status(&cluster.nodes[0].grpc.to_string())
         .await
         .expect("status");
     assert!(
@@ -570,6 +588,7 @@ async fn a_data_dir_keeps_its_partition_count() {
             .get(b"kept")
             .await
             .expect("get")
+            .map(|found| found.value)
             .as_deref(),
         Some(&b"v"[..]),
         "the data dir is as it was"
@@ -599,7 +618,8 @@ async fn without_a_layout_requests_fail_naming_n() {
         "{status:?}"
     );
     // The process runs: the server as a whole is SERVING while RawKV is not.
-    let channel = ringkv_client::endpoint(&node.grpc.to_string())
+    let channel = ringkv_client::Connector::plaintext()
+        .endpoint(&node.grpc.to_string())
         .expect("endpoint")
         .connect()
         .await

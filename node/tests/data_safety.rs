@@ -96,7 +96,10 @@ async fn wait_refilling(
         &format!("the partitions {id} refills, as node {observer} sees them"),
         Duration::from_secs(60),
         || async {
-            let status = ringkv_client::cluster_status(&endpoint).await.ok()?;
+            let status = ringkv_client::Connector::plaintext()
+                .cluster_status(&endpoint)
+                .await
+                .ok()?;
             status
                 .members
                 .iter()
@@ -1214,7 +1217,10 @@ async fn a_refilling_node_is_ready_only_once_refilled() {
         || {
             let (wiped, id) = (wiped.clone(), id.clone());
             async move {
-                let status = ringkv_client::cluster_status(&wiped).await.ok()?;
+                let status = ringkv_client::Connector::plaintext()
+                    .cluster_status(&wiped)
+                    .await
+                    .ok()?;
                 let all_alive = status.members.iter().filter(|m| m.alive).count() == 3;
                 let refilling = status
                     .members
@@ -1227,7 +1233,12 @@ async fn a_refilling_node_is_ready_only_once_refilled() {
     )
     .await;
     assert!(
-        matches!(ringkv_client::is_serving(&wiped).await, Ok(false)),
+        matches!(
+            ringkv_client::Connector::plaintext()
+                .is_serving(&wiped)
+                .await,
+            Ok(false)
+        ),
         "not ready while it refills, though every peer is alive"
     );
     cluster.nodes[2].wait_serving().await;
@@ -1238,7 +1249,10 @@ async fn a_refilling_node_is_ready_only_once_refilled() {
         || {
             let (wiped, id) = (wiped.clone(), id.clone());
             async move {
-                let status = ringkv_client::cluster_status(&wiped).await.ok()?;
+                let status = ringkv_client::Connector::plaintext()
+                    .cluster_status(&wiped)
+                    .await
+                    .ok()?;
                 let me = status.members.iter().find(|m| m.node_id == id)?;
                 (me.partitions_refilling == 0).then_some(())
             }
@@ -1302,7 +1316,12 @@ async fn a_context_from_a_clock_ahead_is_refused_with_unavailable() {
         "{status:?}"
     );
     assert_eq!(
-        client.get(b"ahead").await.expect("get").as_deref(),
+        client
+            .get(b"ahead")
+            .await
+            .expect("get")
+            .map(|found| found.value)
+            .as_deref(),
         Some(&b"before"[..]),
         "nothing was written"
     );
@@ -1426,12 +1445,13 @@ async fn a_partition_received_while_refilling_counts_at_once() {
     cluster.nodes[2].respawn();
     cluster.wait_alive(0, 2, true).await;
     wait_refilling(&cluster, 0, 2, |partitions| partitions > 0).await;
-    ringkv_client::decommission(
-        &cluster.nodes[0].grpc.to_string(),
-        &cluster.nodes[3].node_id(),
-    )
-    .await
-    .expect("decommission accepted");
+    ringkv_client::Connector::plaintext()
+        .decommission(
+            &cluster.nodes[0].grpc.to_string(),
+            &cluster.nodes[3].node_id(),
+        )
+        .await
+        .expect("decommission accepted");
     common::wait_left(
         &cluster.nodes[0],
         &cluster.nodes[3],

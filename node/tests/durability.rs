@@ -41,7 +41,11 @@ async fn sigkill_after_ten_thousand_acknowledged_writes_loses_none() {
     let mut client = node.client().await;
     for (key, value) in &acknowledged {
         let got = client.get(key.as_bytes()).await.expect("get after restart");
-        assert_eq!(got.as_deref(), Some(value.as_bytes()), "lost {key}");
+        assert_eq!(
+            got.map(|found| found.value).as_deref(),
+            Some(value.as_bytes()),
+            "lost {key}"
+        );
     }
     println!(
         "checked {} acknowledged writes after SIGKILL and restart",

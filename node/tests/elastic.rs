@@ -124,7 +124,8 @@ async fn preload(node: &TestNode, prefix: &str, count: usize) -> Vec<String> {
 }
 
 async fn decommission(observer: &TestNode, node: &TestNode) {
-    ringkv_client::decommission(&observer.grpc.to_string(), &node.node_id())
+    ringkv_client::Connector::plaintext()
+        .decommission(&observer.grpc.to_string(), &node.node_id())
         .await
         .expect("decommission accepted");
 }
@@ -132,12 +133,13 @@ async fn decommission(observer: &TestNode, node: &TestNode) {
 #[tokio::test]
 async fn a_decommission_below_n_is_refused() {
     let cluster = TestCluster::start(30, 3, &[]).await;
-    let error = ringkv_client::decommission(
-        &cluster.nodes[0].grpc.to_string(),
-        &cluster.nodes[2].node_id(),
-    )
-    .await
-    .expect_err("3 nodes with N=3 cannot lose one");
+    let error = ringkv_client::Connector::plaintext()
+        .decommission(
+            &cluster.nodes[0].grpc.to_string(),
+            &cluster.nodes[2].node_id(),
+        )
+        .await
+        .expect_err("3 nodes with N=3 cannot lose one");
     println!("{error}");
     assert_eq!(error.code(), Some(Code::FailedPrecondition));
     assert!(error
@@ -477,7 +479,12 @@ async fn ttl_keys_expire_on_every_replica() {
     client.put(b"durable", b"stays").await.expect("put");
     let mut reader = cluster.nodes[1].client().await;
     assert_eq!(
-        reader.get(b"session").await.expect("get").as_deref(),
+        reader
+            .get(b"session")
+            .await
+            .expect("get")
+            .map(|found| found.value)
+            .as_deref(),
         Some(&b"token"[..])
     );
     eventually("the TTL key expires", Duration::from_secs(10), || async {
@@ -495,7 +502,12 @@ async fn ttl_keys_expire_on_every_replica() {
     })
     .await;
     assert_eq!(
-        reader.get(b"durable").await.expect("get").as_deref(),
+        reader
+            .get(b"durable")
+            .await
+            .expect("get")
+            .map(|found| found.value)
+            .as_deref(),
         Some(&b"stays"[..])
     );
 }

@@ -17,7 +17,8 @@ use tonic_reflection::pb::v1::{
 #[tokio::test]
 async fn health_is_serving_and_reflection_lists_rawkv() {
     let mut node = TestNode::start(Ipv4Addr::new(127, 0, 5, 1), &[]).await;
-    let channel = ringkv_client::endpoint(&node.grpc.to_string())
+    let channel = ringkv_client::Connector::plaintext()
+        .endpoint(&node.grpc.to_string())
         .expect("endpoint")
         .connect()
         .await

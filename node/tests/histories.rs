@@ -218,7 +218,8 @@ impl Worker {
         self.clients
             .entry(address)
             .or_insert_with(|| {
-                let channel = ringkv_client::endpoint(&address.to_string())
+                let channel = ringkv_client::Connector::plaintext()
+                    .endpoint(&address.to_string())
                     .expect("endpoint")
                     .connect_timeout(Duration::from_secs(1))
                     .connect_lazy();
@@ -813,12 +814,13 @@ async fn generated_histories_survive_joins_and_decommissions() {
                 cluster.nodes[leaving].node_id(),
                 at_ms()
             ));
-            ringkv_client::decommission(
-                &cluster.nodes[observer].grpc.to_string(),
-                &cluster.nodes[leaving].node_id(),
-            )
-            .await
-            .expect("decommission accepted");
+            ringkv_client::Connector::plaintext()
+                .decommission(
+                    &cluster.nodes[observer].grpc.to_string(),
+                    &cluster.nodes[leaving].node_id(),
+                )
+                .await
+                .expect("decommission accepted");
             disturb(&mut cluster, leaving, &mut rng, &mut nemesis).await;
             wait_left(
                 &cluster.nodes[observer],

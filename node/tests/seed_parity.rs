@@ -14,7 +14,12 @@ async fn put_get_delete_then_not_found() {
 
     client.put(b"testkey", b"testvalue").await.expect("put");
     assert_eq!(
-        client.get(b"testkey").await.expect("get").as_deref(),
+        client
+            .get(b"testkey")
+            .await
+            .expect("get")
+            .map(|found| found.value)
+            .as_deref(),
         Some(&b"testvalue"[..])
     );
     client.delete(b"testkey").await.expect("delete");
@@ -51,7 +56,11 @@ async fn fifty_concurrent_clients_ten_thousand_checked_operations() {
                     .await
                     .expect("put");
                 let got = client.get(key.as_bytes()).await.expect("get");
-                assert_eq!(got.as_deref(), Some(value.as_bytes()), "get {key}");
+                assert_eq!(
+                    got.map(|found| found.value).as_deref(),
+                    Some(value.as_bytes()),
+                    "get {key}"
+                );
                 client.delete(key.as_bytes()).await.expect("delete");
                 assert_eq!(client.get(key.as_bytes()).await.expect("get"), None);
                 checked += 3;

@@ -153,7 +153,8 @@ async fn probes_reach_health_in_plaintext_beside_a_tls_listener() {
     let trusted = Connector::tls(pki.ca.as_bytes(), Some(SERVER_NAME), None);
     let cluster = TestCluster::start_with(37, 1, &args, trusted).await;
     assert!(
-        ringkv_client::is_serving(health)
+        ringkv_client::Connector::plaintext()
+            .is_serving(health)
             .await
             .expect("plaintext health"),
         "the health listener reports what the TLS listener does"

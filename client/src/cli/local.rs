@@ -151,7 +151,9 @@ async fn wait_serving(node: &mut LocalNode, deadline: Duration) -> anyhow::Resul
             );
         }
         if matches!(
-            ringkv_client::is_serving(&node.grpc.to_string()).await,
+            ringkv_client::Connector::plaintext()
+                .is_serving(&node.grpc.to_string())
+                .await,
             Ok(true)
         ) {
             return Ok(());

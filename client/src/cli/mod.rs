@@ -151,11 +151,18 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Get { key } => {
-            let Some(value) = connect(&cli.endpoint).await?.get(key.as_bytes()).await? else {
+            let Some(found) = connect(&cli.endpoint).await?.get(key.as_bytes()).await? else {
                 bail!("key {key:?} not found");
             };
+            if found.siblings.len() > 1 {
+                // stdout carries one value, byte for byte, for scripts.
+                eprintln!(
+                    "key {key:?} holds {} concurrent values (siblings); printing one. `ringkv put` replaces them all.",
+                    found.siblings.len()
+                );
+            }
             let mut stdout = std::io::stdout().lock();
-            stdout.write_all(&value)?;
+            stdout.write_all(&found.value)?;
             if stdout.is_terminal() {
                 stdout.write_all(b"\n")?;
             }

@@ -399,7 +399,10 @@ impl TestCluster {
             || {
                 let (endpoint, id) = (endpoint.clone(), id.clone());
                 async move {
-                    let status = ringkv_client::cluster_status(&endpoint).await.ok()?;
+                    let status = ringkv_client::Connector::plaintext()
+                        .cluster_status(&endpoint)
+                        .await
+                        .ok()?;
                     status
                         .members
                         .iter()
@@ -472,7 +475,8 @@ impl TestNode {
     pub async fn replica_client(
         &self,
     ) -> ringkv_client::proto::replica_client::ReplicaClient<tonic::transport::Channel> {
-        let channel = ringkv_client::connect_channel(&self.grpc.to_string())
+        let channel = ringkv_client::Connector::plaintext()
+            .channel(&self.grpc.to_string())
             .await
             .expect("connect");
         ringkv_client::proto::replica_client::ReplicaClient::new(channel)
@@ -481,7 +485,8 @@ impl TestNode {
 
 /// The admin view of one node.
 pub async fn ring_status(node: &TestNode) -> Option<ringkv_client::proto::RingStatusResponse> {
-    ringkv_client::ring_status(&node.grpc.to_string())
+    ringkv_client::Connector::plaintext()
+        .ring_status(&node.grpc.to_string())
         .await
         .ok()
 }
@@ -546,7 +551,8 @@ pub async fn wait_equal_trees(
             async move {
                 let mut trees: Vec<std::collections::BTreeMap<u32, Vec<u64>>> = Vec::new();
                 for node in nodes {
-                    let channel = ringkv_client::connect_channel(&node.grpc.to_string())
+                    let channel = ringkv_client::Connector::plaintext()
+                        .channel(&node.grpc.to_string())
                         .await
                         .ok()?;
                     let response = ReplicaClient::new(channel)
