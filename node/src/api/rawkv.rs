@@ -112,8 +112,8 @@ impl RawKvService {
         consistency: Option<&Consistency>,
     ) -> Result<(Option<u32>, Option<u32>), Status> {
         let (r, w) = consistency.map_or((None, None), |c| (c.read_quorum, c.write_quorum));
-        self.coordinator.quorum("read_quorum", r, 0)?;
-        self.coordinator.quorum("write_quorum", w, 0)?;
+        self.coordinator.read_quorum(r)?;
+        self.coordinator.write_quorum(w)?;
         Ok((r, w))
     }
 

@@ -51,11 +51,7 @@ impl Coordinator {
         writes: Vec<WriteRequest>,
         options: WriteOptions,
     ) -> Result<Vec<Result<(), CoordinatorError>>, CoordinatorError> {
-        let w = self.quorum(
-            "write_quorum",
-            options.write_quorum,
-            self.inner.config.quorums.w,
-        )?;
+        let w = self.write_quorum(options.write_quorum)?;
         let state = self.coordinating_state()?;
         let mut outcomes: Vec<Option<Result<(), CoordinatorError>>> =
             (0..writes.len()).map(|_| None).collect();

@@ -187,8 +187,19 @@ impl Coordinator {
         }
     }
 
-    /// A quorum override, checked against N.
-    pub fn quorum(
+    /// R for a request: the client's override, checked against N, or the
+    /// cluster's.
+    pub fn read_quorum(&self, requested: Option<u32>) -> Result<usize, CoordinatorError> {
+        self.quorum("read_quorum", requested, self.inner.config.quorums.r)
+    }
+
+    /// W for a request: the client's override, checked against N, or the
+    /// cluster's.
+    pub fn write_quorum(&self, requested: Option<u32>) -> Result<usize, CoordinatorError> {
+        self.quorum("write_quorum", requested, self.inner.config.quorums.w)
+    }
+
+    fn quorum(
         &self,
         name: &'static str,
         requested: Option<u32>,

@@ -29,7 +29,7 @@ impl Coordinator {
         read_quorum: Option<u32>,
         deadline: Option<Deadline>,
     ) -> Result<Siblings, CoordinatorError> {
-        let r = self.quorum("read_quorum", read_quorum, self.inner.config.quorums.r)?;
+        let r = self.read_quorum(read_quorum)?;
         let state = self.coordinating_state()?;
         let (_, owners) = route::owners(&state.current, &key)?;
         let route = Arc::new(self.route(state.version));

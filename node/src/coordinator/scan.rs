@@ -28,7 +28,7 @@ impl Coordinator {
         read_quorum: Option<u32>,
         deadline: Option<Deadline>,
     ) -> Result<Vec<(Bytes, Siblings)>, CoordinatorError> {
-        let r = self.quorum("read_quorum", read_quorum, self.inner.config.quorums.r)?;
+        let r = self.read_quorum(read_quorum)?;
         let state = self.coordinating_state()?;
         let layout = state.current.clone();
         // Every page goes out on the version the owners came from: once the

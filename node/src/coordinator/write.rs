@@ -60,11 +60,7 @@ impl Coordinator {
         write: WriteRequest,
         options: WriteOptions,
     ) -> Result<(), CoordinatorError> {
-        let w = self.quorum(
-            "write_quorum",
-            options.write_quorum,
-            self.inner.config.quorums.w,
-        )?;
+        let w = self.write_quorum(options.write_quorum)?;
         let state = self.coordinating_state()?;
         let (partition, owners) = route::owners(&state.current, &write.key)?;
         let view = self.inner.membership.view();
