@@ -19,37 +19,64 @@ use crate::{
     versions::Siblings,
 };
 
-/// Bytes of key names and reasons a batch error carries at most: gRPC
-/// status messages travel in a header, which proxies and clients cap.
-const NAMED_FAILURE_BYTES: usize = 8 << 10;
+/// Bytes a batch error's message takes at most: gRPC status messages
+/// travel in a header, which proxies and clients cap.
+const BATCH_MESSAGE_BYTES: usize = 8 << 10;
+/// Of those, the bytes the names of the keys that did not take may fill.
+/// The names come first: a client learns from them which keys were
+/// written; the reasons that follow only explain.
+const NAMED_FAILURE_BYTES: usize = 6 << 10;
 
-/// The message of a batch in which some keys did not take: how many, and
-/// each key (escaped) with its reason, as many as fit in
-/// [`NAMED_FAILURE_BYTES`].
-fn batch_failure(total: usize, failed: &[(Bytes, Status)]) -> String {
-    let mut named = String::new();
+/// Appends `entries` to `out`, separated by `separator`, while `out` stays
+/// within `budget` bytes; returns how many fit.
+fn append_within<'a>(
+    out: &mut String,
+    entries: impl Iterator<Item = String> + 'a,
+    separator: &str,
+    budget: usize,
+) -> usize {
     let mut count = 0;
-    for (key, status) in failed {
-        let entry = format!("{:?}: {}", key, status.message());
-        if !named.is_empty() && named.len() + entry.len() > NAMED_FAILURE_BYTES {
+    for entry in entries {
+        let separator = if count == 0 { "" } else { separator };
+        if out.len() + separator.len() + entry.len() > budget {
             break;
         }
-        if !named.is_empty() {
-            named.push_str("; ");
-        }
-        named.push_str(&entry);
+        out.push_str(separator);
+        out.push_str(&entry);
         count += 1;
     }
-    let unnamed = failed.len() - count;
-    let more = if unnamed > 0 {
-        format!("; and {unnamed} more not named here")
-    } else {
-        String::new()
-    };
-    format!(
-        "{} of {total} keys did not take; every other key was written. Keys that did not take: {named}{more}",
+    count
+}
+
+/// The message of a batch in which some keys did not take: how many; each
+/// key (escaped), as many as fit in [`NAMED_FAILURE_BYTES`], with a count of
+/// the rest; then each key's reason, as many as fit in
+/// [`BATCH_MESSAGE_BYTES`].
+fn batch_failure(total: usize, failed: &[(Bytes, Status)]) -> String {
+    let mut out = format!(
+        "{} of {total} keys did not take; every other key was written. Keys that did not take: ",
         failed.len(),
-    )
+    );
+    let names = failed.iter().map(|(key, _)| format!("{key:?}"));
+    let named = append_within(&mut out, names, ", ", NAMED_FAILURE_BYTES);
+    if named < failed.len() {
+        out.push_str(&format!(
+            "; and {} more not named here",
+            failed.len() - named
+        ));
+    }
+    out.push_str(". Why: ");
+    let reasons = failed
+        .iter()
+        .map(|(key, status)| format!("{key:?}: {}", status.message()));
+    let explained = append_within(&mut out, reasons, "; ", BATCH_MESSAGE_BYTES);
+    if explained < failed.len() {
+        out.push_str(&format!(
+            "; and {} more reasons not shown",
+            failed.len() - explained
+        ));
+    }
+    out
 }
 
 /// The error of a batch in which some keys did not take, with the code of
@@ -391,15 +418,39 @@ mod tests {
             .count();
         assert!(named > 0 && named < 1_000, "{named} named");
         assert!(
-            message.ends_with(&format!("; and {} more not named here", 1_000 - named)),
-            "the rest are counted: {}",
+            message.contains(&format!(
+                "; and {} more not named here. Why: ",
+                1_000 - named
+            )),
+            "the rest are counted: {message}"
+        );
+        assert!(
+            message.ends_with("more reasons not shown"),
+            "{}",
             &message[message.len() - 60..]
         );
         assert!(
-            message.len() <= NAMED_FAILURE_BYTES + 200,
+            message.len() <= BATCH_MESSAGE_BYTES + 100,
             "{} bytes",
             message.len()
         );
+
+        // Long reasons, as when a quorum failure names its nodes, leave
+        // every key of a 100-key batch named.
+        let wordy: Vec<(Bytes, Status)> = (0..100)
+            .map(|i| {
+                (
+                    Bytes::from(format!("key-{i:02}")),
+                    Status::unavailable("r".repeat(300)),
+                )
+            })
+            .collect();
+        let message = batch_failure(100, &wordy);
+        assert!(!message.contains("more not named"), "{message}");
+        for (key, _) in &wordy {
+            assert!(message.contains(&format!("{key:?}")), "{key:?}");
+        }
+        assert!(message.len() <= BATCH_MESSAGE_BYTES + 100);
 
         assert!(batch_error(10, &[]).is_none(), "every key took");
         let corrupt = (

@@ -441,7 +441,7 @@ impl World {
         }
     }
 
-    fn apply(&mut self, event: Event) {
+    fn happen(&mut self, event: Event) {
         self.log.push(self.describe(event));
         match event {
             Event::Adopt(n) => self.version[n] = self.cluster,
@@ -512,7 +512,7 @@ fn run(coordinators: [usize; WRITES], w: usize, choices: &[u16]) -> Result<usize
     for choice in choices {
         let events = world.events();
         let event = events[usize::from(*choice) % events.len()];
-        world.apply(event);
+        world.happen(event);
         if matches!(event, Event::Promote | Event::End) {
             world.check()?;
         }
