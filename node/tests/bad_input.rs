@@ -567,3 +567,122 @@ async fn a_corrupt_replica_is_outvoted_by_the_other_replicas() {
         short.message()
     );
 }
+
+/// Row 8 of the hardening issue: three blind 7 MiB puts to one key used to
+/// make a 21 MiB record that no peer would take ("write quorum not met: 1
+/// of 2" with every replica up), left on its coordinator with a hint that
+/// could never be delivered. Now the put that would pass
+/// `--max-record-bytes` (or `--max-siblings`) is refused with
+/// FAILED_PRECONDITION before it is applied anywhere, every replica keeps
+/// exactly what was acknowledged, and a put with the context read replaces
+/// the siblings.
+#[tokio::test]
+async fn a_put_past_the_record_bound_is_refused_before_it_is_applied() {
+    let cluster = common::TestCluster::start(82, 3, &["--max-siblings", "4"]).await;
+    let mut client = cluster.nodes[0].client().await;
+    let all = Some(Consistency {
+        read_quorum: Some(3),
+        write_quorum: Some(3),
+    });
+    let put = |key: &'static str, value: Bytes, context: Bytes| RawPutRequest {
+        key: key.into(),
+        value,
+        context,
+        consistency: all,
+        ..Default::default()
+    };
+    let big = |tag: u8| Bytes::from(vec![tag; 7 << 20]);
+    let held = |record: Option<ringkv_node::Siblings>| -> Vec<u8> {
+        let record = record.expect("every replica holds the key");
+        let mut tags: Vec<u8> = record
+            .live_values()
+            .iter()
+            .filter_map(|v| v.data.as_ref().map(|d| d[0]))
+            .collect();
+        tags.sort();
+        tags
+    };
+    let mut acknowledged = 0;
+
+    // Bytes: two 7 MiB siblings fit in 16 MiB, a third does not.
+    for tag in [b'a', b'b'] {
+        client
+            .raw()
+            .raw_put(put("large", big(tag), Bytes::new()))
+            .await
+            .expect("a sibling within the bound");
+        acknowledged += 1;
+    }
+    assert_status(
+        "a third 7 MiB sibling",
+        client
+            .raw()
+            .raw_put(put("large", big(b'c'), Bytes::new()))
+            .await,
+        Code::FailedPrecondition,
+        "over the limit of 16777216 bytes (--max-record-bytes)",
+    );
+    for node in &cluster.nodes {
+        assert_eq!(held(node.replica_record(b"large").await), b"ab");
+    }
+    let read = client
+        .raw()
+        .raw_get(RawGetRequest {
+            key: "large".into(),
+            consistency: all,
+        })
+        .await
+        .expect("the siblings read back")
+        .into_inner();
+    assert_eq!(read.siblings.len(), 2);
+    client
+        .raw()
+        .raw_put(put("large", big(b'd'), read.context))
+        .await
+        .expect("a put with the context read replaces both siblings");
+    acknowledged += 1;
+    for node in &cluster.nodes {
+        assert_eq!(held(node.replica_record(b"large").await), b"d");
+    }
+
+    // Count: four small siblings fit --max-siblings 4, a fifth does not,
+    // in a batch too, where the batch's other key still lands.
+    for tag in [b'1', b'2', b'3', b'4'] {
+        client
+            .raw()
+            .raw_put(put("crowded", Bytes::from(vec![tag]), Bytes::new()))
+            .await
+            .expect("a sibling within the count");
+        acknowledged += 1;
+    }
+    let batch = RawBatchPutRequest {
+        pairs: vec![
+            KvPair {
+                key: "crowded".into(),
+                value: "5".into(),
+                ..Default::default()
+            },
+            KvPair {
+                key: "beside".into(),
+                value: "b".into(),
+                ..Default::default()
+            },
+        ],
+        consistency: all,
+        ..Default::default()
+    };
+    assert_status(
+        "a fifth sibling, in a batch",
+        client.raw().raw_batch_put(batch).await,
+        Code::FailedPrecondition,
+        "over the limit of 4 (--max-siblings)",
+    );
+    acknowledged += 1; // "beside", which the error does not name
+    for node in &cluster.nodes {
+        assert_eq!(held(node.replica_record(b"crowded").await), b"1234");
+        assert_eq!(held(node.replica_record(b"beside").await), b"b");
+    }
+    println!(
+        "record bound: {acknowledged} acknowledged puts checked on all 3 replicas; 2 refused puts left nothing behind"
+    );
+}

@@ -459,7 +459,10 @@ impl Sim {
         let records = self.nodes[node]
             .replica
             .update_many(&updates)
-            .expect("update a batch");
+            .expect("update a batch")
+            .into_iter()
+            .map(|r| r.expect("the model's values stay within the default bound"))
+            .collect::<Vec<_>>();
         let share: Vec<(Bytes, Siblings)> =
             updates.iter().map(|u| u.key.clone()).zip(records).collect();
         for other in (0..self.size()).filter(|&i| i != node) {

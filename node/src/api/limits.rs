@@ -11,6 +11,9 @@ pub struct Limits {
     pub max_batch_keys: usize,
     pub max_scan_limit: usize,
     pub max_request_bytes: usize,
+    /// The Replica service's decoding limit: a record may hold up to
+    /// `--max-record-bytes` of siblings, more than a client request.
+    pub max_peer_message_bytes: usize,
 }
 
 impl Default for Limits {
@@ -20,6 +23,7 @@ impl Default for Limits {
             max_batch_keys: 1024,
             max_scan_limit: 10_000,
             max_request_bytes: 16 << 20,
+            max_peer_message_bytes: (32 << 20) + (1 << 20),
         }
     }
 }

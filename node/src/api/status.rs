@@ -31,6 +31,9 @@ fn replica_status(error: &ReplicaError) -> Status {
             tracing::warn!(%error, "refused a timestamp from the future");
             Status::unavailable(error.to_string())
         }
+        // The client resolves it: a put with the context read replaces the
+        // siblings instead of adding one.
+        ReplicaError::Bound(_) => Status::failed_precondition(error.to_string()),
         other => {
             tracing::error!(error = %other, "replica failure");
             Status::internal(other.to_string())
@@ -131,6 +134,14 @@ mod tests {
                 Code::Unavailable,
             ),
             (ReplicaError::Poisoned.into(), Code::Internal),
+            (
+                ReplicaError::Bound(crate::replica::BoundError::TooManySiblings {
+                    siblings: 101,
+                    max: 100,
+                })
+                .into(),
+                Code::FailedPrecondition,
+            ),
             (CoordinatorError::NoOutcome, Code::Internal),
         ];
         for (error, code) in cases {

@@ -147,17 +147,19 @@ impl Coordinator {
                 return outcomes;
             }
         };
-        let stamped: Vec<Stamped> = placed
-            .into_iter()
-            .zip(records)
-            .map(|((index, partition, replicas), (update, record))| Stamped {
-                index,
-                partition,
-                replicas,
-                key: update.key,
-                encoded: record.encode(),
-            })
-            .collect();
+        let mut stamped = Vec::new();
+        for ((index, partition, replicas), (update, record)) in placed.into_iter().zip(records) {
+            match record {
+                Ok(record) => stamped.push(Stamped {
+                    index,
+                    partition,
+                    replicas,
+                    key: update.key,
+                    encoded: record.encode(),
+                }),
+                Err(refused) => outcomes.push((index, Err(ReplicaError::from(refused).into()))),
+            }
+        }
         // As for a single write, what follows the local write depends on the
         // ring state read after it: a transition that started meanwhile
         // needs each key sent through the single-write rules (receivers, an

@@ -37,6 +37,12 @@ use std::sync::{
 
 use bytes::Bytes;
 
+mod bound;
+
+pub use bound::{
+    BoundError, RecordBound, RecordSize, DEFAULT_MAX_RECORD_BYTES, DEFAULT_MAX_SIBLINGS,
+};
+
 use crate::{
     storage::{Hint, Modify, RocksStorage, ScanRange, Storage, StorageError},
     versions::wall_clock::WallClock,
@@ -68,6 +74,8 @@ pub enum ReplicaError {
     Poisoned,
     #[error("storage task failed: {0}")]
     Task(String),
+    #[error(transparent)]
+    Bound(#[from] BoundError),
     #[error(
         "{what} carries a timestamp {ahead_ms} ms ahead of this node's clock, \
          more than --max-clock-offset-ms ({limit_ms}); check the clock synchronisation of the nodes"
@@ -120,6 +128,7 @@ pub struct LocalReplica {
     wall: WallClock,
     mode: ConflictMode,
     max_clock_offset_ms: u64,
+    bound: RecordBound,
 }
 
 impl LocalReplica {
@@ -170,6 +179,7 @@ impl LocalReplica {
             wall,
             mode,
             max_clock_offset_ms: DEFAULT_MAX_CLOCK_OFFSET_MS,
+            bound: RecordBound::default(),
         };
         replica.tick()?;
         tracing::info!(
@@ -182,6 +192,12 @@ impl LocalReplica {
     /// Refuses timestamps more than `ms` ahead of this node's clock.
     pub fn with_max_clock_offset(mut self, ms: u64) -> Self {
         self.max_clock_offset_ms = ms;
+        self
+    }
+
+    /// Refuses puts that would grow a record past `bound`.
+    pub fn with_record_bound(mut self, bound: RecordBound) -> Self {
+        self.bound = bound;
         self
     }
 
@@ -322,8 +338,12 @@ impl LocalReplica {
     /// The writes of a batch coordinated here, each as [`LocalReplica::update`]
     /// would make it, stored in one RocksDB write batch: on this replica the
     /// batch lands whole or not at all. A key named twice is updated twice,
-    /// in order. Returns each write's record, in the order given.
-    pub fn update_many(&self, updates: &[Update]) -> Result<Vec<Siblings>, ReplicaError> {
+    /// in order. Returns each write's record, in the order given, or why
+    /// the bound refused it.
+    pub fn update_many(
+        &self,
+        updates: &[Update],
+    ) -> Result<Vec<Result<Siblings, BoundError>>, ReplicaError> {
         for update in updates {
             self.check_offset("the causal context", update.context.max_hlc())?;
         }
@@ -335,9 +355,15 @@ impl LocalReplica {
                 Some(record) => record.clone(),
                 None => self.read(&update.key)?.unwrap_or_default(),
             };
-            let updated = self.stamp(&local, update)?;
-            changed.insert(update.key.clone(), updated.clone());
-            records.push(updated);
+            // A put refused by the bound is left out; the others go on.
+            match self.stamp(&local, update) {
+                Ok(updated) => {
+                    changed.insert(update.key.clone(), updated.clone());
+                    records.push(Ok(updated));
+                }
+                Err(ReplicaError::Bound(refused)) => records.push(Err(refused)),
+                Err(other) => return Err(other),
+            }
         }
         self.write_all(changed)?;
         Ok(records)
@@ -395,6 +421,10 @@ impl LocalReplica {
             &actor,
             now,
         );
+        if update.value.is_some() {
+            self.bound
+                .admit(RecordSize::of(local), RecordSize::of(&updated))?;
+        }
         self.raise_ceiling(updated.max_hlc())?;
         Ok(updated)
     }
@@ -657,9 +687,12 @@ mod tests {
 
         // A good batch: every write stored, a key named twice updated twice,
         // the second time as a sibling of the first (no context).
-        let records = replica
+        let records: Vec<Siblings> = replica
             .update_many(&[put(b"c", b"3"), put(b"e", b"5"), put(b"c", b"33")])
-            .expect("batch");
+            .expect("batch")
+            .into_iter()
+            .map(|r| r.expect("within the bound"))
+            .collect();
         assert_eq!(records.len(), 3);
         let c = replica.read(b"c").expect("read").expect("c stored");
         assert_eq!(c, records[2]);
@@ -701,5 +734,126 @@ mod tests {
         // ...and forgetting the hint as it now is removes it.
         replica.forget_hint(&kept[0]).expect("forget");
         assert!(replica.storage().hints(16, 16).expect("hints").is_empty());
+    }
+
+    /// One step of a client history on one key, for the bound's model test.
+    #[derive(Debug, Clone)]
+    enum Step {
+        /// A put of `size` bytes with the context of the read `reads_back`
+        /// steps ago, or none.
+        Put {
+            size: usize,
+            context: Option<usize>,
+        },
+        Delete {
+            context: Option<usize>,
+        },
+    }
+
+    fn step() -> impl proptest::strategy::Strategy<Value = Step> {
+        use proptest::prelude::*;
+        prop_oneof![
+            4 => (0usize..=6, proptest::option::of(0usize..4))
+                .prop_map(|(size, context)| Step::Put { size, context }),
+            1 => proptest::option::of(0usize..4).prop_map(|context| Step::Delete { context }),
+        ]
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(64))]
+        /// Against a model of the bound, over generated histories of puts
+        /// and deletes with and without contexts, single and batched: a put
+        /// is refused exactly when it would grow the record past a limit; a
+        /// refused put changes nothing stored, and a batch's other writes
+        /// still land; a delete is never refused; and a put with the context
+        /// of the whole record always goes through, so a key can always be
+        /// brought back under the bound.
+        #[test]
+        fn a_put_is_refused_exactly_when_it_would_grow_the_record_past_the_bound(
+            steps in proptest::collection::vec(step(), 1..40),
+            batched in proptest::collection::vec(proptest::bool::ANY, 40),
+        ) {
+            let bound = RecordBound { max_siblings: 3, max_bytes: 10 };
+            let wall = WallClock::manual(1_000_000);
+            let files = MemoryFiles::new().expect("files");
+            let replica = open(&files, &wall).with_record_bound(bound);
+            let key = Bytes::from_static(b"k");
+            let mut reads: Vec<Siblings> = Vec::new();
+            let (mut admitted, mut refused) = (0, 0);
+            for (i, step) in steps.into_iter().enumerate() {
+                let before = replica.read(&key).expect("read").unwrap_or_default();
+                reads.push(before.clone());
+                let context_of = |back: Option<usize>| {
+                    back.map_or_else(CausalContext::new, |b| {
+                        reads[reads.len().saturating_sub(1 + b)].context()
+                    })
+                };
+                let (value, context) = match &step {
+                    Step::Put { size, context } => (Some(Bytes::from(vec![b'v'; *size])), context_of(*context)),
+                    Step::Delete { context } => (None, context_of(*context)),
+                };
+                let whole = matches!(step, Step::Put { context: Some(0), .. });
+                let update = Update {
+                    key: key.clone(),
+                    blind: context.is_empty(),
+                    context,
+                    value: value.clone(),
+                    expires_at_ms: 0,
+                };
+                // The model: what the put would make, stamped on a copy.
+                let would = before.update_with(
+                    ConflictMode::Siblings,
+                    &update.context,
+                    value.clone(),
+                    0,
+                    &Actor::new("model", 1),
+                    Hlc::new(u64::MAX >> 20, 0),
+                );
+                let (was, will) = (RecordSize::of(&before), RecordSize::of(&would));
+                let grows_past = (will.siblings > 3 && will.siblings > was.siblings)
+                    || (will.bytes > 10 && will.bytes > was.bytes);
+                let expect_refused = value.is_some() && grows_past;
+                let outcome = if batched[i] {
+                    // Beside a write of another key, which must land anyway.
+                    let other = Update {
+                        key: Bytes::from(format!("other-{i}")),
+                        context: CausalContext::new(),
+                        blind: true,
+                        value: Some(Bytes::from_static(b"o")),
+                        expires_at_ms: 0,
+                    };
+                    let mut results = replica.update_many(&[update, other]).expect("batch");
+                    let other_result = results.pop().expect("two results");
+                    proptest::prop_assert!(other_result.is_ok());
+                    let stored = replica.read(format!("other-{i}").as_bytes()).expect("read");
+                    proptest::prop_assert!(stored.is_some(), "the other write landed");
+                    results.pop().expect("two results").map_err(ReplicaError::from)
+                } else {
+                    replica.update(&update)
+                };
+                let after = replica.read(&key).expect("read").unwrap_or_default();
+                if whole {
+                    proptest::prop_assert!(outcome.is_ok(), "a put with the whole record's context replaces it: {:?}", outcome);
+                }
+                match outcome {
+                    Ok(_) => {
+                        admitted += 1;
+                        proptest::prop_assert!(!expect_refused, "admitted a put past the bound: {:?} -> {:?}", was, RecordSize::of(&after));
+                        if value.is_some() {
+                            proptest::prop_assert_eq!(RecordSize::of(&after), will);
+                        }
+                    }
+                    Err(ReplicaError::Bound(_)) => {
+                        refused += 1;
+                        proptest::prop_assert!(expect_refused, "refused a put within the bound: {:?} -> {:?}", was, will);
+                        proptest::prop_assert_eq!(&after, &before, "a refused put changes nothing");
+                    }
+                    Err(other) => proptest::prop_assert!(false, "unexpected error {}", other),
+                }
+            }
+            // Both outcomes occur across the generated histories; printed for
+            // the record of what was checked.
+            println!("bound model: {admitted} puts and deletes admitted, {refused} refused");
+        }
     }
 }

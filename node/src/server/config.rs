@@ -7,6 +7,7 @@ use clap::{Parser, ValueEnum};
 
 use crate::{
     api::limits::Limits,
+    replica::{RecordBound, DEFAULT_MAX_RECORD_BYTES, DEFAULT_MAX_SIBLINGS},
     ring::DEFAULT_PARTITIONS,
     storage::Durability,
     versions::{seal::ContextSeal, ConflictMode},
@@ -26,6 +27,10 @@ pub enum ConfigError {
     },
     #[error("--partitions must be at least 1")]
     Partitions,
+    #[error("--max-siblings must be at least 1")]
+    MaxSiblings,
+    #[error("--max-record-bytes {record} is below --max-value-bytes {value}: a single value could not be stored")]
+    MaxRecordBytes { record: usize, value: usize },
 }
 
 /// A ringkv storage node: RocksDB storage behind the RawKV gRPC API.
@@ -98,6 +103,19 @@ pub struct NodeConfig {
     /// Largest value accepted, in bytes.
     #[arg(long, env = "RINGKV_MAX_VALUE_BYTES", default_value_t = 8 << 20)]
     pub max_value_bytes: usize,
+
+    /// Most concurrent values (siblings) a put may leave a key with. A put
+    /// past it is refused with FAILED_PRECONDITION before it is applied
+    /// anywhere; a put with the context read replaces the siblings instead.
+    #[arg(long, env = "RINGKV_MAX_SIBLINGS", default_value_t = DEFAULT_MAX_SIBLINGS)]
+    pub max_siblings: usize,
+
+    /// Most bytes of values a put may leave a key with, all siblings
+    /// together; at least --max-value-bytes. Peers accept replica messages
+    /// of twice this plus 1 MiB, which leaves room for puts through
+    /// different coordinators that each passed the check at once.
+    #[arg(long, env = "RINGKV_MAX_RECORD_BYTES", default_value_t = DEFAULT_MAX_RECORD_BYTES)]
+    pub max_record_bytes: usize,
 
     /// Most keys in one RawBatchGet, RawBatchPut or RawBatchDelete.
     #[arg(long, env = "RINGKV_MAX_BATCH_KEYS", default_value_t = 1024)]
@@ -355,6 +373,15 @@ impl NodeConfig {
         if self.partitions == 0 {
             return Err(ConfigError::Partitions);
         }
+        if self.max_siblings == 0 {
+            return Err(ConfigError::MaxSiblings);
+        }
+        if self.max_record_bytes < self.max_value_bytes {
+            return Err(ConfigError::MaxRecordBytes {
+                record: self.max_record_bytes,
+                value: self.max_value_bytes,
+            });
+        }
         Ok(())
     }
 
@@ -372,6 +399,19 @@ impl NodeConfig {
             max_batch_keys: self.max_batch_keys,
             max_scan_limit: self.max_scan_limit,
             max_request_bytes: self.max_request_bytes,
+            max_peer_message_bytes: self.max_request_bytes.max(
+                self.max_record_bytes
+                    .saturating_mul(2)
+                    .saturating_add(1 << 20),
+            ),
+        }
+    }
+
+    /// The largest record a put may leave a key with.
+    pub fn record_bound(&self) -> RecordBound {
+        RecordBound {
+            max_siblings: self.max_siblings,
+            max_bytes: self.max_record_bytes,
         }
     }
 }
@@ -466,6 +506,35 @@ mod tests {
         let value = documented(cell);
         let derived = value == "none" || value.starts_with("the ") || value.contains(' ');
         (!derived).then_some(value)
+    }
+
+    /// A record bound that could not hold one value, or no sibling at all,
+    /// is refused at start with a message naming the flags.
+    #[test]
+    fn a_record_bound_below_one_value_is_refused() {
+        let config = |args: &[&str]| {
+            let mut all = vec!["ringkv-node"];
+            all.extend_from_slice(args);
+            NodeConfig::try_parse_from(all).expect("parses")
+        };
+        assert!(config(&[]).validate().is_ok());
+        let small = config(&["--max-record-bytes", "1024"]).validate();
+        assert!(
+            matches!(small, Err(ConfigError::MaxRecordBytes { record: 1024, .. })),
+            "{small:?}"
+        );
+        let none = config(&["--max-siblings", "0"]).validate();
+        assert!(matches!(none, Err(ConfigError::MaxSiblings)), "{none:?}");
+        let peers = config(&[
+            "--max-record-bytes",
+            "67108864",
+            "--max-value-bytes",
+            "67108864",
+        ]);
+        assert_eq!(
+            peers.limits().max_peer_message_bytes,
+            (128 << 20) + (1 << 20)
+        );
     }
 
     /// Without `--cluster-secret`, contexts are sealed under a key derived

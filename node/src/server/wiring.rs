@@ -191,7 +191,8 @@ pub async fn run(
     let ring = Arc::new(Ring::load(storage.clone(), config.partitions)?);
     let local = Arc::new(
         LocalReplica::open(storage.clone(), &node_id, config.conflict_mode())?
-            .with_max_clock_offset(config.max_clock_offset_ms),
+            .with_max_clock_offset(config.max_clock_offset_ms)
+            .with_record_bound(config.record_bound()),
     );
     let refill = Arc::new(Refill::load(&storage, config.partitions)?);
     let lifecycle = Arc::new(Lifecycle::load(storage.clone())?);
@@ -353,7 +354,7 @@ pub async fn run(
         stream_bytes_per_sec: config.handoff_bytes_per_sec,
         metrics: metrics.rpc.clone(),
     })
-    .max_decoding_message_size(limits.max_request_bytes)
+    .max_decoding_message_size(limits.max_peer_message_bytes)
     .max_encoding_message_size(usize::MAX);
     let admin = AdminServer::new(AdminService {
         membership: membership.clone(),

@@ -479,7 +479,9 @@ impl TestNode {
             .channel(&self.grpc.to_string())
             .await
             .expect("connect");
+        // Records of up to --max-record-bytes, as peers read them.
         ringkv_client::proto::replica_client::ReplicaClient::new(channel)
+            .max_decoding_message_size(usize::MAX)
     }
 }
 
