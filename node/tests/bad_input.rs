@@ -686,3 +686,55 @@ async fn a_put_past_the_record_bound_is_refused_before_it_is_applied() {
         "record bound: {acknowledged} acknowledged puts checked on all 3 replicas; 2 refused puts left nothing behind"
     );
 }
+
+/// Row 10 of the hardening issue: a record a peer cannot decode is bad
+/// input, not a failure of this node: `Replica.Apply` and
+/// `Replica.ApplyBatch` answer INVALID_ARGUMENT (it was INTERNAL), store
+/// nothing of the request, and the node keeps serving.
+#[tokio::test]
+async fn a_garbage_record_from_a_peer_is_invalid_argument() {
+    let node = TestNode::start(Ipv4Addr::new(127, 0, 83, 1), &[]).await;
+    let mut client = node.client().await;
+    client.put(b"fine", b"v").await.expect("put");
+    assert_status(
+        "garbage in Replica.Apply",
+        node.replica_apply(
+            b"garbage",
+            Bytes::from_static(b"\xffnot a record"),
+            None,
+            &[],
+        )
+        .await,
+        Code::InvalidArgument,
+        "record from a peer is unreadable",
+    );
+    let batch = ringkv_client::proto::ReplicaApplyBatchRequest {
+        records: vec![
+            ringkv_client::proto::ReplicaRecord {
+                key: "fine".into(),
+                record: node.replica_bytes(b"fine").await,
+            },
+            ringkv_client::proto::ReplicaRecord {
+                key: "garbage".into(),
+                record: Bytes::from_static(b"\x00\x01\x02"),
+            },
+        ],
+    };
+    assert_status(
+        "garbage in Replica.ApplyBatch",
+        node.replica_client().await.apply_batch(batch).await,
+        Code::InvalidArgument,
+        "record from a peer is unreadable",
+    );
+    assert!(node.replica_record(b"garbage").await.is_none());
+    client.put(b"after", b"served").await.expect("put after");
+    assert_eq!(
+        client
+            .get(b"after")
+            .await
+            .expect("get")
+            .map(|found| found.value)
+            .as_deref(),
+        Some(&b"served"[..])
+    );
+}

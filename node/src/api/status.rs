@@ -31,6 +31,11 @@ fn replica_status(error: &ReplicaError) -> Status {
             tracing::warn!(%error, "refused a timestamp from the future");
             Status::unavailable(error.to_string())
         }
+        // A peer's bytes that do not decode are the sender's mistake.
+        ReplicaError::BadRecord(_) => {
+            tracing::warn!(%error, "refused a record from a peer");
+            Status::invalid_argument(error.to_string())
+        }
         // The client resolves it: a put with the context read replaces the
         // siblings instead of adding one.
         ReplicaError::Bound(_) => Status::failed_precondition(error.to_string()),
@@ -134,6 +139,13 @@ mod tests {
                 Code::Unavailable,
             ),
             (ReplicaError::Poisoned.into(), Code::Internal),
+            (
+                ReplicaError::BadRecord(crate::versions::VersionError::Truncated {
+                    what: "stored value",
+                })
+                .into(),
+                Code::InvalidArgument,
+            ),
             (
                 ReplicaError::Bound(crate::replica::BoundError::TooManySiblings {
                     siblings: 101,
