@@ -235,6 +235,12 @@ pub struct NodeConfig {
     #[arg(long, env = "RINGKV_SHUTDOWN_DELAY_MS", default_value_t = 0)]
     pub shutdown_delay_ms: u64,
 
+    /// After --shutdown-delay-ms, how long in-flight requests may take to
+    /// finish before their connections are closed: a stream whose reader
+    /// stalled must not keep the node, and its data dir's lock, alive.
+    #[arg(long, env = "RINGKV_SHUTDOWN_TIMEOUT_SECS", default_value_t = 30)]
+    pub shutdown_timeout_secs: u64,
+
     /// Store hints for unreachable replicas and replay them when they return.
     #[arg(long, env = "RINGKV_HINTED_HANDOFF", default_value_t = true, action = clap::ArgAction::Set)]
     pub hinted_handoff: bool,

@@ -451,18 +451,36 @@ pub async fn run(
                 source,
             })?;
     }
-    let served = server
+    let serving = server
         .add_service(health_service)
         .add_service(reflection)
         .add_service(rawkv)
         .add_service(replica)
         .add_service(admin)
-        .serve_with_shutdown(config.listen, grpc_shutdown)
-        .await
-        .map_err(|source| NodeError::Grpc {
+        .serve_with_shutdown(config.listen, grpc_shutdown);
+    // Draining waits for every open request; one whose client stopped
+    // reading would wait forever, and the process with it.
+    let drain_timeout = Duration::from_secs(config.shutdown_timeout_secs);
+    let drain_deadline = {
+        let rx = stop_rx.clone();
+        async move {
+            stopped(rx).await;
+            tokio::time::sleep(shutdown_delay + drain_timeout).await;
+        }
+    };
+    let served = tokio::select! {
+        served = serving => served.map_err(|source| NodeError::Grpc {
             addr: config.listen,
             source,
-        });
+        }),
+        () = drain_deadline => {
+            tracing::warn!(
+                ?drain_timeout,
+                "requests still in flight after --shutdown-timeout-secs; closing their connections"
+            );
+            Ok(())
+        }
+    };
     drop(stop_rx);
     if let Some(task) = health_task {
         if let Ok(Err(error)) = task.await {
@@ -482,7 +500,10 @@ pub async fn run(
 
     let flushing = storage.clone();
     tokio::task::spawn_blocking(move || flushing.flush()).await??;
-    tracing::info!("memtables flushed, database closed");
+    // The database closes, and its lock is released, when the process
+    // exits (see main.rs): tasks cut off by the drain timeout may still hold
+    // it until then.
+    tracing::info!("memtables flushed and WAL synced");
     let refused = refused.lock().ok().and_then(|mut slot| slot.take());
     match refused {
         Some(message) => Err(NodeError::Refused(message)),
