@@ -59,7 +59,8 @@ async fn sigkill_after_ten_thousand_acknowledged_writes_loses_none() {
 /// reader had stalled logged "database closed" and then held its data
 /// dir's lock for minutes, so a restart failed. Now SIGTERM is answered
 /// within `--shutdown-timeout-secs` (plus the time to flush) even with a
-/// `StreamPartitions` whose client never reads, the exit is clean, and
+/// `StreamPartitions` whose client never reads and a health `Watch` on
+/// `--health-listen` that never ends, the exit is clean, and
 /// the node restarts on the same data dir at once with every
 /// acknowledged write.
 #[tokio::test]
@@ -68,7 +69,12 @@ async fn a_stop_with_a_stalled_stream_ends_within_the_shutdown_timeout() {
     let data = tempfile::tempdir().expect("tempdir");
     let data_dir = data.path().join("db");
     let ip = Ipv4Addr::new(127, 0, 84, 1);
-    let args = ["--shutdown-timeout-secs", "3"];
+    let args = [
+        "--shutdown-timeout-secs",
+        "3",
+        "--health-listen",
+        "127.0.84.1:7380",
+    ];
     let mut node = TestNode::start_in(ip, &data_dir, &args).await;
     let mut client = node.client().await;
     let value = vec![b's'; 50 << 10];
@@ -89,18 +95,28 @@ async fn a_stop_with_a_stalled_stream_ends_within_the_shutdown_timeout() {
         })
         .await
         .expect("a stream opens");
+    let health = ringkv_client::Connector::plaintext()
+        .channel("127.0.84.1:7380")
+        .await
+        .expect("the health listener");
+    let watching = tonic_health::pb::health_client::HealthClient::new(health)
+        .watch(tonic_health::pb::HealthCheckRequest {
+            service: String::new(),
+        })
+        .await
+        .expect("a health watch opens");
     let pid = nix::unistd::Pid::from_raw(node.pid() as i32);
     let asked = Instant::now();
     nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).expect("SIGTERM");
     let status = node.wait_exit(Duration::from_secs(20)).await;
     let took = asked.elapsed();
-    drop(stalled);
+    drop((stalled, watching));
     assert!(status.success(), "a clean exit: {status:?}");
     assert!(
         took < Duration::from_secs(3 + 7),
         "stopped {took:?} after SIGTERM, past --shutdown-timeout-secs 3 and the time to flush"
     );
-    let node = TestNode::start_in(ip, &data_dir, &args).await;
+    let node = TestNode::start_in(ip, &data_dir, &args[..2]).await;
     let mut client = node.client().await;
     for i in 0..KEYS {
         let found = client

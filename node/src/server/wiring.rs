@@ -461,11 +461,14 @@ pub async fn run(
     // Draining waits for every open request; one whose client stopped
     // reading would wait forever, and the process with it.
     let drain_timeout = Duration::from_secs(config.shutdown_timeout_secs);
+    let drain_until = Arc::new(std::sync::OnceLock::new());
     let drain_deadline = {
-        let rx = stop_rx.clone();
+        let (rx, until) = (stop_rx.clone(), drain_until.clone());
         async move {
             stopped(rx).await;
-            tokio::time::sleep(shutdown_delay + drain_timeout).await;
+            let deadline = tokio::time::Instant::now() + shutdown_delay + drain_timeout;
+            let _ = until.set(deadline);
+            tokio::time::sleep_until(deadline).await;
         }
     };
     let served = tokio::select! {
@@ -482,14 +485,16 @@ pub async fn run(
         }
     };
     drop(stop_rx);
+    // The other listeners drain within the same bound: a health Watch
+    // stream, for one, never ends by itself.
+    let drain_until = drain_until
+        .get()
+        .copied()
+        .unwrap_or_else(tokio::time::Instant::now);
     if let Some(task) = health_task {
-        if let Ok(Err(error)) = task.await {
-            tracing::warn!(%error, "health listener stopped with an error");
-        }
+        drain_listener("health", task, drain_until).await;
     }
-    if let Ok(Err(error)) = metrics_task.await {
-        tracing::warn!(%error, "metrics server stopped with an error");
-    }
+    drain_listener("metrics", metrics_task, drain_until).await;
     for task in background {
         task.abort();
     }
@@ -508,6 +513,27 @@ pub async fn run(
     match refused {
         Some(message) => Err(NodeError::Refused(message)),
         None => Ok(()),
+    }
+}
+
+/// Waits until `until` for a listener to finish draining, then stops
+/// waiting for it; the runtime's shutdown closes what it still serves.
+async fn drain_listener<E: std::fmt::Display>(
+    name: &'static str,
+    task: tokio::task::JoinHandle<Result<(), E>>,
+    until: tokio::time::Instant,
+) {
+    let abort = task.abort_handle();
+    match tokio::time::timeout_at(until, task).await {
+        Ok(Ok(Err(error))) => tracing::warn!(%error, listener = name, "stopped with an error"),
+        Ok(_) => {}
+        Err(_) => {
+            abort.abort();
+            tracing::warn!(
+                listener = name,
+                "still draining after --shutdown-timeout-secs; closed"
+            );
+        }
     }
 }
 
