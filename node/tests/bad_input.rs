@@ -285,12 +285,7 @@ async fn invalid_requests_get_their_codes_and_messages() {
     assert!(scan.kvs.is_empty(), "refused writes stored nothing");
     client.put(b"after", b"still serving").await.expect("put");
     assert_eq!(
-        client
-            .get(b"after")
-            .await
-            .expect("get")
-            .map(|found| found.value)
-            .as_deref(),
+        common::value_of(&mut client, b"after").await.as_deref(),
         Some(&b"still serving"[..])
     );
     // A batch get leaves missing keys out, as api.md says, rather than
@@ -360,12 +355,7 @@ async fn a_100_mib_request_is_refused_within_a_memory_bound() {
         .await
         .expect("node keeps serving");
     assert_eq!(
-        fresh
-            .get(b"before")
-            .await
-            .expect("get")
-            .map(|found| found.value)
-            .as_deref(),
+        common::value_of(&mut fresh, b"before").await.as_deref(),
         Some(&b"v"[..])
     );
 }
@@ -729,12 +719,7 @@ async fn a_garbage_record_from_a_peer_is_invalid_argument() {
     assert!(node.replica_record(b"garbage").await.is_none());
     client.put(b"after", b"served").await.expect("put after");
     assert_eq!(
-        client
-            .get(b"after")
-            .await
-            .expect("get")
-            .map(|found| found.value)
-            .as_deref(),
+        common::value_of(&mut client, b"after").await.as_deref(),
         Some(&b"served"[..])
     );
 }

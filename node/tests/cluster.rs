@@ -583,12 +583,8 @@ async fn a_data_dir_keeps_its_partition_count() {
     );
     node.restart().await;
     assert_eq!(
-        node.client()
+        common::value_of(&mut node.client().await, b"kept")
             .await
-            .get(b"kept")
-            .await
-            .expect("get")
-            .map(|found| found.value)
             .as_deref(),
         Some(&b"v"[..]),
         "the data dir is as it was"

@@ -1316,12 +1316,7 @@ async fn a_context_from_a_clock_ahead_is_refused_with_unavailable() {
         "{status:?}"
     );
     assert_eq!(
-        client
-            .get(b"ahead")
-            .await
-            .expect("get")
-            .map(|found| found.value)
-            .as_deref(),
+        common::value_of(&mut client, b"ahead").await.as_deref(),
         Some(&b"before"[..]),
         "nothing was written"
     );

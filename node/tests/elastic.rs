@@ -479,12 +479,7 @@ async fn ttl_keys_expire_on_every_replica() {
     client.put(b"durable", b"stays").await.expect("put");
     let mut reader = cluster.nodes[1].client().await;
     assert_eq!(
-        reader
-            .get(b"session")
-            .await
-            .expect("get")
-            .map(|found| found.value)
-            .as_deref(),
+        common::value_of(&mut reader, b"session").await.as_deref(),
         Some(&b"token"[..])
     );
     eventually("the TTL key expires", Duration::from_secs(10), || async {
@@ -502,12 +497,7 @@ async fn ttl_keys_expire_on_every_replica() {
     })
     .await;
     assert_eq!(
-        reader
-            .get(b"durable")
-            .await
-            .expect("get")
-            .map(|found| found.value)
-            .as_deref(),
+        common::value_of(&mut reader, b"durable").await.as_deref(),
         Some(&b"stays"[..])
     );
 }

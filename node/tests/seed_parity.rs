@@ -14,12 +14,7 @@ async fn put_get_delete_then_not_found() {
 
     client.put(b"testkey", b"testvalue").await.expect("put");
     assert_eq!(
-        client
-            .get(b"testkey")
-            .await
-            .expect("get")
-            .map(|found| found.value)
-            .as_deref(),
+        common::value_of(&mut client, b"testkey").await.as_deref(),
         Some(&b"testvalue"[..])
     );
     client.delete(b"testkey").await.expect("delete");

@@ -492,6 +492,12 @@ impl TestNode {
     }
 }
 
+/// The value a read of `key` through `client` returns; `None` when the key
+/// holds none.
+pub async fn value_of(client: &mut Client, key: &[u8]) -> Option<bytes::Bytes> {
+    client.get(key).await.expect("get").map(|found| found.value)
+}
+
 /// The admin view of one node.
 pub async fn ring_status(node: &TestNode) -> Option<ringkv_client::proto::RingStatusResponse> {
     ringkv_client::Connector::plaintext()
