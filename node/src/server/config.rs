@@ -514,15 +514,17 @@ mod tests {
         (!derived).then_some(value)
     }
 
+    /// The node's flags as parsed from `args`.
+    fn config(args: &[&str]) -> NodeConfig {
+        let mut all = vec!["ringkv-node"];
+        all.extend_from_slice(args);
+        NodeConfig::try_parse_from(all).expect("parses")
+    }
+
     /// A record bound that could not hold one value, or no sibling at all,
     /// is refused at start with a message naming the flags.
     #[test]
     fn a_record_bound_below_one_value_is_refused() {
-        let config = |args: &[&str]| {
-            let mut all = vec!["ringkv-node"];
-            all.extend_from_slice(args);
-            NodeConfig::try_parse_from(all).expect("parses")
-        };
         assert!(config(&[]).validate().is_ok());
         let small = config(&["--max-record-bytes", "1024"]).validate();
         assert!(
@@ -548,11 +550,6 @@ mod tests {
     /// same id's do.
     #[test]
     fn without_a_secret_the_seal_derives_from_the_cluster_id() {
-        let config = |args: &[&str]| {
-            let mut all = vec!["ringkv-node"];
-            all.extend_from_slice(args);
-            NodeConfig::try_parse_from(all).expect("parses")
-        };
         let context = crate::versions::CausalContext::new();
         let sealed = config(&["--cluster-id", "a"])
             .context_seal()
