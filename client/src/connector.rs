@@ -2,14 +2,25 @@
 
 use std::{path::Path, time::Duration};
 
-use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
+use ringkv_proto::peer_auth::{Authenticate, ClusterKey, Role};
+use tonic::{
+    service::interceptor::InterceptedService,
+    transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity},
+};
 
 use crate::{proto, Client, ClientError};
+
+/// A channel to a node's peer port whose calls carry a signed token.
+pub type SignedChannel = InterceptedService<Channel, Authenticate>;
 
 /// Connects to nodes, in plaintext or over TLS. Cloning is cheap.
 #[derive(Debug, Clone, Default)]
 pub struct Connector {
     tls: Option<ClientTlsConfig>,
+    /// Signs calls to the peer port (Admin), when the cluster has a secret.
+    key: Option<ClusterKey>,
+    /// The name tokens carry, for the nodes' logs.
+    issuer: Option<String>,
 }
 
 impl Connector {
@@ -30,7 +41,19 @@ impl Connector {
         if let Some((cert, key)) = identity {
             tls = tls.identity(Identity::from_pem(cert, key));
         }
-        Self { tls: Some(tls) }
+        Self {
+            tls: Some(tls),
+            ..Self::default()
+        }
+    }
+
+    /// Signs Admin calls with the cluster's `--cluster-secret`, as
+    /// `issuer`: nodes refuse unsigned calls on their peer port once the
+    /// cluster has a secret.
+    pub fn with_cluster_secret(mut self, secret: &[u8], issuer: &str) -> Self {
+        self.key = Some(ClusterKey::new(secret));
+        self.issuer = Some(issuer.to_string());
+        self
     }
 
     /// [`Connector::tls`] from PEM files.
@@ -151,12 +174,26 @@ impl Connector {
             .into_inner())
     }
 
+    /// A channel to the peer port at `address` whose calls are signed in
+    /// `role` (unsigned without a secret).
+    pub async fn signed_channel(
+        &self,
+        address: &str,
+        role: Role,
+    ) -> Result<SignedChannel, ClientError> {
+        let issuer = self.issuer.as_deref().unwrap_or("ringkv");
+        Ok(InterceptedService::new(
+            self.channel(address).await?,
+            Authenticate::new(self.key.clone(), role, issuer),
+        ))
+    }
+
     async fn admin(
         &self,
         address: &str,
-    ) -> Result<proto::admin_client::AdminClient<Channel>, ClientError> {
+    ) -> Result<proto::admin_client::AdminClient<SignedChannel>, ClientError> {
         Ok(proto::admin_client::AdminClient::new(
-            self.channel(address).await?,
+            self.signed_channel(address, Role::Admin).await?,
         ))
     }
 }

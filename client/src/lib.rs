@@ -29,7 +29,8 @@ use ringkv_proto::v1::{
 };
 use tonic::{transport::Channel, Code};
 
-pub use connector::Connector;
+pub use connector::{Connector, SignedChannel};
+pub use ringkv_proto::peer_auth;
 pub use ringkv_proto::v1 as proto;
 
 mod connector;

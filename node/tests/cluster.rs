@@ -19,17 +19,14 @@ use tonic_health::pb::health_check_response::ServingStatus;
 async fn assert_formed(cluster: &TestCluster, started: Instant, bound: Duration) {
     let expected = cluster.nodes.len();
     for node in &cluster.nodes {
-        let endpoint = node.grpc.to_string();
+        let endpoint = node.peer.to_string();
         let status = eventually(
             &format!("{endpoint} sees {expected} normal members on one layout"),
             bound,
             || {
                 let endpoint = endpoint.clone();
                 async move {
-                    let status = ringkv_client::Connector::plaintext()
-                        .cluster_status(&endpoint)
-                        .await
-                        .ok()?;
+                    let status = common::admin().cluster_status(&endpoint).await.ok()?;
                     let version = status.layout_version;
                     (status.members.len() == expected
                         && status.members.iter().all(|m| {
@@ -531,8 +528,8 @@ async fn a_node_with_another_partition_count_refuses_to_join() {
             && stderr.contains("this node has 128"),
         "clear error: {stderr}"
     );
-    let status = ringkv_client::Connector::plaintext()
-        .cluster_status(&cluster.nodes[0].grpc.to_string())
+    let status = common::admin()
+        .cluster_status(&cluster.nodes[0].peer.to_string())
         .await
         .expect("status");
     assert!(

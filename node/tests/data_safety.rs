@@ -91,15 +91,12 @@ async fn wait_refilling(
     check: impl Fn(u32) -> bool,
 ) {
     let id = cluster.nodes[node].node_id();
-    let endpoint = cluster.nodes[observer].grpc.to_string();
+    let endpoint = cluster.nodes[observer].peer.to_string();
     eventually(
         &format!("the partitions {id} refills, as node {observer} sees them"),
         Duration::from_secs(60),
         || async {
-            let status = ringkv_client::Connector::plaintext()
-                .cluster_status(&endpoint)
-                .await
-                .ok()?;
+            let status = common::admin().cluster_status(&endpoint).await.ok()?;
             status
                 .members
                 .iter()
@@ -1209,7 +1206,7 @@ async fn a_refilling_node_is_ready_only_once_refilled() {
     cluster.nodes[2].wipe();
     cluster.nodes[2].respawn();
     let started = std::time::Instant::now();
-    let wiped = cluster.nodes[2].grpc.to_string();
+    let wiped = cluster.nodes[2].peer.to_string();
     let id = cluster.nodes[2].node_id();
     eventually(
         "the wiped node sees both peers alive while it refills",
@@ -1217,10 +1214,7 @@ async fn a_refilling_node_is_ready_only_once_refilled() {
         || {
             let (wiped, id) = (wiped.clone(), id.clone());
             async move {
-                let status = ringkv_client::Connector::plaintext()
-                    .cluster_status(&wiped)
-                    .await
-                    .ok()?;
+                let status = common::admin().cluster_status(&wiped).await.ok()?;
                 let all_alive = status.members.iter().filter(|m| m.alive).count() == 3;
                 let refilling = status
                     .members
@@ -1235,7 +1229,7 @@ async fn a_refilling_node_is_ready_only_once_refilled() {
     assert!(
         matches!(
             ringkv_client::Connector::plaintext()
-                .is_serving(&wiped)
+                .is_serving(&cluster.nodes[2].grpc.to_string())
                 .await,
             Ok(false)
         ),
@@ -1249,10 +1243,7 @@ async fn a_refilling_node_is_ready_only_once_refilled() {
         || {
             let (wiped, id) = (wiped.clone(), id.clone());
             async move {
-                let status = ringkv_client::Connector::plaintext()
-                    .cluster_status(&wiped)
-                    .await
-                    .ok()?;
+                let status = common::admin().cluster_status(&wiped).await.ok()?;
                 let me = status.members.iter().find(|m| m.node_id == id)?;
                 (me.partitions_refilling == 0).then_some(())
             }
@@ -1440,9 +1431,9 @@ async fn a_partition_received_while_refilling_counts_at_once() {
     cluster.nodes[2].respawn();
     cluster.wait_alive(0, 2, true).await;
     wait_refilling(&cluster, 0, 2, |partitions| partitions > 0).await;
-    ringkv_client::Connector::plaintext()
+    common::admin()
         .decommission(
-            &cluster.nodes[0].grpc.to_string(),
+            &cluster.nodes[0].peer.to_string(),
             &cluster.nodes[3].node_id(),
         )
         .await

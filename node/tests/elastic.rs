@@ -124,8 +124,8 @@ async fn preload(node: &TestNode, prefix: &str, count: usize) -> Vec<String> {
 }
 
 async fn decommission(observer: &TestNode, node: &TestNode) {
-    ringkv_client::Connector::plaintext()
-        .decommission(&observer.grpc.to_string(), &node.node_id())
+    common::admin()
+        .decommission(&observer.peer.to_string(), &node.node_id())
         .await
         .expect("decommission accepted");
 }
@@ -133,9 +133,9 @@ async fn decommission(observer: &TestNode, node: &TestNode) {
 #[tokio::test]
 async fn a_decommission_below_n_is_refused() {
     let cluster = TestCluster::start(30, 3, &[]).await;
-    let error = ringkv_client::Connector::plaintext()
+    let error = common::admin()
         .decommission(
-            &cluster.nodes[0].grpc.to_string(),
+            &cluster.nodes[0].peer.to_string(),
             &cluster.nodes[2].node_id(),
         )
         .await

@@ -814,9 +814,9 @@ async fn generated_histories_survive_joins_and_decommissions() {
                 cluster.nodes[leaving].node_id(),
                 at_ms()
             ));
-            ringkv_client::Connector::plaintext()
+            common::admin()
                 .decommission(
-                    &cluster.nodes[observer].grpc.to_string(),
+                    &cluster.nodes[observer].peer.to_string(),
                     &cluster.nodes[leaving].node_id(),
                 )
                 .await

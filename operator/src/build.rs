@@ -31,6 +31,8 @@ use kube::Resource;
 use crate::crd::{ConflictResolution, KVCluster, RetentionRule};
 
 pub const GRPC_PORT: i32 = 7379;
+/// Replica and Admin: the cluster's own port, which the operator calls.
+pub const PEER_PORT: i32 = ringkv_client::peer_auth::DEFAULT_PEER_PORT as i32;
 pub const GOSSIP_PORT: i32 = 7946;
 pub const METRICS_PORT: i32 = 9379;
 /// Plaintext gRPC health for the probes, which cannot speak TLS.
@@ -121,6 +123,12 @@ pub fn peers_service(kvc: &KVCluster) -> Service {
                 ServicePort {
                     name: Some("grpc".into()),
                     port: GRPC_PORT,
+                    app_protocol: Some("grpc".into()),
+                    ..Default::default()
+                },
+                ServicePort {
+                    name: Some("peer".into()),
+                    port: PEER_PORT,
                     app_protocol: Some("grpc".into()),
                     ..Default::default()
                 },
@@ -250,6 +258,7 @@ pub fn node_env(kvc: &KVCluster) -> Vec<EnvVar> {
         env("RINGKV_POD_NAME", "$(POD_NAME)"),
         env("RINGKV_LISTEN", format!("0.0.0.0:{GRPC_PORT}")),
         env("RINGKV_ADVERTISE_ADDRESS", format!("$(POD_IP):{GRPC_PORT}")),
+        env("RINGKV_PEER_LISTEN", format!("0.0.0.0:{PEER_PORT}")),
         env("RINGKV_GOSSIP_LISTEN", format!("0.0.0.0:{GOSSIP_PORT}")),
         env("RINGKV_METRICS_LISTEN", format!("0.0.0.0:{METRICS_PORT}")),
         env("RINGKV_HEALTH_LISTEN", format!("0.0.0.0:{HEALTH_PORT}")),
@@ -382,6 +391,11 @@ pub fn stateful_set(kvc: &KVCluster, replicas: i32, partition: i32) -> StatefulS
             ContainerPort {
                 name: Some("grpc".into()),
                 container_port: GRPC_PORT,
+                ..Default::default()
+            },
+            ContainerPort {
+                name: Some("peer".into()),
+                container_port: PEER_PORT,
                 ..Default::default()
             },
             ContainerPort {

@@ -8,6 +8,8 @@ pub mod v1 {
     tonic::include_proto!("ringkv.v1");
 }
 
+pub mod peer_auth;
+
 /// The encoded `FileDescriptorSet` of every ringkv proto, for server reflection.
 pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("ringkv_descriptor");
 

@@ -35,6 +35,9 @@ pub struct LocalArgs {
     /// gRPC port of every node.
     #[arg(long, default_value_t = 7379)]
     port: u16,
+    /// Peer port of every node (Replica and Admin).
+    #[arg(long, default_value_t = 7381)]
+    peer_port: u16,
     /// Metrics port of every node.
     #[arg(long, default_value_t = 9379)]
     metrics_port: u16,
@@ -105,6 +108,8 @@ async fn spawn_node(
     let child = Command::new(binary)
         .arg("--listen")
         .arg(grpc.to_string())
+        .arg("--peer-listen")
+        .arg(SocketAddr::from((ip, args.peer_port)).to_string())
         .arg("--metrics-listen")
         .arg(metrics.to_string())
         .arg("--data-dir")

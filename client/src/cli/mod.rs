@@ -8,7 +8,7 @@ use std::io::{IsTerminal, Read, Write};
 
 use anyhow::{bail, Context};
 use clap::{Parser, Subcommand};
-use ringkv_client::{Connector, ScanOptions};
+use ringkv_client::{peer_auth::DEFAULT_PEER_PORT, Connector, ScanOptions};
 
 /// ringkv: a Dynamo-style distributed key-value store.
 #[derive(Debug, Parser)]
@@ -23,6 +23,20 @@ pub struct Cli {
         default_value = "127.0.0.1:7379"
     )]
     endpoint: String,
+
+    /// Node whose peer port `status`, `ring` and `decommission` ask, as
+    /// HOST:PORT. Defaults to --endpoint's host with port 7381.
+    #[arg(long, global = true, env = "RINGKV_ADMIN_ENDPOINT")]
+    admin_endpoint: Option<String>,
+
+    /// The cluster's --cluster-secret, which signs those Admin calls.
+    #[arg(
+        long,
+        global = true,
+        env = "RINGKV_CLUSTER_SECRET",
+        hide_env_values = true
+    )]
+    cluster_secret: Option<String>,
 
     #[command(flatten)]
     tls: TlsArgs,
@@ -125,8 +139,28 @@ enum Command {
     Local(local::LocalArgs),
 }
 
+impl Cli {
+    /// Where Admin calls go: the peer port of the --endpoint host unless
+    /// --admin-endpoint names one.
+    fn admin_endpoint(&self) -> String {
+        if let Some(explicit) = &self.admin_endpoint {
+            return explicit.clone();
+        }
+        let address = self
+            .endpoint
+            .split_once("://")
+            .map_or(self.endpoint.as_str(), |(_, rest)| rest);
+        let host = address.rsplit_once(':').map_or(address, |(host, _)| host);
+        format!("{host}:{DEFAULT_PEER_PORT}")
+    }
+}
+
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
-    let connector = cli.tls.connector()?;
+    let mut connector = cli.tls.connector()?;
+    if let Some(secret) = &cli.cluster_secret {
+        connector = connector.with_cluster_secret(secret.as_bytes(), "ringkv");
+    }
+    let admin_endpoint = cli.admin_endpoint();
     let connect = |endpoint: &str| {
         let (connector, endpoint) = (connector.clone(), endpoint.to_string());
         async move { anyhow::Ok(connector.client(&endpoint).await?) }
@@ -204,13 +238,13 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             }
             Ok(())
         }
-        Command::Status => status::run(&connector, &cli.endpoint).await,
+        Command::Status => status::run(&connector, &admin_endpoint).await,
         Command::Decommission { node } => {
-            connector.decommission(&cli.endpoint, &node).await?;
+            connector.decommission(&admin_endpoint, &node).await?;
             println!("{node} is leaving; follow it with `ringkv ring`");
             Ok(())
         }
-        Command::Ring => status::ring(&connector, &cli.endpoint).await,
+        Command::Ring => status::ring(&connector, &admin_endpoint).await,
         Command::Bench(args) => bench::run(&connector, &cli.endpoint, args).await,
         Command::Local(args) => local::run(args).await,
     }
@@ -225,6 +259,28 @@ mod tests {
         argv.extend_from_slice(args);
         argv.push("status");
         Cli::try_parse_from(argv).expect("parses").tls
+    }
+
+    #[test]
+    fn admin_calls_go_to_the_endpoints_peer_port_unless_named() {
+        let cli = |args: &[&str]| {
+            let mut argv = vec!["ringkv"];
+            argv.extend_from_slice(args);
+            argv.push("status");
+            Cli::try_parse_from(argv).expect("parses").admin_endpoint()
+        };
+        assert_eq!(cli(&[]), "127.0.0.1:7381");
+        assert_eq!(cli(&["--endpoint", "10.0.0.5:9000"]), "10.0.0.5:7381");
+        assert_eq!(cli(&["--endpoint", "http://db:7379"]), "db:7381");
+        assert_eq!(
+            cli(&[
+                "--endpoint",
+                "10.0.0.5:7379",
+                "--admin-endpoint",
+                "10.0.0.6:17381"
+            ]),
+            "10.0.0.6:17381"
+        );
     }
 
     #[test]

@@ -3,6 +3,7 @@
 
 use std::{collections::BTreeSet, sync::Arc};
 
+use ringkv_proto::peer_auth::METADATA_KEY;
 use ringkv_proto::v1::{
     admin_server::Admin, ClusterStatusRequest, ClusterStatusResponse, DecommissionRequest,
     DecommissionResponse, HandoffProgressRequest, MemberStatus, RingStatusRequest,
@@ -11,6 +12,7 @@ use ringkv_proto::v1::{
 use tonic::{Request, Response, Status};
 
 use crate::{
+    api::peer_auth::require_admin,
     cluster::{membership::Membership, peers::PeerClients},
     ring::Ring,
     server::lifecycle::Lifecycle,
@@ -84,6 +86,8 @@ impl Admin for AdminService {
         &self,
         request: Request<DecommissionRequest>,
     ) -> Result<Response<DecommissionResponse>, Status> {
+        require_admin(&request, "Decommission")?;
+        let token = request.metadata().get(METADATA_KEY).cloned();
         let node_id = request.into_inner().node_id;
         let state = self
             .ring
@@ -118,10 +122,12 @@ impl Admin for AdminService {
             .filter(|p| p.alive)
             .map(|p| p.grpc.clone())
             .ok_or_else(|| Status::unavailable(format!("node {node_id} is not alive")))?;
-        self.peers
-            .admin(&addr)?
-            .decommission(DecommissionRequest { node_id })
-            .await?;
+        // The leaving node checks the administrator's token itself.
+        let mut forwarded = Request::new(DecommissionRequest { node_id });
+        if let Some(token) = token {
+            forwarded.metadata_mut().insert(METADATA_KEY, token);
+        }
+        self.peers.admin(&addr)?.decommission(forwarded).await?;
         Ok(Response::new(DecommissionResponse {}))
     }
 

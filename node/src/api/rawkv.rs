@@ -90,6 +90,7 @@ fn batch_error(total: usize, failed: &[(Bytes, Status)]) -> Option<Status> {
 }
 
 /// The RawKV service of one node.
+#[derive(Clone)]
 pub struct RawKvService {
     coordinator: Coordinator,
     limits: Limits,

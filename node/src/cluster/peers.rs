@@ -1,29 +1,48 @@
-//! gRPC channels to other nodes, one lazily connected channel per address.
+//! gRPC channels to other nodes' peer ports, one lazily connected channel
+//! per address, each call signed with this node's token.
 
 use std::{collections::HashMap, sync::Mutex, time::Duration};
 
+use ringkv_proto::peer_auth::{Authenticate, ClusterKey, Role};
 use ringkv_proto::v1::{
     admin_client::AdminClient, raw_kv_client::RawKvClient, replica_client::ReplicaClient,
 };
-use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
+use tonic::{
+    service::interceptor::InterceptedService,
+    transport::{Channel, ClientTlsConfig, Endpoint},
+};
+
+/// A channel to a peer's peer port whose calls carry this node's token.
+pub type PeerChannel = InterceptedService<Channel, Authenticate>;
 
 /// A cache of channels to peers, keyed by gRPC address.
-#[derive(Default)]
 pub struct PeerClients {
     channels: Mutex<HashMap<String, Channel>>,
     /// TLS towards peers, when the cluster runs it.
     tls: Option<ClientTlsConfig>,
+    /// Signs every call as this node.
+    sign: Authenticate,
 }
 
 impl PeerClients {
-    pub fn new(tls: Option<ClientTlsConfig>) -> Self {
+    /// Channels that sign each call as `node_id` with `key` (unsigned
+    /// without one).
+    pub fn new(tls: Option<ClientTlsConfig>, key: Option<ClusterKey>, node_id: &str) -> Self {
         Self {
             channels: Mutex::default(),
             tls,
+            sign: Authenticate::new(key, Role::Peer, node_id),
         }
     }
 
-    fn channel(&self, addr: &str) -> Result<Channel, tonic::Status> {
+    fn channel(&self, addr: &str) -> Result<PeerChannel, tonic::Status> {
+        Ok(InterceptedService::new(
+            self.plain_channel(addr)?,
+            self.sign.clone(),
+        ))
+    }
+
+    fn plain_channel(&self, addr: &str) -> Result<Channel, tonic::Status> {
         let mut channels = self
             .channels
             .lock()
@@ -49,21 +68,21 @@ impl PeerClients {
     }
 
     /// The replica service of the node at `addr`.
-    pub fn replica(&self, addr: &str) -> Result<ReplicaClient<Channel>, tonic::Status> {
+    pub fn replica(&self, addr: &str) -> Result<ReplicaClient<PeerChannel>, tonic::Status> {
         Ok(ReplicaClient::new(self.channel(addr)?)
             .max_decoding_message_size(usize::MAX)
             .max_encoding_message_size(usize::MAX))
     }
 
     /// The public RawKV service of the node at `addr`, for forwarding.
-    pub fn rawkv(&self, addr: &str) -> Result<RawKvClient<Channel>, tonic::Status> {
+    pub fn rawkv(&self, addr: &str) -> Result<RawKvClient<PeerChannel>, tonic::Status> {
         Ok(RawKvClient::new(self.channel(addr)?)
             .max_decoding_message_size(usize::MAX)
             .max_encoding_message_size(usize::MAX))
     }
 
     /// The admin service of the node at `addr`.
-    pub fn admin(&self, addr: &str) -> Result<AdminClient<Channel>, tonic::Status> {
+    pub fn admin(&self, addr: &str) -> Result<AdminClient<PeerChannel>, tonic::Status> {
         Ok(AdminClient::new(self.channel(addr)?))
     }
 }

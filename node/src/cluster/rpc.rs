@@ -17,10 +17,13 @@ use ringkv_proto::v1::{
     PartitionTreesRequest, RawDeleteRequest, RawPutRequest, ReplicaApplyBatchRequest,
     ReplicaApplyRequest, ReplicaReadRequest, ReplicaRecord, ReplicaScanRequest,
 };
-use tonic::{metadata::MetadataValue, transport::Channel, Request, Status};
+use tonic::{metadata::MetadataValue, Request, Status};
 
 use crate::{
-    cluster::{membership::View, peers::PeerClients},
+    cluster::{
+        membership::View,
+        peers::{PeerChannel, PeerClients},
+    },
     replica::{blocking, LocalReplica},
     storage::ScanRange,
     sync::refill::Refill,
@@ -129,11 +132,11 @@ impl PeerRpc {
             .ok_or_else(|| Status::unavailable(format!("node {} is unknown to gossip", call.node)))
     }
 
-    fn client(&self, call: &PeerCall<'_>) -> Result<ReplicaClient<Channel>, Status> {
+    fn client(&self, call: &PeerCall<'_>) -> Result<ReplicaClient<PeerChannel>, Status> {
         self.peers.replica(&Self::address(call)?)
     }
 
-    fn rawkv(&self, call: &PeerCall<'_>) -> Result<RawKvClient<Channel>, Status> {
+    fn rawkv(&self, call: &PeerCall<'_>) -> Result<RawKvClient<PeerChannel>, Status> {
         self.peers.rawkv(&Self::address(call)?)
     }
 

@@ -4,6 +4,7 @@
 use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
 use clap::{Parser, ValueEnum};
+use ringkv_proto::peer_auth::{ClusterKey, DEFAULT_PEER_PORT};
 
 use crate::{
     api::limits::Limits,
@@ -27,6 +28,8 @@ pub enum ConfigError {
     },
     #[error("--partitions must be at least 1")]
     Partitions,
+    #[error("--peer-listen {0} is the gRPC --listen address: Replica and Admin need a port of their own")]
+    PeerListen(SocketAddr),
     #[error("--max-siblings must be at least 1")]
     MaxSiblings,
     #[error("--max-record-bytes {record} is below --max-value-bytes {value}: a single value could not be stored")]
@@ -45,6 +48,14 @@ pub struct NodeConfig {
     /// differs from --listen (a pod listening on 0.0.0.0 advertises its IP).
     #[arg(long, env = "RINGKV_ADVERTISE_ADDRESS")]
     pub advertise_address: Option<SocketAddr>,
+
+    /// Address the peer port listens on: Replica and Admin calls, and
+    /// requests other coordinators pass on. Only the cluster's nodes and
+    /// administrators belong here; with --cluster-secret every call must
+    /// carry a token signed with it. Defaults to the gRPC address's IP with
+    /// port 7381.
+    #[arg(long, env = "RINGKV_PEER_LISTEN")]
+    pub peer_listen: Option<SocketAddr>,
 
     /// Address the Prometheus `/metrics` endpoint listens on.
     #[arg(long, env = "RINGKV_METRICS_LISTEN", default_value = "127.0.0.1:9379")]
@@ -169,10 +180,12 @@ pub struct NodeConfig {
     #[arg(long, env = "RINGKV_CLUSTER_ID", default_value = "ringkv")]
     pub cluster_id: String,
 
-    /// Secret shared by every node of the cluster; the causal contexts
-    /// handed to clients are sealed with a key derived from it, so a forged
-    /// context is refused. Without it the key derives from --cluster-id,
-    /// which still binds each context to its key and cluster.
+    /// Secret shared by every node of the cluster. Every call to the peer
+    /// port must carry a token signed with it (ring changes with its admin
+    /// key), and the causal contexts handed to clients are sealed with a key
+    /// derived from it, so a forged context is refused. Without it the peer
+    /// port accepts any caller, and the context key derives from
+    /// --cluster-id.
     #[arg(long, env = "RINGKV_CLUSTER_SECRET", hide_env_values = true)]
     pub cluster_secret: Option<String>,
 
@@ -350,6 +363,25 @@ impl NodeConfig {
         SocketAddr::new(self.advertise_address().ip(), self.gossip_listen().port())
     }
 
+    pub fn peer_listen(&self) -> SocketAddr {
+        self.peer_listen
+            .unwrap_or_else(|| SocketAddr::new(self.listen.ip(), DEFAULT_PEER_PORT))
+    }
+
+    /// The peer address other nodes use: the advertised IP with the peer
+    /// port.
+    pub fn peer_advertise(&self) -> SocketAddr {
+        SocketAddr::new(self.advertise_address().ip(), self.peer_listen().port())
+    }
+
+    /// The key peer calls are signed and checked with, when the cluster has
+    /// a secret.
+    pub fn cluster_key(&self) -> Option<ClusterKey> {
+        self.cluster_secret
+            .as_deref()
+            .map(|secret| ClusterKey::new(secret.as_bytes()))
+    }
+
     pub fn gossip_listen(&self) -> SocketAddr {
         self.gossip_listen
             .unwrap_or_else(|| SocketAddr::new(self.listen.ip(), 7946))
@@ -378,6 +410,9 @@ impl NodeConfig {
         }
         if self.partitions == 0 {
             return Err(ConfigError::Partitions);
+        }
+        if self.peer_listen() == self.listen {
+            return Err(ConfigError::PeerListen(self.listen));
         }
         if self.max_siblings == 0 {
             return Err(ConfigError::MaxSiblings);

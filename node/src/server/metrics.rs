@@ -89,6 +89,13 @@ pub struct ReplicationMetrics {
     pub handoff_keys_received: Counter,
 }
 
+/// Counters of what outsiders tried: calls and datagrams refused for their
+/// credentials.
+#[derive(Debug, Clone, Default)]
+pub struct SecurityMetrics {
+    pub peer_calls_refused: Counter,
+}
+
 /// Exposes RocksDB's properties and tickers at scrape time.
 #[derive(Debug)]
 struct EngineCollector {
@@ -171,6 +178,7 @@ pub struct Metrics {
     pub rpc: RpcMetrics,
     pub replication: ReplicationMetrics,
     pub repair: crate::sync::anti_entropy::RepairMetrics,
+    pub security: SecurityMetrics,
 }
 
 impl Metrics {
@@ -240,11 +248,18 @@ impl Metrics {
             "Unix time of the last tree exchange, by partition",
             repair.last_exchange.clone(),
         );
+        let security = SecurityMetrics::default();
+        registry.register(
+            "peer_calls_refused",
+            "Calls on the peer port refused for a missing, forged or stale token",
+            security.peer_calls_refused.clone(),
+        );
         Self {
             registry,
             rpc,
             replication,
             repair,
+            security,
         }
     }
 

@@ -3,6 +3,7 @@
 
 pub(crate) mod config;
 pub(crate) mod lifecycle;
+pub(crate) mod log_limit;
 pub(crate) mod metrics;
 pub(crate) mod readiness;
 pub(crate) mod telemetry;

@@ -9,12 +9,12 @@ use ringkv_proto::v1::{
     replica_server::ReplicaServer,
 };
 use tokio::sync::{mpsc, watch};
-use tonic::transport::Server;
+use tonic::{service::interceptor::InterceptedService, transport::Server};
 use tonic_health::{server::HealthReporter, ServingStatus};
 
 use crate::{
     api::rawkv::RawKvService,
-    api::{admin::AdminService, replica::ReplicaService},
+    api::{admin::AdminService, peer_auth::VerifyPeer, replica::ReplicaService},
     cluster::discovery::{DiscoveryError, KubernetesSeeds, SeedProvider, StaticSeeds},
     cluster::membership::{Membership, MembershipError, SelfInfo},
     cluster::peers::PeerClients,
@@ -65,6 +65,12 @@ pub enum NodeError {
         addr: std::net::SocketAddr,
         #[source]
         source: tonic::transport::Error,
+    },
+    #[error("listening on {addr}: {source}")]
+    Listen {
+        addr: std::net::SocketAddr,
+        #[source]
+        source: std::io::Error,
     },
     #[error("metrics server on {addr}: {source}")]
     Metrics {
@@ -205,14 +211,25 @@ pub async fn run(
         config.tls_server_name.as_deref(),
         config.tls_client_auth,
     )?;
-    let peers = Arc::new(PeerClients::new(tls.as_ref().map(|t| t.client.clone())));
+    let cluster_key = config.cluster_key();
+    if cluster_key.is_none() {
+        tracing::warn!(
+            peer_listen = %config.peer_listen(),
+            "no --cluster-secret: the peer port accepts any caller that reaches it"
+        );
+    }
+    let peers = Arc::new(PeerClients::new(
+        tls.as_ref().map(|t| t.client.clone()),
+        cluster_key.clone(),
+        &node_id,
+    ));
 
     let (seeds, zone) = seed_provider(&config).await?;
     let membership = Arc::new(
         Membership::start(
             SelfInfo {
                 id: node_id.clone(),
-                grpc: config.advertise_address(),
+                grpc: config.peer_advertise(),
                 gossip_listen: config.gossip_listen(),
                 gossip_advertise: config.gossip_advertise(),
                 zone: zone.clone(),
@@ -335,14 +352,14 @@ pub async fn run(
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1()?;
 
-    let rawkv = RawKvServer::new(RawKvService::new(
-        coordinator.clone(),
-        limits.clone(),
-        metrics.rpc.clone(),
-    ))
-    // Refused from the length prefix, before the body is buffered.
-    .max_decoding_message_size(limits.max_request_bytes)
-    .max_encoding_message_size(usize::MAX);
+    let rawkv_service = RawKvService::new(coordinator.clone(), limits.clone(), metrics.rpc.clone());
+    let rawkv = |service: RawKvService| {
+        RawKvServer::new(service)
+            // Refused from the length prefix, before the body is buffered.
+            .max_decoding_message_size(limits.max_request_bytes)
+            .max_encoding_message_size(usize::MAX)
+    };
+    let verify = VerifyPeer::new(cluster_key, metrics.security.peer_calls_refused.clone());
     let replica = ReplicaServer::new(ReplicaService {
         local: local.clone(),
         coordinator,
@@ -356,6 +373,7 @@ pub async fn run(
     })
     .max_decoding_message_size(limits.max_peer_message_bytes)
     .max_encoding_message_size(usize::MAX);
+    let replica = InterceptedService::new(replica, verify.clone());
     let admin = AdminServer::new(AdminService {
         membership: membership.clone(),
         ring: ring.clone(),
@@ -364,6 +382,10 @@ pub async fn run(
         replication: config.replication_factor,
         mode: config.conflict_mode(),
     });
+    let admin = InterceptedService::new(admin, verify.clone());
+    // Requests other coordinators pass on arrive here, signed.
+    let forwarded = InterceptedService::new(rawkv(rawkv_service.clone()), verify);
+    let rawkv = rawkv(rawkv_service);
 
     // One signal fans out to both servers; a fatal condition stops them too.
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -422,6 +444,7 @@ pub async fn run(
     tracing::info!(
         node_id,
         listen = %config.listen,
+        peer_listen = %config.peer_listen(),
         advertise = %config.advertise_address(),
         gossip = %config.gossip_listen(),
         metrics = %metrics_addr,
@@ -451,12 +474,44 @@ pub async fn run(
                 source,
             })?;
     }
+    // The peer port drains with the client port: a coordinator's
+    // forwarded write must still reach it while clients are draining.
+    let peer_addr = config.peer_listen();
+    let peer_listener = tokio::net::TcpListener::bind(peer_addr)
+        .await
+        .map_err(|source| NodeError::Listen {
+            addr: peer_addr,
+            source,
+        })?;
+    let peer_task = {
+        let stop = {
+            let rx = stop_rx.clone();
+            async move {
+                stopped(rx).await;
+                tokio::time::sleep(shutdown_delay).await;
+            }
+        };
+        let mut peer_server = server.clone();
+        tokio::spawn(async move {
+            peer_server
+                .add_service(replica)
+                .add_service(admin)
+                .add_service(forwarded)
+                .serve_with_incoming_shutdown(
+                    tokio_stream::wrappers::TcpListenerStream::new(peer_listener),
+                    stop,
+                )
+                .await
+                .map_err(|source| NodeError::Grpc {
+                    addr: peer_addr,
+                    source,
+                })
+        })
+    };
     let serving = server
         .add_service(health_service)
         .add_service(reflection)
         .add_service(rawkv)
-        .add_service(replica)
-        .add_service(admin)
         .serve_with_shutdown(config.listen, grpc_shutdown);
     // Draining waits for every open request; one whose client stopped
     // reading would wait forever, and the process with it.
@@ -491,6 +546,7 @@ pub async fn run(
         .get()
         .copied()
         .unwrap_or_else(tokio::time::Instant::now);
+    drain_listener("peer", peer_task, drain_until).await;
     if let Some(task) = health_task {
         drain_listener("health", task, drain_until).await;
     }

@@ -16,6 +16,10 @@ use ringkv_client::Client;
 use tokio::time::{sleep, Instant};
 
 pub const GRPC_PORT: u16 = 7379;
+pub const PEER_PORT: u16 = 7381;
+/// The `--cluster-secret` every test node runs with, unless its test sets
+/// one: the suite exercises the authenticated peer port.
+pub const TEST_SECRET: &str = "ringkv-test-cluster-secret";
 pub const GOSSIP_PORT: u16 = 7946;
 
 /// Flags of a one-node cluster: one replica, quorums of one, no wait for
@@ -31,6 +35,11 @@ pub const STANDALONE: [&str; 8] = [
     "0",
 ];
 pub const METRICS_PORT: u16 = 9379;
+
+/// A connector that signs Admin calls with [`TEST_SECRET`].
+pub fn admin() -> ringkv_client::Connector {
+    ringkv_client::Connector::plaintext().with_cluster_secret(TEST_SECRET.as_bytes(), "test")
+}
 
 /// Polls `check` until it returns `Some`, failing the test at the deadline.
 pub async fn eventually<T, F, Fut>(what: &str, deadline: Duration, mut check: F) -> T
@@ -55,6 +64,8 @@ where
 pub struct TestNode {
     pub ip: Ipv4Addr,
     pub grpc: SocketAddr,
+    /// The peer port: Replica and Admin.
+    pub peer: SocketAddr,
     pub metrics: SocketAddr,
     pub data_dir: PathBuf,
     args: Vec<String>,
@@ -104,16 +115,45 @@ impl TestNode {
     }
 
     fn unstarted(ip: Ipv4Addr, data_dir: &Path, args: &[&str]) -> Self {
-        Self {
+        let mut args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+        if !args.iter().any(|a| a == "--cluster-secret") {
+            args.extend(["--cluster-secret".to_string(), TEST_SECRET.to_string()]);
+        }
+        let mut node = Self {
             ip,
             grpc: SocketAddr::from((ip, GRPC_PORT)),
+            peer: SocketAddr::from((ip, PEER_PORT)),
             metrics: SocketAddr::from((ip, METRICS_PORT)),
             data_dir: data_dir.to_path_buf(),
-            args: args.iter().map(|a| a.to_string()).collect(),
+            args,
             child: None,
             _tempdir: None,
             connector: ringkv_client::Connector::plaintext(),
-        }
+        };
+        node.use_connector(ringkv_client::Connector::plaintext());
+        node
+    }
+
+    /// The secret this node runs with.
+    pub fn secret(&self) -> String {
+        let at = self.args.iter().position(|a| a == "--cluster-secret");
+        at.and_then(|at| self.args.get(at + 1))
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    /// Reaches the node through `connector`, signing Admin calls with the
+    /// node's secret.
+    pub fn use_connector(&mut self, connector: ringkv_client::Connector) {
+        self.connector = connector.with_cluster_secret(self.secret().as_bytes(), "test");
+    }
+
+    /// A channel to the peer port whose calls a node signs.
+    pub async fn peer_channel(&self) -> ringkv_client::SignedChannel {
+        self.connector
+            .signed_channel(&self.peer.to_string(), ringkv_client::peer_auth::Role::Peer)
+            .await
+            .expect("connect to the peer port")
     }
 
     async fn spawn(&mut self) {
@@ -125,6 +165,8 @@ impl TestNode {
         let child = Command::new(env!("CARGO_BIN_EXE_ringkv-node"))
             .arg("--listen")
             .arg(self.grpc.to_string())
+            .arg("--peer-listen")
+            .arg(self.peer.to_string())
             .arg("--metrics-listen")
             .arg(self.metrics.to_string())
             .arg("--data-dir")
@@ -357,7 +399,7 @@ impl TestCluster {
             all.extend_from_slice(args);
             let mut node = TestNode::unstarted(*ip, &data_dir, &all);
             node._tempdir = Some(tempdir);
-            node.connector = connector.clone();
+            node.use_connector(connector.clone());
             node.spawn_process();
             nodes.push(node);
         }
@@ -374,7 +416,7 @@ impl TestCluster {
     /// settle limit; tests that kill a node at once need the former, or the
     /// others keep refilling from the dead node.
     pub async fn wait_refilled(&self) {
-        let endpoint = self.nodes[0].grpc.to_string();
+        let endpoint = self.nodes[0].peer.to_string();
         let connector = self.nodes[0].connector.clone();
         let count = self.nodes.len();
         eventually(
@@ -398,18 +440,16 @@ impl TestCluster {
 
     /// Waits until `observer` sees `node` as alive (or dead).
     pub async fn wait_alive(&self, observer: usize, node: usize, alive: bool) {
-        let endpoint = self.nodes[observer].grpc.to_string();
+        let endpoint = self.nodes[observer].peer.to_string();
+        let connector = self.nodes[observer].connector.clone();
         let id = self.nodes[node].node_id();
         eventually(
             &format!("{id} alive={alive} as seen by node {observer}"),
             Duration::from_secs(30),
             || {
-                let (endpoint, id) = (endpoint.clone(), id.clone());
+                let (endpoint, id, connector) = (endpoint.clone(), id.clone(), connector.clone());
                 async move {
-                    let status = ringkv_client::Connector::plaintext()
-                        .cluster_status(&endpoint)
-                        .await
-                        .ok()?;
+                    let status = connector.cluster_status(&endpoint).await.ok()?;
                     status
                         .members
                         .iter()
@@ -479,15 +519,12 @@ impl TestNode {
         self.replica_client().await.apply(request).await.map(|_| ())
     }
 
+    /// The node's Replica service, called as a peer would.
     pub async fn replica_client(
         &self,
-    ) -> ringkv_client::proto::replica_client::ReplicaClient<tonic::transport::Channel> {
-        let channel = ringkv_client::Connector::plaintext()
-            .channel(&self.grpc.to_string())
-            .await
-            .expect("connect");
+    ) -> ringkv_client::proto::replica_client::ReplicaClient<ringkv_client::SignedChannel> {
         // Records of up to --max-record-bytes, as peers read them.
-        ringkv_client::proto::replica_client::ReplicaClient::new(channel)
+        ringkv_client::proto::replica_client::ReplicaClient::new(self.peer_channel().await)
             .max_decoding_message_size(usize::MAX)
     }
 }
@@ -500,8 +537,8 @@ pub async fn value_of(client: &mut Client, key: &[u8]) -> Option<bytes::Bytes> {
 
 /// The admin view of one node.
 pub async fn ring_status(node: &TestNode) -> Option<ringkv_client::proto::RingStatusResponse> {
-    ringkv_client::Connector::plaintext()
-        .ring_status(&node.grpc.to_string())
+    node.connector
+        .ring_status(&node.peer.to_string())
         .await
         .ok()
 }
@@ -566,11 +603,7 @@ pub async fn wait_equal_trees(
             async move {
                 let mut trees: Vec<std::collections::BTreeMap<u32, Vec<u64>>> = Vec::new();
                 for node in nodes {
-                    let channel = ringkv_client::Connector::plaintext()
-                        .channel(&node.grpc.to_string())
-                        .await
-                        .ok()?;
-                    let response = ReplicaClient::new(channel)
+                    let response = ReplicaClient::new(node.peer_channel().await)
                         .partition_trees(PartitionTreesRequest {
                             partitions: all.clone(),
                         })

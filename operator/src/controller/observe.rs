@@ -131,7 +131,8 @@ impl NodePods {
     pub fn address(&self, ordinal: i32) -> Option<String> {
         let pod = self.by_ordinal.get(&ordinal)?;
         let ip = pod.status.as_ref()?.pod_ip.as_ref()?;
-        Some(format!("{ip}:{}", build::GRPC_PORT))
+        // Admin is served on the peer port only.
+        Some(format!("{ip}:{}", build::PEER_PORT))
     }
 
     /// Addresses to ask about the ring: ready pods first.
