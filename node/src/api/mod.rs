@@ -1,6 +1,7 @@
 //! The gRPC edge: the client RawKV service, the replica service peers call,
-//! the admin service, the peer port's credential check, the limits every request is checked against, and the
-//! one mapping of the node's errors to gRPC statuses.
+//! the admin service, the peer port's credential check, the limits every
+//! request is checked against, and the one mapping of the node's errors to
+//! gRPC statuses.
 
 pub(crate) mod admin;
 pub(crate) mod limits;

@@ -89,7 +89,7 @@ pub struct ReplicationMetrics {
     pub handoff_keys_received: Counter,
 }
 
-/// Counters of what outsiders tried: calls and datagrams refused for their
+/// Counters of what outsiders tried: peer-port calls refused for their
 /// credentials.
 #[derive(Debug, Clone, Default)]
 pub struct SecurityMetrics {

@@ -66,14 +66,9 @@ pub enum NodeError {
         #[source]
         source: tonic::transport::Error,
     },
-    #[error("listening on {addr}: {source}")]
+    #[error("{listener} listener on {addr}: {source}")]
     Listen {
-        addr: std::net::SocketAddr,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("metrics server on {addr}: {source}")]
-    Metrics {
+        listener: &'static str,
         addr: std::net::SocketAddr,
         #[source]
         source: std::io::Error,
@@ -412,7 +407,8 @@ pub async fn run(
     let metrics_addr = config.metrics_listen;
     let metrics_listener = tokio::net::TcpListener::bind(metrics_addr)
         .await
-        .map_err(|source| NodeError::Metrics {
+        .map_err(|source| NodeError::Listen {
+            listener: "metrics",
             addr: metrics_addr,
             source,
         })?;
@@ -480,6 +476,7 @@ pub async fn run(
     let peer_listener = tokio::net::TcpListener::bind(peer_addr)
         .await
         .map_err(|source| NodeError::Listen {
+            listener: "peer",
             addr: peer_addr,
             source,
         })?;
