@@ -210,11 +210,71 @@ async fn s1_install() {
         3,
         "zones: {zones}"
     );
+    peer_port_needs_the_cluster_secret(env).await;
     let operator = env.kubectl_ok(&["get", "pods", "-n", OPERATOR_NAMESPACE, "-o", "wide"]);
     println!("{operator}");
     assert!(operator.contains("Running"));
     println!("members: {}", kvc["status"]["members"]);
     report("1 install", started, 0);
+}
+
+/// The operator made the cluster's Secret and fenced the peer and gossip
+/// ports; a node's peer port refuses a call without the secret's token and
+/// answers one signed with it, as the operator's own calls are (the
+/// cluster is Available only because the operator read the ring).
+async fn peer_port_needs_the_cluster_secret(env: &Env) {
+    let secret = env.kubectl_ok(&[
+        "get",
+        "secret",
+        &format!("{CLUSTER}-cluster-secret"),
+        "-n",
+        NAMESPACE,
+        "-o",
+        "jsonpath={.data.secret}",
+    ]);
+    use base64::Engine as _;
+    let secret = base64::engine::general_purpose::STANDARD
+        .decode(secret.trim())
+        .expect("base64 secret");
+    assert_eq!(secret.len(), 64, "32 random bytes, hex");
+    let policy = env.kubectl_ok(&[
+        "get",
+        "networkpolicy",
+        CLUSTER,
+        "-n",
+        NAMESPACE,
+        "-o",
+        "json",
+    ]);
+    assert!(
+        policy.contains("7381") && policy.contains("7946"),
+        "{policy}"
+    );
+    let sts = env.kubectl_ok(&["get", "statefulset", CLUSTER, "-n", NAMESPACE, "-o", "json"]);
+    assert!(
+        sts.contains("\"RuntimeDefault\"") && sts.contains("\"ALL\""),
+        "{sts}"
+    );
+
+    let client = env.client().await;
+    let peers = service_endpoints(&client, &format!("{CLUSTER}-peers"), "peer").await;
+    let peer = peers.first().expect("a ready peer endpoint");
+    let ring_status = |connector: ringkv_client::Connector| {
+        let peer = peer.clone();
+        async move { connector.ring_status(&peer).await }
+    };
+    let unsigned = ring_status(ringkv_client::Connector::plaintext()).await;
+    assert_eq!(
+        unsigned.as_ref().err().and_then(|e| e.code()),
+        Some(tonic::Code::Unauthenticated),
+        "an unsigned Admin call on {peer}: {unsigned:?}"
+    );
+    let signed =
+        ring_status(ringkv_client::Connector::plaintext().with_cluster_secret(&secret, "e2e"))
+            .await
+            .expect("an Admin call signed with the cluster secret");
+    assert_eq!(signed.members.len(), 3);
+    println!("peer port {peer}: unsigned call UNAUTHENTICATED, signed call answered");
 }
 
 #[tokio::test]

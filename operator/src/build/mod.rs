@@ -13,9 +13,9 @@ use k8s_openapi::{
         },
         core::v1::{
             Container, ContainerPort, EnvVar, EnvVarSource, GRPCAction, ObjectFieldSelector,
-            PersistentVolumeClaim, PersistentVolumeClaimSpec, PodSecurityContext, PodSpec,
-            PodTemplateSpec, Probe, SecretVolumeSource, SecurityContext, Service, ServiceAccount,
-            ServicePort, ServiceSpec, Volume, VolumeMount, VolumeResourceRequirements,
+            PersistentVolumeClaim, PersistentVolumeClaimSpec, PodSpec, PodTemplateSpec, Probe,
+            SecretVolumeSource, Service, ServiceAccount, ServicePort, ServiceSpec, Volume,
+            VolumeMount, VolumeResourceRequirements,
         },
         policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec},
         rbac::v1::{PolicyRule, Role, RoleBinding, RoleRef, Subject},
@@ -29,6 +29,11 @@ use k8s_openapi::{
 use kube::Resource;
 
 use crate::crd::{ConflictResolution, KVCluster, RetentionRule};
+
+mod security;
+pub use security::{
+    cluster_secret, cluster_secret_name, network_policy, CLUSTER_SECRET_KEY, OPERATOR_POD_LABEL,
+};
 
 pub const GRPC_PORT: i32 = 7379;
 /// Replica and Admin: the cluster's own port, which the operator calls.
@@ -291,6 +296,7 @@ pub fn node_env(kvc: &KVCluster) -> Vec<EnvVar> {
         // Endpoints drop a terminating pod within a second or two; requests
         // already on their way are still served.
         env("RINGKV_SHUTDOWN_DELAY_MS", 3000),
+        security::cluster_secret_env(kvc),
     ];
     if spec.zone_topology_key.is_some() {
         vars.push(env("RINGKV_ZONE_ANNOTATION", ZONE_ANNOTATION));
@@ -432,12 +438,7 @@ pub fn stateful_set(kvc: &KVCluster, replicas: i32, partition: i32) -> StatefulS
             .chain(tls_mounts)
             .collect(),
         ),
-        security_context: Some(SecurityContext {
-            allow_privilege_escalation: Some(false),
-            read_only_root_filesystem: Some(true),
-            run_as_non_root: Some(true),
-            ..Default::default()
-        }),
+        security_context: Some(security::node_container_security()),
         ..Default::default()
     };
     let mut pod_labels = selector_labels(kvc);
@@ -483,12 +484,7 @@ pub fn stateful_set(kvc: &KVCluster, replicas: i32, partition: i32) -> StatefulS
                     tolerations: overrides.tolerations,
                     affinity: overrides.affinity,
                     topology_spread_constraints: overrides.topology_spread_constraints,
-                    security_context: Some(PodSecurityContext {
-                        run_as_non_root: Some(true),
-                        run_as_user: Some(65532),
-                        fs_group: Some(65532),
-                        ..Default::default()
-                    }),
+                    security_context: Some(security::node_pod_security()),
                     termination_grace_period_seconds: Some(60),
                     ..Default::default()
                 }),
@@ -547,7 +543,7 @@ spec: { replicas: 3 }
 
     #[test]
     fn the_example_manifest_parses() {
-        let example = include_str!("../../examples/kvcluster.yaml");
+        let example = include_str!("../../../examples/kvcluster.yaml");
         let kvc = cluster(example);
         assert_eq!(kvc.spec.replicas, 3);
         assert_eq!(

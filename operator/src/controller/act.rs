@@ -33,6 +33,7 @@ pub async fn apply_owned_objects(
     apply_object(ctx, namespace, &build::node_role_binding(kvc)).await?;
     apply_object(ctx, namespace, &build::peers_service(kvc)).await?;
     apply_object(ctx, namespace, &build::client_service(kvc)).await?;
+    apply_object(ctx, namespace, &build::network_policy(kvc)).await?;
     apply_object(ctx, namespace, &build::pod_disruption_budget(kvc)).await
 }
 

@@ -2,7 +2,8 @@
 //! files of their own (as Stackable's operators split it):
 //!
 //! 1. [`validate`]: refuse a spec the CRD schema let through, as a condition
-//!    on the generation judged;
+//!    on the generation judged; then make sure the [`cluster_secret`]
+//!    exists, which the nodes and the operator's own Admin calls need;
 //! 2. [`observe`]: read the StatefulSet, the node pods and the ring;
 //! 3. [`decide`]: pure, from what was observed: the scale plan and the
 //!    rollout step;
@@ -42,6 +43,7 @@ use crate::{
 
 pub mod act;
 pub mod cleanup;
+pub mod cluster_secret;
 pub mod decide;
 pub mod events;
 pub mod observe;
@@ -88,6 +90,11 @@ pub enum ReconcileError {
     },
     #[error("KVCluster {0} has no namespace")]
     NoNamespace(String),
+    #[error("cluster Secret {secret} {problem}")]
+    ClusterSecret {
+        secret: String,
+        problem: &'static str,
+    },
     #[error(transparent)]
     Finalizer(#[from] Box<kube::runtime::finalizer::Error<ReconcileError>>),
 }
@@ -100,6 +107,7 @@ impl ReconcileError {
         match self {
             Self::Kube { .. } => "kubernetes_api",
             Self::NoNamespace(_) => "no_namespace",
+            Self::ClusterSecret { .. } => "cluster_secret",
             Self::Finalizer(error) => match error.as_ref() {
                 F::ApplyFailed(inner) | F::CleanupFailed(inner) => inner.kind(),
                 F::AddFinalizer(_) | F::RemoveFinalizer(_) => "finalizer_patch",
@@ -199,7 +207,8 @@ pub async fn apply(kvc: &KVCluster, ctx: &Context) -> Result<Action, ReconcileEr
     if let Err(error) = validate(&kvc.spec) {
         return report::invalid_spec(ctx, kvc, &namespace, &error).await;
     }
-    let world = match observe::observe(ctx, kvc, &namespace).await? {
+    let secret = cluster_secret::ensure(ctx, kvc, &namespace).await?;
+    let world = match observe::observe(ctx, kvc, &namespace, &secret).await? {
         Ok(world) => world,
         Err(missing) => {
             events::publish(

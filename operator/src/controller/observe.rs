@@ -25,6 +25,9 @@ pub enum TlsSecretError {
     NoKey { secret: String, key: &'static str },
 }
 
+/// The name the operator's Admin tokens carry, for the nodes' logs.
+const ADMIN_ISSUER: &str = "ringkv-operator";
+
 /// What one reconcile saw.
 pub struct World {
     /// The StatefulSet, if it exists yet.
@@ -36,12 +39,14 @@ pub struct World {
     pub connector: Connector,
 }
 
-/// Reads the cluster's StatefulSet, pods and ring. `Ok(Err(_))` when the
-/// TLS Secret the nodes need is not there yet.
+/// Reads the cluster's StatefulSet, pods and ring, asking the nodes with
+/// calls signed by `cluster_secret`. `Ok(Err(_))` when the TLS Secret the
+/// nodes need is not there yet.
 pub async fn observe(
     ctx: &Context,
     kvc: &KVCluster,
     namespace: &str,
+    cluster_secret: &[u8],
 ) -> Result<Result<World, TlsSecretError>, ReconcileError> {
     let name = kvc.name_any();
     let sets: Api<StatefulSet> = Api::namespaced(ctx.client.clone(), namespace);
@@ -57,7 +62,7 @@ pub async fn observe(
         .items;
     let nodes = NodePods::new(&name, pods);
     let connector = match admin_connector(ctx, kvc, namespace).await {
-        Ok(connector) => connector,
+        Ok(connector) => connector.with_cluster_secret(cluster_secret, ADMIN_ISSUER),
         Err(missing) => return Ok(Err(missing)),
     };
     let ring = ring_view(ctx, &connector, &nodes).await;
