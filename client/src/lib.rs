@@ -198,16 +198,41 @@ impl Client {
         Ok(())
     }
 
-    /// Pairs of a key range.
+    /// Pairs of a key range: up to `limit` (the node's `--max-scan-limit`
+    /// when 0). A response the node ended early at its `--max-scan-bytes`
+    /// says `more`, and the scan goes on after its last key.
     pub async fn scan(&mut self, options: ScanOptions) -> Result<Vec<KvPair>, ClientError> {
-        let request = RawScanRequest {
-            start_key: options.start.into(),
-            end_key: options.end.into(),
-            limit: options.limit,
-            key_only: options.key_only,
-            reverse: options.reverse,
-            consistency: None,
-        };
-        Ok(self.raw.raw_scan(request).await?.into_inner().kvs)
+        let mut out: Vec<KvPair> = Vec::new();
+        let (mut start, mut end) = (Bytes::from(options.start), Bytes::from(options.end));
+        loop {
+            let limit = match options.limit {
+                0 => 0,
+                limit => limit.saturating_sub(u32::try_from(out.len()).unwrap_or(u32::MAX)),
+            };
+            let request = RawScanRequest {
+                start_key: start.clone(),
+                end_key: end.clone(),
+                limit,
+                key_only: options.key_only,
+                reverse: options.reverse,
+                consistency: None,
+            };
+            let page = self.raw.raw_scan(request).await?.into_inner();
+            let Some(last) = page.kvs.last() else {
+                return Ok(out);
+            };
+            if options.reverse {
+                end = last.key.clone();
+            } else {
+                let mut next = last.key.to_vec();
+                next.push(0);
+                start = Bytes::from(next);
+            }
+            out.extend(page.kvs);
+            let enough = options.limit != 0 && out.len() >= options.limit as usize;
+            if !page.more || enough {
+                return Ok(out);
+            }
+        }
     }
 }

@@ -4,12 +4,19 @@
 use ringkv_proto::MAX_KEY_BYTES;
 use tonic::Status;
 
+/// `--max-scan-bytes`' default: a page moves on quickly and a few in flight
+/// cost little memory.
+pub const DEFAULT_MAX_SCAN_BYTES: usize = 4 << 20;
+
 /// Request limits of one node.
 #[derive(Debug, Clone)]
 pub struct Limits {
     pub max_value_bytes: usize,
     pub max_batch_keys: usize,
     pub max_scan_limit: usize,
+    /// Bytes of keys and values one scan response, or one replica's page of
+    /// a scan, holds at most (plus the pair that crosses it).
+    pub max_scan_bytes: usize,
     pub max_request_bytes: usize,
     /// The Replica service's decoding limit: a record may hold up to
     /// `--max-record-bytes` of siblings, more than a client request.
@@ -22,6 +29,7 @@ impl Default for Limits {
             max_value_bytes: 8 << 20,
             max_batch_keys: 1024,
             max_scan_limit: 10_000,
+            max_scan_bytes: DEFAULT_MAX_SCAN_BYTES,
             max_request_bytes: 16 << 20,
             max_peer_message_bytes: (32 << 20) + (1 << 20),
         }

@@ -4,6 +4,7 @@
 //! gRPC statuses.
 
 pub(crate) mod admin;
+pub(crate) mod admission;
 pub(crate) mod limits;
 pub(crate) mod peer_auth;
 pub(crate) mod rawkv;

@@ -227,13 +227,16 @@ impl RawKvService {
             limit,
             key_only: req.key_only,
             reverse: req.reverse,
+            max_bytes: Some(self.limits.max_scan_bytes),
         };
         let found = self.coordinator.scan(range, r, meta.deadline).await?;
         Ok(RawScanResponse {
             kvs: found
+                .pairs
                 .into_iter()
                 .filter_map(|(key, record)| self.pair(key, &record, req.key_only))
                 .collect(),
+            more: found.more,
         })
     }
 

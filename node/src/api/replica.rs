@@ -137,19 +137,24 @@ impl ReplicaService {
         fence(&self.coordinator, &request)?;
         let req = request.into_inner();
         let limit = self.limits.scan(&req.start_key, &req.end_key, req.limit)?;
+        let cap = self.limits.max_scan_bytes;
+        let asked = usize::try_from(req.max_bytes).unwrap_or(usize::MAX);
         let range = ScanRange {
             start: req.start_key,
             end: req.end_key,
             limit,
             key_only: false,
             reverse: req.reverse,
+            max_bytes: Some(if asked == 0 { cap } else { asked.min(cap) }),
         };
         let refilling = self.coordinator.refill().unserved();
         let local = self.local.clone();
-        let records = blocking(move || local.scan(&range)).await?;
+        let page = blocking(move || local.scan(&range)).await?;
         Ok(ReplicaScanResponse {
             refilling,
-            records: records
+            full: page.full,
+            records: page
+                .records
                 .into_iter()
                 .map(|(key, record)| ReplicaRecord {
                     key,

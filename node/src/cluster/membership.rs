@@ -16,14 +16,18 @@ use std::{
 };
 
 use chitchat::{
-    spawn_chitchat, transport::UdpTransport, ChitchatConfig, ChitchatHandle, ChitchatId,
-    FailureDetectorConfig, ProtocolVersion,
+    spawn_chitchat, ChitchatConfig, ChitchatHandle, ChitchatId, FailureDetectorConfig,
+    ProtocolVersion,
 };
+use prometheus_client::metrics::gauge::Gauge;
 use tokio::sync::watch;
 
 use crate::{
     cluster::contact::{Contact, Touch},
     cluster::discovery::SeedProvider,
+    cluster::gossip_transport::{GossipKey, RefusedDatagrams, SealedUdpTransport},
+    cluster::identity::{Bindings, Claim, Conflict},
+    server::log_limit::LogLimit,
 };
 
 const KEY_GRPC: &str = "grpc";
@@ -170,6 +174,16 @@ pub struct SelfInfo {
     pub gossip_interval: Duration,
 }
 
+/// How gossip is guarded, and where it reports what it refused.
+#[derive(Clone, Default)]
+pub struct GossipGuard {
+    /// Seals every datagram; `None` without a cluster secret.
+    pub key: Option<GossipKey>,
+    pub refused_datagrams: RefusedDatagrams,
+    /// Node ids that live processes at more than one address claim now.
+    pub identity_conflicts: Gauge,
+}
+
 /// This node's membership: its gossip server and the live view of peers.
 pub struct Membership {
     handle: Arc<ChitchatHandle>,
@@ -192,6 +206,7 @@ impl Membership {
     pub async fn start(
         me: SelfInfo,
         seeds: Arc<dyn SeedProvider>,
+        guard: GossipGuard,
     ) -> Result<Self, MembershipError> {
         let chitchat_id = ChitchatId::new(me.id.clone(), generation_now(), me.gossip_advertise);
         let interval = me.gossip_interval;
@@ -221,7 +236,8 @@ impl Membership {
         if let Some(zone) = &me.zone {
             initial.push((KEY_ZONE.to_string(), zone.clone()));
         }
-        let handle = spawn_chitchat(config, initial, &UdpTransport)
+        let transport = SealedUdpTransport::new(guard.key.clone(), guard.refused_datagrams.clone());
+        let handle = spawn_chitchat(config, initial, &transport)
             .await
             .map_err(|e| MembershipError::Start {
                 addr: me.gossip_listen,
@@ -239,7 +255,11 @@ impl Membership {
             tx,
             seeds,
             interval,
-            me.id.clone(),
+            Identity {
+                bindings: Bindings::new(&me.id, me.gossip_advertise),
+                self_id: me.id.clone(),
+                conflicts: guard.identity_conflicts,
+            },
             contact.clone(),
         ));
         let membership = Self {
@@ -317,14 +337,56 @@ impl Membership {
     }
 }
 
+/// Which process stands for each node id, and how conflicts are reported.
+struct Identity {
+    bindings: Bindings,
+    self_id: String,
+    conflicts: Gauge,
+}
+
+impl Identity {
+    /// Sets the gauge and logs the conflicts, at most once per interval: an
+    /// impostor of this node's own id is an error someone must fix.
+    fn report(&self, conflicts: &[Conflict], log: &LogLimit) {
+        self.conflicts.set(conflicts.len() as i64);
+        if conflicts.is_empty() {
+            return;
+        }
+        let Some(held_back) = log.admit() else {
+            return;
+        };
+        for conflict in conflicts {
+            if conflict.id == self.self_id {
+                tracing::error!(
+                    node_id = %conflict.id,
+                    this_node = %conflict.kept,
+                    others = ?conflict.refused,
+                    held_back,
+                    "another live process gossips with this node's id: this node keeps the id and every peer refuses the other, but stop it (two processes must never share a --node-id)"
+                );
+            } else {
+                tracing::warn!(
+                    node_id = %conflict.id,
+                    kept = %conflict.kept,
+                    refused = ?conflict.refused,
+                    held_back,
+                    "node id claimed by live processes at more than one address: the first stays the member until it is declared dead; the others are refused"
+                );
+            }
+        }
+    }
+}
+
 async fn refresh_loop(
     handle: Arc<ChitchatHandle>,
     tx: watch::Sender<Arc<View>>,
     seeds: Arc<dyn SeedProvider>,
     interval: Duration,
-    self_id: String,
+    mut identity: Identity,
     contact: Arc<Contact>,
 ) {
+    let conflict_log = LogLimit::new(Duration::from_secs(10));
+    let self_id = identity.self_id.clone();
     let chitchat = handle.chitchat();
     let mut ticker = tokio::time::interval(interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -345,7 +407,9 @@ async fn refresh_loop(
                     .insert(id.clone(), beat)
                     .is_none_or(|before| before < beat);
             }
-            (build_view(&guard), heard)
+            let (view, conflicts) = build_view(&guard, &mut identity.bindings);
+            identity.report(&conflicts, &conflict_log);
+            (view, heard)
         };
         contact.pass(std::time::Instant::now(), heard);
         let lonely = !view.peers.values().any(|p| p.alive && p.id != self_id);
@@ -381,9 +445,12 @@ async fn refresh_loop(
     }
 }
 
-fn build_view(chitchat: &chitchat::Chitchat) -> View {
+/// The view from chitchat's node states: one peer per node id, chosen by
+/// `bindings` among the states that claim it, and the ids claimed by live
+/// processes at more than one address.
+fn build_view(chitchat: &chitchat::Chitchat, bindings: &mut Bindings) -> (View, Vec<Conflict>) {
     let live: std::collections::HashSet<&ChitchatId> = chitchat.live_nodes().collect();
-    let mut peers: BTreeMap<String, Peer> = BTreeMap::new();
+    let mut claims: BTreeMap<String, Vec<Peer>> = BTreeMap::new();
     for (id, state) in chitchat.node_states() {
         let alive = live.contains(id);
         let get = |key: &str| state.get(key).map(str::to_string);
@@ -414,15 +481,24 @@ fn build_view(chitchat: &chitchat::Chitchat) -> View {
             hints_pending: get(KEY_HINTS).and_then(|s| s.parse().ok()).unwrap_or(0),
             refilling: get(KEY_REFILLING).and_then(|s| s.parse().ok()).unwrap_or(0),
         };
-        // A restarted node appears once per generation; the newest wins.
-        match peers.get(&peer.id) {
-            Some(existing) if existing.generation > peer.generation => {}
-            _ => {
-                peers.insert(peer.id.clone(), peer);
-            }
-        }
+        claims.entry(peer.id.clone()).or_default().push(peer);
     }
-    View { peers }
+    let mut peers = BTreeMap::new();
+    let mut conflicts = Vec::new();
+    for (id, mut states) in claims {
+        let summary: Vec<Claim> = states
+            .iter()
+            .map(|p| Claim {
+                generation: p.generation,
+                gossip: p.gossip,
+                alive: p.alive,
+            })
+            .collect();
+        let (chosen, conflict) = bindings.choose(&id, &summary);
+        conflicts.extend(conflict);
+        peers.insert(id, states.swap_remove(chosen));
+    }
+    (View { peers }, conflicts)
 }
 
 #[cfg(test)]
@@ -477,12 +553,16 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn discovered_seeds_are_listed_again_while_alone_and_rarely_otherwise() {
         let b_addr: SocketAddr = "127.0.67.2:7946".parse().expect("addr");
-        let b = Membership::start(me("b", b_addr), Arc::new(StaticSeeds { seeds: vec![] }))
-            .await
-            .expect("start b");
+        let b = Membership::start(
+            me("b", b_addr),
+            Arc::new(StaticSeeds { seeds: vec![] }),
+            GossipGuard::default(),
+        )
+        .await
+        .expect("start b");
         let listing = Arc::new(Listing::default());
         let a_addr: SocketAddr = "127.0.67.1:7946".parse().expect("addr");
-        let a = Membership::start(me("a", a_addr), listing.clone())
+        let a = Membership::start(me("a", a_addr), listing.clone(), GossipGuard::default())
             .await
             .expect("start a");
 

@@ -91,6 +91,9 @@ pub(crate) struct ReadReply {
 /// One replica's answer to a scan.
 pub(crate) struct ScanReply {
     pub records: Vec<(Bytes, Siblings)>,
+    /// The page stopped at its limit or byte cap: records past its last one
+    /// may exist.
+    pub full: bool,
     /// Partitions the replica still refills: its records of them count
     /// toward no quorum.
     pub refilling: Vec<u32>,
@@ -255,8 +258,12 @@ impl PeerRpc {
         if self.is_me(&call) {
             let (local, range) = (self.local.clone(), range.clone());
             let refilling = self.refill.unserved();
-            let records = blocking(move || local.scan(&range)).await?;
-            return Ok(ScanReply { records, refilling });
+            let page = blocking(move || local.scan(&range)).await?;
+            return Ok(ScanReply {
+                records: page.records,
+                full: page.full,
+                refilling,
+            });
         }
         let request = Self::request(
             &call,
@@ -265,10 +272,11 @@ impl PeerRpc {
                 end_key: range.end.clone(),
                 limit: u32::try_from(range.limit).unwrap_or(u32::MAX),
                 reverse: range.reverse,
+                max_bytes: range.max_bytes.map_or(0, |cap| cap as u64),
             },
         );
         let reply = self.client(&call)?.scan_local(request).await?.into_inner();
-        let records = reply
+        let records: Vec<(Bytes, Siblings)> = reply
             .records
             .into_iter()
             .map(|r| {
@@ -277,8 +285,12 @@ impl PeerRpc {
                     .map_err(|e| Self::unreadable(call.node, e))
             })
             .collect::<Result<_, _>>()?;
+        // A node from before the byte cap never sets `full`: a page of
+        // `limit` records is full too.
+        let full = reply.full || records.len() >= range.limit;
         Ok(ScanReply {
             records,
+            full,
             refilling: reply.refilling,
         })
     }

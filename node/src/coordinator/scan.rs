@@ -13,6 +13,16 @@ use crate::{
     versions::Siblings,
 };
 
+/// What a scan found.
+#[derive(Debug, Default)]
+pub struct ScanOutcome {
+    /// Keys with at least one visible value, in scan order.
+    pub pairs: Vec<(Bytes, Siblings)>,
+    /// The scan stopped at the range's byte cap: pairs past the last one
+    /// may exist.
+    pub more: bool,
+}
+
 impl Coordinator {
     /// Scans a key range: every live member returns its own records, of
     /// which only those of partitions it owns in the current layout count
@@ -21,13 +31,15 @@ impl Coordinator {
     /// or the scan fails with UNAVAILABLE naming the partitions short of R,
     /// rather than silently returning part of the range. Pages continue
     /// past keys that every copy shows deleted, until `limit` visible pairs
-    /// are found.
+    /// are found or their keys and visible values reach the range's byte
+    /// cap (each replica's page is capped the same way, so one scan holds
+    /// at most a page per member in memory).
     pub async fn scan(
         &self,
         range: ScanRange,
         read_quorum: Option<u32>,
         deadline: Option<Deadline>,
-    ) -> Result<Vec<(Bytes, Siblings)>, CoordinatorError> {
+    ) -> Result<ScanOutcome, CoordinatorError> {
         let r = self.read_quorum(read_quorum)?;
         let state = self.coordinating_state()?;
         let layout = state.current.clone();
@@ -50,6 +62,7 @@ impl Coordinator {
         let page = range.limit.clamp(1, 10_000);
         let mut cursor = range.clone();
         let mut out = Vec::new();
+        let mut bytes = 0usize;
         loop {
             let pages = futures::future::join_all(members.iter().map(|node| {
                 let page = ScanRange {
@@ -69,7 +82,11 @@ impl Coordinator {
             let mut answers = vec![0usize; partitions as usize];
             let mut answered = Vec::new();
             for (node, result) in members.iter().zip(pages) {
-                let ScanReply { records, refilling } = match result {
+                let ScanReply {
+                    records,
+                    full: reply_full,
+                    refilling,
+                } = match result {
                     Ok(reply) => reply,
                     Err(status) => {
                         tracing::debug!(%node, %status, "replica scan failed");
@@ -83,7 +100,7 @@ impl Coordinator {
                 for (p, count) in answers.iter_mut().enumerate() {
                     *count += usize::from(counts(p as u32));
                 }
-                if records.len() >= page {
+                if reply_full {
                     if let Some((last, _)) = records.last() {
                         frontier = Some(match (frontier, range.reverse) {
                             (None, _) => last.clone(),
@@ -135,15 +152,22 @@ impl Coordinator {
                 if beyond {
                     break;
                 }
-                if !visible_values(&record, mode).is_empty() {
+                let visible = visible_values(&record, mode);
+                if !visible.is_empty() {
+                    let values: usize = visible.iter().map(|v| v.len()).sum();
+                    bytes += key.len() + if range.key_only { 0 } else { values };
                     out.push((key, record));
-                    if out.len() >= range.limit {
-                        return Ok(out);
+                    if range.is_full(out.len(), bytes) {
+                        let more = range.max_bytes.is_some_and(|cap| bytes >= cap);
+                        return Ok(ScanOutcome { pairs: out, more });
                     }
                 }
             }
             let Some(frontier) = frontier else {
-                return Ok(out);
+                return Ok(ScanOutcome {
+                    pairs: out,
+                    more: false,
+                });
             };
             if range.reverse {
                 cursor.end = frontier;

@@ -114,6 +114,15 @@ pub struct Update {
     pub blind: bool,
 }
 
+/// A page of this node's records of a range.
+#[derive(Debug)]
+pub struct ScanPage {
+    pub records: Vec<(Bytes, Siblings)>,
+    /// The page stopped at the range's limit or byte cap: records past its
+    /// last one may exist.
+    pub full: bool,
+}
+
 /// The local replica store of one node.
 pub struct LocalReplica {
     storage: Arc<RocksStorage>,
@@ -506,15 +515,18 @@ impl LocalReplica {
     }
 
     /// This node's records of a range, tombstones included.
-    pub fn scan(&self, range: &ScanRange) -> Result<Vec<(Bytes, Siblings)>, ReplicaError> {
-        self.storage
-            .scan(range)?
+    pub fn scan(&self, range: &ScanRange) -> Result<ScanPage, ReplicaError> {
+        let pairs = self.storage.scan(range)?;
+        let bytes = pairs.iter().map(|kv| kv.key.len() + kv.value.len()).sum();
+        let full = range.is_full(pairs.len(), bytes);
+        let records = pairs
             .into_iter()
             .map(|kv| {
                 let record = Siblings::decode(&kv.value).map_err(ReplicaError::Corrupt)?;
                 Ok((kv.key, record))
             })
-            .collect()
+            .collect::<Result<_, ReplicaError>>()?;
+        Ok(ScanPage { records, full })
     }
 }
 

@@ -7,7 +7,8 @@ use clap::{Parser, ValueEnum};
 use ringkv_proto::peer_auth::{ClusterKey, DEFAULT_PEER_PORT};
 
 use crate::{
-    api::limits::Limits,
+    api::limits::{Limits, DEFAULT_MAX_SCAN_BYTES},
+    cluster::gossip_transport::GossipKey,
     replica::{RecordBound, DEFAULT_MAX_RECORD_BYTES, DEFAULT_MAX_SIBLINGS},
     ring::DEFAULT_PARTITIONS,
     storage::Durability,
@@ -135,6 +136,25 @@ pub struct NodeConfig {
     /// Most pairs one RawScan returns; larger limits are capped to it.
     #[arg(long, env = "RINGKV_MAX_SCAN_LIMIT", default_value_t = 10_000)]
     pub max_scan_limit: usize,
+
+    /// Most bytes of keys and values one RawScan response holds, and one
+    /// replica's page of a scan: past it the response ends early (with
+    /// `more` set) after the pair that crossed it. Bounds the memory a scan
+    /// of large values takes, however slowly its client reads.
+    #[arg(long, env = "RINGKV_MAX_SCAN_BYTES", default_value_t = DEFAULT_MAX_SCAN_BYTES)]
+    pub max_scan_bytes: usize,
+
+    /// Most client requests the node serves at once, from their headers
+    /// until their answer is sent; one more is refused at once with
+    /// RESOURCE_EXHAUSTED, before its body is read. With
+    /// --max-request-bytes it bounds the memory requests take.
+    #[arg(long, env = "RINGKV_MAX_CONCURRENT_REQUESTS", default_value_t = 128)]
+    pub max_concurrent_requests: usize,
+
+    /// Most concurrent requests (HTTP/2 streams) one client connection may
+    /// open; the client queues the rest.
+    #[arg(long, env = "RINGKV_MAX_CONCURRENT_STREAMS", default_value_t = 128)]
+    pub max_concurrent_streams: u32,
 
     /// Largest encoded gRPC request, in bytes. Larger requests are refused
     /// before they are buffered, which bounds the memory one request can take.
@@ -382,6 +402,14 @@ impl NodeConfig {
             .map(|secret| ClusterKey::new(secret.as_bytes()))
     }
 
+    /// The key gossip datagrams are sealed with, when the cluster has a
+    /// secret.
+    pub fn gossip_key(&self) -> Option<GossipKey> {
+        self.cluster_secret
+            .as_deref()
+            .map(|secret| GossipKey::new(secret.as_bytes()))
+    }
+
     pub fn gossip_listen(&self) -> SocketAddr {
         self.gossip_listen
             .unwrap_or_else(|| SocketAddr::new(self.listen.ip(), 7946))
@@ -439,6 +467,7 @@ impl NodeConfig {
             max_value_bytes: self.max_value_bytes,
             max_batch_keys: self.max_batch_keys,
             max_scan_limit: self.max_scan_limit,
+            max_scan_bytes: self.max_scan_bytes.max(1),
             max_request_bytes: self.max_request_bytes,
             max_peer_message_bytes: self.max_request_bytes.max(
                 self.max_record_bytes

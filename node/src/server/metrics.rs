@@ -10,14 +10,14 @@ use prometheus_client::{
     metrics::{
         counter::{ConstCounter, Counter},
         family::Family,
-        gauge::ConstGauge,
+        gauge::{ConstGauge, Gauge},
         histogram::{exponential_buckets, Histogram},
     },
     registry::Registry,
 };
 use tonic::{Code, Status};
 
-use crate::storage::RocksStorage;
+use crate::{cluster::gossip_transport::RefusedDatagrams, storage::RocksStorage};
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RpcLabels {
@@ -89,11 +89,13 @@ pub struct ReplicationMetrics {
     pub handoff_keys_received: Counter,
 }
 
-/// Counters of what outsiders tried: peer-port calls refused for their
-/// credentials.
+/// What outsiders tried: peer-port calls refused for their credentials,
+/// gossip datagrams dropped, node ids claimed twice.
 #[derive(Debug, Clone, Default)]
 pub struct SecurityMetrics {
     pub peer_calls_refused: Counter,
+    pub gossip_datagrams_refused: RefusedDatagrams,
+    pub gossip_identity_conflicts: Gauge,
 }
 
 /// Exposes RocksDB's properties and tickers at scrape time.
@@ -179,6 +181,8 @@ pub struct Metrics {
     pub replication: ReplicationMetrics,
     pub repair: crate::sync::anti_entropy::RepairMetrics,
     pub security: SecurityMetrics,
+    /// Client requests refused past --max-concurrent-requests.
+    pub requests_shed: Counter,
 }
 
 impl Metrics {
@@ -254,12 +258,29 @@ impl Metrics {
             "Calls on the peer port refused for a missing, forged or stale token",
             security.peer_calls_refused.clone(),
         );
+        registry.register(
+            "gossip_datagrams_refused",
+            "Gossip datagrams dropped: without a valid seal (reason bad_tag), undecodable, or too large to send once sealed",
+            security.gossip_datagrams_refused.clone(),
+        );
+        registry.register(
+            "gossip_identity_conflicts",
+            "Node ids that live processes at more than one address claim now; the first stays the member",
+            security.gossip_identity_conflicts.clone(),
+        );
+        let requests_shed = Counter::default();
+        registry.register(
+            "requests_shed",
+            "Client requests refused with RESOURCE_EXHAUSTED past --max-concurrent-requests",
+            requests_shed.clone(),
+        );
         Self {
             registry,
             rpc,
             replication,
             repair,
             security,
+            requests_shed,
         }
     }
 

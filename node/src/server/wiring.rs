@@ -13,10 +13,11 @@ use tonic::{service::interceptor::InterceptedService, transport::Server};
 use tonic_health::{server::HealthReporter, ServingStatus};
 
 use crate::{
+    api::admission::AdmissionLayer,
     api::rawkv::RawKvService,
     api::{admin::AdminService, peer_auth::VerifyPeer, replica::ReplicaService},
     cluster::discovery::{DiscoveryError, KubernetesSeeds, SeedProvider, StaticSeeds},
-    cluster::membership::{Membership, MembershipError, SelfInfo},
+    cluster::membership::{GossipGuard, Membership, MembershipError, SelfInfo},
     cluster::peers::PeerClients,
     cluster::rpc::PeerRpc,
     coordinator::{Coordinator, CoordinatorConfig, CoordinatorParts, Quorums},
@@ -235,6 +236,11 @@ pub async fn run(
                 gossip_interval: Duration::from_millis(config.gossip_interval_ms.max(10)),
             },
             seeds,
+            GossipGuard {
+                key: config.gossip_key(),
+                refused_datagrams: metrics.security.gossip_datagrams_refused.clone(),
+                identity_conflicts: metrics.security.gossip_identity_conflicts.clone(),
+            },
         )
         .await?,
     );
@@ -461,7 +467,11 @@ pub async fn run(
                 .map_err(|source| NodeError::Grpc { addr, source })
         })
     });
-    let mut server = Server::builder();
+    // Keepalive pings find connections whose peer vanished without a FIN,
+    // so they do not hold a slot forever.
+    let mut server = Server::builder()
+        .http2_keepalive_interval(Some(Duration::from_secs(30)))
+        .http2_keepalive_timeout(Some(Duration::from_secs(20)));
     if let Some(tls) = &tls {
         server = server
             .tls_config(tls.server.clone())
@@ -505,7 +515,13 @@ pub async fn run(
                 })
         })
     };
+    let admission = AdmissionLayer::new(
+        config.max_concurrent_requests,
+        metrics.requests_shed.clone(),
+    );
     let serving = server
+        .max_concurrent_streams(config.max_concurrent_streams)
+        .layer(admission)
         .add_service(health_service)
         .add_service(reflection)
         .add_service(rawkv)

@@ -41,6 +41,18 @@ pub struct ScanRange {
     pub key_only: bool,
     /// Walk from the end of the range towards its start.
     pub reverse: bool,
+    /// Stop once the pairs returned hold this many bytes of keys and
+    /// values (at least one pair is returned, so a scan always moves on);
+    /// `None` for no cap.
+    pub max_bytes: Option<usize>,
+}
+
+impl ScanRange {
+    /// Whether a page of `pairs` pairs holding `bytes` bytes stopped at a
+    /// limit, so pairs past its last one may exist.
+    pub fn is_full(&self, pairs: usize, bytes: usize) -> bool {
+        pairs >= self.limit || self.max_bytes.is_some_and(|cap| bytes >= cap)
+    }
 }
 
 /// A key and its live value.

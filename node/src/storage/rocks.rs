@@ -525,12 +525,19 @@ impl Storage for RocksStorage {
         }
         let now = now_millis();
         let mut out = Vec::new();
-        while out.len() < range.limit {
+        let mut bytes = 0usize;
+        while !range.is_full(out.len(), bytes) {
             let (Some(key), Some(raw)) = (iter.key(), iter.value()) else {
                 break;
             };
             let stored = StoredValue::decode(key, raw)?;
             if !stored.is_expired(now) {
+                bytes += key.len()
+                    + if range.key_only {
+                        0
+                    } else {
+                        stored.value.len()
+                    };
                 out.push(KeyValue {
                     key: Bytes::copy_from_slice(key),
                     value: if range.key_only {
@@ -777,7 +784,7 @@ mod tests {
         #[test]
         fn scan_matches_model(ops in proptest::collection::vec(op(), 1..200),
                               start in any::<u8>(), len in 0u8..=255, limit in 1usize..300,
-                              reverse in any::<bool>()) {
+                              reverse in any::<bool>(), max_bytes in proptest::option::of(1usize..400)) {
             let dir = tempfile::tempdir().expect("tempdir");
             let storage = open(dir.path());
             let mut model = BTreeMap::new();
@@ -802,15 +809,27 @@ mod tests {
                 limit,
                 key_only: false,
                 reverse,
+                max_bytes,
             };
             let got: Vec<(Vec<u8>, Vec<u8>)> = storage.scan(&range).expect("scan")
                 .into_iter().map(|kv| (kv.key.to_vec(), kv.value.to_vec())).collect();
             let in_range = model.range(vec![start]..vec![end]).map(|(k, v)| (k.clone(), v.clone()));
-            let want: Vec<_> = if reverse {
-                in_range.rev().take(limit).collect()
+            let ordered: Vec<_> = if reverse {
+                in_range.rev().collect()
             } else {
-                in_range.take(limit).collect()
+                in_range.collect()
             };
+            // Pairs are taken while fewer than `limit` were and their bytes
+            // stay under the cap: the pair that reaches the cap is the last.
+            let mut want = Vec::new();
+            let mut bytes = 0;
+            for (k, v) in ordered {
+                if want.len() >= limit || max_bytes.is_some_and(|cap| bytes >= cap) {
+                    break;
+                }
+                bytes += k.len() + v.len();
+                want.push((k, v));
+            }
             prop_assert_eq!(got, want);
         }
     }

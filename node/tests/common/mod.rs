@@ -171,8 +171,12 @@ impl TestNode {
             .arg(self.metrics.to_string())
             .arg("--data-dir")
             .arg(&self.data_dir)
-            .arg("--node-id")
-            .arg(format!("test-{}", self.ip))
+            .args(
+                (!self.args.iter().any(|a| a == "--node-id"))
+                    .then(|| ["--node-id".to_string(), self.node_id()])
+                    .into_iter()
+                    .flatten(),
+            )
             .args(&self.args)
             .env("RINGKV_LOG", "warn")
             .stdin(Stdio::null())
@@ -290,11 +294,20 @@ impl TestNode {
 
     /// Resident memory of the process, from /proc.
     pub fn rss_bytes(&self) -> u64 {
+        self.status_bytes("VmRSS:")
+    }
+
+    /// The process's peak resident set size so far.
+    pub fn peak_rss_bytes(&self) -> u64 {
+        self.status_bytes("VmHWM:")
+    }
+
+    fn status_bytes(&self, field: &str) -> u64 {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid()))
             .expect("read /proc status");
         status
             .lines()
-            .find_map(|line| line.strip_prefix("VmRSS:"))
+            .find_map(|line| line.strip_prefix(field))
             .and_then(|rest| {
                 rest.trim()
                     .trim_end_matches("kB")
@@ -303,7 +316,7 @@ impl TestNode {
                     .ok()
             })
             .map(|kb| kb * 1024)
-            .expect("VmRSS in /proc status")
+            .unwrap_or_else(|| panic!("{field} in /proc status"))
     }
 
     /// The node's /metrics page.
@@ -463,8 +476,12 @@ impl TestCluster {
 }
 
 impl TestNode {
+    /// `--node-id` if the test gave one, else `test-IP`.
     pub fn node_id(&self) -> String {
-        format!("test-{}", self.ip)
+        let given = self.args.iter().position(|a| a == "--node-id");
+        given
+            .and_then(|at| self.args.get(at + 1).cloned())
+            .unwrap_or_else(|| format!("test-{}", self.ip))
     }
 
     /// This node's own record of `key`, read through the replica API.
