@@ -510,6 +510,9 @@ async fn a_node_with_another_partition_count_refuses_to_join() {
                 "127.0.27.9:9379",
             ])
             .args(["--node-id", "odd-one", "--partitions", "128"])
+            // The cluster's secret: without it the cluster's gossip would
+            // not even reach it.
+            .args(["--cluster-secret", common::TEST_SECRET])
             .args(["--seeds", &format!("{}:7946", cluster.nodes[0].ip)])
             .arg("--data-dir")
             .arg(data.path())

@@ -241,7 +241,7 @@ impl Membership {
             .await
             .map_err(|e| MembershipError::Start {
                 addr: me.gossip_listen,
-                message: e.to_string(),
+                message: format!("{e:#}"),
             })?;
         let (tx, view) = watch::channel(Arc::new(View::default()));
         let handle = Arc::new(handle);
