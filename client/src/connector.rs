@@ -21,6 +21,9 @@ pub struct Connector {
     key: Option<ClusterKey>,
     /// The name tokens carry, for the nodes' logs.
     issuer: Option<String>,
+    /// How long any call may wait for its answer, unless the call sets a
+    /// shorter `grpc-timeout` of its own.
+    request_timeout: Option<Duration>,
 }
 
 impl Connector {
@@ -53,6 +56,15 @@ impl Connector {
     pub fn with_cluster_secret(mut self, secret: &[u8], issuer: &str) -> Self {
         self.key = Some(ClusterKey::new(secret));
         self.issuer = Some(issuer.to_string());
+        self
+    }
+
+    /// Gives every call made through this connector's channels at most
+    /// `timeout` to be answered (a call's own shorter deadline still
+    /// wins): a node that stops answering fails the call instead of
+    /// holding the caller forever.
+    pub fn with_request_timeout(mut self, timeout: Duration) -> Self {
+        self.request_timeout = Some(timeout);
         self
     }
 
@@ -92,10 +104,13 @@ impl Connector {
             endpoint: address.to_string(),
             source,
         };
-        let endpoint = Endpoint::from_shared(uri)
+        let mut endpoint = Endpoint::from_shared(uri)
             .map_err(invalid)?
             .connect_timeout(Duration::from_secs(5))
             .tcp_nodelay(true);
+        if let Some(timeout) = self.request_timeout {
+            endpoint = endpoint.timeout(timeout);
+        }
         match &self.tls {
             Some(tls) => endpoint.tls_config(tls.clone()).map_err(invalid),
             None => Ok(endpoint),

@@ -698,6 +698,7 @@ async fn finish(
 #[tokio::test]
 async fn generated_histories_survive_crashes_pauses_and_wiped_disks() {
     let seed = seed();
+    println!("history seed {seed}: RINGKV_HISTORY_SEED={seed} replays its choices");
     let mut rng = StdRng::seed_from_u64(seed);
     let args = [
         "--replica-timeout-ms",
@@ -778,6 +779,7 @@ async fn generated_histories_survive_crashes_pauses_and_wiped_disks() {
 #[tokio::test]
 async fn generated_histories_survive_joins_and_decommissions() {
     let seed = seed();
+    println!("history seed {seed}: RINGKV_HISTORY_SEED={seed} replays its choices");
     let mut rng = StdRng::seed_from_u64(seed);
     let args = ["--replica-timeout-ms", "800", "--hinted-handoff", "false"];
     let mut cluster = TestCluster::start(61, 4, &args).await;

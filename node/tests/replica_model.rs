@@ -208,6 +208,7 @@ impl SimNode {
             write_buffer_bytes: 1 << 20,
             block_cache_bytes: 1 << 20,
             in_memory: Some(disk.clone()),
+            ..Default::default()
         };
         let storage =
             Arc::new(RocksStorage::open(Path::new("/db"), id, &options).expect("open storage"));

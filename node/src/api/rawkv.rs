@@ -1,6 +1,8 @@
 //! The RawKV gRPC handlers: validate the request, hand it to the
 //! coordinator, and shape the answer.
 
+use std::time::Duration;
+
 use bytes::Bytes;
 use ringkv_proto::v1::{
     raw_kv_server::RawKv, Consistency, KvPair, RawBatchDeleteRequest, RawBatchDeleteResponse,
@@ -95,18 +97,25 @@ pub struct RawKvService {
     coordinator: Coordinator,
     limits: Limits,
     metrics: RpcMetrics,
+    /// `--request-timeout-ms`: the deadline of a request that sets none.
+    request_timeout: Duration,
 }
 
 /// What handlers need of a client request's metadata after `into_inner`.
 struct Meta {
+    /// Always set: the client's `grpc-timeout`, or `--request-timeout-ms`
+    /// (which [`crate::api::request_deadline`] holds the whole request to).
     deadline: Option<Deadline>,
     forwarded: bool,
 }
 
 impl Meta {
-    fn of<T>(request: &Request<T>) -> Self {
+    fn of<T>(request: &Request<T>, request_timeout: Duration) -> Self {
         Self {
-            deadline: Deadline::of(request.metadata()),
+            deadline: Some(
+                Deadline::of(request.metadata())
+                    .unwrap_or_else(|| Deadline::after(request_timeout)),
+            ),
             forwarded: request.metadata().contains_key(FORWARDED),
         }
     }
@@ -127,11 +136,17 @@ impl Meta {
 }
 
 impl RawKvService {
-    pub fn new(coordinator: Coordinator, limits: Limits, metrics: RpcMetrics) -> Self {
+    pub fn new(
+        coordinator: Coordinator,
+        limits: Limits,
+        metrics: RpcMetrics,
+        request_timeout: Duration,
+    ) -> Self {
         Self {
             coordinator,
             limits,
             metrics,
+            request_timeout,
         }
     }
 
@@ -341,7 +356,7 @@ impl RawKvService {
 /// Times a handler and records its outcome.
 macro_rules! observed {
     ($self:ident, $method:literal, $request:ident, $handler:ident) => {{
-        let meta = Meta::of(&$request);
+        let meta = Meta::of(&$request, $self.request_timeout);
         $self
             .metrics
             .timed($method, $self.$handler($request.into_inner(), meta))

@@ -11,6 +11,7 @@ use ringkv_proto::v1::{
     ReplicaReadResponse, ReplicaRecord, ReplicaScanRequest, ReplicaScanResponse, StreamBatch,
     StreamPartitionsRequest,
 };
+use tokio::sync::Semaphore;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
@@ -78,6 +79,11 @@ pub(crate) struct ReplicaService {
     pub repair_bytes_per_sec: u64,
     /// The rate partitions are streamed at to a receiver.
     pub stream_bytes_per_sec: u64,
+    /// One permit per partition stream being sent (`--max-partition-streams`).
+    pub streams: Arc<Semaphore>,
+    pub max_partition_streams: usize,
+    /// `--stream-stall-timeout-secs`.
+    pub stream_stall_timeout: std::time::Duration,
     pub metrics: RpcMetrics,
 }
 
@@ -231,6 +237,14 @@ impl Replica for ReplicaService {
                 self.ring.version()
             )));
         }
+        // Each stream holds up to three batches until its receiver reads
+        // them: the count of streams is what bounds that memory.
+        let permit = self.streams.clone().try_acquire_owned().map_err(|_| {
+            Status::resource_exhausted(format!(
+                "this node is sending {} partition streams, its limit (--max-partition-streams); retry later",
+                self.max_partition_streams
+            ))
+        })?;
         let req = request.into_inner();
         let partition_count = self.ring.partitions();
         let wanted: BTreeSet<u32> = req.partitions.iter().copied().collect();
@@ -243,12 +257,15 @@ impl Replica for ReplicaService {
         let (tx, rx) = send::channel();
         let source = StreamSource {
             partition_count,
-            wanted,
+            wanted: Arc::new(wanted),
             estimated_keys,
             throttle: Throttle::new(self.stream_bytes_per_sec),
+            stall_timeout: self.stream_stall_timeout,
         };
-        tokio::task::spawn_blocking(move || {
-            source.run(|visit| storage.for_each_after(&req.start_after, visit), &tx)
+        let scan: send::Scan = Arc::new(move |after, visit| storage.for_each_after(after, visit));
+        tokio::spawn(async move {
+            source.run(scan, req.start_after, tx).await;
+            drop(permit);
         });
         Ok(Response::new(ReceiverStream::new(rx)))
     }

@@ -47,7 +47,11 @@ impl Deadline {
 
 /// The standard `grpc-timeout` header: digits and a unit letter.
 fn grpc_timeout(metadata: &MetadataMap) -> Option<Duration> {
-    let raw = metadata.get("grpc-timeout")?.to_str().ok()?;
+    parse_grpc_timeout(metadata.get("grpc-timeout")?.to_str().ok()?)
+}
+
+/// A `grpc-timeout` value: digits and a unit letter.
+pub fn parse_grpc_timeout(raw: &str) -> Option<Duration> {
     let (digits, unit) = raw.split_at(raw.len().checked_sub(1)?);
     let amount: u64 = digits.parse().ok()?;
     Some(match unit {

@@ -114,6 +114,11 @@ impl SealedUdpTransport {
 /// How long a datagram may take across the loopback hop to the codec and
 /// back; only a payload the codec refuses to decode waits this long.
 const CODEC_WAIT: Duration = Duration::from_secs(1);
+/// A second, short wait after [`CODEC_WAIT`]: when the process was stopped
+/// (SIGSTOP, a long pause), the timer and the datagram are both due when it
+/// runs again, and the timer may be seen first. Counting that datagram as
+/// lost would pair every later one with the wrong origin.
+const CODEC_SECOND_CHANCE: Duration = Duration::from_millis(200);
 
 #[tonic::async_trait]
 impl Transport for SealedUdpTransport {
@@ -221,10 +226,24 @@ impl Socket for SealedSocket {
         to: SocketAddr,
         envelope: ChitchatEnvelope,
     ) -> anyhow::Result<SendOutcome> {
+        // Whatever waits at the tap now belongs to an earlier send that gave
+        // up on it; taking it for this one would send every later envelope
+        // one round late.
+        while let Ok(Ok(_)) =
+            tokio::time::timeout(Duration::ZERO, self.tap.recv_from(&mut self.payload_buf)).await
+        {
+        }
         self.codec.send(self.tap_addr, envelope).await?;
         let len = loop {
-            let received =
+            let mut received =
                 tokio::time::timeout(CODEC_WAIT, self.tap.recv_from(&mut self.payload_buf)).await;
+            if received.is_err() {
+                received = tokio::time::timeout(
+                    CODEC_SECOND_CHANCE,
+                    self.tap.recv_from(&mut self.payload_buf),
+                )
+                .await;
+            }
             match received {
                 Ok(Ok((len, from))) if from == self.codec_addr => break len,
                 // Someone else on this host wrote to the tap: not ours.
@@ -265,7 +284,11 @@ impl Socket for SealedSocket {
     async fn recv(&mut self) -> anyhow::Result<RecvOutcome> {
         loop {
             if let Some(&(origin, len)) = self.pending.front() {
-                match tokio::time::timeout(CODEC_WAIT, self.codec.recv()).await {
+                let mut decoded = tokio::time::timeout(CODEC_WAIT, self.codec.recv()).await;
+                if decoded.is_err() {
+                    decoded = tokio::time::timeout(CODEC_SECOND_CHANCE, self.codec.recv()).await;
+                }
+                match decoded {
                     Ok(Ok(decoded)) if decoded.from_addr == self.tap_addr => {
                         self.pending.pop_front();
                         return Ok(RecvOutcome {
@@ -301,6 +324,10 @@ impl Socket for SealedSocket {
             let Some(payload) = self.open(&self.recv_buf[..len], from) else {
                 continue;
             };
+            // With nothing pending, whatever the codec holds is the late
+            // decoding of a datagram already given up on: drop it, so that
+            // it is not taken for this one's.
+            while let Ok(Ok(_)) = tokio::time::timeout(Duration::ZERO, self.codec.recv()).await {}
             self.pending.push_back((from, len));
             if let Err(error) = self.tap.send_to(payload, self.codec_addr).await {
                 self.pending.pop_back();

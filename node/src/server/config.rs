@@ -151,6 +151,29 @@ pub struct NodeConfig {
     #[arg(long, env = "RINGKV_MAX_CONCURRENT_REQUESTS", default_value_t = 128)]
     pub max_concurrent_requests: usize,
 
+    /// Most partition streams (handoff and refill) this node sends at
+    /// once; one more is refused with RESOURCE_EXHAUSTED, and its receiver
+    /// retries. Each holds at most three batches of about 1 MiB.
+    #[arg(long, env = "RINGKV_MAX_PARTITION_STREAMS", default_value_t = 16)]
+    pub max_partition_streams: usize,
+
+    /// Seconds a partition stream's receiver may leave a batch untaken
+    /// before the stream is dropped (the receiver resumes from its cursor).
+    #[arg(long, env = "RINGKV_STREAM_STALL_TIMEOUT_SECS", default_value_t = 60)]
+    pub stream_stall_timeout_secs: u64,
+
+    /// Seconds a new connection, on the client or the peer port, has to
+    /// send the opening of its handshake (the HTTP/2 preface, or the start
+    /// of a TLS hello) before it is closed.
+    #[arg(long, env = "RINGKV_HANDSHAKE_TIMEOUT_SECS", default_value_t = 10)]
+    pub handshake_timeout_secs: u64,
+
+    /// Seconds a connection may send nothing before it is closed. Live
+    /// clients answer the node's keepalive pings every 30 s, so only dead or
+    /// stalled connections reach it.
+    #[arg(long, env = "RINGKV_IDLE_TIMEOUT_SECS", default_value_t = 120)]
+    pub idle_timeout_secs: u64,
+
     /// Most concurrent requests (HTTP/2 streams) one client connection may
     /// open; the client queues the rest.
     #[arg(long, env = "RINGKV_MAX_CONCURRENT_STREAMS", default_value_t = 128)]
@@ -281,6 +304,12 @@ pub struct NodeConfig {
     /// Hints older than this many seconds are dropped (and counted).
     #[arg(long, env = "RINGKV_HINT_MAX_AGE_SECS", default_value_t = 3 * 3600)]
     pub hint_max_age_secs: u64,
+
+    /// Deadline of a client request that sets no `grpc-timeout`, in
+    /// milliseconds: past it the node stops working on the request and
+    /// answers DEADLINE_EXCEEDED, so no request is held forever.
+    #[arg(long, env = "RINGKV_REQUEST_TIMEOUT_MS", default_value_t = 10_000)]
+    pub request_timeout_ms: u64,
 
     /// Timeout of one node-to-node call, in milliseconds, when the client set
     /// no shorter deadline.

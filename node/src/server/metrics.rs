@@ -17,7 +17,10 @@ use prometheus_client::{
 };
 use tonic::{Code, Status};
 
-use crate::{cluster::gossip_transport::RefusedDatagrams, storage::RocksStorage};
+use crate::{
+    cluster::gossip_transport::RefusedDatagrams, server::accept::ConnectionMetrics,
+    storage::RocksStorage,
+};
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RpcLabels {
@@ -183,6 +186,14 @@ pub struct Metrics {
     pub security: SecurityMetrics,
     /// Client requests refused past --max-concurrent-requests.
     pub requests_shed: Counter,
+    connections_refused: Family<PortLabel, Counter>,
+    connections_open: Family<PortLabel, Gauge>,
+}
+
+/// Which gRPC port a connection came to.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PortLabel {
+    port: &'static str,
 }
 
 impl Metrics {
@@ -274,6 +285,18 @@ impl Metrics {
             "Client requests refused with RESOURCE_EXHAUSTED past --max-concurrent-requests",
             requests_shed.clone(),
         );
+        let connections_refused = Family::<PortLabel, Counter>::default();
+        registry.register(
+            "connections_refused",
+            "Connections closed at once past the port's share of file descriptors, or lost to EMFILE, by port",
+            connections_refused.clone(),
+        );
+        let connections_open = Family::<PortLabel, Gauge>::default();
+        registry.register(
+            "connections_open",
+            "Connections open now, by port",
+            connections_open.clone(),
+        );
         Self {
             registry,
             rpc,
@@ -281,6 +304,17 @@ impl Metrics {
             repair,
             security,
             requests_shed,
+            connections_refused,
+            connections_open,
+        }
+    }
+
+    /// The connection metrics of one gRPC port.
+    pub fn connections(&self, port: &'static str) -> ConnectionMetrics {
+        let label = PortLabel { port };
+        ConnectionMetrics {
+            refused: self.connections_refused.get_or_create(&label).clone(),
+            open: self.connections_open.get_or_create(&label).clone(),
         }
     }
 

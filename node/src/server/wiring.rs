@@ -13,9 +13,12 @@ use tonic::{service::interceptor::InterceptedService, transport::Server};
 use tonic_health::{server::HealthReporter, ServingStatus};
 
 use crate::{
-    api::admission::AdmissionLayer,
     api::rawkv::RawKvService,
     api::{admin::AdminService, peer_auth::VerifyPeer, replica::ReplicaService},
+    api::{
+        admission::AdmissionLayer, http2_only::Http2OnlyLayer,
+        request_deadline::RequestDeadlineLayer,
+    },
     cluster::discovery::{DiscoveryError, KubernetesSeeds, SeedProvider, StaticSeeds},
     cluster::membership::{GossipGuard, Membership, MembershipError, SelfInfo},
     cluster::peers::PeerClients,
@@ -26,7 +29,9 @@ use crate::{
         claimant::{self, ClaimantConfig},
         Ring, RingError,
     },
+    server::accept::{self, ConnectionLimits},
     server::config::{ConfigError, Discovery, NodeConfig},
+    server::fd_budget::FdBudget,
     server::lifecycle::Lifecycle,
     server::metrics::{self, Metrics},
     server::readiness,
@@ -153,6 +158,15 @@ pub async fn run(
         path: config.data_dir.display().to_string(),
         source,
     })?;
+    let fds = FdBudget::raise();
+    tracing::info!(
+        limit = fds.limit,
+        raised_from = fds.raised_from,
+        rocksdb_files = fds.rocksdb_files,
+        peer_connections = fds.peer_connections,
+        client_connections = fds.client_connections,
+        "file descriptors"
+    );
     let agreement = Arc::new(Agreement::new(config.partitions));
     let purge = {
         let (agreement, partitions) = (agreement.clone(), config.partitions);
@@ -166,6 +180,7 @@ pub async fn run(
         durability: config.durability(),
         write_buffer_bytes: config.write_buffer_bytes,
         block_cache_bytes: config.block_cache_bytes,
+        max_open_files: fds.rocksdb_files,
         in_memory: None,
     };
     let mut storage = Arc::new(RocksStorage::open(
@@ -353,7 +368,12 @@ pub async fn run(
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1()?;
 
-    let rawkv_service = RawKvService::new(coordinator.clone(), limits.clone(), metrics.rpc.clone());
+    let rawkv_service = RawKvService::new(
+        coordinator.clone(),
+        limits.clone(),
+        metrics.rpc.clone(),
+        Duration::from_millis(config.request_timeout_ms.max(1)),
+    );
     let rawkv = |service: RawKvService| {
         RawKvServer::new(service)
             // Refused from the length prefix, before the body is buffered.
@@ -370,6 +390,11 @@ pub async fn run(
         trees,
         repair_bytes_per_sec: config.anti_entropy_bytes_per_sec,
         stream_bytes_per_sec: config.handoff_bytes_per_sec,
+        streams: Arc::new(tokio::sync::Semaphore::new(
+            config.max_partition_streams.max(1),
+        )),
+        max_partition_streams: config.max_partition_streams.max(1),
+        stream_stall_timeout: Duration::from_secs(config.stream_stall_timeout_secs.max(1)),
         metrics: metrics.rpc.clone(),
     })
     .max_decoding_message_size(limits.max_peer_message_bytes)
@@ -490,6 +515,29 @@ pub async fn run(
             addr: peer_addr,
             source,
         })?;
+    let connection_limits = |port: &'static str, max_connections: usize| ConnectionLimits {
+        port,
+        max_connections,
+        handshake_timeout: Duration::from_secs(config.handshake_timeout_secs.max(1)),
+        idle_timeout: Duration::from_secs(config.idle_timeout_secs.max(1)),
+    };
+    let peer_incoming = accept::incoming(
+        peer_listener,
+        connection_limits("peer", fds.peer_connections),
+        metrics.connections("peer"),
+    );
+    let client_listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .map_err(|source| NodeError::Listen {
+            listener: "client",
+            addr: config.listen,
+            source,
+        })?;
+    let client_incoming = accept::incoming(
+        client_listener,
+        connection_limits("client", fds.client_connections),
+        metrics.connections("client"),
+    );
     let peer_task = {
         let stop = {
             let rx = stop_rx.clone();
@@ -504,10 +552,7 @@ pub async fn run(
                 .add_service(replica)
                 .add_service(admin)
                 .add_service(forwarded)
-                .serve_with_incoming_shutdown(
-                    tokio_stream::wrappers::TcpListenerStream::new(peer_listener),
-                    stop,
-                )
+                .serve_with_incoming_shutdown(peer_incoming, stop)
                 .await
                 .map_err(|source| NodeError::Grpc {
                     addr: peer_addr,
@@ -521,11 +566,17 @@ pub async fn run(
     );
     let serving = server
         .max_concurrent_streams(config.max_concurrent_streams)
+        // HTTP/1 is accepted only to be told, in HTTP, that it is not served.
+        .accept_http1(true)
+        .layer(Http2OnlyLayer)
         .layer(admission)
+        .layer(RequestDeadlineLayer::new(Duration::from_millis(
+            config.request_timeout_ms.max(1),
+        )))
         .add_service(health_service)
         .add_service(reflection)
         .add_service(rawkv)
-        .serve_with_shutdown(config.listen, grpc_shutdown);
+        .serve_with_incoming_shutdown(client_incoming, grpc_shutdown);
     // Draining waits for every open request; one whose client stopped
     // reading would wait forever, and the process with it.
     let drain_timeout = Duration::from_secs(config.shutdown_timeout_secs);

@@ -51,6 +51,9 @@ pub struct RocksStorageOptions {
     /// flushes and compactions, which tests use.
     pub write_buffer_bytes: usize,
     pub block_cache_bytes: usize,
+    /// Table files RocksDB keeps open at most; -1 for all of them. The node
+    /// sets its share of the file descriptors (`server::fd_budget`).
+    pub max_open_files: i32,
     /// Keep the files in memory instead of on disk: the same engine, for
     /// simulations that open thousands of databases.
     pub in_memory: Option<MemoryFiles>,
@@ -83,6 +86,7 @@ impl Default for RocksStorageOptions {
             durability: Durability::Sync,
             write_buffer_bytes: 64 << 20,
             block_cache_bytes: 256 << 20,
+            max_open_files: -1,
             in_memory: None,
         }
     }
@@ -127,6 +131,7 @@ impl RocksStorage {
             db_opts.set_stats_persist_period_sec(0);
         }
         db_opts.increase_parallelism(2);
+        db_opts.set_max_open_files(opts.max_open_files);
         db_opts.set_keep_log_file_num(4);
         // Concurrent writers share the memtable without a lock of ours.
         db_opts.set_allow_concurrent_memtable_write(true);

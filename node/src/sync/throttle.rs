@@ -3,8 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-/// Sleeps the calling (blocking) thread whenever it runs ahead of
-/// `bytes_per_sec`. Checked once per MiB, so its cost is negligible.
+/// Holds a scan back whenever it runs ahead of `bytes_per_sec`. Checked once per MiB, so its cost is negligible.
 pub struct Throttle {
     bytes_per_sec: u64,
     started: Instant,
@@ -21,19 +20,27 @@ impl Throttle {
         }
     }
 
+    /// Accounts `bytes` and sleeps the calling blocking thread if the rate
+    /// is ahead.
     pub fn account(&mut self, bytes: usize) {
+        if let Some(ahead) = self.wait_for(bytes) {
+            std::thread::sleep(ahead);
+        }
+    }
+
+    /// Accounts `bytes` and says how long to wait before going on, for a
+    /// caller that waits without a thread of its own.
+    pub fn wait_for(&mut self, bytes: usize) -> Option<Duration> {
         if self.bytes_per_sec == 0 {
-            return;
+            return None;
         }
         let before = self.bytes;
         self.bytes += bytes as u64;
         if before >> 20 == self.bytes >> 20 {
-            return;
+            return None;
         }
         let due = Duration::from_secs_f64(self.bytes as f64 / self.bytes_per_sec as f64);
-        if let Some(ahead) = due.checked_sub(self.started.elapsed()) {
-            std::thread::sleep(ahead);
-        }
+        due.checked_sub(self.started.elapsed())
     }
 }
 

@@ -3,6 +3,8 @@
 
 #![allow(dead_code)]
 
+mod watchdog;
+
 use std::{
     future::Future,
     net::{Ipv4Addr, SocketAddr},
@@ -14,6 +16,11 @@ use std::{
 use nix::{sys::signal, unistd::Pid};
 use ringkv_client::Client;
 use tokio::time::{sleep, Instant};
+use watchdog::Watched;
+
+/// How long the harness waits for any one call's answer: a node that stops
+/// answering fails the test's call instead of hanging it.
+pub const CALL_DEADLINE: Duration = Duration::from_secs(60);
 
 pub const GRPC_PORT: u16 = 7379;
 pub const PEER_PORT: u16 = 7381;
@@ -49,7 +56,9 @@ where
 {
     let until = Instant::now() + deadline;
     loop {
-        if let Some(value) = check().await {
+        // A check that hangs fails the wait at its deadline too.
+        let left = until.saturating_duration_since(Instant::now());
+        if let Ok(Some(value)) = tokio::time::timeout(left, check()).await {
             return value;
         }
         assert!(
@@ -73,6 +82,10 @@ pub struct TestNode {
     _tempdir: Option<tempfile::TempDir>,
     /// How the harness reaches the node: plaintext unless the test runs TLS.
     pub connector: ringkv_client::Connector,
+    watched: Watched,
+    /// The process's file-descriptor limit (soft and hard), as `ulimit -n`
+    /// sets it; `None` to inherit the test's.
+    fd_limit: Option<u64>,
 }
 
 impl TestNode {
@@ -129,6 +142,8 @@ impl TestNode {
             child: None,
             _tempdir: None,
             connector: ringkv_client::Connector::plaintext(),
+            watched: Watched::new(format!("{ip}")),
+            fd_limit: None,
         };
         node.use_connector(ringkv_client::Connector::plaintext());
         node
@@ -145,7 +160,9 @@ impl TestNode {
     /// Reaches the node through `connector`, signing Admin calls with the
     /// node's secret.
     pub fn use_connector(&mut self, connector: ringkv_client::Connector) {
-        self.connector = connector.with_cluster_secret(self.secret().as_bytes(), "test");
+        self.connector = connector
+            .with_cluster_secret(self.secret().as_bytes(), "test")
+            .with_request_timeout(CALL_DEADLINE);
     }
 
     /// A channel to the peer port whose calls a node signs.
@@ -161,8 +178,29 @@ impl TestNode {
         self.wait_serving().await;
     }
 
+    /// Runs the node under `ulimit -n limit` from its next start.
+    pub fn set_fd_limit(&mut self, limit: u64) {
+        self.fd_limit = Some(limit);
+    }
+
     fn spawn_process(&mut self) {
-        let child = Command::new(env!("CARGO_BIN_EXE_ringkv-node"))
+        let mut command = Command::new(env!("CARGO_BIN_EXE_ringkv-node"));
+        if let Some(limit) = self.fd_limit {
+            use std::os::unix::process::CommandExt;
+            // SAFETY: setrlimit is async-signal-safe, and the closure
+            // allocates nothing between fork and exec.
+            unsafe {
+                command.pre_exec(move || {
+                    nix::sys::resource::setrlimit(
+                        nix::sys::resource::Resource::RLIMIT_NOFILE,
+                        limit,
+                        limit,
+                    )
+                    .map_err(std::io::Error::from)
+                });
+            }
+        }
+        let child = command
             .arg("--listen")
             .arg(self.grpc.to_string())
             .arg("--peer-listen")
@@ -182,7 +220,14 @@ impl TestNode {
             .stdin(Stdio::null())
             .spawn()
             .expect("spawn ringkv-node");
+        self.watched.set_pid(Some(child.id()));
         self.child = Some(child);
+    }
+
+    /// The running process, which the watchdog no longer kills.
+    fn take_child(&mut self) -> Option<Child> {
+        self.watched.set_pid(None);
+        self.child.take()
     }
 
     /// Waits until the node serves RawKV: it is in the ring.
@@ -227,7 +272,7 @@ impl TestNode {
 
     /// Kills the process with SIGKILL: no flush, no clean close.
     pub fn kill9(&mut self) {
-        if let Some(mut child) = self.child.take() {
+        if let Some(mut child) = self.take_child() {
             child.kill().expect("SIGKILL");
             child.wait().expect("reap");
         }
@@ -242,7 +287,7 @@ impl TestNode {
 
     /// Waits for the process to exit, polling, at most `deadline`.
     pub async fn wait_exit(&mut self, deadline: Duration) -> std::process::ExitStatus {
-        let mut child = self.child.take().expect("node running");
+        let mut child = self.take_child().expect("node running");
         let until = Instant::now() + deadline;
         loop {
             if let Some(status) = child.try_wait().expect("wait") {
@@ -302,6 +347,32 @@ impl TestNode {
         self.status_bytes("VmHWM:")
     }
 
+    /// The process's threads now.
+    pub fn threads(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid()))
+            .expect("read /proc status");
+        status
+            .lines()
+            .find_map(|line| line.strip_prefix("Threads:"))
+            .and_then(|n| n.trim().parse().ok())
+            .expect("Threads in /proc status")
+    }
+
+    /// CPU seconds the process has used, user and system.
+    pub fn cpu_seconds(&self) -> f64 {
+        let stat =
+            std::fs::read_to_string(format!("/proc/{}/stat", self.pid())).expect("read /proc stat");
+        // Fields after the command name, which ends at the last ')'.
+        let fields: Vec<&str> = stat
+            .rsplit_once(')')
+            .map(|(_, rest)| rest.split_whitespace().collect())
+            .unwrap_or_default();
+        let ticks: u64 =
+            fields[11].parse::<u64>().expect("utime") + fields[12].parse::<u64>().expect("stime");
+        // USER_HZ, 100 on every Linux architecture ringkv runs on.
+        ticks as f64 / 100.0
+    }
+
     fn status_bytes(&self, field: &str) -> u64 {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid()))
             .expect("read /proc status");
@@ -350,7 +421,7 @@ impl TestNode {
 
 impl Drop for TestNode {
     fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
+        if let Some(mut child) = self.take_child() {
             let _ = child.kill();
             let _ = child.wait();
         }

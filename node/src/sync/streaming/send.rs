@@ -1,10 +1,17 @@
-//! The source side of `Replica.StreamPartitions`: one ordered scan of local
+//! The source side of `Replica.StreamPartitions`: an ordered scan of local
 //! data, filtered by partition, sent in batches of about 1 MiB with at most
 //! two batches in flight, so that the memory of a stream stays bounded and
 //! a slow receiver (through HTTP/2 flow control) holds the scan back.
+//!
+//! Each batch is scanned on a blocking thread with an iterator of its own,
+//! from where the previous batch ended, and handed over from async code: a
+//! receiver that does not read holds no thread and no RocksDB iterator,
+//! only the batches in flight, and is dropped after
+//! `--stream-stall-timeout-secs`.
 
-use std::collections::BTreeSet;
+use std::{collections::BTreeSet, sync::Arc, time::Duration};
 
+use bytes::Bytes;
 use ringkv_proto::v1::{ReplicaRecord, StreamBatch};
 use tokio::sync::mpsc;
 use tonic::Status;
@@ -20,13 +27,25 @@ pub const STREAM_BATCH_SCANNED: usize = 4096;
 /// Batches sent but not yet taken by the receiver.
 pub const STREAM_BATCHES_IN_FLIGHT: usize = 2;
 
+/// An ordered scan of local records after a key (all of them after the
+/// empty key), calling a visitor that returns whether to go on.
+pub type Scan = Arc<ScanFn>;
+
+/// What a [`Scan`] runs.
+pub type ScanFn =
+    dyn Fn(&[u8], &mut dyn FnMut(&[u8], &[u8]) -> bool) -> Result<(), StorageError> + Send + Sync;
+
 /// What a stream sends, and how fast.
 pub struct StreamSource {
     pub partition_count: u32,
-    pub wanted: BTreeSet<u32>,
+    pub wanted: Arc<BTreeSet<u32>>,
     /// Sent with every batch, for the receiver's progress report.
     pub estimated_keys: u64,
     pub throttle: Throttle,
+    /// How long the receiver may leave a batch untaken. A live receiver
+    /// takes a batch in the time it writes one (about 1 MiB); one that
+    /// stopped reading resumes from its cursor later.
+    pub stall_timeout: Duration,
 }
 
 /// What a stream's scan sends: a batch, or why the scan failed.
@@ -38,58 +57,96 @@ pub fn channel() -> (mpsc::Sender<Sent>, mpsc::Receiver<Sent>) {
     mpsc::channel(STREAM_BATCHES_IN_FLIGHT)
 }
 
-impl StreamSource {
-    /// Runs `scan` (an ordered scan of local records, given a visitor that
-    /// returns whether to go on) on the calling blocking thread, and sends
-    /// the wanted partitions' records to `tx`. Each batch carries the last
-    /// key scanned, the receiver's resume point. Stops early once the
-    /// receiver is gone.
-    pub fn run(
-        mut self,
-        scan: impl FnOnce(&mut dyn FnMut(&[u8], &[u8]) -> bool) -> Result<(), StorageError>,
-        tx: &mpsc::Sender<Sent>,
-    ) {
-        let mut batch = self.empty_batch();
-        let (mut bytes, mut scanned) = (0usize, 0usize);
-        let mut open = true;
-        let outcome = scan(&mut |key, value| {
-            if self
-                .wanted
-                .contains(&partition_of(key, self.partition_count))
-            {
-                bytes += key.len() + value.len();
-                self.throttle.account(key.len() + value.len());
-                batch.records.push(ReplicaRecord {
-                    key: bytes::Bytes::copy_from_slice(key),
-                    record: bytes::Bytes::copy_from_slice(value),
-                });
-            }
-            scanned += 1;
-            if bytes >= STREAM_BATCH_BYTES || scanned >= STREAM_BATCH_SCANNED {
-                batch.last_key = bytes::Bytes::copy_from_slice(key);
-                let full = std::mem::replace(&mut batch, self.empty_batch());
-                (bytes, scanned) = (0, 0);
-                open = tx.blocking_send(Ok(full)).is_ok();
-            }
-            open
-        });
-        match outcome {
-            Ok(()) if open => {
-                let _ = tx.blocking_send(Ok(batch));
-            }
-            Ok(()) => {}
-            Err(error) => {
-                let _ = tx.blocking_send(Err(Status::from(error)));
-            }
-        }
-    }
+/// One batch cut from the scan, and whether the scan reached its end.
+struct Cut {
+    batch: StreamBatch,
+    bytes: usize,
+    end: bool,
+}
 
-    fn empty_batch(&self) -> StreamBatch {
-        StreamBatch {
-            estimated_keys: self.estimated_keys,
-            ..Default::default()
+impl StreamSource {
+    /// Sends the wanted partitions' records after `start_after` to `tx`,
+    /// one batch at a time. Every batch but the last carries the last key
+    /// scanned, the receiver's resume point. Stops once the receiver is
+    /// gone or has left a batch untaken for the stall timeout.
+    pub async fn run(mut self, scan: Scan, mut start_after: Bytes, tx: mpsc::Sender<Sent>) {
+        loop {
+            let (wanted, partition_count) = (self.wanted.clone(), self.partition_count);
+            let (scan, after, estimated_keys) =
+                (scan.clone(), start_after.clone(), self.estimated_keys);
+            let cut = tokio::task::spawn_blocking(move || {
+                cut_batch(&*scan, &after, &wanted, partition_count, estimated_keys)
+            })
+            .await;
+            let cut = match cut {
+                Ok(Ok(cut)) => cut,
+                Ok(Err(error)) => {
+                    let _ = tx.send(Err(Status::from(error))).await;
+                    return;
+                }
+                Err(join) => {
+                    let _ = tx
+                        .send(Err(Status::internal(format!(
+                            "partition scan task: {join}"
+                        ))))
+                        .await;
+                    return;
+                }
+            };
+            start_after = cut.batch.last_key.clone();
+            match tokio::time::timeout(self.stall_timeout, tx.send(Ok(cut.batch))).await {
+                Ok(Ok(())) => {}
+                // The receiver hung up: it resumes from its cursor.
+                Ok(Err(_)) => return,
+                Err(_) => {
+                    tracing::warn!(
+                        stall_timeout = ?self.stall_timeout,
+                        "a partition stream's receiver took no batch within the stall timeout; dropping the stream"
+                    );
+                    return;
+                }
+            }
+            if cut.end {
+                return;
+            }
+            if let Some(ahead) = self.throttle.wait_for(cut.bytes) {
+                tokio::time::sleep(ahead).await;
+            }
         }
     }
+}
+
+/// Scans after `start_after` until a batch is full (about 1 MiB of wanted
+/// records, or [`STREAM_BATCH_SCANNED`] keys scanned) or the data ends.
+fn cut_batch(
+    scan: &ScanFn,
+    start_after: &[u8],
+    wanted: &BTreeSet<u32>,
+    partition_count: u32,
+    estimated_keys: u64,
+) -> Result<Cut, StorageError> {
+    let mut batch = StreamBatch {
+        estimated_keys,
+        ..Default::default()
+    };
+    let (mut bytes, mut scanned, mut end) = (0usize, 0usize, true);
+    scan(start_after, &mut |key, value| {
+        if wanted.contains(&partition_of(key, partition_count)) {
+            bytes += key.len() + value.len();
+            batch.records.push(ReplicaRecord {
+                key: Bytes::copy_from_slice(key),
+                record: Bytes::copy_from_slice(value),
+            });
+        }
+        scanned += 1;
+        if bytes >= STREAM_BATCH_BYTES || scanned >= STREAM_BATCH_SCANNED {
+            batch.last_key = Bytes::copy_from_slice(key);
+            end = false;
+            return false;
+        }
+        true
+    })?;
+    Ok(Cut { batch, bytes, end })
 }
 
 #[cfg(test)]
@@ -130,25 +187,27 @@ mod tests {
         let (tx, mut rx) = channel();
         let source = StreamSource {
             partition_count: PARTITIONS,
-            wanted,
+            wanted: Arc::new(wanted),
             estimated_keys: 42,
             throttle: Throttle::new(bytes_per_sec),
+            stall_timeout: Duration::from_secs(60),
         };
         let scan_visited = visited.clone();
-        let producer = std::thread::spawn(move || {
-            source.run(
-                |visit| {
-                    for (key, value) in &records {
-                        scan_visited.fetch_add(key.len() + value.len(), Ordering::SeqCst);
-                        if !visit(key, value) {
-                            break;
-                        }
-                    }
-                    Ok(())
-                },
-                &tx,
-            )
+        let scan: Scan = Arc::new(move |after, visit| {
+            for (key, value) in records.iter().filter(|(k, _)| k.as_slice() > after) {
+                scan_visited.fetch_add(key.len() + value.len(), Ordering::SeqCst);
+                if !visit(key, value) {
+                    break;
+                }
+            }
+            Ok(())
         });
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_time()
+            .build()
+            .expect("runtime");
+        let producer = runtime.spawn(source.run(scan, Bytes::new(), tx));
         let (mut batches, mut taken, mut most_ahead) = (Vec::new(), 0usize, 0usize);
         while let Some(batch) = rx.blocking_recv() {
             std::thread::sleep(pause);
@@ -157,7 +216,7 @@ mod tests {
             most_ahead = most_ahead.max(visited.load(Ordering::SeqCst).saturating_sub(taken));
             batches.push(batch);
         }
-        producer.join().expect("the scan thread");
+        runtime.block_on(producer).expect("the stream task");
         (batches, most_ahead)
     }
 

@@ -1,0 +1,419 @@
+//! The accept loop of a gRPC port, and the connections it hands to tonic.
+//!
+//! - Every connection has TCP_NODELAY: tonic sets it only on listeners it
+//!   binds itself, and without it each small answer on a connection waits
+//!   for the client's delayed ACK (40 ms on Linux).
+//! - A port serves at most its share of the file descriptors
+//!   ([`crate::server::fd_budget`]); past it a new connection is closed at
+//!   once, counted, and logged (rate-limited).
+//! - Running out of descriptors anyway (EMFILE, ENFILE) is logged and
+//!   waited out for a moment, instead of retried at once in a loop that
+//!   spins a core.
+//! - A connection must send the first bytes of its handshake (the 24-byte
+//!   HTTP/2 preface, or the start of a TLS hello) within the handshake
+//!   timeout, and is closed once it has sent nothing for the idle timeout.
+//!   A live idle client answers the server's keepalive pings every 30 s, so
+//!   only dead or stalled connections reach that.
+
+use std::{
+    future::Future,
+    io,
+    pin::Pin,
+    sync::{
+        atomic::{AtomicUsize, Ordering},
+        Arc,
+    },
+    task::{Context, Poll},
+    time::Duration,
+};
+
+use futures::Stream;
+use prometheus_client::metrics::{counter::Counter, gauge::Gauge};
+use tokio::{
+    io::{AsyncRead, AsyncWrite, ReadBuf},
+    net::{TcpListener, TcpStream},
+    time::{Instant, Sleep},
+};
+use tonic::transport::server::{Connected, TcpConnectInfo};
+
+use crate::server::log_limit::LogLimit;
+
+/// Bytes a connection must send within the handshake timeout: the HTTP/2
+/// client preface.
+const HANDSHAKE_BYTES: usize = 24;
+/// How long the loop waits after the process ran out of descriptors.
+const OUT_OF_DESCRIPTORS_PAUSE: Duration = Duration::from_millis(100);
+
+static CONNECTIONS_REFUSED: LogLimit = LogLimit::new(Duration::from_secs(10));
+static ACCEPT_FAILED: LogLimit = LogLimit::new(Duration::from_secs(10));
+
+/// How a port's connections are bounded.
+#[derive(Debug, Clone)]
+pub struct ConnectionLimits {
+    /// The port's name, for the log.
+    pub port: &'static str,
+    /// Connections open at once.
+    pub max_connections: usize,
+    /// `--handshake-timeout-secs`.
+    pub handshake_timeout: Duration,
+    /// `--idle-timeout-secs`.
+    pub idle_timeout: Duration,
+}
+
+/// What the accept loop reports.
+#[derive(Debug, Clone, Default)]
+pub struct ConnectionMetrics {
+    /// Connections closed at once past the limit, or lost to EMFILE.
+    pub refused: Counter,
+    /// Connections open now.
+    pub open: Gauge,
+}
+
+/// The connections of `listener`, within `limits`.
+pub fn incoming(
+    listener: TcpListener,
+    limits: ConnectionLimits,
+    metrics: ConnectionMetrics,
+) -> impl Stream<Item = io::Result<Connection>> {
+    let open = Arc::new(AtomicUsize::new(0));
+    futures::stream::unfold(
+        (listener, limits, metrics, open),
+        |(listener, limits, metrics, open)| async move {
+            let connection = accept(&listener, &limits, &metrics, &open).await;
+            Some((Ok(connection), (listener, limits, metrics, open)))
+        },
+    )
+}
+
+async fn accept(
+    listener: &TcpListener,
+    limits: &ConnectionLimits,
+    metrics: &ConnectionMetrics,
+    open: &Arc<AtomicUsize>,
+) -> Connection {
+    loop {
+        match listener.accept().await {
+            Ok((stream, peer)) => {
+                if open.load(Ordering::Relaxed) >= limits.max_connections {
+                    metrics.refused.inc();
+                    if let Some(held_back) = CONNECTIONS_REFUSED.admit() {
+                        tracing::warn!(
+                            port = limits.port,
+                            %peer,
+                            limit = limits.max_connections,
+                            held_back,
+                            "refusing a connection: the port holds as many as this node's file descriptors allow"
+                        );
+                    }
+                    drop(stream);
+                    continue;
+                }
+                let _ = stream.set_nodelay(true);
+                return Connection::new(stream, limits, metrics, open.clone());
+            }
+            Err(error) => {
+                let out_of_descriptors = error
+                    .raw_os_error()
+                    .is_some_and(|code| code == EMFILE || code == ENFILE);
+                if out_of_descriptors {
+                    metrics.refused.inc();
+                }
+                if let Some(held_back) = ACCEPT_FAILED.admit() {
+                    tracing::warn!(port = limits.port, %error, held_back, "accepting a connection failed");
+                }
+                // A failed accept leaves the connection queued; retrying at
+                // once would spin until a descriptor frees up.
+                tokio::time::sleep(OUT_OF_DESCRIPTORS_PAUSE).await;
+            }
+        }
+    }
+}
+
+const EMFILE: i32 = nix::errno::Errno::EMFILE as i32;
+const ENFILE: i32 = nix::errno::Errno::ENFILE as i32;
+
+/// One accepted connection, counted while it is open.
+pub struct Connection {
+    stream: TcpStream,
+    _open: OpenConnection,
+    /// Fires at the handshake deadline, then at idle deadlines.
+    timer: Pin<Box<Sleep>>,
+    /// Bytes still expected within the handshake timeout.
+    handshake_left: usize,
+    idle_timeout: Duration,
+    last_read: Instant,
+}
+
+impl Connection {
+    fn new(
+        stream: TcpStream,
+        limits: &ConnectionLimits,
+        metrics: &ConnectionMetrics,
+        open: Arc<AtomicUsize>,
+    ) -> Self {
+        let now = Instant::now();
+        Self {
+            stream,
+            _open: OpenConnection::new(open, metrics.open.clone()),
+            timer: Box::pin(tokio::time::sleep_until(now + limits.handshake_timeout)),
+            handshake_left: HANDSHAKE_BYTES,
+            idle_timeout: limits.idle_timeout,
+            last_read: now,
+        }
+    }
+
+    /// Whether the connection is past its handshake or idle deadline. The
+    /// timer is moved, not reset, on each read: a read only notes its time.
+    fn poll_expired(&mut self, cx: &mut Context<'_>) -> Option<io::Error> {
+        loop {
+            if self.timer.as_mut().poll(cx).is_pending() {
+                return None;
+            }
+            if self.handshake_left > 0 {
+                return Some(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    "the client did not open its handshake within --handshake-timeout-secs",
+                ));
+            }
+            let idle_until = self.last_read + self.idle_timeout;
+            if Instant::now() >= idle_until {
+                return Some(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    "the client sent nothing for --idle-timeout-secs",
+                ));
+            }
+            self.timer.as_mut().reset(idle_until);
+        }
+    }
+}
+
+impl AsyncRead for Connection {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let before = buf.filled().len();
+        match Pin::new(&mut self.stream).poll_read(cx, buf) {
+            Poll::Ready(Ok(())) => {
+                let read = buf.filled().len() - before;
+                if read > 0 {
+                    self.last_read = Instant::now();
+                    if self.handshake_left > 0 {
+                        self.handshake_left = self.handshake_left.saturating_sub(read);
+                        if self.handshake_left == 0 {
+                            let idle_until = self.last_read + self.idle_timeout;
+                            self.timer.as_mut().reset(idle_until);
+                        }
+                    }
+                }
+                Poll::Ready(Ok(()))
+            }
+            Poll::Ready(Err(error)) => Poll::Ready(Err(error)),
+            Poll::Pending => match self.poll_expired(cx) {
+                Some(error) => Poll::Ready(Err(error)),
+                None => Poll::Pending,
+            },
+        }
+    }
+}
+
+impl AsyncWrite for Connection {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.stream).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.stream).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.stream.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.stream).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.stream).poll_shutdown(cx)
+    }
+}
+
+impl Connected for Connection {
+    type ConnectInfo = TcpConnectInfo;
+
+    fn connect_info(&self) -> TcpConnectInfo {
+        self.stream.connect_info()
+    }
+}
+
+/// Counts a connection as open until it is dropped.
+struct OpenConnection {
+    open: Arc<AtomicUsize>,
+    gauge: Gauge,
+}
+
+impl OpenConnection {
+    fn new(open: Arc<AtomicUsize>, gauge: Gauge) -> Self {
+        open.fetch_add(1, Ordering::Relaxed);
+        gauge.inc();
+        Self { open, gauge }
+    }
+}
+
+impl Drop for OpenConnection {
+    fn drop(&mut self) {
+        self.open.fetch_sub(1, Ordering::Relaxed);
+        self.gauge.dec();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use futures::StreamExt;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    use super::*;
+
+    async fn listener() -> (TcpListener, std::net::SocketAddr) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("address");
+        (listener, addr)
+    }
+
+    fn limits(max_connections: usize, handshake_ms: u64, idle_ms: u64) -> ConnectionLimits {
+        ConnectionLimits {
+            port: "test",
+            max_connections,
+            handshake_timeout: Duration::from_millis(handshake_ms),
+            idle_timeout: Duration::from_millis(idle_ms),
+        }
+    }
+
+    /// Whether the server closed `client` within a second.
+    async fn closed(client: &mut TcpStream) -> bool {
+        let mut byte = [0u8; 1];
+        matches!(
+            tokio::time::timeout(Duration::from_secs(1), client.read(&mut byte)).await,
+            Ok(Ok(0) | Err(_))
+        )
+    }
+
+    #[tokio::test]
+    async fn past_the_limit_connections_are_closed_at_once_and_counted() {
+        let (listener, addr) = listener().await;
+        let metrics = ConnectionMetrics::default();
+        let mut incoming = Box::pin(incoming(listener, limits(2, 5_000, 5_000), metrics.clone()));
+        let mut clients = Vec::new();
+        let mut held = Vec::new();
+        for _ in 0..2 {
+            clients.push(TcpStream::connect(addr).await.expect("connect"));
+            held.push(incoming.next().await.expect("a connection").expect("ok"));
+        }
+        // Small answers go out at once: with Nagle's algorithm a response
+        // written in two parts waits for the client's delayed ACK (40 ms).
+        assert!(held.iter().all(|c| c.stream.nodelay().unwrap_or(false)));
+        assert_eq!(metrics.open.get(), 2);
+        let mut third = TcpStream::connect(addr).await.expect("connect");
+        // The loop accepts and closes the third while waiting for a fourth.
+        let waiting = tokio::time::timeout(Duration::from_millis(300), incoming.next()).await;
+        assert!(waiting.is_err(), "no connection handed over past the limit");
+        assert!(closed(&mut third).await, "the third connection is closed");
+        assert_eq!(metrics.refused.get(), 1);
+        drop(held.pop());
+        assert_eq!(metrics.open.get(), 1);
+        let _fourth = TcpStream::connect(addr).await.expect("connect");
+        let accepted = tokio::time::timeout(Duration::from_secs(1), incoming.next()).await;
+        assert!(
+            matches!(accepted, Ok(Some(Ok(_)))),
+            "room again once one closed"
+        );
+    }
+
+    /// Reads from the server's side until it fails; returns how long that
+    /// took and the error.
+    async fn serve(mut connection: Connection) -> (Duration, io::Error) {
+        let started = Instant::now();
+        let mut buf = [0u8; 64];
+        loop {
+            match connection.read(&mut buf).await {
+                Ok(0) => {
+                    return (
+                        started.elapsed(),
+                        io::Error::new(io::ErrorKind::UnexpectedEof, "eof"),
+                    )
+                }
+                Ok(_) => {}
+                Err(error) => return (started.elapsed(), error),
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn silent_and_stalled_connections_are_closed_and_live_ones_kept() {
+        let (listener, addr) = listener().await;
+        let mut incoming = Box::pin(incoming(
+            listener,
+            limits(8, 300, 800),
+            ConnectionMetrics::default(),
+        ));
+        // Sends nothing at all.
+        let _silent = TcpStream::connect(addr).await.expect("connect");
+        let silent = tokio::spawn(serve(incoming.next().await.expect("one").expect("ok")));
+        // Sends half a preface, then stalls.
+        let mut truncated = TcpStream::connect(addr).await.expect("connect");
+        truncated.write_all(b"PRI * HTTP/2.0").await.expect("write");
+        let truncated_side = tokio::spawn(serve(incoming.next().await.expect("one").expect("ok")));
+        // Sends a preface, then stalls.
+        let mut stalled = TcpStream::connect(addr).await.expect("connect");
+        stalled
+            .write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
+            .await
+            .expect("write");
+        let stalled_side = tokio::spawn(serve(incoming.next().await.expect("one").expect("ok")));
+        // Sends a preface, then a byte every 200 ms for 2 s.
+        let mut live = TcpStream::connect(addr).await.expect("connect");
+        live.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
+            .await
+            .expect("write");
+        let live_side = tokio::spawn(serve(incoming.next().await.expect("one").expect("ok")));
+        let sender = tokio::spawn(async move {
+            for _ in 0..10 {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                live.write_all(b"x")
+                    .await
+                    .expect("the live connection stays open");
+            }
+            live
+        });
+        for (name, side, least, most) in [
+            ("silent", silent, 250, 700),
+            ("truncated", truncated_side, 250, 700),
+            ("stalled", stalled_side, 750, 1_500),
+        ] {
+            let (took, error) = side.await.expect("task");
+            assert_eq!(error.kind(), io::ErrorKind::TimedOut, "{name}: {error}");
+            assert!(
+                took >= Duration::from_millis(least) && took <= Duration::from_millis(most),
+                "{name} closed after {took:?}"
+            );
+        }
+        let live = sender.await.expect("the sender");
+        assert!(
+            !live_side.is_finished(),
+            "a connection that keeps sending stays open"
+        );
+        drop(live);
+        let (_, error) = live_side.await.expect("task");
+        assert_eq!(error.kind(), io::ErrorKind::UnexpectedEof);
+    }
+}
