@@ -36,6 +36,8 @@ struct World {
     kvc: Value,
     /// Applied objects by API path.
     objects: BTreeMap<String, Value>,
+    /// Secrets the operator created, by name: the cluster secret.
+    secrets: BTreeMap<String, Value>,
     /// Pods by ordinal: (revision, ready).
     pods: BTreeMap<i32, (String, bool)>,
     /// Ring members by ordinal.
@@ -216,8 +218,30 @@ impl World {
             {
                 (StatusCode::OK, self.sts_json())
             }
+            Method::GET if path.contains("/secrets/") => {
+                let name = path.rsplit('/').next().unwrap_or_default();
+                match self.secrets.get(name) {
+                    Some(secret) => (StatusCode::OK, secret.clone()),
+                    None => not_found,
+                }
+            }
             Method::GET => not_found,
             _ if !self.spend() => crash,
+            Method::POST if path.ends_with("/secrets") => {
+                let secret: Value = serde_json::from_slice(body).expect("a Secret");
+                let name = secret["metadata"]["name"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string();
+                if self.secrets.contains_key(&name) {
+                    return (
+                        StatusCode::CONFLICT,
+                        json!({ "kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "AlreadyExists", "code": 409, "message": "already exists" }),
+                    );
+                }
+                self.secrets.insert(name, secret.clone());
+                (StatusCode::CREATED, secret)
+            }
             Method::PATCH if path == format!("{kvc_path}/status") => {
                 let patch: Value = serde_json::from_slice(body).expect("merge patch");
                 merge(&mut self.kvc, &patch);
