@@ -368,11 +368,14 @@ pub async fn run(
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1()?;
 
+    // The coordinator shares this deadline out among a request's replica
+    // calls; the client port's deadline layer holds the whole request to it.
+    let request_timeout = Duration::from_millis(config.request_timeout_ms.max(1));
     let rawkv_service = RawKvService::new(
         coordinator.clone(),
         limits.clone(),
         metrics.rpc.clone(),
-        Duration::from_millis(config.request_timeout_ms.max(1)),
+        request_timeout,
     );
     let rawkv = |service: RawKvService| {
         RawKvServer::new(service)
@@ -381,6 +384,7 @@ pub async fn run(
             .max_encoding_message_size(usize::MAX)
     };
     let verify = VerifyPeer::new(cluster_key, metrics.security.peer_calls_refused.clone());
+    let max_partition_streams = config.max_partition_streams.max(1);
     let replica = ReplicaServer::new(ReplicaService {
         local: local.clone(),
         coordinator,
@@ -390,10 +394,8 @@ pub async fn run(
         trees,
         repair_bytes_per_sec: config.anti_entropy_bytes_per_sec,
         stream_bytes_per_sec: config.handoff_bytes_per_sec,
-        streams: Arc::new(tokio::sync::Semaphore::new(
-            config.max_partition_streams.max(1),
-        )),
-        max_partition_streams: config.max_partition_streams.max(1),
+        streams: Arc::new(tokio::sync::Semaphore::new(max_partition_streams)),
+        max_partition_streams,
         stream_stall_timeout: Duration::from_secs(config.stream_stall_timeout_secs.max(1)),
         metrics: metrics.rpc.clone(),
     })
@@ -570,9 +572,7 @@ pub async fn run(
         .accept_http1(true)
         .layer(Http2OnlyLayer)
         .layer(admission)
-        .layer(RequestDeadlineLayer::new(Duration::from_millis(
-            config.request_timeout_ms.max(1),
-        )))
+        .layer(RequestDeadlineLayer::new(request_timeout))
         .add_service(health_service)
         .add_service(reflection)
         .add_service(rawkv)
