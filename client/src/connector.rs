@@ -174,6 +174,17 @@ impl Connector {
         Ok(())
     }
 
+    /// Compacts the data of the node at `address` now, purging what its
+    /// compaction filter may purge.
+    pub async fn compact(&self, address: &str) -> Result<proto::CompactResponse, ClientError> {
+        Ok(self
+            .admin(address)
+            .await?
+            .compact(proto::CompactRequest {})
+            .await?
+            .into_inner())
+    }
+
     /// Each member's ring status and each moving partition's handoff progress.
     pub async fn ring_status(
         &self,

@@ -186,6 +186,12 @@ async fn local_cluster_serves_the_cli_and_stops_on_ctrl_c() {
         "get of a deleted key exits non-zero"
     );
     assert!(String::from_utf8_lossy(&missing.stderr).contains("not found"));
+    // An administrator's compaction answers with what it did.
+    let compacted = stdout(&ringkv(node1, &["compact"], None));
+    assert!(
+        compacted.starts_with("compacted: ") && compacted.contains("live SST bytes"),
+        "{compacted}"
+    );
 
     let invalid = ringkv(node1, &["put", "", "v"], None);
     assert!(!invalid.status.success());

@@ -1212,6 +1212,13 @@ async fn a_stream_source_behind_the_transition_refuses_and_one_that_adopted_it_s
     let mut client = cluster.nodes[0].client().await;
     put_w2(&mut client, "streamed").await.expect("put");
     let source = &cluster.nodes[1];
+    // A put at W=2 may be acknowledged before this replica applied it.
+    eventually(
+        "the source holds the write",
+        Duration::from_secs(30),
+        || async { source.replica_record(b"streamed").await.map(|_| ()) },
+    )
+    .await;
     let version = source.ring_state().await.version;
     let partition = partition_of(b"streamed", 256);
     let request = |ring_version: u64| {

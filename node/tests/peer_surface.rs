@@ -10,9 +10,10 @@ use ringkv_client::{
     peer_auth::{now_ms, ClusterKey, Role, MAX_TOKEN_SKEW, METADATA_KEY},
     proto::{
         admin_client::AdminClient, replica_client::ReplicaClient, BucketDigestsRequest,
-        ClusterStatusRequest, DecommissionRequest, GetLayoutRequest, HandoffProgressRequest,
-        PartitionTreesRequest, ReplicaApplyBatchRequest, ReplicaApplyRequest, ReplicaReadRequest,
-        ReplicaScanRequest, RingStatusRequest, StreamPartitionsRequest,
+        ClusterStatusRequest, CompactRequest, DecommissionRequest, GetLayoutRequest,
+        HandoffProgressRequest, PartitionTreesRequest, ReplicaApplyBatchRequest,
+        ReplicaApplyRequest, ReplicaReadRequest, ReplicaScanRequest, RingStatusRequest,
+        StreamPartitionsRequest,
     },
 };
 use tonic::{
@@ -141,6 +142,10 @@ async fn every_method(address: &str, token: Option<String>) -> Vec<(&'static str
                     .await,
             ),
         ),
+        (
+            "Admin.Compact",
+            code(admin.compact(CompactRequest {}).await),
+        ),
     ]
 }
 
@@ -198,6 +203,11 @@ async fn the_peer_surface_needs_the_cluster_secret() {
         .find(|(method, _)| *method == "Admin.Decommission")
         .map(|(_, code)| *code);
     assert_eq!(decommission, Some(Code::PermissionDenied));
+    let compact = with_peer_token
+        .iter()
+        .find(|(method, _)| *method == "Admin.Compact")
+        .map(|(_, code)| *code);
+    assert_eq!(compact, Some(Code::PermissionDenied));
     for (method, code) in &with_peer_token {
         assert_ne!(*code, Code::Unauthenticated, "{method} with a peer token");
     }
@@ -210,6 +220,11 @@ async fn the_peer_surface_needs_the_cluster_secret() {
         .find(|(method, _)| *method == "Admin.Decommission")
         .map(|(_, code)| *code);
     assert_eq!(decommission, Some(Code::FailedPrecondition));
+    let compact = with_admin_token
+        .iter()
+        .find(|(method, _)| *method == "Admin.Compact")
+        .map(|(_, code)| *code);
+    assert_eq!(compact, Some(Code::Ok));
 
     assert_eq!(
         common::value_of(&mut client, b"k").await.as_deref(),

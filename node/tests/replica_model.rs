@@ -670,11 +670,13 @@ impl Sim {
             } => self.write(node % n, key, false, read, None, reach)?,
             Op::Get { node, key, reach } => self.get(node % n, key, reach)?,
             Op::Advance { ms } => self.wall.advance(ms),
-            Op::Compact { node } => self.nodes[node % n]
-                .replica
-                .storage()
-                .compact()
-                .expect("compact"),
+            Op::Compact { node } => {
+                self.nodes[node % n]
+                    .replica
+                    .storage()
+                    .compact()
+                    .expect("compact");
+            }
             Op::AntiEntropy { node, reach } => self.anti_entropy(node % n, reach),
             Op::DeliverHints {
                 node,

@@ -133,6 +133,10 @@ enum Command {
     },
     /// Ring status: each member and the handoff progress of moving partitions.
     Ring,
+    /// Compact the data of the node at --endpoint now, as `nodetool compact`
+    /// does: expired values, and tombstones past their grace period that
+    /// every replica holds, are purged without waiting for write traffic.
+    Compact,
     /// Measure throughput and latency against a running node.
     Bench(bench::BenchArgs),
     /// Run a local cluster of ringkv-node processes on loopback, in the foreground.
@@ -245,6 +249,14 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Ring => status::ring(&connector, &admin_endpoint).await,
+        Command::Compact => {
+            let done = connector.compact(&admin_endpoint).await?;
+            println!(
+                "compacted: {} records dropped, live SST bytes {} -> {}",
+                done.records_dropped, done.live_sst_bytes_before, done.live_sst_bytes_after
+            );
+            Ok(())
+        }
         Command::Bench(args) => bench::run(&connector, &cli.endpoint, args).await,
         Command::Local(args) => local::run(args).await,
     }

@@ -1,13 +1,13 @@
-//! The Admin service: cluster status, decommissioning and ring status,
-//! for `ringkv` and the operator.
+//! The Admin service: cluster status, decommissioning, ring status and
+//! compaction, for `ringkv` and the operator.
 
 use std::{collections::BTreeSet, sync::Arc};
 
 use ringkv_proto::peer_auth::METADATA_KEY;
 use ringkv_proto::v1::{
-    admin_server::Admin, ClusterStatusRequest, ClusterStatusResponse, DecommissionRequest,
-    DecommissionResponse, HandoffProgressRequest, MemberStatus, RingStatusRequest,
-    RingStatusResponse,
+    admin_server::Admin, ClusterStatusRequest, ClusterStatusResponse, CompactRequest,
+    CompactResponse, DecommissionRequest, DecommissionResponse, HandoffProgressRequest,
+    MemberStatus, RingStatusRequest, RingStatusResponse,
 };
 use tonic::{Request, Response, Status};
 
@@ -16,6 +16,7 @@ use crate::{
     cluster::{membership::Membership, peers::PeerClients},
     ring::Ring,
     server::lifecycle::Lifecycle,
+    storage::RocksStorage,
     versions::ConflictMode,
 };
 
@@ -26,6 +27,7 @@ pub(crate) struct AdminService {
     pub ring: Arc<Ring>,
     pub lifecycle: Arc<Lifecycle>,
     pub peers: Arc<PeerClients>,
+    pub storage: Arc<RocksStorage>,
     /// N, which a decommission may not take the cluster below.
     pub replication: u32,
     pub mode: ConflictMode,
@@ -129,6 +131,31 @@ impl Admin for AdminService {
         }
         self.peers.admin(&addr)?.decommission(forwarded).await?;
         Ok(Response::new(DecommissionResponse {}))
+    }
+
+    async fn compact(
+        &self,
+        request: Request<CompactRequest>,
+    ) -> Result<Response<CompactResponse>, Status> {
+        require_admin(&request, "Compact")?;
+        let storage = self.storage.clone();
+        let started = std::time::Instant::now();
+        let done = tokio::task::spawn_blocking(move || storage.compact())
+            .await
+            .map_err(|e| Status::internal(format!("compaction task failed: {e}")))?
+            .map_err(|e| Status::unavailable(format!("compaction failed: {e}")))?;
+        tracing::info!(
+            records_dropped = done.records_dropped,
+            live_sst_bytes_before = done.live_sst_bytes_before,
+            live_sst_bytes_after = done.live_sst_bytes_after,
+            seconds = started.elapsed().as_secs_f64(),
+            "compaction requested by an administrator done"
+        );
+        Ok(Response::new(CompactResponse {
+            records_dropped: done.records_dropped,
+            live_sst_bytes_before: done.live_sst_bytes_before,
+            live_sst_bytes_after: done.live_sst_bytes_after,
+        }))
     }
 
     async fn ring_status(

@@ -67,7 +67,7 @@ pub fn require_admin<T>(request: &Request<T>, what: &str) -> Result<(), Status> 
     match request.extensions().get::<Caller>() {
         Some(caller) if caller.role == Role::Admin => Ok(()),
         Some(caller) => Err(Status::permission_denied(format!(
-            "{what} changes the ring and needs an admin token; {} signed a peer token",
+            "{what} needs an admin token; {} signed a peer token",
             caller.issuer
         ))),
         None => Err(Status::unauthenticated(format!(

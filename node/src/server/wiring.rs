@@ -407,6 +407,7 @@ pub async fn run(
         ring: ring.clone(),
         lifecycle: lifecycle.clone(),
         peers: peers.clone(),
+        storage: storage.clone(),
         replication: config.replication_factor,
         mode: config.conflict_mode(),
     });

@@ -574,6 +574,14 @@ impl TestNode {
             .record
     }
 
+    /// Compacts this node's data now, through the Admin service.
+    pub async fn compact(&self) -> ringkv_client::proto::CompactResponse {
+        admin()
+            .compact(&self.peer.to_string())
+            .await
+            .expect("compact")
+    }
+
     /// The ring state this node holds.
     pub async fn ring_state(&self) -> ringkv_node::RingState {
         let json = self
