@@ -3,7 +3,13 @@
 
 use tonic::Status;
 
-use crate::{coordinator::CoordinatorError, replica::ReplicaError, storage::StorageError};
+use crate::{
+    coordinator::CoordinatorError, replica::ReplicaError, server::log_limit::LogLimit,
+    storage::StorageError,
+};
+
+static DISK_FULL_LOG: LogLimit = LogLimit::new(std::time::Duration::from_secs(10));
+static TRANSIENT_STORAGE_LOG: LogLimit = LogLimit::new(std::time::Duration::from_secs(1));
 
 impl From<StorageError> for Status {
     fn from(error: StorageError) -> Self {
@@ -19,11 +25,22 @@ impl From<ReplicaError> for Status {
 
 fn replica_status(error: &ReplicaError) -> Status {
     match error {
+        // Refused on purpose, once per write while the volume stays full.
+        ReplicaError::Storage(error @ StorageError::DiskFull { .. }) => {
+            if let Some(held_back) = DISK_FULL_LOG.admit() {
+                tracing::warn!(%error, held_back, "write refused: the data volume is short of space");
+            }
+            Status::unavailable(error.to_string())
+        }
         ReplicaError::Storage(error) => {
-            tracing::error!(%error, "storage failure");
             if error.is_transient() {
+                // Every request fails alike until the disk recovers.
+                if let Some(held_back) = TRANSIENT_STORAGE_LOG.admit() {
+                    tracing::error!(%error, held_back, "storage failure");
+                }
                 Status::unavailable(error.to_string())
             } else {
+                tracing::error!(%error, "storage failure");
                 Status::internal(error.to_string())
             }
         }

@@ -188,6 +188,19 @@ pub struct NodeConfig {
     #[arg(long, env = "RINGKV_WRITE_BUFFER_BYTES", default_value_t = 64 << 20)]
     pub write_buffer_bytes: usize,
 
+    /// Writes that store data are refused with UNAVAILABLE while the data
+    /// volume has fewer bytes free than this, so that RocksDB can always
+    /// flush and compact; reads and deletes of whole partitions go on. 0
+    /// turns the margin off.
+    #[arg(long, env = "RINGKV_MIN_FREE_DISK_BYTES", default_value_t = 256 << 20)]
+    pub min_free_disk_bytes: u64,
+
+    /// Size of the reserve file (`ringkv.reserve` in the data dir) that the
+    /// node deletes before it opens its database and when a stop cannot
+    /// flush, so that it can start and stop on a full volume. 0 keeps none.
+    #[arg(long, env = "RINGKV_DISK_RESERVE_BYTES", default_value_t = 64 << 20)]
+    pub disk_reserve_bytes: u64,
+
     /// RocksDB block cache size, in bytes.
     #[arg(long, env = "RINGKV_BLOCK_CACHE_BYTES", default_value_t = 256 << 20)]
     pub block_cache_bytes: usize,

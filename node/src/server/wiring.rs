@@ -36,7 +36,9 @@ use crate::{
     server::metrics::{self, Metrics},
     server::readiness,
     server::tls::{NodeTls, TlsError},
-    storage::{now_millis, PurgeHook, RocksStorage, RocksStorageOptions, Storage, StorageError},
+    storage::{
+        now_millis, PurgeHook, Reserve, RocksStorage, RocksStorageOptions, Storage, StorageError,
+    },
     sync::anti_entropy::{purgeable, Agreement, AntiEntropy, RepairConfig, TreeCache},
     sync::hints::{self, HintDeliveryConfig},
     sync::refill::{self, Refill},
@@ -182,7 +184,18 @@ pub async fn run(
         block_cache_bytes: config.block_cache_bytes,
         max_open_files: fds.rocksdb_files,
         in_memory: None,
+        min_free_disk_bytes: config.min_free_disk_bytes,
     };
+    let data_dir_error = |source| NodeError::DataDir {
+        path: config.data_dir.display().to_string(),
+        source,
+    };
+    // Opening replays the WAL into table files: on a full volume only the
+    // reserve's space lets it.
+    let reserve = Reserve::new(&config.data_dir, config.disk_reserve_bytes);
+    if reserve.release().map_err(data_dir_error)? {
+        tracing::debug!("reserve file released for the database to open");
+    }
     let mut storage = Arc::new(RocksStorage::open(
         &config.data_dir,
         &node_id,
@@ -191,19 +204,24 @@ pub async fn run(
     if config.rejoin_after_leave && has_left(&storage, &node_id, config.partitions)? {
         // Everything it held was handed over before it reported `left`, so
         // old records here could only resurrect purged deletes.
-        tracing::warn!(data_dir = %config.data_dir.display(), "this node left the ring earlier: wiping its data to join again as a new member");
+        tracing::warn!(data_dir = %config.data_dir.display(), "this node left the ring earlier: deleting the contents of its data dir to join again as a new member");
         drop(storage);
-        std::fs::remove_dir_all(&config.data_dir)
-            .and_then(|()| std::fs::create_dir_all(&config.data_dir))
-            .map_err(|source| NodeError::DataDir {
-                path: config.data_dir.display().to_string(),
-                source,
-            })?;
+        empty_dir(&config.data_dir).map_err(data_dir_error)?;
         storage = Arc::new(RocksStorage::open(
             &config.data_dir,
             &node_id,
             &storage_options,
         )?);
+    }
+    match reserve.restore(config.min_free_disk_bytes) {
+        Ok(true) => {}
+        Ok(false) if config.disk_reserve_bytes > 0 => tracing::warn!(
+            reserve_bytes = config.disk_reserve_bytes,
+            min_free_disk_bytes = config.min_free_disk_bytes,
+            "too little free space for the reserve file: a stop or restart on a full volume may fail"
+        ),
+        Ok(false) => {}
+        Err(error) => tracing::warn!(%error, "could not allocate the reserve file"),
     }
     let ring = Arc::new(Ring::load(storage.clone(), config.partitions)?);
     let local = Arc::new(
@@ -625,16 +643,52 @@ pub async fn run(
     served?;
 
     let flushing = storage.clone();
-    tokio::task::spawn_blocking(move || flushing.flush()).await??;
+    tokio::task::spawn_blocking(move || final_flush(&flushing, &reserve)).await??;
     // The database closes, and its lock is released, when the process
     // exits (see main.rs): tasks cut off by the drain timeout may still hold
     // it until then.
-    tracing::info!("memtables flushed and WAL synced");
     let refused = refused.lock().ok().and_then(|mut slot| slot.take());
     match refused {
         Some(message) => Err(NodeError::Refused(message)),
         None => Ok(()),
     }
+}
+
+/// Flushes the memtables at a stop. The WAL is synced first, so a flush
+/// that finds the volume full loses nothing: it gets the reserve's space,
+/// and failing even then, the next start replays the WAL.
+fn final_flush(storage: &RocksStorage, reserve: &Reserve) -> Result<(), StorageError> {
+    storage.sync_wal()?;
+    let Err(error) = storage.flush() else {
+        tracing::info!("memtables flushed and WAL synced");
+        return Ok(());
+    };
+    let released = reserve.release().unwrap_or(false);
+    match storage.flush() {
+        Ok(()) => tracing::info!(
+            first_error = %error,
+            "memtables flushed into the reserve file's space, WAL synced"
+        ),
+        Err(error) => tracing::warn!(
+            %error,
+            reserve_released = released,
+            "memtables not flushed; the WAL is synced and the next start replays it"
+        ),
+    }
+    Ok(())
+}
+
+/// Deletes everything in `dir` but `dir` itself, which may be a mount point.
+fn empty_dir(dir: &std::path::Path) -> std::io::Result<()> {
+    for entry in std::fs::read_dir(dir)? {
+        let path = entry?.path();
+        if path.is_dir() {
+            std::fs::remove_dir_all(&path)?;
+        } else {
+            std::fs::remove_file(&path)?;
+        }
+    }
+    Ok(())
 }
 
 /// Waits until `until` for a listener to finish draining, then stops

@@ -4,6 +4,7 @@
 //! purpose: RocksDB calls block, so callers run them on tokio's blocking pool,
 //! where concurrent writers meet inside RocksDB and share one WAL sync.
 
+mod disk_space;
 mod rocks;
 mod stored_value;
 
@@ -11,6 +12,7 @@ use std::{fmt, time::Duration};
 
 use bytes::Bytes;
 
+pub use disk_space::Reserve;
 pub use rocks::{Hint, MemoryFiles, PurgeHook, RocksStorage, RocksStorageOptions};
 pub use stored_value::now_millis;
 
@@ -100,6 +102,8 @@ pub enum StorageError {
     },
     #[error("stored record for a key of {key_len} bytes is corrupt: {reason}")]
     Corrupt { key_len: usize, reason: String },
+    #[error("the data volume has {free} bytes free, less than --min-free-disk-bytes {min_free}: writes are refused until space is freed")]
+    DiskFull { free: u64, min_free: u64 },
     #[error("column family {0} is missing")]
     MissingColumnFamily(&'static str),
     #[error("data dir {path} belongs to node {found}, not {expected}")]
@@ -115,6 +119,7 @@ impl StorageError {
     /// to a fault that needs an operator.
     pub fn is_transient(&self) -> bool {
         match self {
+            StorageError::DiskFull { .. } => true,
             StorageError::Engine { source, .. } => matches!(
                 source.kind(),
                 rocksdb::ErrorKind::IOError

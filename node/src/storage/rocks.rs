@@ -17,6 +17,7 @@ use rocksdb::{
 };
 
 use super::{
+    disk_space::DiskGuard,
     stored_value::{now_millis, payload, raw_is_expired, StoredValue},
     Durability, KeyValue, Modify, ScanRange, Storage, StorageError,
 };
@@ -57,6 +58,9 @@ pub struct RocksStorageOptions {
     /// Keep the files in memory instead of on disk: the same engine, for
     /// simulations that open thousands of databases.
     pub in_memory: Option<MemoryFiles>,
+    /// Writes that store data are refused while the data volume has less
+    /// than this many bytes free; 0 for no margin.
+    pub min_free_disk_bytes: u64,
 }
 
 /// An in-memory file system for RocksDB. Clones share the files, so a
@@ -88,6 +92,7 @@ impl Default for RocksStorageOptions {
             block_cache_bytes: 256 << 20,
             max_open_files: -1,
             in_memory: None,
+            min_free_disk_bytes: 0,
         }
     }
 }
@@ -99,6 +104,7 @@ pub struct RocksStorage {
     write_options: WriteOptions,
     path: PathBuf,
     wal_syncer: Option<WalSyncer>,
+    disk: DiskGuard,
 }
 
 impl std::fmt::Debug for RocksStorage {
@@ -149,6 +155,16 @@ impl RocksStorage {
         data_opts.set_block_based_table_factory(&table);
         data_opts.set_compression_type(DBCompressionType::Lz4);
         data_opts.set_write_buffer_size(opts.write_buffer_bytes);
+        // After a write failed for lack of space, RocksDB resumes only once
+        // the volume has room for its largest memtable: no column family's,
+        // the unused default one included, may be larger than the data's
+        // (64 MiB each by default).
+        let mut default_opts = Options::default();
+        default_opts.set_write_buffer_size(opts.write_buffer_bytes.min(1 << 20));
+        let mut meta_opts = Options::default();
+        meta_opts.set_write_buffer_size(opts.write_buffer_bytes.min(1 << 20));
+        let mut hints_opts = Options::default();
+        hints_opts.set_write_buffer_size(opts.write_buffer_bytes);
         let purge = opts.purge.clone();
         data_opts.set_compaction_filter("ringkv-ttl-gc", move |_level, key, value| {
             let expired = raw_is_expired(value, now_millis());
@@ -164,9 +180,10 @@ impl RocksStorage {
         });
 
         let cfs = vec![
+            ColumnFamilyDescriptor::new(rocksdb::DEFAULT_COLUMN_FAMILY_NAME, default_opts),
             ColumnFamilyDescriptor::new(CF_DATA, data_opts),
-            ColumnFamilyDescriptor::new(CF_META, Options::default()),
-            ColumnFamilyDescriptor::new(CF_HINTS, Options::default()),
+            ColumnFamilyDescriptor::new(CF_META, meta_opts),
+            ColumnFamilyDescriptor::new(CF_HINTS, hints_opts),
         ];
         let db =
             DB::open_cf_descriptors(&db_opts, path, cfs).map_err(|source| StorageError::Open {
@@ -188,6 +205,7 @@ impl RocksStorage {
             write_options,
             path: path.to_path_buf(),
             wal_syncer,
+            disk: DiskGuard::new(path, opts.min_free_disk_bytes),
         };
         storage.claim_for(node_id)?;
         Ok(storage)
@@ -276,6 +294,7 @@ impl RocksStorage {
         encoded: &[u8],
         now_ms: u64,
     ) -> Result<(), StorageError> {
+        self.disk.check()?;
         let mut value = Vec::with_capacity(8 + encoded.len());
         value.extend_from_slice(&now_ms.to_be_bytes());
         value.extend_from_slice(encoded);
@@ -400,6 +419,11 @@ impl RocksStorage {
                     .flatten()
             })
             .unwrap_or(0)
+    }
+
+    /// Syncs the WAL to disk: every write so far survives a crash.
+    pub fn sync_wal(&self) -> Result<(), StorageError> {
+        self.db.flush_wal(true).map_err(engine("sync WAL"))
     }
 
     /// Compacts the whole data column family, memtables included, so that
@@ -532,6 +556,13 @@ impl Storage for RocksStorage {
     }
 
     fn write(&self, batch: Vec<Modify>) -> Result<(), StorageError> {
+        // Batches that only delete go on: they are how space comes back.
+        if batch
+            .iter()
+            .any(|change| matches!(change, Modify::Put { .. }))
+        {
+            self.disk.check()?;
+        }
         let data = self.cf(CF_DATA)?;
         let mut wb = WriteBatch::default();
         for change in &batch {
