@@ -119,6 +119,23 @@ async fn assert_all_read_back(node: &TestNode, acknowledged: usize, after: &str)
     }
 }
 
+/// Retries the next key's write until it is acknowledged, without a
+/// restart of the node.
+async fn write_once_resumed(node: &TestNode, next: &mut usize, when: &str) {
+    let client = node.client().await;
+    let i = *next;
+    eventually(
+        &format!("writes resume {when}"),
+        Duration::from_secs(60),
+        || {
+            let mut client = client.clone();
+            async move { client.put(key(i).as_bytes(), &value(i)).await.ok() }
+        },
+    )
+    .await;
+    *next += 1;
+}
+
 async fn start(ip: Ipv4Addr, data_dir: &Path, args: &[&str]) -> TestNode {
     let mut all = vec!["--write-buffer-bytes", "4194304"];
     all.extend_from_slice(args);
@@ -150,18 +167,7 @@ async fn a_full_volume_refuses_writes_recovers_stops_and_restarts() {
     assert!(acknowledged > 0, "some writes fit");
     assert_all_read_back(&node, acknowledged, "on a full volume").await;
     volume.resize(96);
-    let mut client = node.client().await;
-    eventually(
-        "writes resume once the volume grew",
-        Duration::from_secs(60),
-        || {
-            let mut client = client.clone();
-            let i = acknowledged;
-            async move { client.put(key(i).as_bytes(), &value(i)).await.ok() }
-        },
-    )
-    .await;
-    acknowledged += 1;
+    write_once_resumed(&node, &mut acknowledged, "once the volume grew").await;
     let status = node.stop().await;
     assert!(status.success(), "a clean stop after recovery: {status}");
 
@@ -199,8 +205,9 @@ async fn a_full_volume_refuses_writes_recovers_stops_and_restarts() {
     assert_eq!(volume.free(), 0);
     let mut node = start(ip, &data_dir, &margin).await;
     assert_all_read_back(&node, acknowledged, "after a start on a full volume").await;
-    client = node.client().await;
-    let refused = client
+    let refused = node
+        .client()
+        .await
         .put(b"refused", b"v")
         .await
         .expect_err("no room for writes");
@@ -210,17 +217,7 @@ async fn a_full_volume_refuses_writes_recovers_stops_and_restarts() {
     );
     // Space comes back: writes resume without a restart.
     std::fs::remove_file(&filler).expect("free the space");
-    eventually(
-        "writes resume once space is freed",
-        Duration::from_secs(30),
-        || {
-            let mut client = client.clone();
-            let i = acknowledged;
-            async move { client.put(key(i).as_bytes(), &value(i)).await.ok() }
-        },
-    )
-    .await;
-    acknowledged += 1;
+    write_once_resumed(&node, &mut acknowledged, "once space is freed").await;
     // The volume fills up again under the node, with a write in its
     // memtable: the stop is clean all the same, and the WAL keeps it.
     let filler = volume.fill();
