@@ -3,7 +3,7 @@
 
 mod common;
 
-use std::{net::Ipv4Addr, process::Command};
+use std::net::Ipv4Addr;
 
 use bytes::Bytes;
 use common::TestNode;
@@ -360,85 +360,6 @@ async fn a_100_mib_request_is_refused_within_a_memory_bound() {
     );
 }
 
-/// A tmpfs mount that is unmounted when dropped.
-struct TmpfsMount(tempfile::TempDir);
-
-impl TmpfsMount {
-    fn new(size: &str) -> Self {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let status = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
-            .arg(dir.path())
-            .status()
-            .expect("run mount");
-        assert!(
-            status.success(),
-            "this test needs root to mount a small tmpfs that fills up (mount exited {status})"
-        );
-        Self(dir)
-    }
-}
-
-impl Drop for TmpfsMount {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg("-l").arg(self.0.path()).status();
-    }
-}
-
-#[tokio::test]
-async fn a_full_disk_is_unavailable_and_the_node_keeps_serving_reads() {
-    let mount = TmpfsMount::new("24m");
-    let data_dir = mount.0.path().join("db");
-    let mut node = TestNode::start_in(
-        Ipv4Addr::new(127, 0, 3, 3),
-        &data_dir,
-        &["--write-buffer-bytes", "1048576"],
-    )
-    .await;
-    let mut client = node.client().await;
-    client
-        .put(b"early", b"kept")
-        .await
-        .expect("first write fits");
-
-    let value = vec![b'f'; 1 << 20];
-    let mut failure = None;
-    for i in 0..64 {
-        match client.put(format!("fill-{i}").as_bytes(), &value).await {
-            Ok(()) => {}
-            Err(error) => {
-                failure = Some(error);
-                break;
-            }
-        }
-    }
-    let error = failure.expect("a 24 MiB disk fills up within 64 MiB of writes");
-    let code = error.code().expect("server answered with a status");
-    println!("full disk: {error}");
-    assert_eq!(code, Code::Unavailable, "{error}");
-    assert!(
-        error.to_string().contains("storage write failed"),
-        "{error}"
-    );
-    assert!(node.is_running(), "the process keeps running");
-    assert_eq!(
-        client
-            .get(b"early")
-            .await
-            .expect("reads still served")
-            .map(|found| found.value)
-            .as_deref(),
-        Some(&b"kept"[..])
-    );
-    assert!(matches!(
-        ringkv_client::Connector::plaintext()
-            .is_serving(&node.grpc.to_string())
-            .await,
-        Ok(true)
-    ));
-    node.kill9();
-}
-
 /// A record that no longer decodes (on-disk corruption) fails what needs
 /// it and spares the rest: a write of the key fails with INTERNAL naming
 /// the unreadable record; a read counts this replica as failed, so with no
@@ -672,8 +593,10 @@ async fn a_put_past_the_record_bound_is_refused_before_it_is_applied() {
         assert_eq!(held(node.replica_record(b"crowded").await), b"1234");
         assert_eq!(held(node.replica_record(b"beside").await), b"b");
     }
+    let peak = cluster.nodes.iter().map(|n| n.peak_rss_bytes()).max();
     println!(
-        "record bound: {acknowledged} acknowledged puts checked on all 3 replicas; 2 refused puts left nothing behind"
+        "record bound: {acknowledged} acknowledged puts checked on all 3 replicas; 2 refused puts left nothing behind; peak RSS of a node {} MiB",
+        peak.unwrap_or(0) >> 20
     );
 }
 
@@ -721,5 +644,9 @@ async fn a_garbage_record_from_a_peer_is_invalid_argument() {
     assert_eq!(
         common::value_of(&mut client, b"after").await.as_deref(),
         Some(&b"served"[..])
+    );
+    println!(
+        "garbage records refused: 1 acknowledged write read back after them; peak RSS {} MiB",
+        node.peak_rss_bytes() >> 20
     );
 }

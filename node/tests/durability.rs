@@ -105,6 +105,7 @@ async fn a_stop_with_a_stalled_stream_ends_within_the_shutdown_timeout() {
         })
         .await
         .expect("a health watch opens");
+    let peak_rss = node.peak_rss_bytes();
     let pid = nix::unistd::Pid::from_raw(node.pid() as i32);
     let asked = Instant::now();
     nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).expect("SIGTERM");
@@ -126,5 +127,8 @@ async fn a_stop_with_a_stalled_stream_ends_within_the_shutdown_timeout() {
             .map(|found| found.value);
         assert_eq!(found.as_deref(), Some(&value[..]), "lost stalled-{i:04}");
     }
-    println!("stop with a stalled stream: exited in {took:?}; {KEYS} acknowledged writes read back after the restart");
+    println!(
+        "stop with a stalled stream: exited in {took:?}; {KEYS} acknowledged writes read back after the restart; peak RSS before the stop {} MiB",
+        peak_rss >> 20
+    );
 }

@@ -226,5 +226,8 @@ async fn a_full_volume_refuses_writes_recovers_stops_and_restarts() {
     std::fs::remove_file(&filler).expect("free the space");
     let node = start(ip, &data_dir, &margin).await;
     assert_all_read_back(&node, acknowledged, "after a stop on a full volume").await;
-    println!("full disk: {acknowledged} acknowledged writes of {VALUE_BYTES} bytes read back after every phase");
+    println!(
+        "full disk: {acknowledged} acknowledged writes of {VALUE_BYTES} bytes read back after every phase; peak RSS {} MiB",
+        node.peak_rss_bytes() >> 20
+    );
 }

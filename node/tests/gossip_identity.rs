@@ -157,8 +157,10 @@ async fn impostors_are_refused_and_the_real_node_stays_a_member() {
             .into_inner();
         assert_eq!(got.value, key.as_bytes(), "{key}");
     }
+    let peak = cluster.nodes.iter().map(|n| n.peak_rss_bytes()).max();
     println!(
-        "impostors refused: checked {} acknowledged writes at W=3 and R=3",
-        acknowledged.len()
+        "impostors refused: checked {} acknowledged writes at W=3 and R=3; peak RSS of a node {} MiB",
+        acknowledged.len(),
+        peak.unwrap_or(0) >> 20
     );
 }

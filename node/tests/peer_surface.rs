@@ -232,5 +232,8 @@ async fn the_peer_surface_needs_the_cluster_secret() {
         "the refused Apply changed nothing"
     );
     client.put(b"k2", b"v").await.expect("RawKV still serves");
-    println!("checked 2 acknowledged writes after {refused} refused calls");
+    println!(
+        "checked 2 acknowledged writes after {refused} refused calls; peak RSS {} MiB",
+        node.peak_rss_bytes() >> 20
+    );
 }

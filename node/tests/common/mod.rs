@@ -503,9 +503,11 @@ impl TestCluster {
         let endpoint = self.nodes[0].peer.to_string();
         let connector = self.nodes[0].connector.clone();
         let count = self.nodes.len();
+        // A setup step, not a measured one: under CI's load a fresh
+        // cluster's first gossip rounds and refills once took over 30 s.
         eventually(
             "every node alive and refilled",
-            Duration::from_secs(30),
+            Duration::from_secs(60),
             || {
                 let (endpoint, connector) = (endpoint.clone(), connector.clone());
                 async move {
@@ -520,6 +522,16 @@ impl TestCluster {
             },
         )
         .await;
+    }
+
+    /// Waits until every node sees every other alive: what a test needs
+    /// before it coordinates quorum requests through each of them.
+    pub async fn wait_all_alive(&self) {
+        for observer in 0..self.nodes.len() {
+            for node in (0..self.nodes.len()).filter(|n| *n != observer) {
+                self.wait_alive(observer, node, true).await;
+            }
+        }
     }
 
     /// Waits until `observer` sees `node` as alive (or dead).
