@@ -81,6 +81,17 @@ async fn mutual_tls_between_clients_and_peers() {
         std::fs::read(path("ringkv-client.crt")).expect("client cert"),
         std::fs::read(path("ringkv-client.key")).expect("client key"),
     );
+    let node_identity = (
+        std::fs::read(path("ringkv-node.crt")).expect("node cert"),
+        std::fs::read(path("ringkv-node.key")).expect("node key"),
+    );
+    // The harness calls the peer port as the operator does: with the
+    // nodes' certificate.
+    let operator = Connector::tls(
+        pki.ca.as_bytes(),
+        Some(SERVER_NAME),
+        Some((&node_identity.0, &node_identity.1)),
+    );
     let trusted = Connector::tls(
         pki.ca.as_bytes(),
         Some(SERVER_NAME),
@@ -88,11 +99,13 @@ async fn mutual_tls_between_clients_and_peers() {
     );
     // Forming the cluster and reaching SERVING already takes gossip, the
     // claimant and the health check over TLS.
-    let cluster = TestCluster::start_with(36, 3, &args, trusted.clone()).await;
+    let cluster = TestCluster::start_with(36, 3, &args, operator).await;
     let endpoint = cluster.nodes[0].grpc.to_string();
+    let peer_endpoint = cluster.nodes[0].peer.to_string();
 
-    // W=3 and R=3: the coordinator reaches both peers over mutual TLS.
-    let mut client = cluster.nodes[0].client().await;
+    // W=3 and R=3: the coordinator reaches both peers over mutual TLS. The
+    // client presents a certificate the cluster's CA signed for a client.
+    let mut client = trusted.client(&endpoint).await.expect("client over TLS");
     client
         .raw()
         .raw_put(put_at("secret", "kept", 3))
@@ -139,6 +152,40 @@ async fn mutual_tls_between_clients_and_peers() {
         .await
         .expect_err("a client expecting another server name");
     println!("client expecting another server name: {refused}");
+
+    // A client's certificate from the cluster's own CA, with a valid admin
+    // token: the peer port still refuses it, since it names no node.
+    let signed = trusted
+        .clone()
+        .with_cluster_secret(common::TEST_SECRET.as_bytes(), "test");
+    let refused = signed
+        .ring_status(&peer_endpoint)
+        .await
+        .expect_err("a client certificate on the peer port");
+    let ringkv_client::ClientError::Status(status) = &refused else {
+        panic!("an answer from the peer port: {refused}");
+    };
+    assert_eq!(status.code(), tonic::Code::Unauthenticated, "{status:?}");
+    assert!(
+        status.message().contains(SERVER_NAME) && status.message().contains("--tls-server-name"),
+        "{}",
+        status.message()
+    );
+    assert!(
+        signed
+            .decommission(&peer_endpoint, &cluster.nodes[2].node_id())
+            .await
+            .is_err(),
+        "no ring change from a client certificate"
+    );
+    let ring = common::ring_status(&cluster.nodes[0])
+        .await
+        .expect("the nodes' certificate is let in");
+    assert!(
+        ring.members.iter().all(|m| m.status == "normal"),
+        "{:?}",
+        ring.members
+    );
 }
 
 #[tokio::test]

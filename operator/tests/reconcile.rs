@@ -1038,6 +1038,11 @@ async fn a_missing_tls_secret_changes_nothing_and_is_named() {
         w.objects.keys()
     );
     assert!(
+        w.secrets.is_empty(),
+        "no cluster Secret created: {:?}",
+        w.secrets.keys()
+    );
+    assert!(
         w.events
             .iter()
             .any(|e| e.starts_with("TLSSecretUnavailable")

@@ -8,6 +8,7 @@
 
 use std::path::{Path, PathBuf};
 
+use rustls_pki_types::ServerName;
 use tonic::transport::{Certificate, ClientTlsConfig, Identity, ServerTlsConfig};
 
 /// Why TLS could not be set up.
@@ -22,6 +23,8 @@ pub enum TlsError {
     },
     #[error("{0}")]
     Incomplete(&'static str),
+    #[error("--tls-server-name {name:?} is not a DNS name or IP address: {reason}")]
+    ServerName { name: String, reason: String },
 }
 
 /// The files and choices behind a node's TLS.
@@ -40,10 +43,19 @@ pub struct TlsFiles<'a> {
 pub struct NodeTls {
     pub server: ServerTlsConfig,
     pub client: ClientTlsConfig,
+    /// The name every node's certificate carries; the peer port checks
+    /// callers' certificates against it.
+    pub node_name: ServerName<'static>,
 }
 
 impl NodeTls {
     pub fn load(files: &TlsFiles<'_>) -> Result<Self, TlsError> {
+        let node_name = ServerName::try_from(files.server_name.to_string()).map_err(|error| {
+            TlsError::ServerName {
+                name: files.server_name.to_string(),
+                reason: error.to_string(),
+            }
+        })?;
         let cert = read("certificate", files.cert)?;
         let key = read("key", files.key)?;
         let ca = Certificate::from_pem(read("CA certificate", files.ca)?);
@@ -56,7 +68,11 @@ impl NodeTls {
             .ca_certificate(ca)
             .domain_name(files.server_name)
             .identity(identity);
-        Ok(Self { server, client })
+        Ok(Self {
+            server,
+            client,
+            node_name,
+        })
     }
 
     /// TLS from the node's flags: all of cert, key, CA and server name, or

@@ -401,7 +401,10 @@ pub async fn run(
             .max_decoding_message_size(limits.max_request_bytes)
             .max_encoding_message_size(usize::MAX)
     };
-    let verify = VerifyPeer::new(cluster_key, metrics.security.peer_calls_refused.clone());
+    let mut verify = VerifyPeer::new(cluster_key, metrics.security.peer_calls_refused.clone());
+    if let Some(tls) = &tls {
+        verify = verify.with_node_certificates(tls.node_name.clone());
+    }
     let max_partition_streams = config.max_partition_streams.max(1);
     let replica = ReplicaServer::new(ReplicaService {
         local: local.clone(),

@@ -207,9 +207,10 @@ pub async fn apply(kvc: &KVCluster, ctx: &Context) -> Result<Action, ReconcileEr
     if let Err(error) = validate(&kvc.spec) {
         return report::invalid_spec(ctx, kvc, &namespace, &error).await;
     }
-    let secret = cluster_secret::ensure(ctx, kvc, &namespace).await?;
-    let world = match observe::observe(ctx, kvc, &namespace, &secret).await? {
-        Ok(world) => world,
+    // Without its TLS Secret no pod could start: nothing is created, the
+    // cluster Secret included, until it exists.
+    let connector = match observe::admin_connector(ctx, kvc, &namespace).await {
+        Ok(connector) => connector,
         Err(missing) => {
             events::publish(
                 ctx,
@@ -223,6 +224,8 @@ pub async fn apply(kvc: &KVCluster, ctx: &Context) -> Result<Action, ReconcileEr
             return Ok(Action::requeue(SECRET_REQUEUE));
         }
     };
+    let secret = cluster_secret::ensure(ctx, kvc, &namespace).await?;
+    let world = observe::observe(ctx, kvc, &namespace, connector, &secret).await?;
     act::annotate_zones(ctx, kvc, &namespace, &world.nodes).await?;
     act::apply_owned_objects(ctx, kvc, &namespace).await?;
     let decision = decide::decide(kvc, &world, ctx.max_pending_hints);

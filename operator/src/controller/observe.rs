@@ -39,15 +39,15 @@ pub struct World {
     pub connector: Connector,
 }
 
-/// Reads the cluster's StatefulSet, pods and ring, asking the nodes with
-/// calls signed by `cluster_secret`. `Ok(Err(_))` when the TLS Secret the
-/// nodes need is not there yet.
+/// Reads the cluster's StatefulSet, pods and ring, asking the nodes
+/// through `connector` with calls signed by `cluster_secret`.
 pub async fn observe(
     ctx: &Context,
     kvc: &KVCluster,
     namespace: &str,
+    connector: Connector,
     cluster_secret: &[u8],
-) -> Result<Result<World, TlsSecretError>, ReconcileError> {
+) -> Result<World, ReconcileError> {
     let name = kvc.name_any();
     let sets: Api<StatefulSet> = Api::namespaced(ctx.client.clone(), namespace);
     let set = sets
@@ -61,17 +61,14 @@ pub async fn observe(
         .map_err(kube_error::<Pod>("listing", &name))?
         .items;
     let nodes = NodePods::new(&name, pods);
-    let connector = match admin_connector(ctx, kvc, namespace).await {
-        Ok(connector) => connector.with_cluster_secret(cluster_secret, ADMIN_ISSUER),
-        Err(missing) => return Ok(Err(missing)),
-    };
+    let connector = connector.with_cluster_secret(cluster_secret, ADMIN_ISSUER);
     let ring = ring_view(ctx, &connector, &nodes).await;
-    Ok(Ok(World {
+    Ok(World {
         set,
         nodes,
         ring,
         connector,
-    }))
+    })
 }
 
 /// A cluster's node pods by ordinal.
@@ -162,7 +159,7 @@ impl NodePods {
 /// How the operator reaches the nodes' Admin service: over TLS with the
 /// cluster's CA (and its server certificate as the client's, under mutual
 /// TLS) when `spec.tls` is set. The error names the Secret and key.
-async fn admin_connector(
+pub async fn admin_connector(
     ctx: &Context,
     kvc: &KVCluster,
     namespace: &str,
