@@ -218,11 +218,21 @@ async fn a_full_volume_refuses_writes_recovers_stops_and_restarts() {
     // Space comes back: writes resume without a restart.
     std::fs::remove_file(&filler).expect("free the space");
     write_once_resumed(&node, &mut acknowledged, "once space is freed").await;
-    // The volume fills up again under the node, with a write in its
-    // memtable: the stop is clean all the same, and the WAL keeps it.
+    // With space back, the node allocates its reserve again by itself.
+    let reserve = data_dir.join("ringkv.reserve");
+    eventually(
+        "the reserve is allocated again",
+        Duration::from_secs(30),
+        || async { reserve.exists().then_some(()) },
+    )
+    .await;
+    // The volume fills up again under the node, with writes in its
+    // memtable: the stop is clean all the same, frees the reserve for the
+    // next start, and the WAL keeps the writes.
     let filler = volume.fill();
     let status = node.stop().await;
     assert!(status.success(), "a clean stop on a full volume: {status}");
+    assert!(!reserve.exists(), "the stop freed the reserve");
     std::fs::remove_file(&filler).expect("free the space");
     let node = start(ip, &data_dir, &margin).await;
     assert_all_read_back(&node, acknowledged, "after a stop on a full volume").await;

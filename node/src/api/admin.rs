@@ -143,7 +143,7 @@ impl Admin for AdminService {
         let done = tokio::task::spawn_blocking(move || storage.compact())
             .await
             .map_err(|e| Status::internal(format!("compaction task failed: {e}")))?
-            .map_err(|e| Status::unavailable(format!("compaction failed: {e}")))?;
+            .map_err(Status::from)?;
         tracing::info!(
             records_dropped = done.records_dropped,
             live_sst_bytes_before = done.live_sst_bytes_before,

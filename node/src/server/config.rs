@@ -189,9 +189,9 @@ pub struct NodeConfig {
     pub write_buffer_bytes: usize,
 
     /// Writes that store data are refused with UNAVAILABLE while the data
-    /// volume has fewer bytes free than this, so that RocksDB can always
-    /// flush and compact; reads and deletes of whole partitions go on. 0
-    /// turns the margin off.
+    /// volume has fewer bytes free than this, which leaves RocksDB room to
+    /// flush its memtables and compact; reads, and the node's own drops of
+    /// partitions it no longer owns, go on. 0 turns the margin off.
     #[arg(long, env = "RINGKV_MIN_FREE_DISK_BYTES", default_value_t = 256 << 20)]
     pub min_free_disk_bytes: u64,
 

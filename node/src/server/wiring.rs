@@ -459,6 +459,14 @@ pub async fn run(
         let _ = rx.wait_for(|stop| *stop).await;
     };
 
+    // A reserve given up at a start on a full volume comes back once space
+    // does, without a restart.
+    tokio::spawn(keep_reserve(
+        reserve.clone(),
+        config.min_free_disk_bytes,
+        stopped(stop_rx.clone()),
+    ));
+
     let metrics_addr = config.metrics_listen;
     let metrics_listener = tokio::net::TcpListener::bind(metrics_addr)
         .await
@@ -658,33 +666,65 @@ pub async fn run(
 }
 
 /// Flushes the memtables at a stop. The WAL is synced first, so a flush
-/// that finds the volume full loses nothing: it gets the reserve's space,
-/// and failing even then, the next start replays the WAL.
+/// that finds the volume full loses nothing: the next start replays the
+/// WAL, and the reserve is freed now so that it has room to.
 fn final_flush(storage: &RocksStorage, reserve: &Reserve) -> Result<(), StorageError> {
     storage.sync_wal()?;
-    let Err(error) = storage.flush() else {
-        tracing::info!("memtables flushed and WAL synced");
-        return Ok(());
-    };
-    let released = reserve.release().unwrap_or(false);
     match storage.flush() {
-        Ok(()) => tracing::info!(
-            first_error = %error,
-            "memtables flushed into the reserve file's space, WAL synced"
-        ),
-        Err(error) => tracing::warn!(
-            %error,
-            reserve_released = released,
-            "memtables not flushed; the WAL is synced and the next start replays it"
-        ),
+        Ok(()) => tracing::info!("memtables flushed and WAL synced"),
+        // A retry right away fails too: RocksDB stays stopped until its own
+        // free-space check, every 5 s, and even with the reserve freed it
+        // did not resume within 12 s in tests/full_disk.rs.
+        Err(error) => {
+            let released = reserve.release().unwrap_or(false);
+            tracing::warn!(
+                %error,
+                reserve_released = released,
+                "memtables not flushed; the WAL is synced and the next start replays it"
+            );
+        }
     }
     Ok(())
 }
 
-/// Deletes everything in `dir` but `dir` itself, which may be a mount point.
+/// Re-allocates the reserve file whenever it is missing and the volume has
+/// room for it beyond the margin, until `stop`.
+async fn keep_reserve(reserve: Reserve, min_free: u64, stop: impl Future<Output = ()>) {
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(5));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tokio::pin!(stop);
+    loop {
+        tokio::select! {
+            () = &mut stop => return,
+            _ = tick.tick() => {}
+        }
+        if reserve.is_allocated() {
+            continue;
+        }
+        let restoring = reserve.clone();
+        match tokio::task::spawn_blocking(move || restoring.restore(min_free)).await {
+            Ok(Ok(true)) => tracing::info!("reserve file allocated again"),
+            Ok(Ok(false)) => {}
+            Ok(Err(error)) => tracing::debug!(%error, "could not allocate the reserve file"),
+            Err(error) => tracing::debug!(%error, "reserve task failed"),
+        }
+    }
+}
+
+/// Deletes everything in `dir` but `dir` itself, which may be a mount point,
+/// and the file system's own `lost+found`.
 fn empty_dir(dir: &std::path::Path) -> std::io::Result<()> {
+    // RocksDB's CURRENT goes first: a wipe cut short then leaves a data dir
+    // that opens as a new database, not one whose manifest is missing.
+    match std::fs::remove_file(dir.join("CURRENT")) {
+        Err(error) if error.kind() != std::io::ErrorKind::NotFound => return Err(error),
+        _ => {}
+    }
     for entry in std::fs::read_dir(dir)? {
         let path = entry?.path();
+        if path.file_name().is_some_and(|name| name == "lost+found") {
+            continue;
+        }
         if path.is_dir() {
             std::fs::remove_dir_all(&path)?;
         } else {

@@ -80,6 +80,11 @@ impl Reserve {
         }
     }
 
+    /// Whether the reserve is in place (always, when it is to be empty).
+    pub fn is_allocated(&self) -> bool {
+        self.bytes == 0 || std::fs::metadata(&self.path).is_ok_and(|m| m.len() == self.bytes)
+    }
+
     /// Deletes the reserve; returns whether there was one.
     pub fn release(&self) -> io::Result<bool> {
         match std::fs::remove_file(&self.path) {
@@ -95,10 +100,8 @@ impl Reserve {
         if self.bytes == 0 {
             return Ok(false);
         }
-        if let Ok(existing) = std::fs::metadata(&self.path) {
-            if existing.len() == self.bytes {
-                return Ok(true);
-            }
+        if self.is_allocated() {
+            return Ok(true);
         }
         let dir = self.path.parent().unwrap_or(Path::new("."));
         if free_bytes(dir)? < self.bytes.saturating_add(min_free) {
@@ -141,7 +144,9 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let reserve = Reserve::new(dir.path(), 4 << 20);
         assert!(!reserve.release().expect("nothing to release"));
+        assert!(!reserve.is_allocated());
         assert!(reserve.restore(0).expect("restore"));
+        assert!(reserve.is_allocated());
         let meta = std::fs::metadata(dir.path().join(RESERVE_FILE)).expect("reserve file");
         assert_eq!(meta.len(), 4 << 20);
         assert!(
