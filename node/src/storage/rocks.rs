@@ -431,13 +431,7 @@ impl RocksStorage {
     /// write traffic happens to compact the files holding it.
     pub fn compact(&self) -> Result<Compaction, StorageError> {
         let data = self.cf(CF_DATA)?;
-        let live_sst_bytes = || {
-            self.db
-                .property_int_value_cf(data, properties::LIVE_SST_FILES_SIZE)
-                .ok()
-                .flatten()
-                .unwrap_or(0)
-        };
+        let live_sst_bytes = || self.stats().live_sst_bytes;
         let dropped = || self.options.get_ticker_count(Ticker::CompactionKeyDropUser);
         let (bytes_before, dropped_before) = (live_sst_bytes(), dropped());
         self.db.flush_cf(data).map_err(engine("flush"))?;
