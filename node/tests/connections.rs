@@ -148,13 +148,20 @@ async fn idle_connections_past_the_descriptor_share_are_refused_and_the_node_rec
 }
 
 /// Row 10: an HTTP/1.1 request gets an HTTP error that says what to use.
-/// And a handshake that stops half-way is closed within the handshake
-/// timeout instead of being held forever.
+/// And row 5's slow clients: a handshake that stops half-way is closed
+/// within the handshake timeout, and header blocks trickled a byte a
+/// second within the header timeout, instead of being held forever.
 #[tokio::test]
-async fn http1_gets_an_http_error_and_a_truncated_handshake_is_closed() {
+async fn http1_gets_an_http_error_and_truncated_or_trickled_headers_are_closed() {
+    const TRICKLERS: usize = 100;
     let node = TestNode::start(
         Ipv4Addr::new(127, 0, 90, 1),
-        &["--handshake-timeout-secs", "1"],
+        &[
+            "--handshake-timeout-secs",
+            "1",
+            "--header-timeout-secs",
+            "2",
+        ],
     )
     .await;
     let mut stream = TcpStream::connect(node.grpc).await.expect("connect");
@@ -194,10 +201,59 @@ async fn http1_gets_an_http_error_and_a_truncated_handshake_is_closed() {
         answer.lines().next().unwrap_or_default(),
         started.elapsed()
     );
-    // The node still serves.
+
+    // A HEADERS frame (16 bytes, stream 1, END_HEADERS) trickled at one
+    // byte a second: the idle timeout never fires, and no request exists
+    // for a deadline to end.
+    let mut headers = b"\0\0\x10\x01\x04\0\0\0\x01".to_vec();
+    headers.extend_from_slice(&[0x82; 16]);
+    let mut tricklers = Vec::new();
+    for _ in 0..TRICKLERS {
+        let mut stream = TcpStream::connect(node.grpc).await.expect("connect");
+        stream.write_all(PREFACE).await.expect("preface");
+        stream.write_all(&EMPTY_SETTINGS).await.expect("settings");
+        let headers = headers.clone();
+        tricklers.push(tokio::spawn(async move {
+            let started = Instant::now();
+            for byte in headers {
+                if stream.write_all(&[byte]).await.is_err() {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+            // Whatever the node sent (its SETTINGS, a GOAWAY) until it closed.
+            let mut sink = Vec::new();
+            let closed =
+                tokio::time::timeout(Duration::from_secs(30), stream.read_to_end(&mut sink))
+                    .await
+                    .is_ok();
+            (closed, started.elapsed())
+        }));
+    }
+    // Meanwhile the node serves others.
     let mut client = node.client().await;
+    let mut acknowledged = Vec::new();
+    for i in 0..20 {
+        let key = format!("while-trickled-{i:02}");
+        put(&mut client, &key).await;
+        acknowledged.push(key);
+    }
+    let mut slowest = Duration::ZERO;
+    for trickler in tricklers {
+        let (closed, took) = trickler.await.expect("trickler");
+        assert!(closed, "a trickled header block is closed");
+        assert!(
+            took < Duration::from_secs(8),
+            "closed after {took:?} with --header-timeout-secs 2"
+        );
+        slowest = slowest.max(took);
+    }
+    println!("{TRICKLERS} header blocks trickled at 1 B/s: all closed, the last after {slowest:?}");
+    // The node still serves.
     put(&mut client, "after").await;
-    read_back(&mut client, &["after".to_string()]).await;
+    acknowledged.push("after".to_string());
+    read_back(&mut client, &acknowledged).await;
+    println!("{} acknowledged writes read back", acknowledged.len());
 }
 
 /// Starts a RawPut on `client` whose body says 1 MiB follows and then

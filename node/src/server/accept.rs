@@ -14,6 +14,10 @@
 //!   timeout, and is closed once it has sent nothing for the idle timeout.
 //!   A live idle client answers the server's keepalive pings every 30 s, so
 //!   only dead or stalled connections reach that.
+//! - A cleartext HTTP/2 connection is closed once a frame or a header
+//!   block it began stays unfinished for the header timeout
+//!   ([`crate::server::frame_clock`]): a client trickling its headers never
+//!   makes a request that a request deadline could end.
 
 use std::{
     future::Future,
@@ -36,7 +40,7 @@ use tokio::{
 };
 use tonic::transport::server::{Connected, TcpConnectInfo};
 
-use crate::server::log_limit::LogLimit;
+use crate::server::{frame_clock::FrameClock, log_limit::LogLimit};
 
 /// Bytes a connection must send within the handshake timeout: the HTTP/2
 /// client preface.
@@ -58,6 +62,8 @@ pub struct ConnectionLimits {
     pub handshake_timeout: Duration,
     /// `--idle-timeout-secs`.
     pub idle_timeout: Duration,
+    /// `--header-timeout-secs`.
+    pub header_timeout: Duration,
 }
 
 /// What the accept loop reports.
@@ -136,12 +142,14 @@ const ENFILE: i32 = nix::errno::Errno::ENFILE as i32;
 pub struct Connection {
     stream: TcpStream,
     _open: OpenConnection,
-    /// Fires at the handshake deadline, then at idle deadlines.
+    /// Fires at the handshake deadline, then at idle or header deadlines.
     timer: Pin<Box<Sleep>>,
     /// Bytes still expected within the handshake timeout.
     handshake_left: usize,
     idle_timeout: Duration,
     last_read: Instant,
+    header_timeout: Duration,
+    frames: FrameClock,
 }
 
 impl Connection {
@@ -159,6 +167,19 @@ impl Connection {
             handshake_left: HANDSHAKE_BYTES,
             idle_timeout: limits.idle_timeout,
             last_read: now,
+            header_timeout: limits.header_timeout,
+            frames: FrameClock::default(),
+        }
+    }
+
+    /// When the connection will have sent nothing for the idle timeout,
+    /// or left a frame unfinished for the header timeout, whichever is
+    /// first.
+    fn next_deadline(&self) -> Instant {
+        let idle_until = self.last_read + self.idle_timeout;
+        match self.frames.unfinished_since() {
+            Some(begun) => idle_until.min(begun + self.header_timeout),
+            None => idle_until,
         }
     }
 
@@ -175,14 +196,23 @@ impl Connection {
                     "the client did not open its handshake within --handshake-timeout-secs",
                 ));
             }
-            let idle_until = self.last_read + self.idle_timeout;
-            if Instant::now() >= idle_until {
+            let now = Instant::now();
+            if let Some(begun) = self.frames.unfinished_since() {
+                if now >= begun + self.header_timeout {
+                    return Some(io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        "the client left an HTTP/2 frame or header block unfinished for --header-timeout-secs",
+                    ));
+                }
+            }
+            if now >= self.last_read + self.idle_timeout {
                 return Some(io::Error::new(
                     io::ErrorKind::TimedOut,
                     "the client sent nothing for --idle-timeout-secs",
                 ));
             }
-            self.timer.as_mut().reset(idle_until);
+            let next = self.next_deadline();
+            self.timer.as_mut().reset(next);
         }
     }
 }
@@ -198,12 +228,21 @@ impl AsyncRead for Connection {
             Poll::Ready(Ok(())) => {
                 let read = buf.filled().len() - before;
                 if read > 0 {
-                    self.last_read = Instant::now();
-                    if self.handshake_left > 0 {
-                        self.handshake_left = self.handshake_left.saturating_sub(read);
-                        if self.handshake_left == 0 {
-                            let idle_until = self.last_read + self.idle_timeout;
-                            self.timer.as_mut().reset(idle_until);
+                    let now = Instant::now();
+                    self.last_read = now;
+                    let this = &mut *self;
+                    this.frames.observe(&buf.filled()[before..], now);
+                    if this.handshake_left > 0 {
+                        this.handshake_left = this.handshake_left.saturating_sub(read);
+                        if this.handshake_left == 0 {
+                            let next = this.next_deadline();
+                            this.timer.as_mut().reset(next);
+                        }
+                    } else if let Some(begun) = this.frames.unfinished_since() {
+                        // The timer may sit at a later idle deadline.
+                        let header_until = begun + this.header_timeout;
+                        if header_until < this.timer.deadline() {
+                            this.timer.as_mut().reset(header_until);
                         }
                     }
                 }
@@ -296,6 +335,7 @@ mod tests {
             max_connections,
             handshake_timeout: Duration::from_millis(handshake_ms),
             idle_timeout: Duration::from_millis(idle_ms),
+            header_timeout: Duration::from_secs(60),
         }
     }
 
@@ -415,5 +455,74 @@ mod tests {
         drop(live);
         let (_, error) = live_side.await.expect("task");
         assert_eq!(error.kind(), io::ErrorKind::UnexpectedEof);
+    }
+
+    /// A client that trickles a header block, a byte at a time or frame by
+    /// frame, is closed at the header timeout though it never goes idle;
+    /// one that sends whole frames as slowly stays open.
+    #[tokio::test]
+    async fn a_trickled_header_block_is_closed_and_whole_frames_are_not() {
+        const HANDSHAKE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\0\0\0\x04\0\0\0\0\0";
+        /// A HEADERS frame of 16 bytes on stream 1, without END_HEADERS.
+        const HEADERS: &[u8] = b"\0\0\x10\x01\0\0\0\0\x01";
+        const CONTINUATION: &[u8] = b"\0\0\x01\x09\0\0\0\0\x01x";
+        const PING: &[u8] = b"\0\0\x08\x06\0\0\0\0\0pingpong";
+        let (listener, addr) = listener().await;
+        let limits = ConnectionLimits {
+            header_timeout: Duration::from_millis(600),
+            ..limits(8, 5_000, 5_000)
+        };
+        let mut incoming = Box::pin(incoming(listener, limits, ConnectionMetrics::default()));
+        let mut clients = Vec::new();
+        let mut sides = Vec::new();
+        for _ in 0..3 {
+            let mut client = TcpStream::connect(addr).await.expect("connect");
+            client.write_all(HANDSHAKE).await.expect("handshake");
+            sides.push(tokio::spawn(serve(
+                incoming.next().await.expect("one").expect("ok"),
+            )));
+            clients.push(client);
+        }
+        let [byte_by_byte, frame_by_frame, pinging] =
+            <[TcpStream; 3]>::try_from(clients).expect("three clients");
+        let trickle = |mut client: TcpStream, chunks: Vec<Vec<u8>>| {
+            tokio::spawn(async move {
+                for chunk in chunks {
+                    tokio::time::sleep(Duration::from_millis(150)).await;
+                    if client.write_all(&chunk).await.is_err() {
+                        return None;
+                    }
+                }
+                Some(client)
+            })
+        };
+        let bytes = HEADERS.iter().chain(b"16 header bytes!").map(|b| vec![*b]);
+        let byte_by_byte = trickle(byte_by_byte, bytes.collect());
+        let continuations = std::iter::once(HEADERS.to_vec())
+            .chain(std::iter::once(b"16 header bytes!".to_vec()))
+            .chain(std::iter::repeat_n(CONTINUATION.to_vec(), 12));
+        let frame_by_frame = trickle(frame_by_frame, continuations.collect());
+        let pinging = trickle(pinging, vec![PING.to_vec(); 14]);
+        let mut sides = sides.into_iter();
+        for name in ["byte by byte", "frame by frame"] {
+            let (took, error) = sides.next().expect("side").await.expect("task");
+            assert_eq!(error.kind(), io::ErrorKind::TimedOut, "{name}: {error}");
+            assert!(
+                error.to_string().contains("--header-timeout-secs"),
+                "{name}: {error}"
+            );
+            assert!(
+                took >= Duration::from_millis(600) && took <= Duration::from_millis(1_500),
+                "{name} closed after {took:?}"
+            );
+        }
+        let pinging_side = sides.next().expect("side");
+        let pinger = pinging.await.expect("the pinger");
+        assert!(pinger.is_some(), "whole frames were all written");
+        assert!(
+            !pinging_side.is_finished(),
+            "a connection that sends whole frames stays open"
+        );
+        drop((pinger, byte_by_byte, frame_by_frame));
     }
 }

@@ -174,6 +174,13 @@ pub struct NodeConfig {
     #[arg(long, env = "RINGKV_IDLE_TIMEOUT_SECS", default_value_t = 120)]
     pub idle_timeout_secs: u64,
 
+    /// Seconds a cleartext HTTP/2 client may take to finish a frame, or a
+    /// request's header block, once it has begun sending it; past it the
+    /// connection is closed. (A request's body is bounded by the request
+    /// deadline instead.)
+    #[arg(long, env = "RINGKV_HEADER_TIMEOUT_SECS", default_value_t = 10)]
+    pub header_timeout_secs: u64,
+
     /// Most concurrent requests (HTTP/2 streams) one client connection may
     /// open; the client queues the rest.
     #[arg(long, env = "RINGKV_MAX_CONCURRENT_STREAMS", default_value_t = 128)]

@@ -4,6 +4,7 @@
 pub(crate) mod accept;
 pub(crate) mod config;
 pub(crate) mod fd_budget;
+pub(crate) mod frame_clock;
 pub(crate) mod lifecycle;
 pub(crate) mod log_limit;
 pub(crate) mod metrics;

@@ -552,6 +552,7 @@ pub async fn run(
         max_connections,
         handshake_timeout: Duration::from_secs(config.handshake_timeout_secs.max(1)),
         idle_timeout: Duration::from_secs(config.idle_timeout_secs.max(1)),
+        header_timeout: Duration::from_secs(config.header_timeout_secs.max(1)),
     };
     let peer_incoming = accept::incoming(
         peer_listener,
