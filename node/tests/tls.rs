@@ -215,3 +215,116 @@ async fn probes_reach_health_in_plaintext_beside_a_tls_listener() {
     assert_eq!(refused.code(), Some(tonic::Code::Unimplemented));
     drop(cluster);
 }
+
+/// Row 5's slow clients under TLS. The node takes the TLS handshake itself
+/// and reads the HTTP/2 frames inside it, so a handshake that stalls is
+/// dropped at the handshake timeout and a header block trickled through
+/// TLS at the header timeout, as in cleartext.
+#[tokio::test]
+async fn slow_tls_handshakes_and_trickled_headers_are_closed() {
+    use std::{sync::Arc, time::Duration};
+
+    use rustls_pki_types::{pem::PemObject, CertificateDer, ServerName};
+    use tokio::{
+        io::{AsyncRead, AsyncReadExt, AsyncWriteExt},
+        net::TcpStream,
+        time::Instant,
+    };
+    use tokio_rustls::{
+        rustls::{crypto::ring::default_provider, ClientConfig, RootCertStore},
+        TlsConnector,
+    };
+
+    /// How long until the node closes `stream`, reading what it sends.
+    async fn closed_after(mut stream: impl AsyncRead + Unpin, started: Instant) -> Duration {
+        let mut sink = Vec::new();
+        tokio::time::timeout(Duration::from_secs(20), stream.read_to_end(&mut sink))
+            .await
+            .expect("closed within 20 s")
+            .ok();
+        started.elapsed()
+    }
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let pki = Pki::new(dir.path(), "ringkv");
+    let mut flags = tls_flags(dir.path());
+    flags.extend([
+        "--handshake-timeout-secs".into(),
+        "1".into(),
+        "--header-timeout-secs".into(),
+        "2".into(),
+    ]);
+    let mut args: Vec<&str> = flags.iter().map(String::as_str).collect();
+    args.extend(STANDALONE);
+    let trusted = Connector::tls(pki.ca.as_bytes(), Some(SERVER_NAME), None);
+    let cluster = TestCluster::start_with(94, 1, &args, trusted.clone()).await;
+    let node = &cluster.nodes[0];
+
+    // A client that opens TCP and sends half a ClientHello.
+    let mut stalled = TcpStream::connect(node.grpc).await.expect("connect");
+    stalled
+        .write_all(&[0x16, 0x03, 0x01, 0x02, 0x00, 0x01])
+        .await
+        .expect("send");
+    let took = closed_after(stalled, Instant::now()).await;
+    println!("a stalled TLS handshake was closed after {took:?}");
+    assert!(took < Duration::from_secs(4), "closed after {took:?}");
+
+    // A client that finishes TLS and HTTP/2's preface, then trickles a
+    // HEADERS frame a byte every 300 ms inside TLS.
+    let mut roots = RootCertStore::empty();
+    roots
+        .add(CertificateDer::from_pem_slice(pki.ca.as_bytes()).expect("CA"))
+        .expect("root");
+    let mut config = ClientConfig::builder_with_provider(Arc::new(default_provider()))
+        .with_safe_default_protocol_versions()
+        .expect("versions")
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    let tcp = TcpStream::connect(node.grpc).await.expect("connect");
+    let mut tls = TlsConnector::from(Arc::new(config))
+        .connect(ServerName::try_from(SERVER_NAME).expect("name"), tcp)
+        .await
+        .expect("a TLS handshake");
+    tls.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\0\0\0\x04\0\0\0\0\0")
+        .await
+        .expect("preface");
+    tls.flush().await.expect("flush");
+    let started = Instant::now();
+    let (reader, mut writer) = tokio::io::split(tls);
+    let trickler = tokio::spawn(async move {
+        for byte in b"\0\0\x10\x01\x04\0\0\0\x01".iter().chain(&[0x82; 16]) {
+            if writer.write_all(&[*byte]).await.is_err() || writer.flush().await.is_err() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+    });
+    let took = closed_after(reader, started).await;
+    trickler.abort();
+    println!("a header block trickled through TLS was closed after {took:?}");
+    assert!(
+        took >= Duration::from_secs(2) && took < Duration::from_secs(5),
+        "closed after {took:?} with --header-timeout-secs 2"
+    );
+
+    // Whole requests over TLS go on.
+    let mut client = trusted
+        .client(&node.grpc.to_string())
+        .await
+        .expect("client");
+    client
+        .raw()
+        .raw_put(put_at("after", "kept", 1))
+        .await
+        .expect("a put over TLS");
+    let got = client
+        .raw()
+        .raw_get(get_at("after", 1))
+        .await
+        .expect("a get over TLS")
+        .into_inner();
+    assert_eq!(got.value, Bytes::from_static(b"kept"));
+    println!("1 acknowledged write read back");
+}

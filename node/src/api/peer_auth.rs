@@ -11,7 +11,7 @@ use ringkv_proto::peer_auth::{now_ms, AuthError, Caller, ClusterKey, Role, METAD
 use rustls_pki_types::ServerName;
 use tonic::{Request, Status};
 
-use crate::server::log_limit::LogLimit;
+use crate::server::{accept::ConnectionInfo, log_limit::LogLimit};
 
 static REFUSED_LOG: LogLimit = LogLimit::new(Duration::from_secs(10));
 
@@ -58,7 +58,11 @@ impl VerifyPeer {
     }
 
     fn check_certificate(&self, request: &Request<()>) -> Result<(), PeerRefusal> {
-        let (Some(name), Some(chain)) = (&self.node_name, request.peer_certs()) else {
+        let chain = request
+            .extensions()
+            .get::<ConnectionInfo>()
+            .and_then(|info| info.certificates.clone());
+        let (Some(name), Some(chain)) = (&self.node_name, chain) else {
             return Ok(());
         };
         let Some(leaf) = chain.first() else {
@@ -103,7 +107,11 @@ impl tonic::service::Interceptor for VerifyPeer {
             Err(error) => {
                 self.refused.inc();
                 if let Some(held_back) = REFUSED_LOG.admit() {
-                    let from = request.remote_addr().map(|a| a.to_string());
+                    let from = request
+                        .extensions()
+                        .get::<ConnectionInfo>()
+                        .and_then(|info| info.remote_addr)
+                        .map(|a| a.to_string());
                     tracing::warn!(%error, ?from, held_back, "refused a call on the peer port");
                 }
                 Err(Status::unauthenticated(error.to_string()))

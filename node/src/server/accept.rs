@@ -9,19 +9,23 @@
 //! - Running out of descriptors anyway (EMFILE, ENFILE) is logged and
 //!   waited out for a moment, instead of retried at once in a loop that
 //!   spins a core.
-//! - A connection must send the first bytes of its handshake (the 24-byte
-//!   HTTP/2 preface, or the start of a TLS hello) within the handshake
-//!   timeout, and is closed once it has sent nothing for the idle timeout.
-//!   A live idle client answers the server's keepalive pings every 30 s, so
-//!   only dead or stalled connections reach that.
-//! - A cleartext HTTP/2 connection is closed once a frame or a header
-//!   block it began stays unfinished for the header timeout
+//! - Under TLS the loop takes each TLS handshake itself, several at once,
+//!   and drops a connection whose handshake is not done within the
+//!   handshake timeout.
+//! - A connection must then send the first bytes of its handshake (the
+//!   24-byte HTTP/2 preface) within the handshake timeout, and is closed
+//!   once it has sent nothing for the idle timeout. A live idle client
+//!   answers the server's keepalive pings every 30 s, so only dead or
+//!   stalled connections reach that.
+//! - An HTTP/2 connection is closed once a frame or a header block it
+//!   began stays unfinished for the header timeout
 //!   ([`crate::server::frame_clock`]): a client trickling its headers never
 //!   makes a request that a request deadline could end.
 
 use std::{
     future::Future,
     io,
+    net::SocketAddr,
     pin::Pin,
     sync::{
         atomic::{AtomicUsize, Ordering},
@@ -31,14 +35,16 @@ use std::{
     time::Duration,
 };
 
-use futures::Stream;
+use futures::{stream::FuturesUnordered, Stream, StreamExt};
 use prometheus_client::metrics::{counter::Counter, gauge::Gauge};
+use rustls_pki_types::CertificateDer;
 use tokio::{
     io::{AsyncRead, AsyncWrite, ReadBuf},
     net::{TcpListener, TcpStream},
     time::{Instant, Sleep},
 };
-use tonic::transport::server::{Connected, TcpConnectInfo};
+use tokio_rustls::{server::TlsStream, TlsAcceptor};
+use tonic::transport::server::Connected;
 
 use crate::server::{frame_clock::FrameClock, log_limit::LogLimit};
 
@@ -75,28 +81,101 @@ pub struct ConnectionMetrics {
     pub open: Gauge,
 }
 
-/// The connections of `listener`, within `limits`.
+/// The connections of `listener`, within `limits`; under TLS, once their
+/// TLS handshake is done.
 pub fn incoming(
     listener: TcpListener,
     limits: ConnectionLimits,
     metrics: ConnectionMetrics,
+    tls: Option<TlsAcceptor>,
 ) -> impl Stream<Item = io::Result<Connection>> {
-    let open = Arc::new(AtomicUsize::new(0));
-    futures::stream::unfold(
-        (listener, limits, metrics, open),
-        |(listener, limits, metrics, open)| async move {
-            let connection = accept(&listener, &limits, &metrics, &open).await;
-            Some((Ok(connection), (listener, limits, metrics, open)))
-        },
-    )
+    let port = Port {
+        listener,
+        limits,
+        metrics,
+        open: Arc::new(AtomicUsize::new(0)),
+        tls,
+        handshakes: FuturesUnordered::new(),
+    };
+    futures::stream::unfold(port, |mut port| async move {
+        let connection = port.next().await;
+        Some((Ok(connection), port))
+    })
 }
 
+type Handshake =
+    Pin<Box<dyn Future<Output = Option<(TlsStream<TcpStream>, OpenConnection)>> + Send>>;
+
+struct Port {
+    listener: TcpListener,
+    limits: ConnectionLimits,
+    metrics: ConnectionMetrics,
+    open: Arc<AtomicUsize>,
+    tls: Option<TlsAcceptor>,
+    /// TLS handshakes under way; their connections count as open.
+    handshakes: FuturesUnordered<Handshake>,
+}
+
+impl Port {
+    async fn next(&mut self) -> Connection {
+        loop {
+            tokio::select! {
+                (stream, open) = accept(&self.listener, &self.limits, &self.metrics, &self.open) => {
+                    let Some(acceptor) = &self.tls else {
+                        return Connection::new(Transport::Plain(stream), open, &self.limits);
+                    };
+                    self.handshakes.push(Box::pin(handshake(
+                        acceptor.clone(),
+                        stream,
+                        open,
+                        self.limits.handshake_timeout,
+                        self.limits.port,
+                    )));
+                }
+                Some(done) = self.handshakes.next(), if !self.handshakes.is_empty() => {
+                    if let Some((stream, open)) = done {
+                        return Connection::new(Transport::Tls(Box::new(stream)), open, &self.limits);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// A TLS handshake bounded by the handshake timeout. A failed one is the
+/// client's problem, logged at debug only: anyone can open a connection.
+async fn handshake(
+    acceptor: TlsAcceptor,
+    stream: TcpStream,
+    open: OpenConnection,
+    timeout: Duration,
+    port: &'static str,
+) -> Option<(TlsStream<TcpStream>, OpenConnection)> {
+    let peer = stream.peer_addr().ok();
+    match tokio::time::timeout(timeout, acceptor.accept(stream)).await {
+        Ok(Ok(stream)) => Some((stream, open)),
+        Ok(Err(error)) => {
+            tracing::debug!(port, ?peer, %error, "TLS handshake failed");
+            None
+        }
+        Err(_) => {
+            tracing::debug!(
+                port,
+                ?peer,
+                "TLS handshake not done within --handshake-timeout-secs"
+            );
+            None
+        }
+    }
+}
+
+/// The next connection within the port's share, counted as open.
 async fn accept(
     listener: &TcpListener,
     limits: &ConnectionLimits,
     metrics: &ConnectionMetrics,
     open: &Arc<AtomicUsize>,
-) -> Connection {
+) -> (TcpStream, OpenConnection) {
     loop {
         match listener.accept().await {
             Ok((stream, peer)) => {
@@ -115,7 +194,10 @@ async fn accept(
                     continue;
                 }
                 let _ = stream.set_nodelay(true);
-                return Connection::new(stream, limits, metrics, open.clone());
+                return (
+                    stream,
+                    OpenConnection::new(open.clone(), metrics.open.clone()),
+                );
             }
             Err(error) => {
                 let out_of_descriptors = error
@@ -140,7 +222,7 @@ const ENFILE: i32 = nix::errno::Errno::ENFILE as i32;
 
 /// One accepted connection, counted while it is open.
 pub struct Connection {
-    stream: TcpStream,
+    stream: Transport,
     _open: OpenConnection,
     /// Fires at the handshake deadline, then at idle or header deadlines.
     timer: Pin<Box<Sleep>>,
@@ -152,17 +234,26 @@ pub struct Connection {
     frames: FrameClock,
 }
 
+enum Transport {
+    Plain(TcpStream),
+    Tls(Box<TlsStream<TcpStream>>),
+}
+
+/// What a request learns about its connection: tonic puts it in every
+/// request's extensions.
+#[derive(Debug, Clone)]
+pub struct ConnectionInfo {
+    pub remote_addr: Option<SocketAddr>,
+    /// The client's certificate chain, under TLS when it presented one.
+    pub certificates: Option<Arc<Vec<CertificateDer<'static>>>>,
+}
+
 impl Connection {
-    fn new(
-        stream: TcpStream,
-        limits: &ConnectionLimits,
-        metrics: &ConnectionMetrics,
-        open: Arc<AtomicUsize>,
-    ) -> Self {
+    fn new(stream: Transport, open: OpenConnection, limits: &ConnectionLimits) -> Self {
         let now = Instant::now();
         Self {
             stream,
-            _open: OpenConnection::new(open, metrics.open.clone()),
+            _open: open,
             timer: Box::pin(tokio::time::sleep_until(now + limits.handshake_timeout)),
             handshake_left: HANDSHAKE_BYTES,
             idle_timeout: limits.idle_timeout,
@@ -288,10 +379,82 @@ impl AsyncWrite for Connection {
 }
 
 impl Connected for Connection {
-    type ConnectInfo = TcpConnectInfo;
+    type ConnectInfo = ConnectionInfo;
 
-    fn connect_info(&self) -> TcpConnectInfo {
-        self.stream.connect_info()
+    fn connect_info(&self) -> ConnectionInfo {
+        match &self.stream {
+            Transport::Plain(stream) => ConnectionInfo {
+                remote_addr: stream.peer_addr().ok(),
+                certificates: None,
+            },
+            Transport::Tls(stream) => {
+                let (tcp, session) = stream.get_ref();
+                ConnectionInfo {
+                    remote_addr: tcp.peer_addr().ok(),
+                    certificates: session
+                        .peer_certificates()
+                        .map(|chain| Arc::new(chain.to_vec())),
+                }
+            }
+        }
+    }
+}
+
+impl AsyncRead for Transport {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Transport::Plain(stream) => Pin::new(stream).poll_read(cx, buf),
+            Transport::Tls(stream) => Pin::new(stream.as_mut()).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for Transport {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Transport::Plain(stream) => Pin::new(stream).poll_write(cx, buf),
+            Transport::Tls(stream) => Pin::new(stream.as_mut()).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Transport::Plain(stream) => Pin::new(stream).poll_write_vectored(cx, bufs),
+            Transport::Tls(stream) => Pin::new(stream.as_mut()).poll_write_vectored(cx, bufs),
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        match self {
+            Transport::Plain(stream) => stream.is_write_vectored(),
+            Transport::Tls(stream) => stream.is_write_vectored(),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Transport::Plain(stream) => Pin::new(stream).poll_flush(cx),
+            Transport::Tls(stream) => Pin::new(stream.as_mut()).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Transport::Plain(stream) => Pin::new(stream).poll_shutdown(cx),
+            Transport::Tls(stream) => Pin::new(stream.as_mut()).poll_shutdown(cx),
+        }
     }
 }
 
@@ -352,7 +515,12 @@ mod tests {
     async fn past_the_limit_connections_are_closed_at_once_and_counted() {
         let (listener, addr) = listener().await;
         let metrics = ConnectionMetrics::default();
-        let mut incoming = Box::pin(incoming(listener, limits(2, 5_000, 5_000), metrics.clone()));
+        let mut incoming = Box::pin(incoming(
+            listener,
+            limits(2, 5_000, 5_000),
+            metrics.clone(),
+            None,
+        ));
         let mut clients = Vec::new();
         let mut held = Vec::new();
         for _ in 0..2 {
@@ -361,7 +529,9 @@ mod tests {
         }
         // Small answers go out at once: with Nagle's algorithm a response
         // written in two parts waits for the client's delayed ACK (40 ms).
-        assert!(held.iter().all(|c| c.stream.nodelay().unwrap_or(false)));
+        assert!(held
+            .iter()
+            .all(|c| matches!(&c.stream, Transport::Plain(s) if s.nodelay().unwrap_or(false))));
         assert_eq!(metrics.open.get(), 2);
         let mut third = TcpStream::connect(addr).await.expect("connect");
         // The loop accepts and closes the third while waiting for a fourth.
@@ -405,6 +575,7 @@ mod tests {
             listener,
             limits(8, 300, 800),
             ConnectionMetrics::default(),
+            None,
         ));
         // Sends nothing at all.
         let _silent = TcpStream::connect(addr).await.expect("connect");
@@ -472,7 +643,12 @@ mod tests {
             header_timeout: Duration::from_millis(600),
             ..limits(8, 5_000, 5_000)
         };
-        let mut incoming = Box::pin(incoming(listener, limits, ConnectionMetrics::default()));
+        let mut incoming = Box::pin(incoming(
+            listener,
+            limits,
+            ConnectionMetrics::default(),
+            None,
+        ));
         let mut clients = Vec::new();
         let mut sides = Vec::new();
         for _ in 0..3 {

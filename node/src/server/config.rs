@@ -163,8 +163,8 @@ pub struct NodeConfig {
     pub stream_stall_timeout_secs: u64,
 
     /// Seconds a new connection, on the client or the peer port, has to
-    /// send the opening of its handshake (the HTTP/2 preface, or the start
-    /// of a TLS hello) before it is closed.
+    /// finish its TLS handshake, if TLS is on, and then to send the opening
+    /// of its HTTP/2 handshake (the preface) before it is closed.
     #[arg(long, env = "RINGKV_HANDSHAKE_TIMEOUT_SECS", default_value_t = 10)]
     pub handshake_timeout_secs: u64,
 
@@ -174,9 +174,9 @@ pub struct NodeConfig {
     #[arg(long, env = "RINGKV_IDLE_TIMEOUT_SECS", default_value_t = 120)]
     pub idle_timeout_secs: u64,
 
-    /// Seconds a cleartext HTTP/2 client may take to finish a frame, or a
-    /// request's header block, once it has begun sending it; past it the
-    /// connection is closed. (A request's body is bounded by the request
+    /// Seconds an HTTP/2 client may take to finish a frame, or a request's
+    /// header block, once it has begun sending it; past it the connection
+    /// is closed. (A request's body is bounded by the request
     /// deadline instead.)
     #[arg(long, env = "RINGKV_HEADER_TIMEOUT_SECS", default_value_t = 10)]
     pub header_timeout_secs: u64,

@@ -5,12 +5,12 @@
 //! sends CONTINUATION frames that never end the block, holds its
 //! connection without ever making a request, and it keeps the idle timeout
 //! away because bytes do arrive. The accept loop reads the frame headers
-//! of a cleartext HTTP/2 connection as they pass, and closes a connection
-//! whose frame or header block stays unfinished for `--header-timeout-secs`.
+//! of an HTTP/2 connection as they pass (under TLS, once decrypted), and
+//! closes a connection whose frame or header block stays unfinished for
+//! `--header-timeout-secs`.
 //!
-//! Only cleartext HTTP/2 is read: a connection that does not open with the
-//! HTTP/2 preface (HTTP/1, or TLS, whose frames are encrypted below this
-//! point) is not tracked.
+//! A connection that does not open with the HTTP/2 preface (HTTP/1, which
+//! the client port answers with an error) is not tracked.
 
 use tokio::time::Instant;
 
@@ -32,7 +32,7 @@ enum State {
     /// How many bytes of the preface arrived so far.
     Preface(usize),
     Frames(Frames),
-    /// Not cleartext HTTP/2.
+    /// Not HTTP/2.
     Untracked,
 }
 
@@ -233,9 +233,9 @@ mod tests {
     }
 
     #[test]
-    fn a_connection_that_is_not_cleartext_http2_is_not_tracked() {
+    fn a_connection_that_is_not_http2_is_not_tracked() {
         let now = Instant::now();
-        for opening in [&b"GET / HTTP/1.1\r\n"[..], &[0x16, 0x03, 0x01, 0x02, 0x00]] {
+        for opening in [&b"GET / HTTP/1.1\r\n"[..], b"PRI * HTTP/1.1"] {
             let mut clock = FrameClock::default();
             clock.observe(opening, now);
             clock.observe(&frame(HEADERS, 0, 10)[..4], now);

@@ -1,15 +1,29 @@
-//! TLS for the gRPC listener and for the connections to peers.
+//! TLS for the gRPC listeners and for the connections to peers.
 //!
 //! One certificate serves both directions: the node presents it to its
 //! clients and peers, and to the peers it dials, which ask for it when the
 //! cluster requires client certificates. Peers are dialled by IP address,
 //! which certificates rarely name, so every node verifies one agreed name
 //! (the operator uses the peers Service's DNS name).
+//!
+//! The node terminates TLS itself, in its accept loop, rather than through
+//! tonic: the loop then reads the HTTP/2 frames inside, so the header
+//! timeout holds under TLS too, and it bounds the whole TLS handshake.
 
-use std::path::{Path, PathBuf};
+use std::{
+    path::{Path, PathBuf},
+    sync::Arc,
+};
 
-use rustls_pki_types::ServerName;
-use tonic::transport::{Certificate, ClientTlsConfig, Identity, ServerTlsConfig};
+use rustls_pki_types::{pem::PemObject, CertificateDer, PrivateKeyDer, ServerName};
+use tokio_rustls::{
+    rustls::{
+        self, crypto::ring::default_provider, server::WebPkiClientVerifier, RootCertStore,
+        ServerConfig,
+    },
+    TlsAcceptor,
+};
+use tonic::transport::{Certificate, ClientTlsConfig, Identity};
 
 /// Why TLS could not be set up.
 #[derive(Debug, thiserror::Error)]
@@ -25,6 +39,19 @@ pub enum TlsError {
     Incomplete(&'static str),
     #[error("--tls-server-name {name:?} is not a DNS name or IP address: {reason}")]
     ServerName { name: String, reason: String },
+    #[error("{what} {path} holds no usable PEM: {source}")]
+    Pem {
+        what: &'static str,
+        path: PathBuf,
+        #[source]
+        source: rustls_pki_types::pem::Error,
+    },
+    #[error("{what} {path} holds no certificate")]
+    NoCertificate { what: &'static str, path: PathBuf },
+    #[error("the TLS server configuration was refused: {0}")]
+    Config(#[from] rustls::Error),
+    #[error("the CA in --tls-ca-file cannot verify client certificates: {0}")]
+    ClientVerifier(#[from] rustls::server::VerifierBuilderError),
 }
 
 /// The files and choices behind a node's TLS.
@@ -39,13 +66,23 @@ pub struct TlsFiles<'a> {
 }
 
 /// Server and client halves of a node's TLS.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct NodeTls {
-    pub server: ServerTlsConfig,
+    /// Takes the TLS handshake of an accepted connection.
+    pub acceptor: TlsAcceptor,
     pub client: ClientTlsConfig,
     /// The name every node's certificate carries; the peer port checks
     /// callers' certificates against it.
     pub node_name: ServerName<'static>,
+}
+
+impl std::fmt::Debug for NodeTls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NodeTls")
+            .field("client", &self.client)
+            .field("node_name", &self.node_name)
+            .finish_non_exhaustive()
+    }
 }
 
 impl NodeTls {
@@ -58,18 +95,15 @@ impl NodeTls {
         })?;
         let cert = read("certificate", files.cert)?;
         let key = read("key", files.key)?;
-        let ca = Certificate::from_pem(read("CA certificate", files.ca)?);
+        let ca = read("CA certificate", files.ca)?;
+        let acceptor = acceptor(files, &cert, &key, &ca)?;
         let identity = Identity::from_pem(cert, key);
-        let server = ServerTlsConfig::new()
-            .identity(identity.clone())
-            .client_ca_root(ca.clone())
-            .client_auth_optional(!files.client_auth);
         let client = ClientTlsConfig::new()
-            .ca_certificate(ca)
+            .ca_certificate(Certificate::from_pem(ca))
             .domain_name(files.server_name)
             .identity(identity);
         Ok(Self {
-            server,
+            acceptor,
             client,
             node_name,
         })
@@ -99,6 +133,53 @@ impl NodeTls {
             )),
         }
     }
+}
+
+/// The server side: the node's certificate, client certificates checked
+/// against the CA (required under `--tls-client-auth`), HTTP/2 by ALPN.
+fn acceptor(
+    files: &TlsFiles<'_>,
+    cert: &[u8],
+    key: &[u8],
+    ca: &[u8],
+) -> Result<TlsAcceptor, TlsError> {
+    let pem = |what: &'static str, path: &Path| {
+        let path = path.to_path_buf();
+        move |source| TlsError::Pem { what, path, source }
+    };
+    let chain = CertificateDer::pem_slice_iter(cert)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(pem("certificate", files.cert))?;
+    if chain.is_empty() {
+        return Err(TlsError::NoCertificate {
+            what: "certificate",
+            path: files.cert.to_path_buf(),
+        });
+    }
+    let key = PrivateKeyDer::from_pem_slice(key).map_err(pem("key", files.key))?;
+    let mut roots = RootCertStore::empty();
+    for ca in CertificateDer::pem_slice_iter(ca) {
+        roots.add(ca.map_err(pem("CA certificate", files.ca))?)?;
+    }
+    if roots.is_empty() {
+        return Err(TlsError::NoCertificate {
+            what: "CA certificate",
+            path: files.ca.to_path_buf(),
+        });
+    }
+    let provider = Arc::new(default_provider());
+    let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone());
+    let verifier = if files.client_auth {
+        verifier.build()?
+    } else {
+        verifier.allow_unauthenticated().build()?
+    };
+    let mut config = ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(chain, key)?;
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    Ok(TlsAcceptor::from(Arc::new(config)))
 }
 
 fn read(what: &'static str, path: &Path) -> Result<Vec<u8>, TlsError> {
@@ -144,6 +225,26 @@ mod tests {
         assert!(
             missing.to_string().contains("/nonexistent/tls.crt"),
             "{missing}"
+        );
+    }
+
+    #[test]
+    fn a_file_without_a_certificate_is_named() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        for file in ["tls.crt", "tls.key", "ca.crt"] {
+            std::fs::write(dir.path().join(file), "not PEM").expect("write");
+        }
+        let error = NodeTls::from_flags(
+            Some(&dir.path().join("tls.crt")),
+            Some(&dir.path().join("tls.key")),
+            Some(&dir.path().join("ca.crt")),
+            Some("ringkv.test"),
+            false,
+        )
+        .expect_err("no certificate");
+        assert!(
+            matches!(&error, TlsError::NoCertificate { path, .. } if path.ends_with("tls.crt")),
+            "{error}"
         );
     }
 }

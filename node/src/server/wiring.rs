@@ -526,17 +526,9 @@ pub async fn run(
     });
     // Keepalive pings find connections whose peer vanished without a FIN,
     // so they do not hold a slot forever.
-    let mut server = Server::builder()
+    let server = Server::builder()
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
         .http2_keepalive_timeout(Some(Duration::from_secs(20)));
-    if let Some(tls) = &tls {
-        server = server
-            .tls_config(tls.server.clone())
-            .map_err(|source| NodeError::Grpc {
-                addr: config.listen,
-                source,
-            })?;
-    }
     // The peer port drains with the client port: a coordinator's
     // forwarded write must still reach it while clients are draining.
     let peer_addr = config.peer_listen();
@@ -558,6 +550,7 @@ pub async fn run(
         peer_listener,
         connection_limits("peer", fds.peer_connections),
         metrics.connections("peer"),
+        tls.as_ref().map(|tls| tls.acceptor.clone()),
     );
     let client_listener = tokio::net::TcpListener::bind(config.listen)
         .await
@@ -570,6 +563,7 @@ pub async fn run(
         client_listener,
         connection_limits("client", fds.client_connections),
         metrics.connections("client"),
+        tls.as_ref().map(|tls| tls.acceptor.clone()),
     );
     let peer_task = {
         let stop = {
