@@ -15,8 +15,8 @@ use std::{
 
 use bytes::Bytes;
 use common::{
-    eventually, owners_of, ring_status, wait_equal_trees, wait_left, wait_stable, TestCluster,
-    TestNode,
+    eventually, owners_of, ring_status, volume::Volume, wait_equal_trees, wait_left, wait_stable,
+    TestCluster, TestNode,
 };
 use ringkv_client::proto::{
     Consistency, KvPair, RawBatchPutRequest, RawDeleteRequest, RawGetRequest, RawPutRequest,
@@ -356,6 +356,11 @@ async fn a_leaving_node_reports_left_only_once_its_hints_are_delivered() {
     println!("a leaving node stayed leaving while it kept a hint for {target}, then delivered it and left");
 }
 
+/// A node that left, started again with `--rejoin-after-leave`, deletes
+/// what its data dir holds and joins as a new member. On Kubernetes that
+/// dir is a volume's mount point, which cannot itself be removed, so here
+/// it is one too (a tmpfs; the test needs root, as CI has), holding a
+/// `lost+found` that must be kept.
 #[tokio::test]
 async fn a_left_node_started_with_rejoin_joins_again_fresh() {
     let mut cluster = TestCluster::start(78, 4, &[]).await;
@@ -371,10 +376,41 @@ async fn a_left_node_started_with_rejoin_joins_again_fresh() {
     wait_stable(&cluster.nodes[0], &three, Duration::from_secs(60)).await;
 
     cluster.nodes[3].stop().await;
+    let data_dir = cluster.nodes[3].data_dir.clone();
+    let aside = data_dir.with_extension("aside");
+    std::fs::rename(&data_dir, &aside).expect("set the data aside");
+    std::fs::create_dir(&data_dir).expect("mount point");
+    // Room for the data, the 64 MiB reserve and the 256 MiB free margin.
+    let _volume = Volume::mount_at(&data_dir, 1024);
+    let copied = std::process::Command::new("cp")
+        .arg("-a")
+        .arg(aside.join("."))
+        .arg(&data_dir)
+        .status()
+        .expect("run cp");
+    assert!(
+        copied.success(),
+        "copying the data onto the volume: {copied}"
+    );
+    std::fs::create_dir(data_dir.join("lost+found")).expect("lost+found");
+    std::fs::write(data_dir.join("lost+found/#1234"), b"fsck kept this").expect("write");
+    let held_before = std::fs::read_dir(&data_dir).expect("list").count();
+
     cluster.nodes[3].add_args(&["--rejoin-after-leave", "true"]);
     cluster.nodes[3].restart().await;
     let all: Vec<&TestNode> = cluster.nodes.iter().collect();
     wait_stable(&cluster.nodes[0], &all, Duration::from_secs(120)).await;
+    assert!(
+        cluster.nodes[3].is_running(),
+        "the rejoining node started once and kept running"
+    );
+    assert_eq!(
+        std::fs::read(data_dir.join("lost+found/#1234")).expect("lost+found kept"),
+        b"fsck kept this"
+    );
+    println!(
+        "rejoin on a mount point: {held_before} entries in the data dir before, the mount point and lost+found kept"
+    );
 
     let mut client = cluster.nodes[3].client().await;
     for key in &keys {

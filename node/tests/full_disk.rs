@@ -4,87 +4,13 @@
 
 mod common;
 
-use std::{
-    io::Write,
-    net::Ipv4Addr,
-    path::{Path, PathBuf},
-    process::Command,
-    time::Duration,
-};
+use std::{net::Ipv4Addr, path::Path, time::Duration};
 
 use bytes::Bytes;
-use common::{eventually, TestNode};
+use common::{eventually, volume::Volume, TestNode};
 use tonic::Code;
 
 const VALUE_BYTES: usize = 256 << 10;
-
-/// A tmpfs mounted for the test, unmounted when dropped.
-struct Volume {
-    mount: PathBuf,
-    _dir: tempfile::TempDir,
-}
-
-impl Volume {
-    fn mount(megabytes: u64) -> Self {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let mount = dir.path().join("volume");
-        std::fs::create_dir(&mount).expect("mount point");
-        let status = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={megabytes}M"), "tmpfs"])
-            .arg(&mount)
-            .status()
-            .expect("run mount");
-        assert!(
-            status.success(),
-            "mounting a tmpfs needs root (CI runs as root): {status}"
-        );
-        Self { mount, _dir: dir }
-    }
-
-    fn resize(&self, megabytes: u64) {
-        let status = Command::new("mount")
-            .args(["-o", &format!("remount,size={megabytes}M")])
-            .arg(&self.mount)
-            .status()
-            .expect("run mount");
-        assert!(status.success(), "remount: {status}");
-    }
-
-    /// Fills the volume to its last byte from outside the node.
-    fn fill(&self) -> PathBuf {
-        let path = self.mount.join("other-writer");
-        let mut file = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&path)
-            .expect("filler file");
-        let chunk = vec![0xa5u8; 64 << 10];
-        loop {
-            if file.write_all(&chunk).is_err() {
-                break;
-            }
-        }
-        // What a 64 KiB chunk could not fill.
-        loop {
-            if file.write_all(&[0xa5]).is_err() {
-                break;
-            }
-        }
-        path
-    }
-
-    fn free(&self) -> u64 {
-        let stat = nix::sys::statvfs::statvfs(&self.mount).expect("statvfs");
-        stat.blocks_available() * stat.fragment_size()
-    }
-}
-
-impl Drop for Volume {
-    fn drop(&mut self) {
-        // Lazily: a node killed as the test unwinds may still hold files.
-        let _ = Command::new("umount").arg("-l").arg(&self.mount).status();
-    }
-}
 
 fn value(i: usize) -> Bytes {
     Bytes::from(vec![(i % 251) as u8; VALUE_BYTES])

@@ -3,6 +3,7 @@
 
 #![allow(dead_code)]
 
+pub mod volume;
 mod watchdog;
 
 use std::{
