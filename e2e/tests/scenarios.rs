@@ -505,17 +505,31 @@ async fn s7_invalid_specs_are_rejected() {
     let bad = |spec: &str| {
         format!("apiVersion: ringkv.io/v1alpha1\nkind: KVCluster\nmetadata: {{ name: bad, namespace: {NAMESPACE} }}\nspec: {spec}\n")
     };
-    for (spec, message) in [
+    // Each names the field, the value and the bound.
+    for (spec, field, message) in [
         (
-            "{ replicas: 3, replicationFactor: 3, readQuorum: 4 }",
-            "readQuorum must lie in 1..=replicationFactor",
+            "{ replicas: 3, replicationFactor: 3, readQuorum: 5 }",
+            "spec.readQuorum: Invalid value",
+            "readQuorum 5 exceeds replicationFactor 3",
         ),
-        ("{ replicas: 0 }", "replicas must be at least 1"),
+        (
+            "{ replicas: 3, replicationFactor: 3, writeQuorum: 0 }",
+            "spec.writeQuorum: Invalid value",
+            "writeQuorum 0 is below 1",
+        ),
+        (
+            "{ replicas: 0 }",
+            "spec.replicas: Invalid value",
+            "replicas 0 is below 1",
+        ),
     ] {
         let output = env.kubectl_stdin(&["apply", "-f", "-"], &bad(spec));
         let stderr = String::from_utf8_lossy(&output.stderr);
         assert!(!output.status.success(), "{spec} accepted");
-        assert!(stderr.contains(message), "{spec}: {stderr}");
+        assert!(
+            stderr.contains(field) && stderr.contains(message),
+            "{spec}: {stderr}"
+        );
         println!("rejected {spec}: {}", stderr.trim());
     }
     let output = env.kubectl(&[
@@ -531,7 +545,11 @@ async fn s7_invalid_specs_are_rejected() {
     ]);
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(!output.status.success());
-    assert!(stderr.contains("partitions is immutable"), "{stderr}");
+    assert!(
+        stderr.contains("partitions is fixed when the cluster is created: it is ")
+            && stderr.contains(", not 512"),
+        "{stderr}"
+    );
     println!("rejected a change of partitions: {}", stderr.trim());
     report("7 invalid specs", started, 0);
 }

@@ -46,17 +46,22 @@ use serde::{Deserialize, Serialize};
     )
 )]
 #[serde(rename_all = "camelCase")]
-#[x_kube(validation = Rule::new("self.readQuorum >= 1 && self.readQuorum <= self.replicationFactor").message("readQuorum must lie in 1..=replicationFactor"))]
-#[x_kube(validation = Rule::new("self.writeQuorum >= 1 && self.writeQuorum <= self.replicationFactor").message("writeQuorum must lie in 1..=replicationFactor"))]
+// Messages name the value and the bound through `format`: `string(int)`
+// concatenation makes the API server estimate an unbounded cost and refuse
+// the CRD (kubernetes/kubernetes#124234).
+#[x_kube(validation = Rule::new("self.readQuorum >= 1").field_path(".readQuorum").message(Message::Expression("'readQuorum %d is below 1'.format([self.readQuorum])".into())))]
+#[x_kube(validation = Rule::new("self.readQuorum <= self.replicationFactor").field_path(".readQuorum").message(Message::Expression("'readQuorum %d exceeds replicationFactor %d'.format([self.readQuorum, self.replicationFactor])".into())))]
+#[x_kube(validation = Rule::new("self.writeQuorum >= 1").field_path(".writeQuorum").message(Message::Expression("'writeQuorum %d is below 1'.format([self.writeQuorum])".into())))]
+#[x_kube(validation = Rule::new("self.writeQuorum <= self.replicationFactor").field_path(".writeQuorum").message(Message::Expression("'writeQuorum %d exceeds replicationFactor %d'.format([self.writeQuorum, self.replicationFactor])".into())))]
 pub struct KVClusterSpec {
     /// Number of storage nodes. Scaling below replicationFactor is refused
     /// by the operator (condition ScalingBlocked).
-    #[x_kube(validation = Rule::new("self >= 1").message("replicas must be at least 1"))]
+    #[x_kube(validation = Rule::new("self >= 1").message(Message::Expression("'replicas %d is below 1'.format([self])".into())))]
     pub replicas: i32,
 
     /// N: replicas of each partition.
     #[serde(default = "default_replication_factor")]
-    #[x_kube(validation = Rule::new("self >= 1").message("replicationFactor must be at least 1"))]
+    #[x_kube(validation = Rule::new("self >= 1").message(Message::Expression("'replicationFactor %d is below 1'.format([self])".into())))]
     pub replication_factor: i32,
 
     /// R: replicas that must answer a read (default ⌊N/2⌋+1).
@@ -69,12 +74,12 @@ pub struct KVClusterSpec {
 
     /// Partition count, fixed when the cluster is created.
     #[serde(default = "default_partitions")]
-    #[x_kube(validation = Rule::new("self == oldSelf").message("partitions is immutable"))]
+    #[x_kube(validation = Rule::new("self == oldSelf").message(Message::Expression("'partitions is fixed when the cluster is created: it is %d, not %d'.format([oldSelf, self])".into())))]
     pub partitions: i32,
 
     /// How concurrent writes are resolved; fixed when the cluster is created.
     #[serde(default)]
-    #[x_kube(validation = Rule::new("self == oldSelf").message("conflictResolution is immutable"))]
+    #[x_kube(validation = Rule::new("self == oldSelf").message(Message::Expression("'conflictResolution is fixed when the cluster is created: it is %s, not %s'.format([oldSelf, self])".into())))]
     pub conflict_resolution: ConflictResolution,
 
     /// The node image.

@@ -209,6 +209,7 @@ async fn run(args: RunArgs) -> Result<(), RunError> {
         },
         metrics,
         max_pending_hints: args.upgrade_max_pending_hints,
+        written: Default::default(),
     });
     let (lost_tx, mut lost_rx) = watch::channel(false);
     let controller_stop = {

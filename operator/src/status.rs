@@ -47,99 +47,102 @@ pub fn status(observed: &Observed<'_>) -> KVClusterStatus {
         .collect();
     let all_normal = !target_ids.is_empty() && target_ids.iter().all(|id| normal(id));
     let available = all_normal && observed.ready_pods >= observed.plan.target;
-    let scaling = observed.plan.in_progress();
-    let upgrading = observed.upgrade.in_progress;
     let dead: Vec<&String> = observed
         .node_ids
         .iter()
         .filter(|id| ring.and_then(|r| r.member(id)).is_some_and(|m| !m.alive))
         .collect();
     let ever_formed = ring.is_some_and(|r| r.state_version > 0);
-
-    let phase = if observed.plan.blocked.is_some() && !ever_formed {
-        "Blocked"
-    } else if !ever_formed {
-        "Creating"
-    } else if scaling {
-        "Scaling"
-    } else if upgrading {
-        "Upgrading"
-    } else if available {
-        "Available"
-    } else {
-        "Degraded"
-    };
+    let progress = progress(observed, ever_formed);
 
     let previous = observed
         .previous
         .map(|s| s.conditions.as_slice())
         .unwrap_or(&[]);
     let generation = observed.generation;
-    let mut conditions = vec![
-        condition(
-            previous,
-            generation,
-            AVAILABLE,
-            available,
-            if available {
-                "AllMembersNormal"
-            } else {
-                "MembersNotNormal"
-            },
-            &if available {
-                format!(
-                    "{} nodes are normal ring members and ready",
-                    observed.plan.target
-                )
-            } else {
-                format!(
-                    "{} of {} nodes are normal ring members and ready",
-                    target_ids
-                        .iter()
-                        .filter(|id| normal(id))
-                        .count()
-                        .min(observed.ready_pods.max(0) as usize),
-                    observed.plan.target
-                )
-            },
+    let ready_members = target_ids
+        .iter()
+        .filter(|id| normal(id))
+        .count()
+        .min(observed.ready_pods.max(0) as usize);
+    let available_condition = condition(
+        previous,
+        generation,
+        AVAILABLE,
+        available,
+        if available {
+            "AllMembersNormal"
+        } else {
+            "MembersNotNormal"
+        },
+        &if available {
+            format!(
+                "{} nodes are normal ring members and ready",
+                observed.plan.target
+            )
+        } else {
+            format!(
+                "{ready_members} of {} nodes are normal ring members and ready",
+                observed.plan.target
+            )
+        },
+    );
+    let (progressing, progress_reason, progress_message) = match &progress {
+        Some((reason, message)) => (true, *reason, message.clone()),
+        None => (
+            false,
+            "Stable",
+            format!("{} nodes, nothing in progress", observed.plan.target),
         ),
+    };
+    let (degraded, degraded_reason, degraded_message) = if !dead.is_empty() {
+        (
+            true,
+            "MembersDown",
+            format!(
+                "down: {}",
+                dead.iter()
+                    .map(|s| s.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        )
+    } else if ever_formed && ring.is_none() {
+        (
+            true,
+            "RingUnreachable",
+            "no node answered the operator's ring status call".to_string(),
+        )
+    } else if !available && !progressing {
+        // Nothing is moving, so nothing will make it available by itself.
+        (
+            true,
+            "NotReady",
+            format!(
+                "{ready_members} of {} nodes are normal ring members and ready, and nothing is in progress",
+                observed.plan.target
+            ),
+        )
+    } else {
+        (false, "Healthy", "every member is alive".to_string())
+    };
+    let mut conditions = vec![
+        available_condition,
         condition(
             previous,
             generation,
             PROGRESSING,
-            scaling || upgrading || !ever_formed,
-            if scaling {
-                "Scaling"
-            } else if upgrading {
-                "RollingUpgrade"
-            } else if !ever_formed {
-                "Forming"
-            } else {
-                "Stable"
-            },
-            &progress_message(observed),
+            progressing,
+            progress_reason,
+            &progress_message,
         ),
         condition(
             previous,
             generation,
             DEGRADED,
-            !dead.is_empty() || (ever_formed && ring.is_none()),
-            if !dead.is_empty() {
-                "MembersDown"
-            } else {
-                "Healthy"
-            },
-            &if dead.is_empty() {
-                "every member is alive".to_string()
-            } else {
-                format!(
-                    "down: {}",
-                    dead.iter()
-                        .map(|s| s.as_str())
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                )
-            },
+            degraded,
+            degraded_reason,
+            &degraded_message,
         ),
     ];
     conditions.push(match &observed.plan.blocked {
@@ -191,37 +194,106 @@ pub fn status(observed: &Observed<'_>) -> KVClusterStatus {
         replicas: observed.pods,
         ready_replicas: observed.ready_pods,
         selector: observed.selector.clone(),
-        phase: phase.to_string(),
+        phase: phase(&conditions).to_string(),
         conditions,
         members,
         decommissioning: observed.plan.decommissioning.clone(),
     }
 }
 
-fn progress_message(observed: &Observed<'_>) -> String {
+/// The phase `kubectl get kvc` shows, read off the conditions alone, so
+/// that the two never disagree: what is in progress first, then whether
+/// the cluster is degraded or available.
+pub fn phase(conditions: &[Condition]) -> &'static str {
+    let holds = |type_: &str| {
+        conditions
+            .iter()
+            .find(|c| c.type_ == type_)
+            .filter(|c| c.status == "True")
+    };
+    if let Some(progressing) = holds(PROGRESSING) {
+        return match progressing.reason.as_str() {
+            FORMING if holds(SCALING_BLOCKED).is_some() => "Blocked",
+            FORMING => "Creating",
+            ROLLING_UPGRADE => "Upgrading",
+            _ => "Scaling",
+        };
+    }
+    if holds(DEGRADED).is_some() {
+        "Degraded"
+    } else if holds(AVAILABLE).is_some() {
+        "Available"
+    } else {
+        // No status the operator writes has all three false: Degraded
+        // holds whenever the cluster is neither available nor moving.
+        "Unknown"
+    }
+}
+
+const FORMING: &str = "Forming";
+const ROLLING_UPGRADE: &str = "RollingUpgrade";
+
+/// What is in progress, as the reason and message of `Progressing`: the
+/// ring still forming, a scale the operator drives, a template rolling
+/// out, or members joining, leaving or receiving partitions (also when the
+/// operator did not start it, such as `ringkv decommission`).
+fn progress(observed: &Observed<'_>, ever_formed: bool) -> Option<(&'static str, String)> {
     let plan = observed.plan;
+    if !ever_formed {
+        return Some((FORMING, format!("forming a ring of {} nodes", plan.target)));
+    }
     if !plan.decommissioning.is_empty() {
-        return format!(
-            "scaling down to {}: decommissioning ordinals {:?}",
-            plan.target, plan.decommissioning
-        );
+        return Some((
+            "ScalingDown",
+            format!(
+                "scaling down to {}: decommissioning ordinals {:?}",
+                plan.target, plan.decommissioning
+            ),
+        ));
     }
     if !plan.rejoin.is_empty() {
-        return format!(
-            "restarting left nodes {:?} so that they rejoin",
-            plan.rejoin
-        );
+        return Some((
+            "Rejoining",
+            format!(
+                "restarting left nodes {:?} so that they rejoin",
+                plan.rejoin
+            ),
+        ));
     }
     if plan.replicas != plan.target {
-        return format!("scaling to {} nodes", plan.target);
+        return Some(("Scaling", format!("scaling to {} nodes", plan.target)));
     }
     if observed.upgrade.in_progress {
-        return format!(
-            "rolling upgrade: pods from ordinal {} run the new template",
-            observed.upgrade.partition
-        );
+        return Some((
+            ROLLING_UPGRADE,
+            format!(
+                "rolling upgrade: pods from ordinal {} run the new template",
+                observed.upgrade.partition
+            ),
+        ));
     }
-    format!("{} nodes, nothing in progress", plan.target)
+    let ring = observed.ring?;
+    let moving: Vec<String> = ring
+        .members
+        .values()
+        .filter(|m| m.status == "joining" || m.status == "leaving")
+        .map(|m| format!("{} {}", m.node_id, m.status))
+        .collect();
+    let incomplete: Vec<String> = ring
+        .handoffs
+        .iter()
+        .filter(|(_, h)| h.complete < h.total)
+        .map(|(id, h)| format!("{id} has {}/{} partitions", h.complete, h.total))
+        .collect();
+    if moving.is_empty() && incomplete.is_empty() && !ring.transition {
+        return None;
+    }
+    let mut parts = moving;
+    parts.extend(incomplete);
+    if parts.is_empty() {
+        parts.push("partitions are moving".to_string());
+    }
+    Some(("MembersMoving", parts.join("; ")))
 }
 
 /// A condition that keeps its transition time while its status holds.
@@ -263,7 +335,6 @@ pub fn invalid_spec(
     let mut status = previous.cloned().unwrap_or_default();
     let before = status.conditions.clone();
     status.observed_generation = generation;
-    status.phase = "Degraded".into();
     for (type_, holds) in [(DEGRADED, true), (PROGRESSING, false)] {
         let new = condition(&before, generation, type_, holds, INVALID_SPEC, message);
         match status.conditions.iter_mut().find(|c| c.type_ == type_) {
@@ -271,6 +342,7 @@ pub fn invalid_spec(
             None => status.conditions.push(new),
         }
     }
+    status.phase = phase(&status.conditions).to_string();
     status
 }
 
@@ -281,6 +353,8 @@ pub fn find<'a>(status: &'a KVClusterStatus, type_: &str) -> Option<&'a Conditio
 
 #[cfg(test)]
 mod tests {
+    use proptest::prelude::*;
+
     use super::*;
     use crate::ring_admin::MemberView;
 
@@ -455,7 +529,11 @@ mod tests {
             ..Default::default()
         };
         for previous in [None, Some(&previous)] {
-            let status = invalid_spec(previous, Some(2), "readQuorum must lie in 1..=3");
+            let status = invalid_spec(
+                previous,
+                Some(2),
+                "spec.readQuorum: readQuorum 4 exceeds replicationFactor 3",
+            );
             assert_eq!(status.observed_generation, Some(2));
             assert_eq!(status.phase, "Degraded");
             let degraded = find(&status, DEGRADED).expect("Degraded");
@@ -463,7 +541,10 @@ mod tests {
                 (degraded.status.as_str(), degraded.reason.as_str()),
                 ("True", INVALID_SPEC)
             );
-            assert_eq!(degraded.message, "readQuorum must lie in 1..=3");
+            assert_eq!(
+                degraded.message,
+                "spec.readQuorum: readQuorum 4 exceeds replicationFactor 3"
+            );
             assert_eq!(degraded.observed_generation, Some(2));
             let progressing = find(&status, PROGRESSING).expect("Progressing");
             assert_eq!(progressing.status, "False");
@@ -472,6 +553,178 @@ mod tests {
                 previous.is_some(),
                 "availability is left as it was"
             );
+        }
+    }
+
+    fn conditions(
+        available: bool,
+        progressing: Option<&str>,
+        degraded: bool,
+        blocked: bool,
+    ) -> Vec<Condition> {
+        vec![
+            condition(&[], None, AVAILABLE, available, "r", "m"),
+            condition(
+                &[],
+                None,
+                PROGRESSING,
+                progressing.is_some(),
+                progressing.unwrap_or("Stable"),
+                "m",
+            ),
+            condition(&[], None, DEGRADED, degraded, "r", "m"),
+            condition(&[], None, SCALING_BLOCKED, blocked, "r", "m"),
+        ]
+    }
+
+    #[test]
+    fn the_phase_is_read_off_the_conditions() {
+        for (available, progressing, degraded, blocked, phase_) in [
+            (true, None, false, false, "Available"),
+            (true, None, false, true, "Available"),
+            (false, None, true, false, "Degraded"),
+            (true, None, true, false, "Degraded"),
+            (false, Some(FORMING), false, false, "Creating"),
+            (false, Some(FORMING), false, true, "Blocked"),
+            (false, Some("ScalingDown"), true, false, "Scaling"),
+            (true, Some("MembersMoving"), false, false, "Scaling"),
+            (true, Some(ROLLING_UPGRADE), false, false, "Upgrading"),
+            (false, None, false, false, "Unknown"),
+        ] {
+            assert_eq!(
+                phase(&conditions(available, progressing, degraded, blocked)),
+                phase_,
+                "available {available}, progressing {progressing:?}, degraded {degraded}, blocked {blocked}"
+            );
+        }
+    }
+
+    #[test]
+    fn ordinary_scaling_is_not_an_upgrade_and_a_joining_member_is_progress() {
+        let view = ring(&[
+            ("normal", true),
+            ("normal", true),
+            ("normal", true),
+            ("joining", true),
+        ]);
+        let status = observe(Some(&view), &steady(4), 4);
+        let progressing = find(&status, PROGRESSING).expect("Progressing");
+        assert_eq!(
+            (progressing.status.as_str(), progressing.reason.as_str()),
+            ("True", "MembersMoving")
+        );
+        assert!(
+            progressing.message.contains("demo-3 joining"),
+            "{}",
+            progressing.message
+        );
+        assert_eq!(status.phase, "Scaling");
+    }
+
+    #[test]
+    fn an_incomplete_handoff_is_progress_with_its_count() {
+        let mut view = ring(&[("normal", true); 3]);
+        view.handoffs.insert(
+            "demo-2".into(),
+            crate::ring_admin::Handoff {
+                complete: 10,
+                total: 64,
+            },
+        );
+        let status = observe(Some(&view), &steady(3), 3);
+        let progressing = find(&status, PROGRESSING).expect("Progressing");
+        assert_eq!(progressing.status, "True");
+        assert!(
+            progressing.message.contains("demo-2 has 10/64 partitions"),
+            "{}",
+            progressing.message
+        );
+    }
+
+    #[test]
+    fn a_new_cluster_is_creating_not_degraded() {
+        let mut view = ring(&[("joining", true); 3]);
+        view.state_version = 0;
+        for ring_ in [None, Some(&view)] {
+            let status = observe(ring_, &steady(3), 0);
+            assert_eq!(status.phase, "Creating");
+            assert!(!is(&status, DEGRADED));
+        }
+    }
+
+    fn any_member() -> impl Strategy<Value = (&'static str, bool)> {
+        (
+            prop_oneof![
+                Just("joining"),
+                Just("normal"),
+                Just("leaving"),
+                Just("left")
+            ],
+            any::<bool>(),
+        )
+    }
+
+    proptest! {
+        /// Whatever was observed, the phase and the conditions agree, and
+        /// Progressing holds whenever a member moves or a handoff is
+        /// incomplete.
+        #[test]
+        fn phase_and_conditions_agree(
+            members in proptest::collection::vec(any_member(), 0..6),
+            formed in any::<bool>(),
+            target in 1i32..6,
+            replicas in 1i32..6,
+            ready in 0i32..6,
+            decommissioning in proptest::collection::vec(0i32..6, 0..2),
+            blocked in any::<bool>(),
+            upgrading in any::<bool>(),
+            handoff in proptest::option::of((0u32..4, 1u32..4)),
+            reachable in any::<bool>(),
+        ) {
+            let mut view = ring(&members);
+            view.state_version = u64::from(formed);
+            if let Some((complete, total)) = handoff {
+                view.handoffs.insert("demo-0".into(), crate::ring_admin::Handoff { complete, total });
+            }
+            let plan = ScalePlan {
+                replicas,
+                target,
+                decommissioning,
+                blocked: blocked.then(|| "replicas 1 is below replicationFactor 3".to_string()),
+                ..ScalePlan::default()
+            };
+            let upgrade = UpgradeStep { partition: 0, rolling: None, in_progress: upgrading };
+            let status = status(&Observed {
+                generation: Some(1),
+                selector: String::new(),
+                pods: replicas,
+                ready_pods: ready,
+                ring: reachable.then_some(&view),
+                node_ids: (0..replicas).map(|i| format!("demo-{i}")).collect(),
+                plan: &plan,
+                upgrade: &upgrade,
+                previous: None,
+            });
+            let (available, progressing, degraded) =
+                (is(&status, AVAILABLE), is(&status, PROGRESSING), is(&status, DEGRADED));
+            prop_assert_ne!(status.phase.as_str(), "Unknown");
+            prop_assert_eq!(
+                progressing,
+                matches!(status.phase.as_str(), "Creating" | "Blocked" | "Scaling" | "Upgrading")
+            );
+            if status.phase == "Available" {
+                prop_assert!(available && !degraded);
+            }
+            if status.phase == "Degraded" {
+                prop_assert!(degraded);
+            }
+            prop_assert!(available || progressing || degraded, "not available means moving or degraded");
+            let moving = reachable
+                && (members.iter().any(|(s, _)| *s == "joining" || *s == "leaving")
+                    || handoff.is_some_and(|(c, t)| c < t));
+            if moving {
+                prop_assert!(progressing, "{:?}", status.conditions);
+            }
         }
     }
 }

@@ -48,7 +48,16 @@ pub fn next_partition(rollout: Option<&Rollout>, replicas: i32, ring_healthy: bo
         in_progress: true,
     };
     if !rollout.observed {
-        return hold(rollout.partition);
+        // Every spec change (a new replica count too) leaves the status
+        // behind for a moment; only differing revisions mean an upgrade.
+        let rolling = matches!(
+            (&rollout.current_revision, &rollout.update_revision),
+            (Some(current), Some(update)) if current != update
+        );
+        return UpgradeStep {
+            in_progress: rolling,
+            ..hold(rollout.partition)
+        };
     }
     let (Some(current), Some(update)) = (&rollout.current_revision, &rollout.update_revision)
     else {
@@ -147,6 +156,20 @@ mod tests {
         let mut stale = rollout(3, &[("old", true); 3]);
         stale.observed = false;
         assert_eq!(next_partition(Some(&stale), 3, true).partition, 3);
+    }
+
+    /// `kubectl scale` changes the StatefulSet's spec, so its status lags
+    /// for a moment, with one revision: that is no upgrade.
+    #[test]
+    fn a_stale_status_of_one_revision_is_no_upgrade() {
+        let mut scaled = rollout(3, &[("old", true); 3]);
+        scaled.observed = false;
+        scaled.update_revision = scaled.current_revision.clone();
+        let step = next_partition(Some(&scaled), 4, true);
+        assert!(!step.in_progress, "{step:?}");
+        let mut rolling = rollout(3, &[("old", true); 3]);
+        rolling.observed = false;
+        assert!(next_partition(Some(&rolling), 3, true).in_progress);
     }
 
     #[test]

@@ -44,11 +44,12 @@ fn crd_carries_scale_printer_columns_and_cel_rules() {
         "- kvc",
         "name: Ready",
         "name: Phase",
-        "readQuorum must lie in 1..=replicationFactor",
-        "writeQuorum must lie in 1..=replicationFactor",
-        "replicas must be at least 1",
-        "partitions is immutable",
-        "conflictResolution is immutable",
+        "fieldPath: .readQuorum",
+        "readQuorum %d exceeds replicationFactor %d''.format([self.readQuorum, self.replicationFactor])",
+        "fieldPath: .writeQuorum",
+        "replicas %d is below 1''.format([self])",
+        "partitions is fixed when the cluster is created",
+        "conflictResolution is fixed when the cluster is created",
     ] {
         assert!(crd.contains(needle), "CRD lacks {needle:?}");
     }

@@ -528,6 +528,7 @@ fn context(world: Arc<Mutex<World>>) -> Context {
         },
         metrics: Arc::new(Metrics::new()),
         max_pending_hints: 1000,
+        written: Default::default(),
     }
 }
 
@@ -1006,7 +1007,7 @@ async fn an_invalid_spec_changes_nothing_and_is_a_condition_on_its_generation() 
     let (status, reason, message) = condition(&w, "Degraded");
     assert_eq!((status.as_str(), reason.as_str()), ("True", "InvalidSpec"));
     assert!(
-        message.contains("readQuorum must lie in 1..=3"),
+        message.contains("spec.readQuorum: readQuorum 4 exceeds replicationFactor 3"),
         "{message}"
     );
     assert_eq!(
@@ -1017,7 +1018,7 @@ async fn an_invalid_spec_changes_nothing_and_is_a_condition_on_its_generation() 
     assert!(
         w.events
             .iter()
-            .any(|e| e.contains("readQuorum must lie in 1..=3")),
+            .any(|e| e.contains("readQuorum 4 exceeds replicationFactor 3")),
         "{:?}",
         w.events
     );

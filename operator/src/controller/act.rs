@@ -62,6 +62,9 @@ pub async fn record_intent(
             "recording the scale-down of",
             &name,
         ))?;
+    let mut recorded = kvc.status.clone().unwrap_or_default();
+    recorded.decommissioning = plan.decommissioning.clone();
+    ctx.written.remember(kvc, &recorded);
     publish(
         ctx,
         kvc,

@@ -13,7 +13,9 @@
 //!
 //! Every step reads the world afresh; the only memory between reconciles is
 //! what the KVCluster's status says and what the ring reports, so a restart
-//! at any point resumes instead of redoing or skipping a step.
+//! at any point resumes instead of redoing or skipping a step. A reconcile
+//! reads the status this process last wrote ([`written_status`]) when the
+//! watch cache has not caught up with it yet.
 
 use std::{sync::Arc, time::Duration};
 
@@ -49,10 +51,12 @@ pub mod events;
 pub mod observe;
 pub mod report;
 pub mod validate;
+pub mod written_status;
 
 pub use cleanup::cleanup;
 pub use observe::NodePods;
 pub use validate::{validate, SpecError};
+pub use written_status::WrittenStatus;
 
 pub const FIELD_MANAGER: &str = "ringkv-operator";
 /// Held on every KVCluster so that deleting one applies its volume policy.
@@ -76,6 +80,8 @@ pub struct Context {
     /// A rolling upgrade restarts the next node only while the cluster keeps
     /// at most this many hints: more means a node is behind.
     pub max_pending_hints: u64,
+    /// The status last written for each cluster.
+    pub written: WrittenStatus,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -185,8 +191,11 @@ pub async fn reconcile(kvc: Arc<KVCluster>, ctx: Arc<Context>) -> Result<Action,
     let api: Api<KVCluster> = Api::namespaced(ctx.client.clone(), &namespace);
     let result = finalizer(&api, FINALIZER, kvc, |event| async {
         match event {
-            FinalizerEvent::Apply(kvc) => apply(&kvc, &ctx).await,
-            FinalizerEvent::Cleanup(kvc) => cleanup(&kvc, &ctx).await,
+            FinalizerEvent::Apply(kvc) => apply(&ctx.written.freshen(&kvc), &ctx).await,
+            FinalizerEvent::Cleanup(kvc) => {
+                ctx.written.forget(&kvc);
+                cleanup(&kvc, &ctx).await
+            }
         }
     })
     .await

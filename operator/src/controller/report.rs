@@ -22,12 +22,17 @@ use crate::{
     status::{self, Observed, AVAILABLE},
 };
 
+/// Writes `status` unless it is what the cluster already has; a reconcile
+/// every few seconds would otherwise write the same status each time.
 async fn write_status(
     ctx: &Context,
     kvc: &KVCluster,
     namespace: &str,
     status: &KVClusterStatus,
 ) -> Result<(), ReconcileError> {
+    if kvc.status.as_ref() == Some(status) {
+        return Ok(());
+    }
     let name = kvc.name_any();
     let clusters: Api<KVCluster> = Api::namespaced(ctx.client.clone(), namespace);
     clusters
@@ -38,6 +43,7 @@ async fn write_status(
         )
         .await
         .map_err(kube_error::<KVCluster>("updating the status of", &name))?;
+    ctx.written.remember(kvc, status);
     Ok(())
 }
 

@@ -7,17 +7,19 @@ use crate::crd::KVClusterSpec;
 /// Why a spec is refused, naming the field and the limit.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SpecError {
-    #[error("replicationFactor must be at least 1, got {0}")]
+    #[error("spec.replicationFactor: replicationFactor {0} is below 1")]
     ReplicationFactor(i32),
-    #[error("{field} must lie in 1..={n} (replicationFactor), got {value}")]
-    Quorum {
+    #[error("spec.{field}: {field} {value} is below 1")]
+    QuorumBelowOne { field: &'static str, value: i32 },
+    #[error("spec.{field}: {field} {value} exceeds replicationFactor {n}")]
+    QuorumAboveN {
         field: &'static str,
         n: i32,
         value: i32,
     },
-    #[error("replicas must be at least 1, got {0}")]
+    #[error("spec.replicas: replicas {0} is below 1")]
     Replicas(i32),
-    #[error("partitions must be at least 1, got {0}")]
+    #[error("spec.partitions: partitions {0} is below 1")]
     Partitions(i32),
 }
 
@@ -31,8 +33,11 @@ pub fn validate(spec: &KVClusterSpec) -> Result<(), SpecError> {
         ("readQuorum", spec.read_quorum),
         ("writeQuorum", spec.write_quorum),
     ] {
-        if !(1..=n).contains(&value) {
-            return Err(SpecError::Quorum { field, n, value });
+        if value < 1 {
+            return Err(SpecError::QuorumBelowOne { field, value });
+        }
+        if value > n {
+            return Err(SpecError::QuorumAboveN { field, n, value });
         }
     }
     if spec.replicas < 1 {
