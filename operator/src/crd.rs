@@ -43,7 +43,8 @@ use serde::{Deserialize, Serialize};
         name = "Age",
         type_ = "date",
         json_path = ".metadata.creationTimestamp"
-    )
+    ),
+    printcolumn(name = "Message", type_ = "string", json_path = ".status.message")
 )]
 #[serde(rename_all = "camelCase")]
 // Messages name the value and the bound through `format`: `string(int)`
@@ -287,6 +288,11 @@ pub struct KVClusterStatus {
     /// Creating, Available, Scaling, Upgrading, Degraded or Blocked.
     #[serde(default)]
     pub phase: String,
+    /// What the user should see first, in one line: a refused request
+    /// (ScalingBlocked), else what is in progress, else why the cluster is
+    /// degraded; empty when it is simply available.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub message: String,
     /// Available, Progressing, Degraded and ScalingBlocked.
     #[serde(default)]
     pub conditions: Vec<Condition>,

@@ -195,6 +195,7 @@ pub fn status(observed: &Observed<'_>) -> KVClusterStatus {
         ready_replicas: observed.ready_pods,
         selector: observed.selector.clone(),
         phase: phase(&conditions).to_string(),
+        message: headline(&conditions),
         conditions,
         members,
         decommissioning: observed.plan.decommissioning.clone(),
@@ -228,6 +229,20 @@ pub fn phase(conditions: &[Condition]) -> &'static str {
         // holds whenever the cluster is neither available nor moving.
         "Unknown"
     }
+}
+
+/// The one line `kubectl get kvc` shows: a refusal first, since nothing
+/// else would say that a request was not carried out.
+pub fn headline(conditions: &[Condition]) -> String {
+    [SCALING_BLOCKED, PROGRESSING, DEGRADED]
+        .into_iter()
+        .find_map(|type_| {
+            conditions
+                .iter()
+                .find(|c| c.type_ == type_ && c.status == "True")
+        })
+        .map(|c| c.message.clone())
+        .unwrap_or_default()
 }
 
 const FORMING: &str = "Forming";
@@ -343,6 +358,7 @@ pub fn invalid_spec(
         }
     }
     status.phase = phase(&status.conditions).to_string();
+    status.message = headline(&status.conditions);
     status
 }
 
@@ -423,6 +439,7 @@ mod tests {
             !is(&status, PROGRESSING) && !is(&status, DEGRADED) && !is(&status, SCALING_BLOCKED)
         );
         assert_eq!(status.phase, "Available");
+        assert_eq!(status.message, "", "nothing to say");
         assert_eq!(status.observed_generation, Some(2));
     }
 
@@ -490,6 +507,11 @@ mod tests {
         );
         assert!(blocked.message.contains("below replicationFactor 3"));
         assert!(is(&status, AVAILABLE), "the cluster itself is fine");
+        assert_eq!(status.phase, "Available");
+        assert_eq!(
+            status.message, blocked.message,
+            "kubectl get kvc shows the refusal beside the phase"
+        );
     }
 
     #[test]

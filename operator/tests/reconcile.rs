@@ -654,7 +654,7 @@ async fn scale_down_decommissions_first_and_records_it() {
         assert!(
             w.events
                 .iter()
-                .any(|e| e.starts_with("Decommissioning: asked demo-4")),
+                .any(|e| e.starts_with("ScaleDownStarted") && e.contains("demo-3, demo-4")),
             "{:?}",
             w.events
         );
@@ -756,11 +756,20 @@ async fn flipping_back_midway_keeps_nodes_and_rejoins_the_left_one() {
     let w = world.lock().expect("world");
     assert!(w.violations.is_empty(), "{:?}", w.violations);
     assert!(
-        w.events.iter().any(|e| e.starts_with("Rejoining: demo-4")),
+        w.events
+            .iter()
+            .any(|e| e.starts_with("NodeRejoining: demo-4")),
         "{:?}",
         w.events
     );
     assert_eq!(w.kvc["status"]["decommissioning"], json!([]));
+    assert!(
+        w.events
+            .iter()
+            .any(|e| e.starts_with("ScaleDownCancelled") && e.contains("demo-3, demo-4")),
+        "{:?}",
+        w.events
+    );
     println!("flip back 5→3→5 settled in {rounds} reconciles with both nodes rejoined");
 }
 
@@ -1076,4 +1085,68 @@ async fn each_pod_gets_the_zone_of_its_kubernetes_node() {
         sts.contains("RINGKV_ZONE_ANNOTATION"),
         "the nodes wait for the annotation"
     );
+}
+
+/// One reconcile reading a KVCluster whose spec is current but whose
+/// status is `stale`'s (the watch cache one status write behind), then one
+/// step of the world; returns the KVCluster as it now is.
+async fn lagging_round(world: &Arc<Mutex<World>>, ctx: &Context, stale: &KVCluster) -> KVCluster {
+    let fresh = world.lock().expect("world").kvc();
+    let mut cached = fresh.clone();
+    cached.status = stale.status.clone();
+    let _ = controller::apply(&cached, ctx).await;
+    world.lock().expect("world").advance();
+    fresh
+}
+
+/// Every transition is one event, even when each reconcile reads a
+/// KVCluster from a watch cache one status write behind: a scale-down
+/// 5→3, then 3→5, then a refused 2.
+#[tokio::test]
+async fn each_transition_is_one_event_when_the_cache_lags() {
+    let (world, ctx) = running(5).await;
+    let before = world.lock().expect("world").events.len();
+    let all_five =
+        |w: &World| w.sts_replicas() == 5 && w.pods.len() == 5 && w.normal_members() == 5;
+    let blocked = |w: &World| {
+        w.kvc["status"]["conditions"].as_array().is_some_and(|c| {
+            c.iter()
+                .any(|c| c["type"] == "ScalingBlocked" && c["status"] == "True")
+        })
+    };
+    type Done<'a> = &'a dyn Fn(&World) -> bool;
+    let steps: [(i32, Done); 3] = [(3, &scaled_down_to_three), (5, &all_five), (2, &blocked)];
+    let mut stale = world.lock().expect("world").kvc();
+    for (target, done) in steps {
+        world.lock().expect("world").kvc["spec"]["replicas"] = json!(target);
+        let mut rounds = 0;
+        while !done(&world.lock().expect("world")) {
+            rounds += 1;
+            assert!(rounds <= 60, "did not converge to {target}");
+            stale = lagging_round(&world, &ctx, &stale).await;
+        }
+    }
+    // A few more reconciles with nothing new to report.
+    for _ in 0..5 {
+        stale = lagging_round(&world, &ctx, &stale).await;
+    }
+    let w = world.lock().expect("world");
+    let events = &w.events[before..];
+    let count = |reason: &str| {
+        events
+            .iter()
+            .filter(|e| e.starts_with(&format!("{reason}:")))
+            .count()
+    };
+    // Replicas 2 under N=3 keeps 3 nodes: a second scale-down, 5→3.
+    for (reason, expected) in [
+        ("ScaleDownStarted", 2),
+        ("ScaleDownCancelled", 0),
+        ("ScaledDown", 2),
+        ("ScaledUp", 1),
+        ("ScalingBlocked", 1),
+    ] {
+        assert_eq!(count(reason), expected, "{reason} in {events:#?}");
+    }
+    println!("events: {events:#?}");
 }

@@ -38,14 +38,16 @@ pub async fn apply_owned_objects(
 }
 
 /// Records a scale-down's intent in the status before acting on it, so
-/// that a restarted operator finds it.
+/// that a restarted operator finds it; and records a scale-down taken back.
+/// Each is one event: the status the next reconcile reads no longer shows
+/// the change as new.
 pub async fn record_intent(
     ctx: &Context,
     kvc: &KVCluster,
     namespace: &str,
     decision: &Decision,
 ) -> Result<(), ReconcileError> {
-    if decision.newly_leaving.is_empty() {
+    if decision.newly_leaving.is_empty() && decision.cancelled_leaving.is_empty() {
         return Ok(());
     }
     let name = kvc.name_any();
@@ -65,19 +67,36 @@ pub async fn record_intent(
     let mut recorded = kvc.status.clone().unwrap_or_default();
     recorded.decommissioning = plan.decommissioning.clone();
     ctx.written.remember(kvc, &recorded);
-    publish(
-        ctx,
-        kvc,
-        EventType::Normal,
-        "ScaleDownStarted",
-        "Scale",
-        format!(
-            "scaling down to {}: decommissioning {}",
-            plan.target,
-            names(&decision.newly_leaving, &|o| node_id(&name, o))
-        ),
-    )
-    .await;
+    if !decision.newly_leaving.is_empty() {
+        publish(
+            ctx,
+            kvc,
+            EventType::Normal,
+            "ScaleDownStarted",
+            "Scale",
+            format!(
+                "scaling down to {}: decommissioning {}",
+                plan.target,
+                names(&decision.newly_leaving, &|o| node_id(&name, o))
+            ),
+        )
+        .await;
+    }
+    if !decision.cancelled_leaving.is_empty() {
+        publish(
+            ctx,
+            kvc,
+            EventType::Normal,
+            "ScaleDownCancelled",
+            "Scale",
+            format!(
+                "replicas raised back to {}: keeping {} (a node that already left rejoins)",
+                plan.target,
+                names(&decision.cancelled_leaving, &|o| node_id(&name, o))
+            ),
+        )
+        .await;
+    }
     Ok(())
 }
 
@@ -105,16 +124,10 @@ pub async fn move_members(
             .decommission(&world.connector, &address, &id)
             .await
         {
+            // Asked again each reconcile until gossip shows it leaving;
+            // the scale-down's one event is ScaleDownStarted.
             Ok(()) => {
-                publish(
-                    ctx,
-                    kvc,
-                    EventType::Normal,
-                    "Decommissioning",
-                    "Scale",
-                    format!("asked {id} to leave the ring and hand over its partitions"),
-                )
-                .await
+                tracing::info!(node = %id, "asked to leave the ring and hand over its partitions")
             }
             Err(error) => {
                 tracing::warn!(%error, node = %id, "decommission not accepted yet");
@@ -133,7 +146,7 @@ pub async fn move_members(
             ctx,
             kvc,
             EventType::Normal,
-            "Rejoining",
+            "NodeRejoining",
             "Scale",
             format!("{id} had left the ring but is wanted again: restarting it to rejoin"),
         )

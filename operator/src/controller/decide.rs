@@ -25,6 +25,10 @@ pub struct Decision {
     /// Ordinals this reconcile starts decommissioning: recorded in the
     /// status before anything acts on them.
     pub newly_leaving: Vec<i32>,
+    /// Ordinals the status records as leaving that the cluster wants again
+    /// (replicas raised back): the scale-down is taken back for them. One
+    /// that already left rejoins.
+    pub cancelled_leaving: Vec<i32>,
     pub upgrade: UpgradeStep,
 }
 
@@ -49,6 +53,12 @@ pub fn decide(kvc: &KVCluster, world: &World, max_pending_hints: u64) -> Decisio
         .copied()
         .filter(|o| !previous.decommissioning.contains(o))
         .collect();
+    let cancelled_leaving = previous
+        .decommissioning
+        .iter()
+        .copied()
+        .filter(|o| *o < plan.target && !plan.decommissioning.contains(o))
+        .collect();
     let ring_healthy = super::ring_is_healthy(
         world.ring.as_ref(),
         (0..plan.replicas).map(id),
@@ -60,6 +70,7 @@ pub fn decide(kvc: &KVCluster, world: &World, max_pending_hints: u64) -> Decisio
         current,
         plan,
         newly_leaving,
+        cancelled_leaving,
         upgrade,
     }
 }

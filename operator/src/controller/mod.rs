@@ -191,7 +191,7 @@ pub async fn reconcile(kvc: Arc<KVCluster>, ctx: Arc<Context>) -> Result<Action,
     let api: Api<KVCluster> = Api::namespaced(ctx.client.clone(), &namespace);
     let result = finalizer(&api, FINALIZER, kvc, |event| async {
         match event {
-            FinalizerEvent::Apply(kvc) => apply(&ctx.written.freshen(&kvc), &ctx).await,
+            FinalizerEvent::Apply(kvc) => apply(&kvc, &ctx).await,
             FinalizerEvent::Cleanup(kvc) => {
                 ctx.written.forget(&kvc);
                 cleanup(&kvc, &ctx).await
@@ -210,6 +210,7 @@ pub async fn reconcile(kvc: Arc<KVCluster>, ctx: Arc<Context>) -> Result<Action,
 /// Validate, observe, decide, act, report.
 #[tracing::instrument(skip_all, fields(cluster = %kvc.name_any()))]
 pub async fn apply(kvc: &KVCluster, ctx: &Context) -> Result<Action, ReconcileError> {
+    let kvc = &ctx.written.freshen(kvc);
     let namespace = kvc
         .namespace()
         .ok_or_else(|| ReconcileError::NoNamespace(kvc.name_any()))?;

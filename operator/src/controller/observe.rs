@@ -95,13 +95,13 @@ impl NodePods {
 
     /// When the node container of an ordinal's pod started running.
     pub fn running_since_ms(&self, ordinal: i32) -> Option<u64> {
-        let statuses = self
-            .by_ordinal
-            .get(&ordinal)?
-            .status
-            .as_ref()?
-            .container_statuses
-            .as_ref()?;
+        let pod = self.by_ordinal.get(&ordinal)?;
+        // A pod being deleted is already on its way to a restart: it asks
+        // for no other.
+        if pod.metadata.deletion_timestamp.is_some() {
+            return None;
+        }
+        let statuses = pod.status.as_ref()?.container_statuses.as_ref()?;
         let started = statuses
             .iter()
             .find(|c| c.name == build::NODE_CONTAINER)?
@@ -243,5 +243,48 @@ pub fn rollout_of(set: &StatefulSet, nodes: &NodePods) -> Rollout {
                 )
             })
             .collect(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use k8s_openapi::{
+        api::core::v1::{ContainerState, ContainerStateRunning, ContainerStatus, PodStatus},
+        apimachinery::pkg::apis::meta::v1::Time,
+        jiff::Timestamp,
+    };
+
+    use super::*;
+
+    fn running_pod(deleting: bool) -> Pod {
+        let mut pod = Pod::default();
+        pod.metadata.name = Some("demo-3".into());
+        if deleting {
+            pod.metadata.deletion_timestamp = Some(Time(Timestamp::UNIX_EPOCH));
+        }
+        pod.status = Some(PodStatus {
+            container_statuses: Some(vec![ContainerStatus {
+                name: build::NODE_CONTAINER.into(),
+                state: Some(ContainerState {
+                    running: Some(ContainerStateRunning {
+                        started_at: Some(Time(Timestamp::from_millisecond(5_000).expect("time"))),
+                    }),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }]),
+            ..Default::default()
+        });
+        pod
+    }
+
+    /// A pod already being deleted is on its way to a restart: the operator
+    /// neither restarts it again nor announces another rejoin.
+    #[test]
+    fn a_pod_being_deleted_asks_for_no_restart() {
+        let running = NodePods::new("demo", vec![running_pod(false)]);
+        assert_eq!(running.running_since_ms(3), Some(5_000));
+        let deleting = NodePods::new("demo", vec![running_pod(true)]);
+        assert_eq!(deleting.running_since_ms(3), None);
     }
 }
