@@ -181,11 +181,34 @@ async fn s1_install() {
         "dry run: {}",
         String::from_utf8_lossy(&dry.stderr)
     );
+    // With monitoring on, the chart renders the Prometheus Operator's
+    // objects and the dashboard. (The control plane has no Prometheus
+    // Operator CRDs to validate them against.)
+    let monitoring = env.helm_ok(&[
+        "template",
+        "ringkv-operator",
+        chart,
+        "-n",
+        OPERATOR_NAMESPACE,
+        "--set",
+        "monitoring.enabled=true",
+    ]);
+    for kind in [
+        "kind: ServiceMonitor",
+        "kind: PodMonitor",
+        "kind: PrometheusRule",
+        "grafana_dashboard",
+    ] {
+        assert!(monitoring.contains(kind), "monitoring renders {kind}");
+    }
+    assert!(!rendered.contains("kind: ServiceMonitor"), "off by default");
     let kvc = demo_with(env, 3).await;
 
     let table = env.kubectl_ok(&["get", "kvc", "-n", NAMESPACE]);
     println!("{table}");
-    for column in ["NAME", "REPLICAS", "READY", "N", "R", "W", "PHASE", "AGE"] {
+    for column in [
+        "NAME", "REPLICAS", "READY", "N", "R", "W", "PHASE", "AGE", "MESSAGE",
+    ] {
         assert!(table.contains(column), "kubectl get kvc shows {column}");
     }
     assert!(table.contains("Available"));
@@ -427,7 +450,12 @@ async fn s4_scale_down_under_load() {
     eventually(
         "the message clears once the request can be served",
         Duration::from_secs(60),
-        || async { kvc(env)["status"]["message"].is_null().then_some(()) },
+        || async {
+            kvc(env)["status"]["message"]
+                .as_str()
+                .is_none_or(str::is_empty)
+                .then_some(())
+        },
     )
     .await;
     report(

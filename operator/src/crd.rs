@@ -290,8 +290,10 @@ pub struct KVClusterStatus {
     pub phase: String,
     /// What the user should see first, in one line: a refused request
     /// (ScalingBlocked), else what is in progress, else why the cluster is
-    /// degraded; empty when it is simply available.
-    #[serde(default, skip_serializing_if = "String::is_empty")]
+    /// degraded; empty when it is simply available. Always written, empty
+    /// too: the status is a merge patch, where a left-out field keeps its
+    /// old value.
+    #[serde(default)]
     pub message: String,
     /// Available, Progressing, Degraded and ScalingBlocked.
     #[serde(default)]

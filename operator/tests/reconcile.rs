@@ -780,26 +780,43 @@ async fn scaling_below_n_is_blocked_with_a_condition() {
     converge(&world, &ctx, |w| w.kvc["status"]["phase"] != json!("")).await;
     let kvc = world.lock().expect("world").kvc();
     controller::apply(&kvc, &ctx).await.expect("reconcile");
+    {
+        let w = world.lock().expect("world");
+        assert_eq!(w.sts_replicas(), 3);
+        let (status, reason, message) = condition(&w, "ScalingBlocked");
+        assert_eq!(
+            (status.as_str(), reason.as_str()),
+            ("True", "BelowReplicationFactor")
+        );
+        assert!(
+            message.contains("replicas 2 is below replicationFactor 3"),
+            "{message}"
+        );
+        assert!(
+            w.events.iter().any(|e| e.starts_with("ScalingBlocked")),
+            "{:?}",
+            w.events
+        );
+        assert!(
+            w.ring.values().all(|m| m.status == "normal"),
+            "nobody asked to leave"
+        );
+        assert!(
+            w.kvc["status"]["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("replicas 2 is below replicationFactor 3")),
+            "kubectl get kvc shows the refusal: {}",
+            w.kvc["status"]
+        );
+    }
+    // Taken back: the message clears (the status is a merge patch, so an
+    // empty message must be written, not left out).
+    world.lock().expect("world").kvc["spec"]["replicas"] = json!(3);
+    let kvc = world.lock().expect("world").kvc();
+    controller::apply(&kvc, &ctx).await.expect("reconcile");
     let w = world.lock().expect("world");
-    assert_eq!(w.sts_replicas(), 3);
-    let (status, reason, message) = condition(&w, "ScalingBlocked");
-    assert_eq!(
-        (status.as_str(), reason.as_str()),
-        ("True", "BelowReplicationFactor")
-    );
-    assert!(
-        message.contains("replicas 2 is below replicationFactor 3"),
-        "{message}"
-    );
-    assert!(
-        w.events.iter().any(|e| e.starts_with("ScalingBlocked")),
-        "{:?}",
-        w.events
-    );
-    assert!(
-        w.ring.values().all(|m| m.status == "normal"),
-        "nobody asked to leave"
-    );
+    assert_eq!(w.kvc["status"]["message"], json!(""), "{}", w.kvc["status"]);
+    assert_eq!(condition(&w, "ScalingBlocked").0, "False");
 }
 
 #[tokio::test]

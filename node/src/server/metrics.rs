@@ -18,7 +18,7 @@ use prometheus_client::{
 use tonic::{Code, Status};
 
 use crate::{
-    cluster::gossip_transport::RefusedDatagrams, server::accept::ConnectionMetrics,
+    cluster::gossip_transport::RefusedDatagrams, ring::Ring, server::accept::ConnectionMetrics,
     storage::RocksStorage,
 };
 
@@ -177,6 +177,63 @@ impl Collector for EngineCollector {
     }
 }
 
+/// The ring as this node holds it, at scrape time: what the dashboard's
+/// ring panel and the stalled-handoff alert read.
+struct RingCollector {
+    ring: Arc<Ring>,
+    node_id: String,
+}
+
+impl std::fmt::Debug for RingCollector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RingCollector")
+            .field("node_id", &self.node_id)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Collector for RingCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let state = self.ring.state();
+        let (version, members, transition, owned, receiving) = match &state {
+            Some(state) => (
+                state.version,
+                state.current.members().len() as u64,
+                u64::from(state.next.is_some()),
+                state.current.partitions_of(&self.node_id).len() as u64,
+                state.receiving(&self.node_id).len() as u64,
+            ),
+            None => (0, 0, 0, 0, 0),
+        };
+        for (name, help, value) in [
+            (
+                "ring_state_version",
+                "Version of the ring state this node holds",
+                version,
+            ),
+            ("ring_members", "Members of the current layout", members),
+            (
+                "ring_transition",
+                "1 while partitions move to a new layout, else 0",
+                transition,
+            ),
+            (
+                "ring_partitions_owned",
+                "Partitions this node owns in the current layout",
+                owned,
+            ),
+            (
+                "ring_partitions_receiving",
+                "Partitions this node gains in the layout being moved to",
+                receiving,
+            ),
+        ] {
+            encode_gauge(&mut encoder, name, help, value)?;
+        }
+        Ok(())
+    }
+}
+
 /// Every metric of a node, in one registry.
 pub struct Metrics {
     registry: Registry,
@@ -197,8 +254,12 @@ struct PortLabel {
 }
 
 impl Metrics {
-    pub fn new(storage: Arc<RocksStorage>) -> Self {
+    pub fn new(storage: Arc<RocksStorage>, ring: Arc<Ring>, node_id: &str) -> Self {
         let mut registry = Registry::with_prefix("ringkv");
+        registry.register_collector(Box::new(RingCollector {
+            ring,
+            node_id: node_id.to_string(),
+        }));
         let rpc = RpcMetrics::default();
         registry.register(
             "grpc_requests",

@@ -231,7 +231,7 @@ pub async fn run(
     );
     let refill = Arc::new(Refill::load(&storage, config.partitions)?);
     let lifecycle = Arc::new(Lifecycle::load(storage.clone())?);
-    let metrics = Arc::new(Metrics::new(storage.clone()));
+    let metrics = Arc::new(Metrics::new(storage.clone(), ring.clone(), &node_id));
     let limits = config.limits();
     let tls = NodeTls::from_flags(
         config.tls_cert_file.as_deref(),
