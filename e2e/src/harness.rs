@@ -246,6 +246,15 @@ impl Env {
         child.wait_with_output().expect("kubectl output")
     }
 
+    /// The Prometheus Operator's CRDs, generated from its API types
+    /// (`e2e/scripts/build-monitoring-crds.sh`, cached).
+    pub fn monitoring_crds(&self) -> PathBuf {
+        PathBuf::from(run_script(
+            &self.root.join("e2e/scripts/build-monitoring-crds.sh"),
+            &[],
+        ))
+    }
+
     pub fn helm_ok(&self, args: &[&str]) -> String {
         let output = self.tool("helm", args);
         assert!(

@@ -202,6 +202,34 @@ async fn s1_install() {
         assert!(monitoring.contains(kind), "monitoring renders {kind}");
     }
     assert!(!rendered.contains("kind: ServiceMonitor"), "off by default");
+    // With the Prometheus Operator's CRDs installed, the API server takes
+    // them as they are.
+    let crds = env.monitoring_crds();
+    for kind in ["servicemonitors", "podmonitors", "prometheusrules"] {
+        let file = crds.join(format!("monitoring.coreos.com_{kind}.yaml"));
+        env.kubectl_ok(&[
+            "apply",
+            "--server-side",
+            "-f",
+            file.to_str().expect("utf-8"),
+        ]);
+        env.kubectl_ok(&[
+            "wait",
+            "--for=condition=established",
+            "--timeout=60s",
+            &format!("crd/{kind}.monitoring.coreos.com"),
+        ]);
+    }
+    let accepted = env.kubectl_stdin(&["apply", "--dry-run=server", "-f", "-"], &monitoring);
+    assert!(
+        accepted.status.success(),
+        "the monitoring objects against the Prometheus Operator's CRDs: {}",
+        String::from_utf8_lossy(&accepted.stderr)
+    );
+    println!(
+        "monitoring objects accepted: {}",
+        String::from_utf8_lossy(&accepted.stdout).trim()
+    );
     let kvc = demo_with(env, 3).await;
 
     let table = env.kubectl_ok(&["get", "kvc", "-n", NAMESPACE]);
