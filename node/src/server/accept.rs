@@ -274,8 +274,9 @@ impl Connection {
         }
     }
 
-    /// Whether the connection is past its handshake or idle deadline. The
-    /// timer is moved, not reset, on each read: a read only notes its time.
+    /// Whether the connection is past its handshake, header or idle
+    /// deadline. A read that pushes a deadline back only notes its time:
+    /// the timer then fires early once and is moved here.
     fn poll_expired(&mut self, cx: &mut Context<'_>) -> Option<io::Error> {
         loop {
             if self.timer.as_mut().poll(cx).is_pending() {
@@ -323,17 +324,13 @@ impl AsyncRead for Connection {
                     self.last_read = now;
                     let this = &mut *self;
                     this.frames.observe(&buf.filled()[before..], now);
-                    if this.handshake_left > 0 {
-                        this.handshake_left = this.handshake_left.saturating_sub(read);
-                        if this.handshake_left == 0 {
-                            let next = this.next_deadline();
+                    this.handshake_left = this.handshake_left.saturating_sub(read);
+                    // A frame begun brings a deadline forward, which must
+                    // fire on time.
+                    if this.handshake_left == 0 {
+                        let next = this.next_deadline();
+                        if next < this.timer.deadline() {
                             this.timer.as_mut().reset(next);
-                        }
-                    } else if let Some(begun) = this.frames.unfinished_since() {
-                        // The timer may sit at a later idle deadline.
-                        let header_until = begun + this.header_timeout;
-                        if header_until < this.timer.deadline() {
-                            this.timer.as_mut().reset(header_until);
                         }
                     }
                 }
