@@ -92,6 +92,7 @@ async fn a_stop_with_a_stalled_stream_ends_within_the_shutdown_timeout() {
         .stream_partitions(ringkv_client::proto::StreamPartitionsRequest {
             partitions: (0..256).collect(),
             start_after: Default::default(),
+            digests: false,
         })
         .await
         .expect("a stream opens");

@@ -796,6 +796,39 @@ async fn scale_three_five_three_under_load() {
     let fourth = cluster.spawn_joining(33, 4, &args);
     let members: Vec<&TestNode> = cluster.nodes.iter().chain([&fourth]).collect();
     wait_stable(&cluster.nodes[0], &members, Duration::from_secs(300)).await;
+    // The join streams each partition from one owner and only hashes from
+    // the others: about what the new node owns crosses the network, not
+    // N times that. What it owns counts every key written so far, those
+    // that reached it as writes during the join too.
+    let received = fourth
+        .metric("ringkv_handoff_keys_received_total")
+        .await
+        .unwrap_or(0.0);
+    let received_bytes = fourth
+        .metric("ringkv_handoff_bytes_received_total")
+        .await
+        .unwrap_or(0.0);
+    let state = fourth.ring_state().await;
+    let id = fourth.node_id();
+    let owned = {
+        let ledger = ledger.lock().await;
+        ledger
+            .live
+            .keys()
+            .chain(&ledger.deleted)
+            .chain(&ledger.uncertain)
+            .filter(|key| owners_of(&state, key).contains(&id))
+            .count()
+    };
+    let ratio = received / owned.max(1) as f64;
+    println!(
+        "3 -> 4: the new node received {received} records ({:.1} MiB) by handoff and owns {owned} of the keys written so far: {ratio:.2}x what it owns (N=3)",
+        received_bytes / f64::from(1 << 20)
+    );
+    assert!(
+        (0.3..=1.5).contains(&ratio),
+        "a join moves about what the new node owns, not N times that: {ratio:.2}"
+    );
     cluster.nodes.push(fourth);
     let fifth = cluster.spawn_joining(33, 5, &args);
     let members: Vec<&TestNode> = cluster.nodes.iter().chain([&fifth]).collect();
@@ -1034,9 +1067,9 @@ async fn assert_fenced(node: &TestNode, stale: u64, keys: &[String]) {
     println!("replica requests from ring state {stale} refused; without a version, served");
 }
 
-/// A node paused through the rest of a transition, once its own stream
-/// to the receiver is complete (before that, the partitions it gives up
-/// wait for it), comes back on the transition's ring state and, until
+/// A node paused through the rest of a transition, once its copies of the
+/// partitions it gives up have reached the receiver (before that, those
+/// partitions wait for it), comes back on the transition's ring state and, until
 /// gossip catches it up, coordinates with the owners it remembers. One of
 /// them may have given the partition up and dropped it, and the node's own
 /// copy missed the writes made while it was paused: two such answers make
@@ -1084,19 +1117,25 @@ async fn a_node_paused_through_a_transition_reads_nothing_stale() {
     let fourth = cluster.spawn_joining(39, 4, &args);
     let (paused_id, fourth_id) = (cluster.nodes[2].node_id(), fourth.node_id());
     eventually(
-        "node 2's copy has reached the joining node, the others' not yet",
+        "node 2's copies of what it gives up have reached the joining node, the others' not yet",
         Duration::from_secs(120),
         || async {
             let status = ring_status(&cluster.nodes[0]).await?;
+            let state = cluster.nodes[0].ring_state().await;
+            let next = state.next.as_ref()?;
+            let holds = |owners: Vec<&str>| owners.contains(&paused_id.as_str());
+            let gives_up = |p: u32| {
+                state.current.preference_list(p).is_ok_and(holds)
+                    && !next.preference_list(p).is_ok_and(holds)
+            };
             let incoming: Vec<_> = status
                 .handoffs
                 .iter()
                 .filter(|h| h.node_id == fourth_id)
                 .collect();
-            let from_paused = !incoming.is_empty()
-                && incoming
-                    .iter()
-                    .all(|h| h.streamed_from.contains(&paused_id));
+            let given: Vec<_> = incoming.iter().filter(|h| gives_up(h.partition)).collect();
+            let from_paused =
+                !given.is_empty() && given.iter().all(|h| h.streamed_from.contains(&paused_id));
             let unfinished = incoming.iter().any(|h| !h.complete);
             (status.transition && from_paused && unfinished).then_some(())
         },

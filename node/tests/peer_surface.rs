@@ -98,6 +98,7 @@ async fn every_method(address: &str, token: Option<String>) -> Vec<(&'static str
                     .stream_partitions(StreamPartitionsRequest {
                         partitions: (0..256).collect(),
                         start_after: Default::default(),
+                        digests: false,
                     })
                     .await,
             ),

@@ -253,12 +253,22 @@ impl Replica for ReplicaService {
             .current()
             .map_or(1, |l| l.partitions_of(self.local.node_id()).len().max(1));
         let storage = self.local.storage().clone();
-        let estimated_keys = storage.stats().estimated_keys * wanted.len() as u64 / owned as u64;
+        // The last tree scan counted each partition's records; before the
+        // first, the engine's estimate is spread evenly.
+        let engine_share = storage.stats().estimated_keys / owned as u64;
+        let counted = self.trees.keys(&req.partitions);
+        let partition_keys: std::collections::HashMap<u32, u64> = wanted
+            .iter()
+            .map(|p| (*p, counted.get(p).copied().unwrap_or(engine_share)))
+            .collect();
+        let estimated_keys = partition_keys.values().sum();
         let (tx, rx) = send::channel();
         let source = StreamSource {
             partition_count,
             wanted: Arc::new(wanted),
             estimated_keys,
+            partition_keys,
+            digests: req.digests,
             throttle: Throttle::new(self.stream_bytes_per_sec),
             stall_timeout: self.stream_stall_timeout,
         };

@@ -1,7 +1,8 @@
 //! A model of one ring transition of one partition, from its start through
 //! the promotion to its end, driven through the real rules: [`Place`] for
 //! what a replica does with a write, [`WriteQuorum`] for when a coordinator
-//! answers, and [`stream_sources`] for whom a receiver streams from.
+//! answers, and [`plan_round`] for whom a receiver streams from, and when
+//! it has every copy it needs.
 //!
 //! Owners C, M and O before the transition; C, M and R after it (O hands
 //! the partition off to R); X replicates it in neither layout. Ring states:
@@ -35,7 +36,7 @@ use super::{
     place::{Owed, Place, Receipt},
     write_quorum::WriteQuorum,
 };
-use crate::sync::streaming::receive::stream_sources;
+use crate::sync::streaming::receive::{plan_round, Owners, Plan};
 
 const C: usize = 0;
 const M: usize = 1;
@@ -190,10 +191,23 @@ impl World {
         (0..NODES).all(|n| !self.alive[n] || self.version[n] >= version)
     }
 
-    /// R's sources (`sync::streaming::receive::receive_all`).
-    fn sources(&self) -> crate::sync::streaming::receive::Sources {
-        let alive = self.alive;
-        stream_sources(&names(&OLD), &names(&NEW), "R", |id| alive[node(id)])
+    /// R's next round (`sync::streaming::receive::receive_all`). A copy
+    /// and a digest stream both leave R holding what the source held.
+    fn plan(&self) -> Plan {
+        let owners = std::collections::BTreeMap::from([(
+            0,
+            Owners {
+                now: names(&OLD).iter().map(|n| n.to_string()).collect(),
+                next: names(&NEW).iter().map(|n| n.to_string()).collect(),
+            },
+        )]);
+        let (alive, streamed) = (self.alive, self.streamed);
+        plan_round(
+            &owners,
+            "R",
+            |id| alive[node(id)],
+            |_, id| streamed[node(id)],
+        )
     }
 
     fn events(&self) -> Vec<Event> {
@@ -215,17 +229,15 @@ impl World {
             events.push(Event::Lose(i));
         }
         if self.cluster == 2 && self.alive[R] && self.version[R] == 2 && !self.synced {
-            let sources = self.sources();
-            for s in sources.live.iter().map(|s| node(s)) {
+            let plan = self.plan();
+            for (s, _) in plan.streams.keys() {
+                let s = node(s);
                 // A source streams only once it has adopted the transition.
-                if self.version[s] >= 2 && !self.streamed[s] {
+                if self.version[s] >= 2 {
                     events.push(Event::Stream(s));
                 }
             }
-            if sources.awaited.is_empty()
-                && !sources.live.is_empty()
-                && sources.live.iter().all(|s| self.streamed[node(s)])
-            {
+            if plan.complete.contains(&0) {
                 events.push(Event::Synced);
             }
         }

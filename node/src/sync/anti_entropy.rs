@@ -48,12 +48,22 @@ fn bucket_of(key: &[u8]) -> usize {
     (xxhash_rust::xxh3::xxh3_64_with_seed(key, 0x5eed) as usize) % BUCKETS
 }
 
-fn pair_hash(key: &[u8], record: &[u8]) -> u64 {
+/// The hash of one (key, record) pair: what trees and digests are made of.
+pub(crate) fn pair_hash(key: &[u8], record: &[u8]) -> u64 {
     let mut hasher = xxhash_rust::xxh3::Xxh3::new();
     hasher.update(&(key.len() as u64).to_le_bytes());
     hasher.update(key);
     hasher.update(record);
     hasher.digest()
+}
+
+/// What one scan of local data finds out about some partitions.
+#[derive(Clone, Debug, Default)]
+pub struct TreeScan {
+    pub trees: BTreeMap<u32, Tree>,
+    /// Records (tombstones included) in each partition: what a stream of it
+    /// sends, for the receiver's estimate of what is left.
+    pub keys: BTreeMap<u32, u64>,
 }
 
 /// Builds the trees of `partitions` in one scan of local data.
@@ -62,18 +72,22 @@ pub fn build_trees(
     partitions: &BTreeSet<u32>,
     partition_count: u32,
     bytes_per_sec: u64,
-) -> Result<BTreeMap<u32, Tree>, ReplicaError> {
-    let mut trees: BTreeMap<u32, Tree> = partitions.iter().map(|p| (*p, [0; BUCKETS])).collect();
+) -> Result<TreeScan, ReplicaError> {
+    let mut scan = TreeScan {
+        trees: partitions.iter().map(|p| (*p, [0; BUCKETS])).collect(),
+        keys: partitions.iter().map(|p| (*p, 0)).collect(),
+    };
     let mut throttle = Throttle::new(bytes_per_sec);
     local.storage().for_each_after(b"", |key, record| {
         let p = partition_of(key, partition_count);
-        if let Some(tree) = trees.get_mut(&p) {
+        if let Some(tree) = scan.trees.get_mut(&p) {
             tree[bucket_of(key)] ^= pair_hash(key, record);
+            *scan.keys.entry(p).or_default() += 1;
         }
         throttle.account(key.len() + record.len());
         true
     })?;
-    Ok(trees)
+    Ok(scan)
 }
 
 /// (key, hash) of every key in the given leaves.
@@ -99,23 +113,35 @@ pub fn bucket_digests(
 /// The latest trees this node built, served to peers.
 #[derive(Default)]
 pub struct TreeCache {
-    trees: Mutex<BTreeMap<u32, Tree>>,
+    scan: Mutex<TreeScan>,
 }
 
 impl TreeCache {
     pub fn get(&self, partitions: &[u32]) -> Vec<(u32, Tree)> {
-        let Ok(trees) = self.trees.lock() else {
+        let Ok(scan) = self.scan.lock() else {
             return Vec::new();
         };
         partitions
             .iter()
-            .filter_map(|p| trees.get(p).map(|t| (*p, *t)))
+            .filter_map(|p| scan.trees.get(p).map(|t| (*p, *t)))
             .collect()
     }
 
-    fn replace(&self, trees: BTreeMap<u32, Tree>) {
-        if let Ok(mut guard) = self.trees.lock() {
-            *guard = trees;
+    /// The records counted in each of `partitions` by the last scan, for
+    /// those it covered.
+    pub fn keys(&self, partitions: &[u32]) -> BTreeMap<u32, u64> {
+        let Ok(scan) = self.scan.lock() else {
+            return BTreeMap::new();
+        };
+        partitions
+            .iter()
+            .filter_map(|p| scan.keys.get(p).map(|k| (*p, *k)))
+            .collect()
+    }
+
+    fn replace(&self, scan: TreeScan) {
+        if let Ok(mut guard) = self.scan.lock() {
+            *guard = scan;
         }
     }
 }
@@ -271,15 +297,19 @@ impl AntiEntropy {
         let partition_count = current.partitions();
         let started_ms = now_millis();
         let started = Instant::now();
-        let trees = {
+        let scan = {
             let (local, owned, rate) =
                 (self.local.clone(), owned.clone(), self.config.bytes_per_sec);
             blocking_local(move || build_trees(&local, &owned, partition_count, rate)).await?
         };
+        let (trees, keys) = (scan.trees, scan.keys);
         self.metrics
             .tree_build_seconds
             .observe(started.elapsed().as_secs_f64());
-        self.cache.replace(trees.clone());
+        self.cache.replace(TreeScan {
+            trees: trees.clone(),
+            keys,
+        });
 
         // Which co-replicas share which of my partitions.
         let mut shared: BTreeMap<String, Vec<u32>> = BTreeMap::new();
@@ -533,10 +563,12 @@ mod tests {
         let (rate, floor) = (8 << 20, Duration::from_millis(450));
         let partitions: BTreeSet<u32> = (0..16).collect();
         let started = std::time::Instant::now();
-        let trees = build_trees(&local, &partitions, 16, rate).expect("trees");
+        let scan = build_trees(&local, &partitions, 16, rate).expect("trees");
         let took = started.elapsed();
         assert!(took >= floor, "trees of 4 MiB at 8 MiB/s in {took:?}");
-        assert!(trees
+        assert_eq!(scan.keys.values().sum::<u64>(), 64, "every record counted");
+        assert!(scan
+            .trees
             .values()
             .any(|tree| tree.iter().any(|leaf| *leaf != 0)));
 

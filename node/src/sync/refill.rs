@@ -256,6 +256,8 @@ async fn stream_from(
         .stream_partitions(StreamPartitionsRequest {
             partitions: partitions.to_vec(),
             start_after: Bytes::new(),
+            // A refilling node lost its data: it needs every record.
+            digests: false,
         })
         .await
         .map_err(failed)?

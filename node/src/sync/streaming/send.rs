@@ -9,14 +9,21 @@
 //! only the batches in flight, and is dropped after
 //! `--stream-stall-timeout-secs`.
 
-use std::{collections::BTreeSet, sync::Arc, time::Duration};
+use std::{
+    collections::{BTreeSet, HashMap},
+    sync::Arc,
+    time::Duration,
+};
 
 use bytes::Bytes;
 use ringkv_proto::v1::{ReplicaRecord, StreamBatch};
 use tokio::sync::mpsc;
 use tonic::Status;
 
-use crate::{ring::partition_of, storage::StorageError, sync::throttle::Throttle};
+use crate::{
+    ring::partition_of, storage::StorageError, sync::anti_entropy::pair_hash,
+    sync::throttle::Throttle,
+};
 
 /// Size of one streamed batch: large enough to stream fast, small enough to
 /// keep the memory of a stream bounded.
@@ -41,6 +48,10 @@ pub struct StreamSource {
     pub wanted: Arc<BTreeSet<u32>>,
     /// Sent with every batch, for the receiver's progress report.
     pub estimated_keys: u64,
+    /// Sent with the first batch: the keys in each wanted partition.
+    pub partition_keys: HashMap<u32, u64>,
+    /// Send each record's hash instead of the record.
+    pub digests: bool,
     pub throttle: Throttle,
     /// How long the receiver may leave a batch untaken. A live receiver
     /// takes a batch in the time it writes one (about 1 MiB); one that
@@ -57,6 +68,13 @@ pub fn channel() -> (mpsc::Sender<Sent>, mpsc::Receiver<Sent>) {
     mpsc::channel(STREAM_BATCHES_IN_FLIGHT)
 }
 
+/// Which records a stream sends, and in what form.
+struct Filter {
+    wanted: Arc<BTreeSet<u32>>,
+    partition_count: u32,
+    digests: bool,
+}
+
 /// One batch cut from the scan, and whether the scan reached its end.
 struct Cut {
     batch: StreamBatch,
@@ -70,14 +88,22 @@ impl StreamSource {
     /// scanned, the receiver's resume point. Stops once the receiver is
     /// gone or has left a batch untaken for the stall timeout.
     pub async fn run(mut self, scan: Scan, mut start_after: Bytes, tx: mpsc::Sender<Sent>) {
+        let mut partition_keys = std::mem::take(&mut self.partition_keys);
         loop {
-            let (wanted, partition_count) = (self.wanted.clone(), self.partition_count);
-            let (scan, after, estimated_keys) =
-                (scan.clone(), start_after.clone(), self.estimated_keys);
-            let cut = tokio::task::spawn_blocking(move || {
-                cut_batch(&*scan, &after, &wanted, partition_count, estimated_keys)
-            })
-            .await;
+            let filter = Filter {
+                wanted: self.wanted.clone(),
+                partition_count: self.partition_count,
+                digests: self.digests,
+            };
+            let header = StreamBatch {
+                estimated_keys: self.estimated_keys,
+                partition_keys: std::mem::take(&mut partition_keys),
+                ..Default::default()
+            };
+            let (scan, after) = (scan.clone(), start_after.clone());
+            let cut =
+                tokio::task::spawn_blocking(move || cut_batch(&*scan, &after, &filter, header))
+                    .await;
             let cut = match cut {
                 Ok(Ok(cut)) => cut,
                 Ok(Err(error)) => {
@@ -118,24 +144,29 @@ impl StreamSource {
 
 /// Scans after `start_after` until a batch is full (about 1 MiB of wanted
 /// records, or [`STREAM_BATCH_SCANNED`] keys scanned) or the data ends.
+/// The batch starts as `header`.
 fn cut_batch(
     scan: &ScanFn,
     start_after: &[u8],
-    wanted: &BTreeSet<u32>,
-    partition_count: u32,
-    estimated_keys: u64,
+    filter: &Filter,
+    header: StreamBatch,
 ) -> Result<Cut, StorageError> {
-    let mut batch = StreamBatch {
-        estimated_keys,
-        ..Default::default()
-    };
+    let mut batch = header;
     let (mut bytes, mut scanned, mut end) = (0usize, 0usize, true);
     scan(start_after, &mut |key, value| {
-        if wanted.contains(&partition_of(key, partition_count)) {
-            bytes += key.len() + value.len();
+        if filter
+            .wanted
+            .contains(&partition_of(key, filter.partition_count))
+        {
+            let record = if filter.digests {
+                Bytes::copy_from_slice(&pair_hash(key, value).to_le_bytes())
+            } else {
+                Bytes::copy_from_slice(value)
+            };
+            bytes += key.len() + record.len();
             batch.records.push(ReplicaRecord {
                 key: Bytes::copy_from_slice(key),
-                record: Bytes::copy_from_slice(value),
+                record,
             });
         }
         scanned += 1;
@@ -183,12 +214,25 @@ mod tests {
         bytes_per_sec: u64,
         pause: Duration,
     ) -> (Vec<StreamBatch>, usize) {
+        stream_as(records, wanted, bytes_per_sec, pause, false)
+    }
+
+    /// [`stream`], sending digests if asked.
+    fn stream_as(
+        records: Vec<(Vec<u8>, Vec<u8>)>,
+        wanted: BTreeSet<u32>,
+        bytes_per_sec: u64,
+        pause: Duration,
+        digests: bool,
+    ) -> (Vec<StreamBatch>, usize) {
         let visited = Arc::new(AtomicUsize::new(0));
         let (tx, mut rx) = channel();
         let source = StreamSource {
             partition_count: PARTITIONS,
             wanted: Arc::new(wanted),
             estimated_keys: 42,
+            partition_keys: HashMap::from([(0, 7)]),
+            digests,
             throttle: Throttle::new(bytes_per_sec),
             stall_timeout: Duration::from_secs(60),
         };
@@ -255,6 +299,7 @@ mod tests {
                 let bytes = batch_span(batch);
                 prop_assert!(bytes < STREAM_BATCH_BYTES + largest, "batch {} holds {} bytes", i, bytes);
                 prop_assert_eq!(batch.estimated_keys, 42);
+                prop_assert_eq!(batch.partition_keys.len(), usize::from(i == 0), "counts come first, once");
                 if i + 1 < batches.len() {
                     prop_assert!(!batch.last_key.is_empty());
                     prop_assert!(
@@ -266,6 +311,32 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// A digest stream sends every wanted key once, in order, each with the
+    /// hash of its record in place of the record.
+    #[test]
+    fn a_digest_stream_sends_each_wanted_records_hash() {
+        let records = records(&[300_000; 12]);
+        let wanted: BTreeSet<u32> = (0..PARTITIONS / 2).collect();
+        let expected: Vec<(Vec<u8>, Vec<u8>)> = records
+            .iter()
+            .filter(|(k, _)| wanted.contains(&partition_of(k, PARTITIONS)))
+            .map(|(k, v)| (k.clone(), pair_hash(k, v).to_le_bytes().to_vec()))
+            .collect();
+        assert!(!expected.is_empty());
+        let (batches, _) = stream_as(records, wanted, 0, Duration::ZERO, true);
+        let sent: Vec<(Vec<u8>, Vec<u8>)> = batches
+            .iter()
+            .flat_map(|b| b.records.iter())
+            .map(|r| (r.key.to_vec(), r.record.to_vec()))
+            .collect();
+        assert_eq!(sent, expected);
+        assert_eq!(
+            batches.len(),
+            1,
+            "hashes of 3.6 MB of records fit one batch"
+        );
     }
 
     /// Where few scanned keys are wanted, a batch still goes out every
