@@ -138,6 +138,14 @@ async fn flowing_load(client: &kube::Client, prefix: &str) -> Load {
 }
 
 fn events(env: &Env) -> String {
+    events_as(
+        env,
+        "custom-columns=REASON:.reason,NOTE:.note,MESSAGE:.message",
+    )
+}
+
+/// The demo KVCluster's events, in kubectl's `-o` format `output`.
+fn events_as(env: &Env, output: &str) -> String {
     env.kubectl_ok(&[
         "get",
         "events",
@@ -146,7 +154,7 @@ fn events(env: &Env) -> String {
         "--field-selector",
         &format!("involvedObject.name={CLUSTER},involvedObject.kind=KVCluster"),
         "-o",
-        "custom-columns=REASON:.reason,NOTE:.note,MESSAGE:.message",
+        output,
     ])
 }
 
@@ -195,7 +203,7 @@ async fn s1_install() {
     ]);
     for kind in [
         "kind: ServiceMonitor",
-        "kind: PodMonitor",
+        "--service-monitors=true",
         "kind: PrometheusRule",
         "grafana_dashboard",
     ] {
@@ -205,7 +213,7 @@ async fn s1_install() {
     // With the Prometheus Operator's CRDs installed, the API server takes
     // them as they are.
     let crds = env.monitoring_crds();
-    for kind in ["servicemonitors", "podmonitors", "prometheusrules"] {
+    for kind in ["servicemonitors", "prometheusrules"] {
         let file = crds.join(format!("monitoring.coreos.com_{kind}.yaml"));
         env.kubectl_ok(&[
             "apply",
@@ -231,6 +239,56 @@ async fn s1_install() {
         String::from_utf8_lossy(&accepted.stdout).trim()
     );
     let kvc = demo_with(env, 3).await;
+    // Monitoring turned on for real: the chart's objects are created, and
+    // the operator makes the cluster a ServiceMonitor of its own.
+    env.helm_ok(&[
+        "upgrade",
+        "ringkv-operator",
+        chart,
+        "-n",
+        OPERATOR_NAMESPACE,
+        "--reuse-values",
+        "--set",
+        "monitoring.enabled=true",
+        "--wait",
+        "--timeout",
+        "5m",
+    ]);
+    let monitor = eventually(
+        "the operator makes demo a ServiceMonitor",
+        Duration::from_secs(120),
+        || async {
+            let out = env.kubectl(&[
+                "get",
+                "servicemonitor",
+                &format!("{CLUSTER}-peers"),
+                "-n",
+                NAMESPACE,
+                "-o",
+                "json",
+            ]);
+            out.status
+                .success()
+                .then(|| serde_json::from_slice::<Value>(&out.stdout).expect("JSON"))
+        },
+    )
+    .await;
+    assert_eq!(monitor["spec"]["endpoints"][0]["port"], "metrics");
+    assert_eq!(
+        monitor["metadata"]["ownerReferences"][0]["kind"], "KVCluster",
+        "collected with the cluster"
+    );
+    let peers = env.kubectl_ok(&[
+        "get",
+        "service",
+        &format!("{CLUSTER}-peers"),
+        "-n",
+        NAMESPACE,
+        "-o",
+        "json",
+    ]);
+    assert!(peers.contains("\"name\": \"metrics\""), "{peers}");
+    println!("ServiceMonitor {CLUSTER}-peers scrapes port metrics of every node");
 
     let table = env.kubectl_ok(&["get", "kvc", "-n", NAMESPACE]);
     println!("{table}");
@@ -246,16 +304,7 @@ async fn s1_install() {
     assert!(!sts.contains("RINGKV_SEEDS"));
     assert!(sts.contains("\"serviceAccountName\": \"demo-node\""));
     // Each node pod carries the zone of the Kubernetes node it runs on.
-    let zones = env.kubectl_ok(&[
-        "get",
-        "pods",
-        "-n",
-        NAMESPACE,
-        "-l",
-        "app.kubernetes.io/name=ringkv",
-        "-o",
-        "jsonpath={range .items[*]}{.metadata.annotations.ringkv\\.io/zone}{\"\\n\"}{end}",
-    ]);
+    let zones = each_node_pod(env, "{.metadata.annotations.ringkv\\.io/zone}");
     assert_eq!(
         zones.lines().filter(|z| *z == "e2e-a").count(),
         3,
@@ -381,6 +430,20 @@ async fn s3_scale_up_under_load() {
 
 /// Scales to 3 under load; with `restart_operator`, kills the operator pod
 /// while the decommission runs.
+/// Kills the operator the way a node drain would: its pod is deleted and
+/// the Deployment starts another.
+fn delete_operator_pod(env: &Env) {
+    env.kubectl_ok(&[
+        "delete",
+        "pod",
+        "-n",
+        OPERATOR_NAMESPACE,
+        "-l",
+        "app.kubernetes.io/name=ringkv-operator",
+        "--wait=false",
+    ]);
+}
+
 async fn scale_down(env: &Env, prefix: &str, restart_operator: bool) -> usize {
     let client = env.client().await;
     let load = flowing_load(&client, prefix).await;
@@ -399,15 +462,7 @@ async fn scale_down(env: &Env, prefix: &str, restart_operator: bool) -> usize {
     .await;
     println!("status.decommissioning: {decommissioning}");
     if restart_operator {
-        env.kubectl_ok(&[
-            "delete",
-            "pod",
-            "-n",
-            OPERATOR_NAMESPACE,
-            "-l",
-            "app.kubernetes.io/name=ringkv-operator",
-            "--wait=false",
-        ]);
+        delete_operator_pod(env);
         println!("operator pod deleted midway through the decommission");
     }
     wait_available(env, 3, LONG).await;
@@ -491,6 +546,217 @@ async fn s4_scale_down_under_load() {
         started,
         checked,
     );
+}
+
+/// What one poll of the KVCluster found wrong, if anything: the phase and
+/// the MESSAGE column (`.status.phase`, `.status.message`, what `kubectl get
+/// kvc` prints) against the conditions.
+fn disagreement(kvc: &Value) -> Option<String> {
+    let phase = kvc["status"]["phase"].as_str()?;
+    let is_true = |type_: &str| condition(kvc, type_).is_some_and(|c| c.0 == "True");
+    let progressing = is_true("Progressing");
+    let moving = matches!(phase, "Creating" | "Blocked" | "Scaling" | "Upgrading");
+    if progressing != moving {
+        return Some(format!("phase {phase} with Progressing={progressing}"));
+    }
+    if phase == "Available" && (!is_true("Available") || is_true("Degraded")) {
+        return Some("phase Available but the conditions say otherwise".into());
+    }
+    if phase == "Degraded" && !is_true("Degraded") {
+        return Some("phase Degraded with Degraded not True".into());
+    }
+    if let Some((status, _, refusal)) = condition(kvc, "ScalingBlocked") {
+        let message = kvc["status"]["message"].as_str().unwrap_or("");
+        if status == "True" && !message.contains(&refusal) {
+            return Some(format!("MESSAGE {message:?} hides the refusal {refusal:?}"));
+        }
+    }
+    None
+}
+
+/// What a poller saw while a scenario ran.
+#[derive(Default)]
+struct Watched {
+    polls: usize,
+    disagreements: Vec<String>,
+    /// Per (member, ring state version): keys received at the last poll.
+    handoff_keys: std::collections::BTreeMap<(String, i64), i64>,
+    /// Polls that caught a handoff with keys received and partitions left.
+    mid_handoff: usize,
+    regressions: Vec<String>,
+    most_restarts: u64,
+}
+
+impl Watched {
+    fn poll(&mut self, kvc: &Value, restarts: u64) {
+        self.polls += 1;
+        self.most_restarts = self.most_restarts.max(restarts);
+        if let Some(wrong) = disagreement(kvc) {
+            self.disagreements.push(wrong);
+        }
+        for member in kvc["status"]["members"].as_array().into_iter().flatten() {
+            let progress = &member["handoffProgress"];
+            let (Some(name), Some(version), Some(keys)) = (
+                member["name"].as_str(),
+                progress["stateVersion"].as_i64(),
+                progress["keysReceived"].as_i64(),
+            ) else {
+                continue;
+            };
+            let complete = progress["partitionsComplete"].as_i64().unwrap_or(0);
+            let total = progress["partitionsTotal"].as_i64().unwrap_or(0);
+            if keys > 0 && complete < total {
+                self.mid_handoff += 1;
+            }
+            let last = self.handoff_keys.insert((name.to_string(), version), keys);
+            if last.is_some_and(|last| keys < last) {
+                self.regressions.push(format!(
+                    "{name} at ring version {version}: {keys} keys after {last:?}"
+                ));
+            }
+        }
+    }
+}
+
+/// How many times each (reason, message) of the KVCluster's events was
+/// recorded: repeats are counted in the event, not as new objects.
+fn event_counts(env: &Env) -> std::collections::BTreeMap<(String, String, String), i64> {
+    let out = events_as(env, "json");
+    let list: Value = serde_json::from_str(&out).expect("events JSON");
+    let mut counts = std::collections::BTreeMap::new();
+    for event in list["items"].as_array().into_iter().flatten() {
+        let count = event["count"]
+            .as_i64()
+            .max(event["series"]["count"].as_i64())
+            .unwrap_or(1)
+            .max(1);
+        let key = (
+            event["metadata"]["uid"].as_str().unwrap_or("").to_string(),
+            event["reason"].as_str().unwrap_or("").to_string(),
+            event["message"].as_str().unwrap_or("").to_string(),
+        );
+        counts.insert(key, count);
+    }
+    counts
+}
+
+/// The node pods' container restarts, summed.
+fn node_restarts(env: &Env) -> u64 {
+    each_node_pod(env, "{.status.containerStatuses[0].restartCount}")
+        .lines()
+        .filter_map(|l| l.trim().parse::<u64>().ok())
+        .sum()
+}
+
+/// A JSONPath `field` of every node pod, one line each.
+fn each_node_pod(env: &Env, field: &str) -> String {
+    env.kubectl_ok(&[
+        "get",
+        "pods",
+        "-n",
+        NAMESPACE,
+        "-l",
+        "app.kubernetes.io/name=ringkv",
+        "-o",
+        &format!("jsonpath={{range .items[*]}}{field}{{\"\\n\"}}{{end}}"),
+    ])
+}
+
+/// The scale-down taken back: 4 → 2 (N=3, so one node leaves and
+/// the rest is refused), the operator killed midway, then back to 4 before
+/// the node has gone. Polled all along: the table and the conditions agree
+/// at every poll, handoff progress only grows, no node pod restarts, and
+/// each event is recorded once.
+#[tokio::test]
+async fn s4b_scale_down_taken_back() {
+    let started = Instant::now();
+    let env = Env::get();
+    demo_with(env, 4).await;
+    // `kubectl get kvc` prints these two fields as PHASE and MESSAGE.
+    let crd = env.kubectl_ok(&["get", "crd", "kvclusters.ringkv.io", "-o", "json"]);
+    assert!(crd.contains(".status.phase") && crd.contains(".status.message"));
+    let before = event_counts(env);
+    let restarts_before = node_restarts(env);
+    let client = env.client().await;
+    let load = flowing_load(&client, "taken-back").await;
+
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let poller = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let mut watched = Watched::default();
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let restarts = node_restarts(env).saturating_sub(restarts_before);
+                watched.poll(&kvc(env), restarts);
+                std::thread::sleep(Duration::from_millis(300));
+            }
+            watched
+        })
+    };
+
+    env.kubectl_ok(&["scale", "kvc/demo", "-n", NAMESPACE, "--replicas=2"]);
+    eventually(
+        "status shows the decommission",
+        Duration::from_secs(60),
+        || async {
+            kvc(env)["status"]["decommissioning"]
+                .as_array()
+                .is_some_and(|d| !d.is_empty())
+                .then_some(())
+        },
+    )
+    .await;
+    delete_operator_pod(env);
+    env.kubectl_ok(&["scale", "kvc/demo", "-n", NAMESPACE, "--replicas=4"]);
+    println!("scaled to 2, killed the operator, scaled back to 4");
+    wait_available(env, 4, LONG).await;
+    let (acknowledged, failed) = load.stop().await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let watched = poller.join().expect("poller");
+
+    let after = event_counts(env);
+    let mut recorded: std::collections::BTreeMap<(String, String), i64> = Default::default();
+    for (key, count) in &after {
+        let new = count - before.get(key).copied().unwrap_or(0);
+        if new > 0 {
+            *recorded.entry((key.1.clone(), key.2.clone())).or_default() += new;
+        }
+    }
+    println!("events recorded: {recorded:#?}");
+    println!(
+        "{} polls, {} caught a handoff midway, {} handoffs followed; most node restarts {}",
+        watched.polls,
+        watched.mid_handoff,
+        watched.handoff_keys.len(),
+        watched.most_restarts
+    );
+    assert!(watched.polls > 10, "the poller polled");
+    assert!(
+        watched.disagreements.is_empty(),
+        "table and conditions disagreed: {:?}",
+        watched.disagreements
+    );
+    assert!(
+        watched.regressions.is_empty(),
+        "handoff progress went back: {:?}",
+        watched.regressions
+    );
+    assert_eq!(watched.most_restarts, 0, "a node pod restarted");
+    for ((reason, message), count) in &recorded {
+        assert_eq!(
+            *count, 1,
+            "event {reason} ({message}) recorded {count} times"
+        );
+    }
+    let reasons: Vec<&str> = recorded.keys().map(|(r, _)| r.as_str()).collect();
+    assert!(reasons.contains(&"ScaleDownStarted"), "{reasons:?}");
+    assert!(
+        reasons.contains(&"ScaleDownCancelled") || reasons.contains(&"NodeRejoining"),
+        "the scale-down was taken back: {reasons:?}"
+    );
+    println!("writes that failed meanwhile: {failed}");
+    let checked = verify(&client, &acknowledged).await;
+    report("4b scale-down taken back", started, checked);
 }
 
 #[tokio::test]

@@ -314,7 +314,27 @@ pub struct MemberState {
     /// joining, normal, leaving or left.
     pub ring_status: String,
     pub partitions_owned: i32,
-    /// Handoff progress: partitions complete of those moving to this node.
+    /// Handoff progress, in words: partitions complete of those moving to
+    /// this node, records received and the sources' estimate of what is
+    /// left.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub handoff: Option<String>,
+    /// The same progress, in numbers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub handoff_progress: Option<HandoffProgress>,
+}
+
+/// How far the partitions moving to one member have come, for one ring
+/// transition: the counts only grow until the transition ends.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Default, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct HandoffProgress {
+    /// The ring state version of the transition.
+    pub state_version: i64,
+    pub partitions_complete: i32,
+    pub partitions_total: i32,
+    pub keys_received: i64,
+    pub bytes_received: i64,
+    /// The sources' count of records still to come.
+    pub keys_remaining: i64,
 }

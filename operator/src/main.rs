@@ -5,6 +5,7 @@ use std::{net::SocketAddr, process::ExitCode, sync::Arc};
 use clap::{Parser, Subcommand, ValueEnum};
 use kube::{runtime::events::Reporter, Client, CustomResourceExt};
 use ringkv_operator::{
+    build::ServiceMonitors,
     controller::{self, Context},
     crd::KVCluster,
     http,
@@ -72,12 +73,39 @@ struct RunArgs {
         default_value_t = 1000
     )]
     upgrade_max_pending_hints: u64,
+    /// Make each KVCluster a Prometheus Operator ServiceMonitor for its
+    /// nodes, where the ServiceMonitor CRD exists.
+    #[arg(long, env = "RINGKV_OPERATOR_SERVICE_MONITORS", default_value_t = false, action = clap::ArgAction::Set)]
+    service_monitors: bool,
+    /// How often the ServiceMonitors have Prometheus scrape each node.
+    #[arg(
+        long,
+        env = "RINGKV_OPERATOR_SERVICE_MONITOR_INTERVAL",
+        default_value = "30s"
+    )]
+    service_monitor_interval: String,
+    /// A label for every ServiceMonitor, as key=value (repeatable): the one
+    /// your Prometheus selects monitors by.
+    #[arg(long, value_parser = label_pair)]
+    service_monitor_label: Vec<(String, String)>,
     #[arg(long, env = "RINGKV_OPERATOR_LOG_FORMAT", value_enum, default_value_t = LogFormat::Json)]
     log_format: LogFormat,
     /// tracing filter.
     #[arg(long, env = "RINGKV_OPERATOR_LOG", default_value = "info")]
     log: String,
 }
+
+/// Parses `key=value`.
+fn label_pair(pair: &str) -> Result<(String, String), LabelError> {
+    match pair.split_once('=') {
+        Some((key, value)) if !key.is_empty() => Ok((key.to_string(), value.to_string())),
+        _ => Err(LabelError(pair.to_string())),
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("{0:?} is not key=value")]
+struct LabelError(String);
 
 #[derive(Debug, thiserror::Error)]
 enum RunError {
@@ -210,6 +238,10 @@ async fn run(args: RunArgs) -> Result<(), RunError> {
         metrics,
         max_pending_hints: args.upgrade_max_pending_hints,
         written: Default::default(),
+        service_monitors: args.service_monitors.then(|| ServiceMonitors {
+            interval: args.service_monitor_interval.clone(),
+            labels: args.service_monitor_label.iter().cloned().collect(),
+        }),
     });
     let (lost_tx, mut lost_rx) = watch::channel(false);
     let controller_stop = {

@@ -37,6 +37,11 @@ impl MemberView {
 pub struct Handoff {
     pub complete: u32,
     pub total: u32,
+    /// Records and bytes received so far, counted as they arrive.
+    pub keys_received: u64,
+    pub bytes_received: u64,
+    /// The sources' count of records still to come.
+    pub keys_remaining: u64,
 }
 
 /// The ring as one node reported it.
@@ -148,6 +153,9 @@ fn view_of(response: ringkv_client::proto::RingStatusResponse) -> RingView {
         let entry = handoffs.entry(progress.node_id).or_default();
         entry.total += 1;
         entry.complete += u32::from(progress.complete);
+        entry.keys_received += progress.keys_done;
+        entry.bytes_received += progress.bytes_done;
+        entry.keys_remaining += progress.keys_remaining;
     }
     RingView {
         state_version: response.state_version,

@@ -7,8 +7,8 @@ use k8s_openapi::{
 };
 
 use crate::{
-    crd::{KVClusterStatus, MemberState},
-    ring_admin::RingView,
+    crd::{HandoffProgress, KVClusterStatus, MemberState},
+    ring_admin::{Handoff, RingView},
     scaling::ScalePlan,
     upgrade::UpgradeStep,
 };
@@ -179,10 +179,15 @@ pub fn status(observed: &Observed<'_>) -> KVClusterStatus {
                         format!("{} (down)", m.status)
                     },
                     partitions_owned: m.partitions_owned as i32,
-                    handoff: r
-                        .handoffs
-                        .get(&m.node_id)
-                        .map(|h| format!("{}/{} partitions", h.complete, h.total)),
+                    handoff: r.handoffs.get(&m.node_id).map(handoff_words),
+                    handoff_progress: r.handoffs.get(&m.node_id).map(|h| HandoffProgress {
+                        state_version: r.state_version as i64,
+                        partitions_complete: h.complete as i32,
+                        partitions_total: h.total as i32,
+                        keys_received: h.keys_received as i64,
+                        bytes_received: h.bytes_received as i64,
+                        keys_remaining: h.keys_remaining as i64,
+                    }),
                 })
                 .collect()
         })
@@ -298,7 +303,7 @@ fn progress(observed: &Observed<'_>, ever_formed: bool) -> Option<(&'static str,
         .handoffs
         .iter()
         .filter(|(_, h)| h.complete < h.total)
-        .map(|(id, h)| format!("{id} has {}/{} partitions", h.complete, h.total))
+        .map(|(id, h)| format!("{id} has {}", handoff_words(h)))
         .collect();
     if moving.is_empty() && incomplete.is_empty() && !ring.transition {
         return None;
@@ -309,6 +314,29 @@ fn progress(observed: &Observed<'_>, ever_formed: bool) -> Option<(&'static str,
         parts.push("partitions are moving".to_string());
     }
     Some(("MembersMoving", parts.join("; ")))
+}
+
+/// Handoff progress as `kubectl describe` and the conditions show it.
+fn handoff_words(h: &Handoff) -> String {
+    let mut words = format!("{}/{} partitions", h.complete, h.total);
+    if h.keys_received > 0 || h.keys_remaining > 0 {
+        words.push_str(&format!(
+            ", {} keys ({}) received, about {} to go",
+            h.keys_received,
+            bytes_in_words(h.bytes_received),
+            h.keys_remaining
+        ));
+    }
+    words
+}
+
+fn bytes_in_words(bytes: u64) -> String {
+    const MIB: f64 = (1 << 20) as f64;
+    if bytes >= 1 << 20 {
+        format!("{:.1} MiB", bytes as f64 / MIB)
+    } else {
+        format!("{:.1} KiB", bytes as f64 / 1024.0)
+    }
 }
 
 /// A condition that keeps its transition time while its status holds.
@@ -651,15 +679,32 @@ mod tests {
             crate::ring_admin::Handoff {
                 complete: 10,
                 total: 64,
+                keys_received: 12_000,
+                bytes_received: 3 << 20,
+                keys_remaining: 30_000,
             },
         );
         let status = observe(Some(&view), &steady(3), 3);
         let progressing = find(&status, PROGRESSING).expect("Progressing");
         assert_eq!(progressing.status, "True");
         assert!(
-            progressing.message.contains("demo-2 has 10/64 partitions"),
+            progressing.message.contains(
+                "demo-2 has 10/64 partitions, 12000 keys (3.0 MiB) received, about 30000 to go"
+            ),
             "{}",
             progressing.message
+        );
+        let member = status
+            .members
+            .iter()
+            .find(|m| m.name == "demo-2")
+            .expect("member");
+        assert_eq!(
+            member
+                .handoff_progress
+                .as_ref()
+                .map(|h| (h.keys_received, h.keys_remaining)),
+            Some((12_000, 30_000))
         );
     }
 
@@ -706,7 +751,7 @@ mod tests {
             let mut view = ring(&members);
             view.state_version = u64::from(formed);
             if let Some((complete, total)) = handoff {
-                view.handoffs.insert("demo-0".into(), crate::ring_admin::Handoff { complete, total });
+                view.handoffs.insert("demo-0".into(), crate::ring_admin::Handoff { complete, total, ..Default::default() });
             }
             let plan = ScalePlan {
                 replicas,

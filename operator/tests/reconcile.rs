@@ -58,6 +58,8 @@ struct World {
     restarted: Vec<i32>,
     /// Zone annotations the operator wrote, by pod name.
     zones: BTreeMap<String, String>,
+    /// The Prometheus Operator's ServiceMonitor CRD is installed.
+    service_monitor_crd: bool,
 }
 
 impl World {
@@ -226,6 +228,9 @@ impl World {
                 }
             }
             Method::GET => not_found,
+            Method::PATCH if path.contains("/servicemonitors/") && !self.service_monitor_crd => {
+                not_found
+            }
             _ if !self.spend() => crash,
             Method::POST if path.ends_with("/secrets") => {
                 let secret: Value = serde_json::from_slice(body).expect("a Secret");
@@ -529,6 +534,7 @@ fn context(world: Arc<Mutex<World>>) -> Context {
         metrics: Arc::new(Metrics::new()),
         max_pending_hints: 1000,
         written: Default::default(),
+        service_monitors: None,
     }
 }
 
@@ -631,6 +637,42 @@ async fn creates_every_owned_object_with_server_side_apply() {
     }
     assert_eq!(condition(&w, "Available").0, "True");
     assert_eq!(w.kvc["status"]["phase"], "Available");
+}
+
+/// With `--service-monitors`, each cluster gets a ServiceMonitor where the
+/// CRD exists, and a reconcile goes on without one where it does not.
+#[tokio::test]
+async fn a_service_monitor_is_made_where_its_crd_exists_and_skipped_where_not() {
+    let path = "/apis/monitoring.coreos.com/v1/namespaces/store/servicemonitors/demo-peers";
+    for crd in [false, true] {
+        let world = Arc::new(Mutex::new(World::new(3, spec(3))));
+        world.lock().expect("world").service_monitor_crd = crd;
+        let mut ctx = context(world.clone());
+        ctx.service_monitors = Some(ringkv_operator::build::ServiceMonitors {
+            interval: "15s".into(),
+            labels: BTreeMap::from([("release".to_string(), "prom".to_string())]),
+        });
+        converge(&world, &ctx, |w| {
+            w.sts_replicas() == 3 && w.pods.len() == 3 && w.normal_members() == 3
+        })
+        .await;
+        let kvc = world.lock().expect("world").kvc();
+        controller::apply(&kvc, &ctx)
+            .await
+            .unwrap_or_else(|e| panic!("reconcile with the CRD {crd}: {e}"));
+        let w = world.lock().expect("world");
+        match w.objects.get(path) {
+            Some(monitor) => {
+                assert!(crd, "applied without the CRD");
+                assert_eq!(monitor["kind"], "ServiceMonitor");
+                assert_eq!(monitor["metadata"]["labels"]["release"], "prom");
+                assert_eq!(monitor["metadata"]["ownerReferences"][0]["uid"], "uid-1");
+                assert_eq!(monitor["spec"]["endpoints"][0]["interval"], "15s");
+            }
+            None => assert!(!crd, "no ServiceMonitor though the CRD exists"),
+        }
+        assert_eq!(condition(&w, "Available").0, "True");
+    }
 }
 
 #[tokio::test]

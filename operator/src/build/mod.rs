@@ -31,15 +31,19 @@ use kube::Resource;
 use crate::crd::{ConflictResolution, KVCluster, RetentionRule};
 
 mod security;
+mod service_monitor;
 pub use security::{
     cluster_secret, cluster_secret_name, network_policy, CLUSTER_SECRET_KEY, OPERATOR_POD_LABEL,
 };
+pub use service_monitor::{service_monitor, service_monitor_resource, ServiceMonitors};
 
 pub const GRPC_PORT: i32 = 7379;
 /// Replica and Admin: the cluster's own port, which the operator calls.
 pub const PEER_PORT: i32 = ringkv_client::peer_auth::DEFAULT_PEER_PORT as i32;
 pub const GOSSIP_PORT: i32 = 7946;
 pub const METRICS_PORT: i32 = 9379;
+/// The name of the metrics port, on the pods and the peers Service.
+pub const METRICS_PORT_NAME: &str = "metrics";
 /// Plaintext gRPC health for the probes, which cannot speak TLS.
 pub const HEALTH_PORT: i32 = 7380;
 const TLS_DIR: &str = "/etc/ringkv/tls";
@@ -118,8 +122,14 @@ pub fn node_account_name(kvc: &KVCluster) -> String {
 /// The headless Service: every pod, ready or not, so that nodes find each
 /// other before they are ready.
 pub fn peers_service(kvc: &KVCluster) -> Service {
+    let mut metadata = meta(kvc, peers_service_name(kvc));
+    // What the cluster's ServiceMonitor selects: the client Service has
+    // the same instance labels but no metrics port.
+    if let Some(labels) = metadata.labels.as_mut() {
+        labels.insert("app.kubernetes.io/component".into(), "peers".into());
+    }
     Service {
-        metadata: meta(kvc, peers_service_name(kvc)),
+        metadata,
         spec: Some(ServiceSpec {
             cluster_ip: Some("None".into()),
             publish_not_ready_addresses: Some(true),
@@ -141,6 +151,11 @@ pub fn peers_service(kvc: &KVCluster) -> Service {
                     name: Some("gossip".into()),
                     port: GOSSIP_PORT,
                     protocol: Some("UDP".into()),
+                    ..Default::default()
+                },
+                ServicePort {
+                    name: Some(METRICS_PORT_NAME.into()),
+                    port: METRICS_PORT,
                     ..Default::default()
                 },
             ]),
@@ -411,7 +426,7 @@ pub fn stateful_set(kvc: &KVCluster, replicas: i32, partition: i32) -> StatefulS
                 ..Default::default()
             },
             ContainerPort {
-                name: Some("metrics".into()),
+                name: Some(METRICS_PORT_NAME.into()),
                 container_port: METRICS_PORT,
                 ..Default::default()
             },
@@ -576,6 +591,51 @@ spec: { replicas: 3 }
         let port = &client.ports.expect("ports")[0];
         assert_eq!(port.name.as_deref(), Some("grpc"));
         assert_eq!(port.app_protocol.as_deref(), Some("grpc"));
+    }
+
+    #[test]
+    fn the_service_monitor_scrapes_every_node_through_the_peers_service() {
+        let kvc = cluster(DEMO);
+        let config = ServiceMonitors {
+            interval: "15s".into(),
+            labels: BTreeMap::from([("release".to_string(), "kube-prometheus".to_string())]),
+        };
+        let monitor = service_monitor(&kvc, &config);
+        let types = monitor.types.as_ref().expect("types");
+        assert_eq!(
+            (types.api_version.as_str(), types.kind.as_str()),
+            ("monitoring.coreos.com/v1", "ServiceMonitor")
+        );
+        let labels = monitor.metadata.labels.as_ref().expect("labels");
+        assert_eq!(
+            labels.get("release").map(String::as_str),
+            Some("kube-prometheus")
+        );
+        assert!(monitor.metadata.owner_references.is_some());
+        // It selects the peers Service, and only it: that one publishes
+        // unready pods and names the metrics port.
+        let peers = peers_service(&kvc);
+        let peer_labels = peers.metadata.labels.clone().expect("labels");
+        let selected = monitor.data["spec"]["selector"]["matchLabels"]
+            .as_object()
+            .expect("matchLabels");
+        for (k, v) in selected {
+            assert_eq!(peer_labels.get(k).map(String::as_str), v.as_str(), "{k}");
+        }
+        let client_labels = client_service(&kvc).metadata.labels.expect("labels");
+        assert!(selected
+            .iter()
+            .any(|(k, v)| client_labels.get(k).map(String::as_str) != v.as_str()));
+        let endpoint = &monitor.data["spec"]["endpoints"][0];
+        assert_eq!(endpoint["port"], METRICS_PORT_NAME);
+        assert_eq!(endpoint["interval"], "15s");
+        let spec = peers.spec.expect("spec");
+        assert!(spec
+            .ports
+            .expect("ports")
+            .iter()
+            .any(|p| { p.name.as_deref() == Some(METRICS_PORT_NAME) && p.port == METRICS_PORT }));
+        assert_eq!(spec.publish_not_ready_addresses, Some(true));
     }
 
     #[test]

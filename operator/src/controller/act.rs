@@ -6,7 +6,7 @@ use k8s_openapi::{
     NamespaceResourceScope,
 };
 use kube::{
-    api::{DeleteParams, Patch, PatchParams},
+    api::{DeleteParams, DynamicObject, Patch, PatchParams},
     runtime::events::EventType,
     Api, Resource, ResourceExt,
 };
@@ -34,7 +34,50 @@ pub async fn apply_owned_objects(
     apply_object(ctx, namespace, &build::peers_service(kvc)).await?;
     apply_object(ctx, namespace, &build::client_service(kvc)).await?;
     apply_object(ctx, namespace, &build::network_policy(kvc)).await?;
-    apply_object(ctx, namespace, &build::pod_disruption_budget(kvc)).await
+    apply_object(ctx, namespace, &build::pod_disruption_budget(kvc)).await?;
+    apply_service_monitor(ctx, kvc, namespace).await
+}
+
+/// The cluster's ServiceMonitor, when asked for and the Prometheus
+/// Operator's CRD exists: a cluster without it just has none.
+async fn apply_service_monitor(
+    ctx: &Context,
+    kvc: &KVCluster,
+    namespace: &str,
+) -> Result<(), ReconcileError> {
+    let Some(config) = &ctx.service_monitors else {
+        return Ok(());
+    };
+    let monitor = build::service_monitor(kvc, config);
+    let name = monitor.name_any();
+    let api: Api<DynamicObject> = Api::namespaced_with(
+        ctx.client.clone(),
+        namespace,
+        &build::service_monitor_resource(),
+    );
+    match api
+        .patch(
+            &name,
+            &PatchParams::apply(FIELD_MANAGER).force(),
+            &Patch::Apply(&monitor),
+        )
+        .await
+    {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(response)) if response.code == 404 => {
+            tracing::debug!(
+                %name,
+                "no ServiceMonitor CRD (monitoring.coreos.com/v1) in this cluster; skipping the ServiceMonitor"
+            );
+            Ok(())
+        }
+        Err(error) => Err(ReconcileError::Kube {
+            action: "applying",
+            kind: "ServiceMonitor".into(),
+            name,
+            source: error,
+        }),
+    }
 }
 
 /// Records a scale-down's intent in the status before acting on it, so

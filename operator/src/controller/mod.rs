@@ -82,6 +82,8 @@ pub struct Context {
     pub max_pending_hints: u64,
     /// The status last written for each cluster.
     pub written: WrittenStatus,
+    /// Whether, and how, to make each cluster a ServiceMonitor.
+    pub service_monitors: Option<crate::build::ServiceMonitors>,
 }
 
 #[derive(Debug, thiserror::Error)]
