@@ -430,6 +430,21 @@ async fn s3_scale_up_under_load() {
 
 /// Scales to 3 under load; with `restart_operator`, kills the operator pod
 /// while the decommission runs.
+/// Waits until the status records a decommission; returns its ordinals.
+async fn wait_decommissioning(env: &Env) -> String {
+    eventually(
+        "status shows the decommission",
+        Duration::from_secs(60),
+        || async {
+            kvc(env)["status"]["decommissioning"]
+                .as_array()
+                .filter(|d| !d.is_empty())
+                .map(|d| format!("{d:?}"))
+        },
+    )
+    .await
+}
+
 /// Kills the operator the way a node drain would: its pod is deleted and
 /// the Deployment starts another.
 fn delete_operator_pod(env: &Env) {
@@ -448,18 +463,7 @@ async fn scale_down(env: &Env, prefix: &str, restart_operator: bool) -> usize {
     let client = env.client().await;
     let load = flowing_load(&client, prefix).await;
     env.kubectl_ok(&["scale", "kvc/demo", "-n", NAMESPACE, "--replicas=3"]);
-    let decommissioning = eventually(
-        "status shows the decommission",
-        Duration::from_secs(60),
-        || async {
-            let kvc = kvc(env);
-            kvc["status"]["decommissioning"]
-                .as_array()
-                .filter(|d| !d.is_empty())
-                .map(|d| format!("{d:?}"))
-        },
-    )
-    .await;
+    let decommissioning = wait_decommissioning(env).await;
     println!("status.decommissioning: {decommissioning}");
     if restart_operator {
         delete_operator_pod(env);
@@ -695,17 +699,7 @@ async fn s4b_scale_down_taken_back() {
     };
 
     env.kubectl_ok(&["scale", "kvc/demo", "-n", NAMESPACE, "--replicas=2"]);
-    eventually(
-        "status shows the decommission",
-        Duration::from_secs(60),
-        || async {
-            kvc(env)["status"]["decommissioning"]
-                .as_array()
-                .is_some_and(|d| !d.is_empty())
-                .then_some(())
-        },
-    )
-    .await;
+    wait_decommissioning(env).await;
     delete_operator_pod(env);
     env.kubectl_ok(&["scale", "kvc/demo", "-n", NAMESPACE, "--replicas=4"]);
     println!("scaled to 2, killed the operator, scaled back to 4");

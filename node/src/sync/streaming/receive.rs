@@ -402,24 +402,21 @@ pub(crate) fn plan_round(
     let mut plan = Plan::default();
     for (p, o) in owners {
         let sources: Vec<&String> = o.now.iter().filter(|id| *id != me).collect();
-        let (mut live, mut awaited, mut missing) = (Vec::new(), Vec::new(), Vec::new());
+        let (mut live, mut awaited) = (Vec::new(), Vec::new());
         let mut copied = false;
         for id in &sources {
             if has_arrived(*p, id) {
                 copied = true;
                 plan.arrived.push((*p, id.to_string()));
-                continue;
-            }
-            if is_alive(id) {
+            } else if is_alive(id) {
                 live.push(id.to_string());
-                missing.push(id.to_string());
             } else if !o.next.contains(id) {
                 awaited.push(id.to_string());
-                missing.push(id.to_string());
             }
         }
-        plan.awaited.insert(*p, awaited.clone());
-        if missing.is_empty() {
+        let missing = !live.is_empty() || !awaited.is_empty();
+        plan.awaited.insert(*p, awaited);
+        if !missing {
             if copied || sources.is_empty() {
                 plan.complete.push(*p);
             } else {
@@ -565,7 +562,7 @@ async fn receive_group(
             Transfer::Copy => batch.records,
             Transfer::Digests => {
                 let differing = differing_keys(local, batch.records).await?;
-                while_up(cx, &source, pull(&mut client, differing)).await?
+                while_up(cx, &source, pull(&client, differing)).await?
             }
         };
         let mut counts: BTreeMap<u32, (u64, u64)> = BTreeMap::new();
@@ -685,7 +682,7 @@ const PULL_CONCURRENCY: usize = 16;
 
 /// Reads `keys` from the source, for merging here.
 async fn pull(
-    client: &mut ReplicaClient<PeerChannel>,
+    client: &ReplicaClient<PeerChannel>,
     keys: Vec<Bytes>,
 ) -> Result<Vec<ReplicaRecord>, tonic::Status> {
     let reads = futures::stream::iter(keys).map(|key| {

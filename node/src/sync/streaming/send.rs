@@ -88,7 +88,6 @@ impl StreamSource {
     /// scanned, the receiver's resume point. Stops once the receiver is
     /// gone or has left a batch untaken for the stall timeout.
     pub async fn run(mut self, scan: Scan, mut start_after: Bytes, tx: mpsc::Sender<Sent>) {
-        let mut partition_keys = std::mem::take(&mut self.partition_keys);
         loop {
             let filter = Filter {
                 wanted: self.wanted.clone(),
@@ -97,7 +96,8 @@ impl StreamSource {
             };
             let header = StreamBatch {
                 estimated_keys: self.estimated_keys,
-                partition_keys: std::mem::take(&mut partition_keys),
+                // The counts go with the first batch only.
+                partition_keys: std::mem::take(&mut self.partition_keys),
                 ..Default::default()
             };
             let (scan, after) = (scan.clone(), start_after.clone());
