@@ -32,7 +32,10 @@ mod versions;
 pub use cluster::discovery::{KubernetesSeeds, SeedProvider};
 pub use cluster::rpc::{FORWARDED, RING_VERSION};
 pub use replica::{LocalReplica, Update};
-pub use ring::{partition_of, RingState};
+pub use ring::{
+    layout::{Layout, LayoutError, Member, DEFAULT_PARTITIONS},
+    partition_of, RingState,
+};
 pub use server::{
     config::NodeConfig,
     telemetry::init as init_telemetry,

@@ -1,0 +1,223 @@
+//! Section 2: ringkv, etcd and Cassandra side by side, three nodes each,
+//! driven by the same driver with the same keys, values and concurrency.
+//! A peer that cannot start is reported with the reason; the rest runs.
+
+use std::{sync::Arc, time::Duration};
+
+use super::{
+    cassandra_cluster::CassandraCluster,
+    connect,
+    etcd_cluster::EtcdCluster,
+    load, measure,
+    report::{PeerRun, Peers, Versions},
+    ringkv_cluster, say, Settings,
+};
+use crate::{
+    driver::{Amount, RunConfig},
+    keys::KeyDistribution,
+    target::{Target, TargetKind},
+    workload::Workload,
+    BenchError,
+};
+
+pub const WORKLOADS: [Workload; 4] = [Workload::Put, Workload::Get, Workload::A, Workload::B];
+
+/// The floor of any request on ringkv's server stack (a gRPC health check),
+/// measured beside ringkv's workloads.
+pub const FLOOR: Workload = Workload::Noop;
+
+pub async fn run(settings: &Settings, versions: &mut Versions) -> Peers {
+    let mut peers = Peers::default();
+    peers.durability.push(
+        "ringkv: `--durability sync` (the default): the WAL is fsync'd, grouped across \
+         writers, before a replica acknowledges; N=3, R=W=2, last-writer-wins"
+            .into(),
+    );
+    match ringkv(settings).await {
+        Ok(runs) => peers.runs.extend(runs),
+        Err(error) => peers.notes.push(format!("ringkv did not run: {error}")),
+    }
+    if settings.smoke {
+        peers
+            .notes
+            .push("etcd and Cassandra are skipped in the smoke run".into());
+        return peers;
+    }
+    match &settings.etcd_binary {
+        Some(binary) => match etcd(settings, binary, versions).await {
+            Ok(runs) => {
+                peers.durability.push(
+                    "etcd: every write is committed through Raft and fsync'd to the WAL of a \
+                     majority; gets are linearizable (the default)"
+                        .into(),
+                );
+                peers.runs.extend(runs)
+            }
+            Err(error) => peers.notes.push(format!("etcd did not run: {error}")),
+        },
+        None => peers
+            .notes
+            .push("etcd did not run: no etcd binary was given (--etcd)".into()),
+    }
+    match &settings.cassandra {
+        Some(cassandra) => match cassandra_runs(settings, cassandra, versions).await {
+            Ok(runs) => {
+                peers.durability.push(format!(
+                    "Cassandra: RF=3, QUORUM reads and writes; commit log `{}`",
+                    if cassandra.commitlog_sync_batch {
+                        "batch` (synced before the acknowledgement)"
+                    } else {
+                        "periodic` (its default: acknowledged before the sync, synced every 10 s)"
+                    }
+                ));
+                peers.runs.extend(runs)
+            }
+            Err(error) => peers.notes.push(format!("Cassandra did not run: {error}")),
+        },
+        None => peers
+            .notes
+            .push("Cassandra did not run: no jars were given (--cassandra-lib)".into()),
+    }
+    peers
+}
+
+async fn ringkv(settings: &Settings) -> Result<Vec<PeerRun>, BenchError> {
+    say("  ringkv, 3 nodes");
+    let cluster = ringkv_cluster(settings, "peers-ringkv", 3).await?;
+    let target = connect(TargetKind::Ringkv, cluster.endpoints(), 4).await?;
+    let workloads = [WORKLOADS.as_slice(), &[FLOOR]].concat();
+    let runs = drive(
+        settings,
+        "ringkv",
+        TargetKind::Ringkv,
+        &target,
+        cluster.pids(),
+        settings.profile.warmup,
+        &workloads,
+    )
+    .await;
+    cluster.stop().await;
+    runs
+}
+
+async fn etcd(
+    settings: &Settings,
+    binary: &std::path::Path,
+    versions: &mut Versions,
+) -> Result<Vec<PeerRun>, BenchError> {
+    say("  etcd, 3 members");
+    let cluster = EtcdCluster::start(
+        binary,
+        &settings.work_dir.join("peers-etcd"),
+        settings.peer_address(1),
+        3,
+    )
+    .await?;
+    versions.etcd = Some(cluster.version.clone());
+    let target = connect(TargetKind::Etcd, cluster.endpoints(), 4).await?;
+    let runs = drive(
+        settings,
+        "etcd",
+        TargetKind::Etcd,
+        &target,
+        cluster.pids(),
+        settings.profile.warmup,
+        &WORKLOADS,
+    )
+    .await;
+    cluster.stop().await;
+    runs
+}
+
+async fn cassandra_runs(
+    settings: &Settings,
+    cassandra: &super::CassandraSettings,
+    versions: &mut Versions,
+) -> Result<Vec<PeerRun>, BenchError> {
+    say("  Cassandra, 3 nodes (one at a time)");
+    let mut cassandra = cassandra.clone();
+    cassandra.data_root = settings.work_dir.join("peers-cassandra");
+    cassandra.first_address = settings.peer_address(2);
+    let cluster = CassandraCluster::start(&cassandra, 3).await?;
+    versions.cassandra = Some(cluster.version.clone());
+    versions.java = java_version(&cassandra.java).await;
+    let target = connect(TargetKind::Cassandra, cluster.endpoints(), 1).await?;
+    say(format!(
+        "  warming Cassandra's JVMs up for {:?}",
+        settings.profile.cassandra_warmup
+    ));
+    let runs = drive(
+        settings,
+        "Cassandra",
+        TargetKind::Cassandra,
+        &target,
+        cluster.pids(),
+        settings.profile.cassandra_warmup,
+        &WORKLOADS,
+    )
+    .await;
+    cluster.stop().await;
+    runs
+}
+
+/// Loads the key space, warms up, then runs every workload at every
+/// concurrency for one phase each.
+async fn drive(
+    settings: &Settings,
+    system: &str,
+    kind: TargetKind,
+    target: &Arc<Target>,
+    pids: Vec<u32>,
+    warmup: Duration,
+    workloads: &[Workload],
+) -> Result<Vec<PeerRun>, BenchError> {
+    let profile = &settings.profile;
+    let keys = profile.keys;
+    load(target, kind, keys, 256).await?;
+    if !warmup.is_zero() {
+        measure(
+            target,
+            RunConfig::new(kind, Workload::A, Amount::For(warmup))
+                .with_keys(keys, KeyDistribution::Uniform)
+                .with_concurrency(64),
+        )
+        .await?;
+    }
+    let mut runs = Vec::new();
+    for &workload in workloads {
+        for &concurrency in &profile.concurrencies {
+            let measurement = measure(
+                target,
+                RunConfig::new(kind, workload, Amount::For(profile.phase))
+                    .with_keys(keys, KeyDistribution::Uniform)
+                    .with_concurrency(concurrency)
+                    .with_server_pids(pids.clone()),
+            )
+            .await?;
+            say(format!(
+                "    {system} {} c={concurrency}: {:.0} ops/s, p99 {} µs, {} errors",
+                workload.name(),
+                measurement.requests_per_second(),
+                measurement.latency.p99_us,
+                measurement.errors
+            ));
+            runs.push(PeerRun {
+                system: system.to_string(),
+                measurement,
+            });
+        }
+    }
+    Ok(runs)
+}
+
+async fn java_version(java: &std::path::Path) -> Option<String> {
+    let output = tokio::process::Command::new(java)
+        .arg("-version")
+        .output()
+        .await
+        .ok()?;
+    String::from_utf8_lossy(&output.stderr)
+        .lines()
+        .next()
+        .map(str::to_string)
+}
