@@ -7,7 +7,7 @@ use anyhow::Context;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use ringkv_bench::{
     driver::{self, Amount, RunConfig},
-    evaluate::{self, CassandraSettings, Profile, Report, Settings},
+    evaluate::{self, CassandraSettings, Profile, Report, Section, Settings, System},
     keys::KeyDistribution,
     measurement::Measurement,
     target::{Target, TargetKind, TargetSpec},
@@ -71,6 +71,22 @@ struct EvaluateArgs {
     /// The command to name in the document.
     #[arg(long, default_value = "scripts/evaluate.sh")]
     command_name: String,
+    /// Run only these sections (the document leaves the others empty).
+    #[arg(
+        long,
+        value_enum,
+        value_delimiter = ',',
+        default_value = "seed,peers,scalability,faults,consistency"
+    )]
+    sections: Vec<Section>,
+    /// The systems the peers section runs.
+    #[arg(
+        long,
+        value_enum,
+        value_delimiter = ',',
+        default_value = "ringkv,etcd,cassandra"
+    )]
+    systems: Vec<System>,
     /// Redraw the document and plots from the saved JSON, measuring nothing.
     #[arg(long)]
     redraw: bool,
@@ -220,6 +236,8 @@ async fn evaluate_all(args: EvaluateArgs) -> anyhow::Result<()> {
             Profile::full()
         },
         smoke: args.smoke,
+        sections: args.sections.clone(),
+        systems: args.systems.clone(),
         docs_dir: args.docs_dir.clone(),
         work_dir: args.work_dir.clone(),
         node_binary: node_binary(args.node_binary.clone())?,

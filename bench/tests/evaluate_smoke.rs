@@ -74,14 +74,28 @@ fn the_smoke_evaluation_writes_the_document_plots_and_figures() {
         .runs
         .iter()
         .any(|r| r.system == "ringkv" && r.measurement.requests > 0));
-    // Data safety through the crash: every acknowledged write reads back.
-    let crash = &report.faults[0];
-    println!(
-        "checked {} acknowledged writes after a SIGKILL and restart: {} lost",
-        crash.acknowledged_writes, crash.lost_writes
+    // Data safety through the crash and the partition: every acknowledged
+    // write reads back.
+    assert!(report.fault_notes.is_empty(), "{:?}", report.fault_notes);
+    assert_eq!(report.faults.len(), 2);
+    for run in &report.faults {
+        println!(
+            "checked {} acknowledged writes after {}: {} lost",
+            run.acknowledged_writes, run.fault, run.lost_writes
+        );
+        assert!(run.acknowledged_writes > 0);
+        assert_eq!(run.lost_writes, 0, "{}", run.fault);
+    }
+    // After the partition heals, every replica converges.
+    assert!(
+        report.consistency.notes.is_empty(),
+        "{:?}",
+        report.consistency.notes
     );
-    assert!(crash.acknowledged_writes > 0);
-    assert_eq!(crash.lost_writes, 0);
+    for run in &report.consistency.convergence {
+        assert_eq!(run.acknowledged_keys, run.keys, "{run:?}");
+        assert!(run.converged_seconds > 0.0);
+    }
     // Overlapping quorums (R=2, W=2 of N=3) read every acknowledged write.
     let overlapping = report
         .consistency

@@ -14,7 +14,13 @@ use std::{
 use bytes::Bytes;
 use tokio::time::Instant;
 
-use super::{connect, load, report::FaultRun, ringkv_cluster, say, Settings};
+use super::{
+    connect, load,
+    partition::{self, Partition},
+    report::FaultRun,
+    ringkv_cluster::RingkvCluster,
+    say, Settings,
+};
 use crate::{
     driver::{self, Amount, RunConfig},
     target::{Reply, Target, TargetKind},
@@ -24,17 +30,44 @@ use crate::{
 
 const CHECKERS: usize = 4;
 
-pub async fn run(settings: &Settings) -> Result<Vec<FaultRun>, BenchError> {
-    Ok(vec![crash(settings).await?])
+pub async fn run(settings: &Settings) -> Result<(Vec<FaultRun>, Vec<String>), BenchError> {
+    let mut runs = vec![fault_run(settings, Fault::Crash).await?];
+    let mut notes = Vec::new();
+    match partition::check_available() {
+        Ok(()) => runs.push(fault_run(settings, Fault::Partition).await?),
+        Err(error) => notes.push(format!("the partition run did not run: {error}")),
+    }
+    Ok((runs, notes))
 }
 
-async fn crash(settings: &Settings) -> Result<FaultRun, BenchError> {
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Fault {
+    /// SIGKILL, then a restart on the same data dir.
+    Crash,
+    /// nftables cuts the node off from the other nodes, then lets it back.
+    Partition,
+}
+
+impl Fault {
+    fn describe(self) -> &'static str {
+        match self {
+            Fault::Crash => "SIGKILL of one node, restarted on its data",
+            Fault::Partition => "one node partitioned from the other two, then healed",
+        }
+    }
+}
+
+async fn fault_run(settings: &Settings, fault: Fault) -> Result<FaultRun, BenchError> {
     let profile = &settings.profile;
     say(format!(
-        "  SIGKILL one of 3 nodes at {:?}, restart it at {:?}",
-        profile.fault_at, profile.heal_at
+        "  {}: fault at {:?}, healed at {:?}",
+        fault.describe(),
+        profile.fault_at,
+        profile.heal_at
     ));
-    let mut cluster = ringkv_cluster(settings, "faults", 3).await?;
+    let mut ringkv = settings.ringkv("faults", 3);
+    ringkv.own_uids = fault == Fault::Partition;
+    let mut cluster = RingkvCluster::start(ringkv, 3).await?;
     let target = connect(TargetKind::Ringkv, cluster.endpoints(), 4).await?;
     let keys = profile.keys;
     load(&target, TargetKind::Ringkv, keys, 256).await?;
@@ -62,10 +95,19 @@ async fn crash(settings: &Settings) -> Result<FaultRun, BenchError> {
 
     tokio::time::sleep_until(started + profile.fault_at).await;
     let victim = 2;
-    cluster.kill(victim).await;
+    let partition = match fault {
+        Fault::Crash => {
+            cluster.kill(victim).await;
+            None
+        }
+        Fault::Partition => Some(isolate(&cluster, victim)?),
+    };
     let injected = started.elapsed().as_secs_f64();
     tokio::time::sleep_until(started + profile.heal_at).await;
-    cluster.restart(victim).await?;
+    match partition {
+        Some(partition) => partition.heal(),
+        None => cluster.restart(victim).await?,
+    }
     let healed = started.elapsed().as_secs_f64();
     let measurement = background.await.map_err(task_failed)??;
     stop.store(true, Ordering::Relaxed);
@@ -76,18 +118,37 @@ async fn crash(settings: &Settings) -> Result<FaultRun, BenchError> {
     cluster.wait_settled(Duration::from_secs(120)).await?;
     let lost = count_lost(&target, &acknowledged).await?;
     say(format!(
-        "  checked {} acknowledged writes after the crash: {lost} lost",
-        acknowledged.len()
+        "  checked {} acknowledged writes after the {}: {lost} lost",
+        acknowledged.len(),
+        match fault {
+            Fault::Crash => "crash",
+            Fault::Partition => "partition",
+        }
     ));
     cluster.stop().await;
     Ok(FaultRun {
-        fault: "SIGKILL of one node, restarted on its data".into(),
+        fault: fault.describe().into(),
         injected_second: injected,
         healed_second: healed,
         measurement,
         acknowledged_writes: acknowledged.len() as u64,
         lost_writes: lost,
     })
+}
+
+/// Cuts node `victim` off from the others.
+pub fn isolate(cluster: &RingkvCluster, victim: usize) -> Result<Partition, BenchError> {
+    let node = |index| {
+        cluster
+            .uid(index)
+            .map(|uid| (uid, cluster.address_of(index)))
+            .ok_or_else(|| BenchError::Config("a partition needs nodes with their own uids".into()))
+    };
+    let others = (0..cluster.count())
+        .filter(|&index| index != victim)
+        .map(node)
+        .collect::<Result<Vec<_>, _>>()?;
+    Partition::isolate(node(victim)?, &others)
 }
 
 fn task_failed(error: tokio::task::JoinError) -> BenchError {

@@ -9,6 +9,7 @@ mod document;
 mod etcd_cluster;
 mod faults;
 mod metrics;
+mod partition;
 mod peers;
 mod plot;
 mod process;
@@ -59,6 +60,10 @@ pub struct Profile {
     pub staleness_after_ms: Vec<u64>,
     pub staleness_trials: u64,
     pub streaming_keys: u64,
+    /// Keys written during the partition of each convergence run.
+    pub convergence_keys: Vec<u64>,
+    /// How long the convergence runs keep their node cut off, at least.
+    pub partition_length: Duration,
 }
 
 impl Profile {
@@ -79,6 +84,8 @@ impl Profile {
             staleness_after_ms: vec![0, 1, 2, 5, 10, 20, 50, 100],
             staleness_trials: 400,
             streaming_keys: 100_000,
+            convergence_keys: vec![10_000, 100_000],
+            partition_length: Duration::from_secs(20),
         }
     }
 
@@ -99,13 +106,37 @@ impl Profile {
             staleness_after_ms: vec![0, 5],
             staleness_trials: 20,
             streaming_keys: 2_000,
+            convergence_keys: vec![500],
+            partition_length: Duration::from_secs(2),
         }
     }
 }
 
+/// The evaluation's parts, which can be run alone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Section {
+    Seed,
+    Peers,
+    Scalability,
+    Faults,
+    Consistency,
+}
+
+/// The systems the peers section compares.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum System {
+    Ringkv,
+    Etcd,
+    Cassandra,
+}
+
 #[derive(Debug, Clone)]
 pub struct Settings {
+    /// The systems the peers section runs.
+    pub systems: Vec<System>,
     pub profile: Profile,
+    /// The sections to run; the others stay empty in the document.
+    pub sections: Vec<Section>,
     pub smoke: bool,
     /// Where benchmarks.md goes; the plots and JSON go to `benchmarks/`
     /// beside it.
@@ -131,6 +162,7 @@ impl Settings {
             // Every system compared here keeps the last write: blind
             // overwrites in ringkv's default mode would pile up siblings.
             extra_args: vec!["--conflict-resolution".into(), "lww".into()],
+            own_uids: false,
         }
     }
 
@@ -197,16 +229,27 @@ pub async fn evaluate(settings: &Settings) -> Result<Report, BenchError> {
         ..Default::default()
     };
     report.versions.ringkv = env!("CARGO_PKG_VERSION").to_string();
-    say("1/5 the seed's table through the network");
-    report.seed_table = seed_table::run(settings).await?;
-    say("2/5 peers side by side");
-    report.peers = peers::run(settings, &mut report.versions).await;
-    say("3/5 scalability");
-    report.scalability = scalability::run(settings).await?;
-    say("4/5 fault tolerance");
-    report.faults = faults::run(settings).await?;
-    say("5/5 eventual consistency");
-    report.consistency = consistency::run(settings).await?;
+    let runs = |section| settings.sections.contains(&section);
+    if runs(Section::Seed) {
+        say("1/5 the seed's table through the network");
+        report.seed_table = seed_table::run(settings).await?;
+    }
+    if runs(Section::Peers) {
+        say("2/5 peers side by side");
+        report.peers = peers::run(settings, &mut report.versions).await;
+    }
+    if runs(Section::Scalability) {
+        say("3/5 scalability");
+        report.scalability = scalability::run(settings).await?;
+    }
+    if runs(Section::Faults) {
+        say("4/5 fault tolerance");
+        (report.faults, report.fault_notes) = faults::run(settings).await?;
+    }
+    if runs(Section::Consistency) {
+        say("5/5 eventual consistency");
+        report.consistency = consistency::run(settings).await?;
+    }
     report.seconds = started.elapsed().as_secs_f64();
     write_all(settings, &report)?;
     Ok(report)

@@ -10,7 +10,7 @@ use super::{
     etcd_cluster::EtcdCluster,
     load, measure,
     report::{PeerRun, Peers, Versions},
-    ringkv_cluster, say, Settings,
+    ringkv_cluster, say, Settings, System,
 };
 use crate::{
     driver::{Amount, RunConfig},
@@ -33,9 +33,11 @@ pub async fn run(settings: &Settings, versions: &mut Versions) -> Peers {
          writers, before a replica acknowledges; N=3, R=W=2, last-writer-wins"
             .into(),
     );
-    match ringkv(settings).await {
-        Ok(runs) => peers.runs.extend(runs),
-        Err(error) => peers.notes.push(format!("ringkv did not run: {error}")),
+    if settings.systems.contains(&System::Ringkv) {
+        match ringkv(settings).await {
+            Ok(runs) => peers.runs.extend(runs),
+            Err(error) => peers.notes.push(format!("ringkv did not run: {error}")),
+        }
     }
     if settings.smoke {
         peers
@@ -43,7 +45,11 @@ pub async fn run(settings: &Settings, versions: &mut Versions) -> Peers {
             .push("etcd and Cassandra are skipped in the smoke run".into());
         return peers;
     }
-    match &settings.etcd_binary {
+    let etcd_binary = settings
+        .etcd_binary
+        .as_ref()
+        .filter(|_| settings.systems.contains(&System::Etcd));
+    match etcd_binary {
         Some(binary) => match etcd(settings, binary, versions).await {
             Ok(runs) => {
                 peers.durability.push(
@@ -55,11 +61,15 @@ pub async fn run(settings: &Settings, versions: &mut Versions) -> Peers {
             }
             Err(error) => peers.notes.push(format!("etcd did not run: {error}")),
         },
-        None => peers
-            .notes
-            .push("etcd did not run: no etcd binary was given (--etcd)".into()),
+        None => peers.notes.push(
+            "etcd did not run: no etcd binary was given (--etcd), or --systems left it out".into(),
+        ),
     }
-    match &settings.cassandra {
+    let cassandra = settings
+        .cassandra
+        .as_ref()
+        .filter(|_| settings.systems.contains(&System::Cassandra));
+    match cassandra {
         Some(cassandra) => match cassandra_runs(settings, cassandra, versions).await {
             Ok(runs) => {
                 peers.durability.push(format!(
@@ -74,9 +84,10 @@ pub async fn run(settings: &Settings, versions: &mut Versions) -> Peers {
             }
             Err(error) => peers.notes.push(format!("Cassandra did not run: {error}")),
         },
-        None => peers
-            .notes
-            .push("Cassandra did not run: no jars were given (--cassandra-lib)".into()),
+        None => peers.notes.push(
+            "Cassandra did not run: no jars were given (--cassandra-lib), or --systems left it out"
+                .into(),
+        ),
     }
     peers
 }

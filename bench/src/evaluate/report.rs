@@ -16,6 +16,8 @@ pub struct Report {
     pub peers: Peers,
     pub scalability: Scalability,
     pub faults: Vec<FaultRun>,
+    /// Why a fault run is missing, when one is.
+    pub fault_notes: Vec<String>,
     pub consistency: Consistency,
     pub seconds: f64,
 }
@@ -127,6 +129,24 @@ pub struct FaultRun {
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct Consistency {
     pub staleness: Vec<StalenessCurve>,
+    pub convergence: Vec<ConvergenceRun>,
+    /// Why a measurement is missing, when one is.
+    pub notes: Vec<String>,
+}
+
+/// Keys written while one node was cut off, and the way back to agreement.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct ConvergenceRun {
+    pub keys: u64,
+    /// Keys whose batch put was acknowledged.
+    pub acknowledged_keys: u64,
+    pub partition_seconds: f64,
+    /// From the heal until the node that was cut off holds every key.
+    pub converged_seconds: f64,
+    /// Hints the nodes delivered after the heal.
+    pub hints_delivered: u64,
+    /// From the heal until the last of those was delivered.
+    pub hints_drained_seconds: f64,
 }
 
 /// PBS: the probability that a read t ms after an acknowledged write

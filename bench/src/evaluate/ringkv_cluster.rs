@@ -3,7 +3,7 @@
 
 use std::{
     net::{Ipv4Addr, SocketAddr},
-    path::PathBuf,
+    path::{Path, PathBuf},
     time::Duration,
 };
 
@@ -29,7 +29,12 @@ pub struct RingkvSettings {
     pub replication_factor: usize,
     /// Flags every node gets, after the evaluation's own.
     pub extra_args: Vec<String>,
+    /// Run node i under uid `FIRST_NODE_UID + i`, so that nftables can tell
+    /// the nodes' packets apart (see partition.rs).
+    pub own_uids: bool,
 }
+
+pub const FIRST_NODE_UID: u32 = 60_001;
 
 struct Node {
     index: usize,
@@ -46,6 +51,10 @@ impl RingkvCluster {
     /// is a normal member of a settled ring.
     pub async fn start(settings: RingkvSettings, count: usize) -> Result<Self, BenchError> {
         let _ = std::fs::remove_dir_all(&settings.data_root);
+        let mut settings = settings;
+        if settings.own_uids {
+            settings.binary = binary_for_every_uid(&settings)?;
+        }
         let mut cluster = Self {
             settings,
             nodes: Vec::new(),
@@ -77,6 +86,12 @@ impl RingkvCluster {
         let replication = self.settings.replication_factor;
         let quorum = replication / 2 + 1;
         let mut command = Command::new(&self.settings.binary);
+        if let Some(uid) = self.uid(index) {
+            std::fs::create_dir_all(&dir)
+                .map_err(|e| BenchError::io(format!("creating {}", dir.display()), e))?;
+            chown_all(&dir, uid)?;
+            command.uid(uid).gid(uid);
+        }
         command
             .arg("--listen")
             .arg(SocketAddr::from((ip, CLIENT_PORT)).to_string())
@@ -101,6 +116,21 @@ impl RingkvCluster {
             .args(&self.settings.extra_args)
             .env("RUST_LOG", "warn");
         Process::spawn(&id, command, &dir.join("node.log"))
+    }
+
+    /// The uid node `index` runs under, when nodes have their own.
+    pub fn uid(&self, index: usize) -> Option<u32> {
+        self.settings
+            .own_uids
+            .then(|| FIRST_NODE_UID + index as u32)
+    }
+
+    pub fn address_of(&self, index: usize) -> Ipv4Addr {
+        self.address(index)
+    }
+
+    pub fn count(&self) -> usize {
+        self.nodes.len()
     }
 
     /// Client addresses of the running nodes.
@@ -179,6 +209,27 @@ impl RingkvCluster {
         None
     }
 
+    /// A Replica client of node `index`'s peer port, which reads its local
+    /// records.
+    pub async fn replica_client(
+        &self,
+        index: usize,
+    ) -> Result<
+        ringkv_client::proto::replica_client::ReplicaClient<ringkv_client::SignedChannel>,
+        BenchError,
+    > {
+        let channel = Connector::plaintext()
+            .signed_channel(
+                &self.peer_address(index),
+                ringkv_client::peer_auth::Role::Peer,
+            )
+            .await
+            .map_err(|e| BenchError::target("ringkv", e))?;
+        Ok(ringkv_client::proto::replica_client::ReplicaClient::new(
+            channel,
+        ))
+    }
+
     /// Starts one more node, which joins the ring; does not wait for it.
     pub async fn add_node(&mut self) -> Result<usize, BenchError> {
         let index = self.nodes.len();
@@ -225,4 +276,48 @@ impl RingkvCluster {
         }
         let _ = std::fs::remove_dir_all(&self.settings.data_root);
     }
+}
+
+/// A copy of the node binary that other uids can run: the build's own sits
+/// under root's home, which they cannot enter. The dirs on the way are made
+/// enterable too.
+fn binary_for_every_uid(settings: &RingkvSettings) -> Result<PathBuf, BenchError> {
+    use std::os::unix::fs::PermissionsExt;
+    let bin = settings.data_root.join("bin");
+    std::fs::create_dir_all(&bin)
+        .map_err(|e| BenchError::io(format!("creating {}", bin.display()), e))?;
+    let copy = bin.join("ringkv-node");
+    std::fs::copy(&settings.binary, &copy)
+        .map_err(|e| BenchError::io(format!("copying {}", settings.binary.display()), e))?;
+    let enterable = std::fs::Permissions::from_mode(0o755);
+    for dir in [
+        settings.data_root.parent(),
+        Some(settings.data_root.as_path()),
+        Some(bin.as_path()),
+    ]
+    .into_iter()
+    .flatten()
+    {
+        std::fs::set_permissions(dir, enterable.clone()).map_err(|e| {
+            BenchError::io(format!("opening {} to the nodes' uids", dir.display()), e)
+        })?;
+    }
+    std::fs::set_permissions(&copy, enterable)
+        .map_err(|e| BenchError::io(format!("making {} executable", copy.display()), e))?;
+    Ok(copy)
+}
+
+/// Gives `dir` and everything in it to `uid`.
+fn chown_all(dir: &Path, uid: u32) -> Result<(), BenchError> {
+    let failed = |e| BenchError::io(format!("giving {} to uid {uid}", dir.display()), e);
+    std::os::unix::fs::chown(dir, Some(uid), Some(uid)).map_err(failed)?;
+    for entry in std::fs::read_dir(dir).map_err(failed)? {
+        let path = entry.map_err(failed)?.path();
+        if path.is_dir() {
+            chown_all(&path, uid)?;
+        } else {
+            std::os::unix::fs::chown(&path, Some(uid), Some(uid)).map_err(failed)?;
+        }
+    }
+    Ok(())
 }
