@@ -10,6 +10,8 @@ dpkg -s libclang-dev >/dev/null 2>&1 || need+=(libclang-dev)
 command -v clang >/dev/null 2>&1 || need+=(clang)
 command -v g++ >/dev/null 2>&1 || need+=(g++)
 command -v mount >/dev/null 2>&1 || need+=(mount)
+# The evaluation partitions nodes with nftables (bench/src/evaluate/partition.rs).
+command -v nft >/dev/null 2>&1 || need+=(nftables)
 # The evaluation's plots render their text with DejaVu Sans (bench/src/evaluate/plot.rs).
 [[ -f /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf ]] || need+=(fonts-dejavu-core)
 

@@ -228,31 +228,69 @@ pub async fn evaluate(settings: &Settings) -> Result<Report, BenchError> {
         smoke: settings.smoke,
         ..Default::default()
     };
-    report.versions.ringkv = env!("CARGO_PKG_VERSION").to_string();
+    report.versions.ringkv = format!(
+        "{} ({} build)",
+        env!("CARGO_PKG_VERSION"),
+        if cfg!(debug_assertions) {
+            "debug"
+        } else {
+            "release"
+        }
+    );
     let runs = |section| settings.sections.contains(&section);
+    let mut timer = SectionTimer::default();
     if runs(Section::Seed) {
         say("1/5 the seed's table through the network");
         report.seed_table = seed_table::run(settings).await?;
+        timer.lap("the seed's table");
     }
     if runs(Section::Peers) {
         say("2/5 peers side by side");
         report.peers = peers::run(settings, &mut report.versions).await;
+        timer.lap("peers (with starting and warming them up)");
     }
     if runs(Section::Scalability) {
         say("3/5 scalability");
         report.scalability = scalability::run(settings).await?;
+        timer.lap("scalability");
     }
     if runs(Section::Faults) {
         say("4/5 fault tolerance");
         (report.faults, report.fault_notes) = faults::run(settings).await?;
+        timer.lap("fault tolerance");
     }
     if runs(Section::Consistency) {
         say("5/5 eventual consistency");
         report.consistency = consistency::run(settings).await?;
+        timer.lap("eventual consistency");
     }
+    report.section_seconds = timer.laps;
     report.seconds = started.elapsed().as_secs_f64();
     write_all(settings, &report)?;
     Ok(report)
+}
+
+/// Times the sections one after another.
+struct SectionTimer {
+    since: Instant,
+    laps: Vec<(String, f64)>,
+}
+
+impl Default for SectionTimer {
+    fn default() -> Self {
+        Self {
+            since: Instant::now(),
+            laps: Vec::new(),
+        }
+    }
+}
+
+impl SectionTimer {
+    fn lap(&mut self, section: &str) {
+        self.laps
+            .push((section.to_string(), self.since.elapsed().as_secs_f64()));
+        self.since = Instant::now();
+    }
 }
 
 /// Writes the JSON, the plots and the document from a report.

@@ -73,12 +73,13 @@ pub async fn run(settings: &Settings, versions: &mut Versions) -> Peers {
         Some(cassandra) => match cassandra_runs(settings, cassandra, versions).await {
             Ok(runs) => {
                 peers.durability.push(format!(
-                    "Cassandra: RF=3, QUORUM reads and writes; commit log `{}`",
+                    "Cassandra: RF=3, QUORUM reads and writes; commit log {}; measured after {} s of YCSB A at c=64 to warm its JVMs up",
                     if cassandra.commitlog_sync_batch {
-                        "batch` (synced before the acknowledgement)"
+                        "`batch` (synced before the acknowledgement)"
                     } else {
-                        "periodic` (its default: acknowledged before the sync, synced every 10 s)"
-                    }
+                        "`periodic` (its default: acknowledged before the sync, synced every 10 s)"
+                    },
+                    settings.profile.cassandra_warmup.as_secs()
                 ));
                 peers.runs.extend(runs)
             }

@@ -20,6 +20,9 @@ pub struct Report {
     pub fault_notes: Vec<String>,
     pub consistency: Consistency,
     pub seconds: f64,
+    /// How long each section took, in the order run.
+    #[serde(default)]
+    pub section_seconds: Vec<(String, f64)>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
