@@ -88,7 +88,7 @@ pub async fn run(settings: &Settings) -> Result<Vec<SeedConfiguration>, BenchErr
     let mut configurations = Vec::new();
     for configuration in &CONFIGURATIONS {
         say(format!("  {}", configuration.name));
-        let mut cluster = ringkv_cluster(settings, "seed-table", configuration.nodes).await?;
+        let cluster = ringkv_cluster(settings, "seed-table", configuration.nodes).await?;
         let target = connect(TargetKind::Ringkv, cluster.endpoints(), 4).await?;
         let mut rows: Vec<SeedRow> = Vec::new();
         for (&n, limit) in settings.profile.seed_sizes.iter().zip(&limits) {
@@ -129,10 +129,6 @@ pub async fn run(settings: &Settings) -> Result<Vec<SeedConfiguration>, BenchErr
             .await?;
             rows.push(row);
         }
-        cluster
-            .wait_settled(std::time::Duration::from_secs(5))
-            .await
-            .ok();
         cluster.stop().await;
         configurations.push(SeedConfiguration {
             name: configuration.name.to_string(),
