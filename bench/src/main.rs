@@ -246,8 +246,6 @@ async fn evaluate_all(args: EvaluateArgs) -> anyhow::Result<()> {
             java: args.java.clone(),
             lib_dir,
             logback: args.cassandra_logback.clone(),
-            data_root: args.work_dir.join("cassandra"),
-            first_address: args.first_address,
             commitlog_sync_batch: matches!(args.cassandra_commitlog, CommitLog::Batch),
         }),
         first_address: args.first_address,

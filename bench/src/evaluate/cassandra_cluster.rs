@@ -52,8 +52,6 @@ pub struct CassandraSettings {
     /// The jars `mvn dependency:copy-dependencies` collected.
     pub lib_dir: PathBuf,
     pub logback: PathBuf,
-    pub data_root: PathBuf,
-    pub first_address: Ipv4Addr,
     /// `batch` syncs the commit log before acknowledging, like ringkv's
     /// `sync`; `periodic` (Cassandra's default) acknowledges first.
     pub commitlog_sync_batch: bool,
@@ -67,16 +65,21 @@ pub struct CassandraCluster {
 }
 
 impl CassandraCluster {
-    pub async fn start(settings: &CassandraSettings, count: usize) -> Result<Self, BenchError> {
-        let _ = std::fs::remove_dir_all(&settings.data_root);
+    pub async fn start(
+        settings: &CassandraSettings,
+        data_root: &Path,
+        first_address: Ipv4Addr,
+        count: usize,
+    ) -> Result<Self, BenchError> {
+        let _ = std::fs::remove_dir_all(data_root);
         let version = version_of(&settings.lib_dir)?;
         let classpath = classpath(&settings.lib_dir)?;
-        let seeds = nth_address(settings.first_address, 0);
+        let seeds = nth_address(first_address, 0);
         let mut nodes = Vec::new();
         let mut endpoints = Vec::new();
         for i in 0..count {
-            let ip = nth_address(settings.first_address, i);
-            let dir = settings.data_root.join(format!("node-{}", i + 1));
+            let ip = nth_address(first_address, i);
+            let dir = data_root.join(format!("node-{}", i + 1));
             let config = dir.join("cassandra.yaml");
             write_config(&config, &dir, ip, seeds, settings.commitlog_sync_batch)?;
             let mut command = Command::new(&settings.java);
@@ -110,7 +113,7 @@ impl CassandraCluster {
         Ok(Self {
             nodes,
             endpoints,
-            data_root: settings.data_root.clone(),
+            data_root: data_root.to_path_buf(),
             version,
         })
     }

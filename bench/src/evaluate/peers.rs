@@ -147,10 +147,13 @@ async fn cassandra_runs(
     versions: &mut Versions,
 ) -> Result<Vec<PeerRun>, BenchError> {
     say("  Cassandra, 3 nodes (one at a time)");
-    let mut cassandra = cassandra.clone();
-    cassandra.data_root = settings.work_dir.join("peers-cassandra");
-    cassandra.first_address = settings.peer_address(2);
-    let cluster = CassandraCluster::start(&cassandra, 3).await?;
+    let cluster = CassandraCluster::start(
+        cassandra,
+        &settings.work_dir.join("peers-cassandra"),
+        settings.peer_address(2),
+        3,
+    )
+    .await?;
     versions.cassandra = Some(cluster.version.clone());
     versions.java = java_version(&cassandra.java).await;
     let target = connect(TargetKind::Cassandra, cluster.endpoints(), 1).await?;

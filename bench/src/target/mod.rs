@@ -114,8 +114,8 @@ impl Target {
         }
     }
 
-    /// The server processes this process is one of (in-process targets), so
-    /// that CPU is read from the right place.
+    /// Whether the target runs in this process, whose own CPU is then the
+    /// server's.
     pub fn is_in_process(&self) -> bool {
         matches!(self, Target::Rocks(_))
     }
