@@ -1121,3 +1121,48 @@ async fn a_batch_reaches_each_other_replica_as_one_apply_batch() {
     }
     println!("a batch of {KEYS} keys at W=3 reached each of 2 other replicas as one ApplyBatch");
 }
+
+/// Hints owed to a returning replica reach it a batch at a time: with
+/// 1,000 writes missed, it takes a few `ApplyBatch` calls, not one call a
+/// key, and holds every acknowledged write afterwards.
+#[tokio::test]
+async fn hints_reach_a_returning_replica_a_batch_at_a_time() {
+    const HINTED: usize = 1000;
+    let mut cluster = TestCluster::start(99, 3, &["--anti-entropy-interval-secs", "3600"]).await;
+    cluster.nodes[2].kill9();
+    cluster.wait_alive(0, 2, false).await;
+    let keys: Vec<String> = (0..HINTED).map(|i| format!("hinted-{i:04}")).collect();
+    let mut client = cluster.nodes[0].client().await;
+    for key in &keys {
+        client
+            .raw()
+            .raw_put(put_at(key, "v", 2))
+            .await
+            .unwrap_or_else(|status| panic!("put {key} at W=2 with a replica down: {status}"));
+    }
+    cluster.nodes[2].restart().await;
+    let coordinator = &cluster.nodes[0];
+    eventually(
+        "the coordinator delivers every hint it kept",
+        Duration::from_secs(120),
+        || async {
+            let delivered = coordinator.metric("ringkv_hints_delivered_total").await?;
+            (delivered >= HINTED as f64).then_some(())
+        },
+    )
+    .await;
+    let returning = &cluster.nodes[2];
+    for key in &keys {
+        assert!(
+            returning.replica_record(key.as_bytes()).await.is_some(),
+            "the returning replica holds {key}"
+        );
+    }
+    let calls =
+        replica_calls(returning, "Apply").await + replica_calls(returning, "ApplyBatch").await;
+    println!("{HINTED} acknowledged writes reached the returning replica by hint in {calls} calls");
+    assert!(
+        calls <= (HINTED / 100) as f64,
+        "{HINTED} hints took {calls} calls"
+    );
+}

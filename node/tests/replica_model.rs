@@ -592,6 +592,7 @@ impl Sim {
                 .expect("a blind put reads nothing");
         }
         let targets = self.with(node, reach);
+        let mut delivered = Vec::new();
         for hint in hints {
             let Some(target) = (0..self.size()).find(|&i| format!("n{i}") == hint.target) else {
                 continue;
@@ -601,11 +602,12 @@ impl Sim {
             }
             let record = Siblings::decode(&hint.encoded).expect("hint record");
             self.nodes[target].apply(&hint.key, &record);
-            self.nodes[node]
-                .replica
-                .forget_hint(&hint)
-                .expect("forget hint");
+            delivered.push(hint);
         }
+        self.nodes[node]
+            .replica
+            .forget_hints(&delivered)
+            .expect("forget hints");
     }
 
     fn restart(&mut self, node: usize, lose_tail: bool) {

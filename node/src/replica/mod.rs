@@ -490,14 +490,18 @@ impl LocalReplica {
             .put_hint(target, key, &kept, self.wall.now_ms())?)
     }
 
-    /// Forgets a hint once it has been delivered (or given up on), unless a
-    /// newer write was merged into it meanwhile: that one is still owed.
-    pub fn forget_hint(&self, hint: &Hint) -> Result<(), ReplicaError> {
-        let _guard = self.stripe(&hint.key)?;
-        if self.storage.hint(&hint.target, &hint.key)?.as_ref() == Some(&hint.encoded) {
-            self.storage.delete_hint(&hint.target, &hint.key)?;
+    /// Forgets hints once they have been delivered (or given up on), in
+    /// one write batch, except those a newer write was merged into
+    /// meanwhile: that one is still owed.
+    pub fn forget_hints(&self, hints: &[Hint]) -> Result<(), ReplicaError> {
+        let _guards = self.stripes_of(hints.iter().map(|hint| &hint.key))?;
+        let mut delivered = Vec::new();
+        for hint in hints {
+            if self.storage.hint(&hint.target, &hint.key)?.as_ref() == Some(&hint.encoded) {
+                delivered.push((hint.target.as_str(), hint.key.as_ref()));
+            }
         }
-        Ok(())
+        Ok(self.storage.delete_hints(&delivered)?)
     }
 
     /// Takes a record sent to this node: merged into its own copy, or kept as
@@ -741,10 +745,10 @@ mod tests {
         assert!(merged.descends(&first) && merged.descends(&second));
 
         // Forgetting what was delivered keeps the newer hint...
-        replica.forget_hint(&delivered[0]).expect("forget");
+        replica.forget_hints(&delivered).expect("forget");
         assert_eq!(replica.storage().hints(16, 16).expect("hints").len(), 1);
         // ...and forgetting the hint as it now is removes it.
-        replica.forget_hint(&kept[0]).expect("forget");
+        replica.forget_hints(&kept).expect("forget");
         assert!(replica.storage().hints(16, 16).expect("hints").is_empty());
     }
 

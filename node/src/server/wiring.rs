@@ -40,7 +40,7 @@ use crate::{
         now_millis, PurgeHook, Reserve, RocksStorage, RocksStorageOptions, Storage, StorageError,
     },
     sync::anti_entropy::{purgeable, Agreement, AntiEntropy, RepairConfig, TreeCache},
-    sync::hints::{self, HintDeliveryConfig},
+    sync::hints::{HintDelivery, HintDeliveryConfig},
     sync::refill::{self, Refill},
     sync::streaming::receive::{self, StreamProgress},
 };
@@ -355,18 +355,19 @@ pub async fn run(
     };
     background.push(tokio::spawn(anti_entropy.run()));
     if config.hinted_handoff {
-        background.push(tokio::spawn(hints::run(
-            local.clone(),
-            coordinator.clone(),
-            membership.clone(),
+        let delivery = HintDelivery {
+            local: local.clone(),
+            coordinator: coordinator.clone(),
+            membership: membership.clone(),
             rpc,
-            HintDeliveryConfig {
+            config: HintDeliveryConfig {
                 max_age: Duration::from_secs(config.hint_max_age_secs),
                 interval: Duration::from_millis(500),
                 timeout: replica_timeout,
             },
-            metrics.replication.clone(),
-        )));
+            metrics: metrics.replication.clone(),
+        };
+        background.push(tokio::spawn(delivery.run()));
     }
 
     let (health_reporter, health_service) = tonic_health::server::health_reporter();

@@ -365,15 +365,19 @@ impl RocksStorage {
         Ok(out)
     }
 
-    /// Removes a delivered or expired hint.
-    pub fn delete_hint(&self, target: &str, key: &[u8]) -> Result<(), StorageError> {
+    /// Removes delivered or expired hints, in one write batch.
+    pub fn delete_hints(&self, hints: &[(&str, &[u8])]) -> Result<(), StorageError> {
+        if hints.is_empty() {
+            return Ok(());
+        }
+        let cf = self.cf(CF_HINTS)?;
+        let mut wb = WriteBatch::default();
+        for (target, key) in hints {
+            wb.delete_cf(cf, hint_key(target, key));
+        }
         self.db
-            .delete_cf_opt(
-                self.cf(CF_HINTS)?,
-                hint_key(target, key),
-                &self.write_options,
-            )
-            .map_err(engine("delete hint"))
+            .write_opt(wb, &self.write_options)
+            .map_err(engine("delete hints"))
     }
 
     /// Whether any hint is waiting.
