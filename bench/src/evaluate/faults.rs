@@ -12,6 +12,7 @@ use std::{
 };
 
 use bytes::Bytes;
+use futures::StreamExt;
 use tokio::time::Instant;
 
 use super::{
@@ -182,28 +183,31 @@ async fn write_unique(target: &Target, checker: usize, stop: &AtomicBool) -> Vec
     acknowledged
 }
 
-/// Reads every acknowledged key at the cluster's R; a missing or different
-/// value is a lost write.
+/// Reads every acknowledged key at the cluster's R, 64 at a time; a
+/// missing or different value is a lost write.
 async fn count_lost(target: &Target, acknowledged: &[(Bytes, Bytes)]) -> Result<u64, BenchError> {
-    let mut lost = 0;
-    for (key, value) in acknowledged {
-        let mut attempts = 0;
-        let reply = loop {
-            match target
-                .execute(0, Op::Get, std::slice::from_ref(key), value)
-                .await
-            {
-                Ok(reply) => break reply,
-                Err(error) if attempts >= 5 => return Err(error),
-                Err(_) => {
-                    attempts += 1;
-                    tokio::time::sleep(Duration::from_millis(200)).await;
+    let reads = futures::stream::iter(acknowledged)
+        .map(|(key, value)| async move {
+            let mut attempts = 0;
+            loop {
+                match target
+                    .execute(0, Op::Get, std::slice::from_ref(key), value)
+                    .await
+                {
+                    Ok(reply) => return Ok(reply != Reply::Value(Some(value.clone()))),
+                    Err(error) if attempts >= 5 => return Err(error),
+                    Err(_) => {
+                        attempts += 1;
+                        tokio::time::sleep(Duration::from_millis(200)).await;
+                    }
                 }
             }
-        };
-        if reply != Reply::Value(Some(value.clone())) {
-            lost += 1;
-        }
+        })
+        .buffer_unordered(64);
+    let outcomes: Vec<Result<bool, BenchError>> = reads.collect().await;
+    let mut lost = 0;
+    for outcome in outcomes {
+        lost += u64::from(outcome?);
     }
     Ok(lost)
 }
