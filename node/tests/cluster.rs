@@ -1166,3 +1166,96 @@ async fn hints_reach_a_returning_replica_a_batch_at_a_time() {
         "{HINTED} hints took {calls} calls"
     );
 }
+
+/// Each other replica's calls of `methods`, summed, from its
+/// `ringkv_grpc_requests_total`.
+async fn calls_of(nodes: &[TestNode], methods: &[&str]) -> Vec<f64> {
+    let mut calls = Vec::new();
+    for node in nodes {
+        let mut sum = 0.0;
+        for method in methods {
+            sum += replica_calls(node, method).await;
+        }
+        calls.push(sum);
+    }
+    calls
+}
+
+/// A batch get, and a batch of blind deletes (which read what the cluster
+/// holds before they delete it), reach each other replica as one
+/// `ReadBatch` and no single-key `Read`, and the deletes as one
+/// `ApplyBatch`: a batch that reads key by key cannot come back unnoticed.
+#[tokio::test]
+async fn batch_reads_reach_each_other_replica_as_one_read_batch() {
+    const KEYS: usize = 50;
+    let cluster = TestCluster::start(100, 3, &["--anti-entropy-interval-secs", "3600"]).await;
+    let others = &cluster.nodes[1..];
+    let keys: Vec<String> = (0..KEYS).map(|i| format!("read-batch-{i:03}")).collect();
+    let all: Vec<bytes::Bytes> = keys.iter().map(|k| bytes::Bytes::from(k.clone())).collect();
+    let at_r3 = Some(ringkv_client::proto::Consistency {
+        read_quorum: Some(3),
+        write_quorum: Some(3),
+    });
+    let mut client = cluster.nodes[0].client().await;
+    client
+        .raw()
+        .raw_batch_put(batch_put_at(keys.iter().cloned(), "v", 3))
+        .await
+        .expect("a batch put at W=3");
+
+    let reads = calls_of(others, &["ReadBatch"]).await;
+    let singles = calls_of(others, &["Read", "Apply"]).await;
+    let got = client
+        .raw()
+        .raw_batch_get(ringkv_client::proto::RawBatchGetRequest {
+            keys: all.clone(),
+            consistency: at_r3,
+        })
+        .await
+        .expect("a batch get at R=3")
+        .into_inner()
+        .pairs;
+    assert_eq!(got.len(), KEYS, "every key is found");
+    assert!(got.iter().all(|pair| pair.value == "v".as_bytes()));
+    for (after, before) in calls_of(others, &["ReadBatch"]).await.iter().zip(&reads) {
+        assert_eq!(after - before, 1.0, "one ReadBatch per other replica");
+    }
+    assert_eq!(
+        calls_of(others, &["Read", "Apply"]).await,
+        singles,
+        "no single-key call"
+    );
+
+    let writes = calls_of(others, &["ApplyBatch"]).await;
+    client
+        .raw()
+        .raw_batch_delete(ringkv_client::proto::RawBatchDeleteRequest {
+            keys: all.clone(),
+            consistency: at_r3,
+        })
+        .await
+        .expect("a blind batch delete at R=3, W=3");
+    for (after, before) in calls_of(others, &["ReadBatch"]).await.iter().zip(&reads) {
+        assert_eq!(after - before, 2.0, "the deletes read with one ReadBatch");
+    }
+    for (after, before) in calls_of(others, &["ApplyBatch"]).await.iter().zip(&writes) {
+        assert_eq!(after - before, 1.0, "the deletes land with one ApplyBatch");
+    }
+    assert_eq!(
+        calls_of(others, &["Read", "Apply"]).await,
+        singles,
+        "no single-key call"
+    );
+    let left = client
+        .raw()
+        .raw_batch_get(ringkv_client::proto::RawBatchGetRequest {
+            keys: all,
+            consistency: at_r3,
+        })
+        .await
+        .expect("a batch get after the deletes")
+        .into_inner()
+        .pairs;
+    assert!(left.is_empty(), "{} deleted keys read back", left.len());
+    println!("{KEYS} acknowledged writes read at R=3 and deleted in batches: one ReadBatch and one ApplyBatch per other replica per batch, no single-key call");
+}

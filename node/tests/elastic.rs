@@ -981,8 +981,8 @@ async fn writes_during_a_transition_reach_the_receiving_node() {
 /// and streams send them) are served.
 async fn assert_fenced(node: &TestNode, stale: u64, keys: &[String]) {
     use ringkv_client::proto::{
-        ReplicaApplyBatchRequest, ReplicaApplyRequest, ReplicaReadRequest, ReplicaRecord,
-        ReplicaScanRequest,
+        ReplicaApplyBatchRequest, ReplicaApplyRequest, ReplicaReadBatchRequest, ReplicaReadRequest,
+        ReplicaRecord, ReplicaScanRequest,
     };
     let mut replica = node.replica_client().await;
     let mut held = None;
@@ -1024,6 +1024,18 @@ async fn assert_fenced(node: &TestNode, stale: u64, keys: &[String]) {
                 "Read",
                 replica
                     .read(stamped(ReplicaReadRequest { key: key.clone() }, version))
+                    .await
+                    .map(drop),
+            ),
+            (
+                "ReadBatch",
+                replica
+                    .read_batch(stamped(
+                        ReplicaReadBatchRequest {
+                            keys: vec![key.clone()],
+                        },
+                        version,
+                    ))
                     .await
                     .map(drop),
             ),

@@ -12,8 +12,8 @@ use ringkv_client::{
         admin_client::AdminClient, replica_client::ReplicaClient, BucketDigestsRequest,
         ClusterStatusRequest, CompactRequest, DecommissionRequest, GetLayoutRequest,
         HandoffProgressRequest, PartitionTreesRequest, ReplicaApplyBatchRequest,
-        ReplicaApplyRequest, ReplicaReadRequest, ReplicaScanRequest, RingStatusRequest,
-        StreamPartitionsRequest,
+        ReplicaApplyRequest, ReplicaReadBatchRequest, ReplicaReadRequest, ReplicaScanRequest,
+        RingStatusRequest, StreamPartitionsRequest,
     },
 };
 use tonic::{
@@ -62,6 +62,16 @@ async fn every_method(address: &str, token: Option<String>) -> Vec<(&'static str
         (
             "Replica.Read",
             code(replica.read(ReplicaReadRequest { key: "k".into() }).await),
+        ),
+        (
+            "Replica.ReadBatch",
+            code(
+                replica
+                    .read_batch(ReplicaReadBatchRequest {
+                        keys: vec!["k".into()],
+                    })
+                    .await,
+            ),
         ),
         (
             "Replica.Apply",

@@ -265,11 +265,12 @@ impl RawKvService {
             self.limits.key(key)?;
         }
         let (r, _) = self.quorums(req.consistency.as_ref())?;
-        let reads = req
-            .keys
-            .iter()
-            .map(|key| self.coordinator.read(key.clone(), r, meta.deadline));
-        let records = futures::future::try_join_all(reads).await?;
+        let records = self
+            .coordinator
+            .read_batch(&req.keys, r, meta.deadline)
+            .await?
+            .into_iter()
+            .collect::<Result<Vec<_>, _>>()?;
         Ok(RawBatchGetResponse {
             pairs: req
                 .keys

@@ -7,9 +7,9 @@ use ringkv_proto::v1::{
     replica_server::Replica, BucketDigestsRequest, BucketDigestsResponse, GetLayoutRequest,
     GetLayoutResponse, HandoffProgressRequest, HandoffProgressResponse, KeyDigest, PartitionTree,
     PartitionTreesRequest, PartitionTreesResponse, ReplicaApplyBatchRequest,
-    ReplicaApplyBatchResponse, ReplicaApplyRequest, ReplicaApplyResponse, ReplicaReadRequest,
-    ReplicaReadResponse, ReplicaRecord, ReplicaScanRequest, ReplicaScanResponse, StreamBatch,
-    StreamPartitionsRequest,
+    ReplicaApplyBatchResponse, ReplicaApplyRequest, ReplicaApplyResponse, ReplicaReadBatchRequest,
+    ReplicaReadBatchResponse, ReplicaReadRequest, ReplicaReadResponse, ReplicaRecord,
+    ReplicaScanRequest, ReplicaScanResponse, StreamBatch, StreamPartitionsRequest,
 };
 use tokio::sync::Semaphore;
 use tokio_stream::wrappers::ReceiverStream;
@@ -105,6 +105,33 @@ impl ReplicaService {
         })
     }
 
+    async fn serve_read_batch(
+        &self,
+        request: Request<ReplicaReadBatchRequest>,
+    ) -> Result<ReplicaReadBatchResponse, Status> {
+        fence(&self.coordinator, &request)?;
+        let keys = request.into_inner().keys;
+        self.limits.batch(keys.len())?;
+        for key in &keys {
+            self.limits.key(key)?;
+        }
+        let refill = self.coordinator.refill();
+        let refilling: Vec<bool> = keys.iter().map(|key| !refill.serves_key(key)).collect();
+        let local = self.local.clone();
+        let cap = self.limits.max_peer_message_bytes / 2;
+        let records = blocking(move || local.read_many(&keys, cap)).await?;
+        Ok(ReplicaReadBatchResponse {
+            answers: records
+                .into_iter()
+                .zip(refilling)
+                .map(|(record, refilling)| ReplicaReadResponse {
+                    record: record.map(|r| r.encode()).unwrap_or_default(),
+                    refilling,
+                })
+                .collect(),
+        })
+    }
+
     async fn serve_apply(
         &self,
         request: Request<ReplicaApplyRequest>,
@@ -179,6 +206,15 @@ impl Replica for ReplicaService {
     ) -> Result<Response<ReplicaReadResponse>, Status> {
         self.metrics
             .timed("Replica.Read", self.serve_read(request))
+            .await
+    }
+
+    async fn read_batch(
+        &self,
+        request: Request<ReplicaReadBatchRequest>,
+    ) -> Result<Response<ReplicaReadBatchResponse>, Status> {
+        self.metrics
+            .timed("Replica.ReadBatch", self.serve_read_batch(request))
             .await
     }
 

@@ -15,7 +15,8 @@ use bytes::Bytes;
 use ringkv_proto::v1::{
     raw_kv_client::RawKvClient, replica_client::ReplicaClient, BucketDigestsRequest, BucketRef,
     PartitionTreesRequest, RawDeleteRequest, RawPutRequest, ReplicaApplyBatchRequest,
-    ReplicaApplyRequest, ReplicaReadRequest, ReplicaRecord, ReplicaScanRequest,
+    ReplicaApplyRequest, ReplicaReadBatchRequest, ReplicaReadRequest, ReplicaReadResponse,
+    ReplicaRecord, ReplicaScanRequest,
 };
 use tonic::{metadata::MetadataValue, Request, Status};
 
@@ -196,10 +197,41 @@ impl PeerRpc {
         }
         let request = Self::request(&call, ReplicaReadRequest { key: key.clone() });
         let reply = self.client(&call)?.read(request).await?.into_inner();
+        Self::read_reply(call.node, reply)
+    }
+
+    /// The records of `keys` on `call.node`, in order, for a prefix of the
+    /// keys: past a byte cap, the node leaves the rest out.
+    pub async fn read_batch(
+        &self,
+        call: PeerCall<'_>,
+        keys: Vec<Bytes>,
+    ) -> Result<Vec<ReadReply>, Status> {
+        if self.is_me(&call) {
+            let counts: Vec<bool> = keys.iter().map(|key| self.refill.serves_key(key)).collect();
+            // No message to fit in: every key is read.
+            let local = self.local.clone();
+            let records = blocking(move || local.read_many(&keys, usize::MAX)).await?;
+            return Ok(records
+                .into_iter()
+                .zip(counts)
+                .map(|(record, counts)| ReadReply { record, counts })
+                .collect());
+        }
+        let request = Self::request(&call, ReplicaReadBatchRequest { keys });
+        let reply = self.client(&call)?.read_batch(request).await?.into_inner();
+        reply
+            .answers
+            .into_iter()
+            .map(|answer| Self::read_reply(call.node, answer))
+            .collect()
+    }
+
+    fn read_reply(node: &str, reply: ReplicaReadResponse) -> Result<ReadReply, Status> {
         let record = if reply.record.is_empty() {
             None
         } else {
-            Some(Siblings::decode(&reply.record).map_err(|e| Self::unreadable(call.node, e))?)
+            Some(Siblings::decode(&reply.record).map_err(|e| Self::unreadable(node, e))?)
         };
         Ok(ReadReply {
             record,
@@ -242,12 +274,18 @@ impl PeerRpc {
         Ok(())
     }
 
-    /// Sends a peer its share of a client batch in one call.
+    /// Sends a replica several records to merge in one call: its share of
+    /// a client batch, hints, or read repairs.
     pub async fn apply_batch(
         &self,
         call: PeerCall<'_>,
         records: Vec<ReplicaRecord>,
     ) -> Result<(), Status> {
+        if self.is_me(&call) {
+            let local = self.local.clone();
+            let records = records.into_iter().map(|r| (r.key, r.record)).collect();
+            return Ok(blocking(move || local.apply_encoded_many(records)).await?);
+        }
         let request = Self::request(&call, ReplicaApplyBatchRequest { records });
         self.client(&call)?.apply_batch(request).await?;
         Ok(())

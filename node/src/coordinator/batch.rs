@@ -29,7 +29,6 @@ use crate::{
     cluster::deadline::Deadline,
     replica::{blocking, ReplicaError, Update},
     ring::RingState,
-    versions::Siblings,
 };
 
 /// A write of the batch stamped here.
@@ -98,10 +97,13 @@ impl Coordinator {
         options: WriteOptions,
     ) -> Vec<(usize, Result<(), CoordinatorError>)> {
         let mut outcomes = Vec::new();
-        let contexts = futures::future::join_all(together.iter().map(|(index, _, _)| {
-            self.context_for(&writes[*index], options.read_quorum, options.deadline)
-        }))
-        .await;
+        let asked: Vec<&WriteRequest> = together
+            .iter()
+            .map(|(index, _, _)| &writes[*index])
+            .collect();
+        let contexts = self
+            .contexts_for(&asked, options.read_quorum, options.deadline)
+            .await;
         let expires_at_ms = expiry(options.ttl_seconds);
         let mut updates = Vec::new();
         let mut placed = Vec::new();
@@ -316,18 +318,7 @@ impl Coordinator {
         if !kept.is_empty() {
             let local = self.inner.local.clone();
             let written = kept.clone();
-            blocking(move || {
-                let decoded = kept
-                    .into_iter()
-                    .map(|(key, encoded)| {
-                        Siblings::decode(&encoded)
-                            .map(|record| (key, record))
-                            .map_err(ReplicaError::BadRecord)
-                    })
-                    .collect::<Result<Vec<_>, _>>()?;
-                local.apply_many(&decoded)
-            })
-            .await?;
+            blocking(move || local.apply_encoded_many(kept)).await?;
             // A transition that started while these were written may need
             // them passed on, as `accept` would (see there).
             let version = state.as_ref().map(|s| s.version);

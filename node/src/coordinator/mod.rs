@@ -20,6 +20,7 @@ mod batch;
 mod error;
 mod place;
 mod read;
+mod read_batch;
 mod relay;
 mod route;
 mod scan;

@@ -12,12 +12,75 @@ use crate::{
         deadline::Deadline,
         rpc::{Delivery, ReadReply},
     },
-    versions::Siblings,
+    versions::{ConflictMode, Siblings},
 };
 
 /// Whether a replica's record lacks something the merged record has.
-fn is_stale(record: &Option<Siblings>, merged: &Siblings) -> bool {
+pub(super) fn is_stale(record: &Option<Siblings>, merged: &Siblings) -> bool {
     record.as_ref().is_none_or(|r| !r.descends(merged))
+}
+
+/// What a key's replicas answered a read. A refilling replica's answer is
+/// merged but counts toward no quorum: it may lack acknowledged writes
+/// (see `refill`).
+#[derive(Debug, Default)]
+pub(super) struct Answers {
+    replies: Vec<(String, Option<Siblings>)>,
+    pub counted: Vec<String>,
+    refilling: Vec<String>,
+}
+
+impl Answers {
+    pub fn take(&mut self, node: String, reply: ReadReply) {
+        if reply.counts {
+            self.counted.push(node.clone());
+        } else {
+            self.refilling.push(node.clone());
+        }
+        self.replies.push((node, reply.record));
+    }
+
+    /// The merge of every answer once R of them count, or the quorum
+    /// failure naming who replied and who stayed silent.
+    pub fn merge(
+        &self,
+        owners: &[String],
+        r: usize,
+        mode: ConflictMode,
+    ) -> Result<Siblings, CoordinatorError> {
+        if self.counted.len() < r {
+            let silent = owners
+                .iter()
+                .filter(|o| !self.counted.contains(o) && !self.refilling.contains(o))
+                .cloned()
+                .collect();
+            return Err(QuorumFailure {
+                shortfall: Shortfall::Read {
+                    replicas: owners.len(),
+                    refilling: self.refilling.clone(),
+                },
+                needed: r,
+                replied: self.counted.clone(),
+                silent,
+            }
+            .into());
+        }
+        Ok(self
+            .replies
+            .iter()
+            .filter_map(|(_, record)| record.as_ref())
+            .fold(Siblings::default(), |acc, record| {
+                acc.merge_with(mode, record)
+            }))
+    }
+
+    /// The replicas whose answer lacks something of `merged`.
+    pub fn stale<'a>(&'a self, merged: &'a Siblings) -> impl Iterator<Item = &'a str> + 'a {
+        self.replies
+            .iter()
+            .filter(|(_, record)| is_stale(record, merged))
+            .map(|(node, _)| node.as_str())
+    }
 }
 
 impl Coordinator {
@@ -46,58 +109,24 @@ impl Coordinator {
                 }
             })
             .collect();
-        // A refilling replica's answer is merged but counts toward no
-        // quorum: it may lack acknowledged writes (see `refill`).
-        let mut replies: Vec<(String, Option<Siblings>)> = Vec::new();
-        let (mut counted, mut refilling) = (Vec::new(), Vec::new());
-        while counted.len() < r {
+        let mut answers = Answers::default();
+        while answers.counted.len() < r {
             match pending.next().await {
-                Some((node, Ok(reply))) => {
-                    if reply.counts {
-                        counted.push(node.clone());
-                    } else {
-                        refilling.push(node.clone());
-                    }
-                    replies.push((node, reply.record));
-                }
+                Some((node, Ok(reply))) => answers.take(node, reply),
                 Some((node, Err(status))) => {
                     tracing::debug!(%node, %status, "replica read failed");
                 }
                 None => break,
             }
         }
-        if counted.len() < r {
-            let silent = owners
-                .iter()
-                .filter(|o| !counted.contains(o) && !refilling.contains(o))
-                .cloned()
-                .collect();
-            return Err(QuorumFailure {
-                shortfall: Shortfall::Read {
-                    replicas: owners.len(),
-                    refilling,
-                },
-                needed: r,
-                replied: counted,
-                silent,
-            }
-            .into());
-        }
-        let mode = self.mode();
-        let merged = replies
-            .iter()
-            .filter_map(|(_, record)| record.as_ref())
-            .fold(Siblings::default(), |acc, record| {
-                acc.merge_with(mode, record)
-            });
+        let merged = answers.merge(&owners, r, self.mode())?;
         if merged.is_empty() {
             return Ok(merged);
         }
         let encoded = merged.encode();
-        let repairs = replies
-            .iter()
-            .filter(|(_, record)| is_stale(record, &merged))
-            .map(|(node, _)| self.read_repair(&route, node, &key, &encoded, timeout));
+        let repairs = answers
+            .stale(&merged)
+            .map(|node| self.read_repair(&route, node, &key, &encoded, timeout));
         futures::future::join_all(repairs).await;
 
         let (this, merged_late) = (self.clone(), merged.clone());

@@ -130,6 +130,56 @@ impl Coordinator {
         }
     }
 
+    /// The contexts of several writes, as [`Self::context_for`] gives
+    /// them, with the reads of every blind delete made as one batch read.
+    pub(super) async fn contexts_for(
+        &self,
+        writes: &[&WriteRequest],
+        read_quorum: Option<u32>,
+        deadline: Option<Deadline>,
+    ) -> Vec<Result<CausalContext, CoordinatorError>> {
+        let mut contexts: Vec<Result<CausalContext, CoordinatorError>> = writes
+            .iter()
+            .map(|write| {
+                if write.context.is_empty() {
+                    Ok(CausalContext::new())
+                } else {
+                    Ok(self.inner.config.seal.open(&write.key, &write.context)?)
+                }
+            })
+            .collect();
+        let blind: Vec<usize> = (0..writes.len())
+            .filter(|&i| {
+                writes[i].value.is_none() && contexts[i].as_ref().is_ok_and(|c| c.is_empty())
+            })
+            .collect();
+        if blind.is_empty() {
+            return contexts;
+        }
+        let keys: Vec<Bytes> = blind.iter().map(|&i| writes[i].key.clone()).collect();
+        match self.read_batch(&keys, read_quorum, deadline).await {
+            Ok(records) => {
+                for (index, record) in blind.into_iter().zip(records) {
+                    contexts[index] = record.map(|record| record.context());
+                }
+            }
+            // The batch cannot be read at all (a read quorum outside 1..=N,
+            // no layout): each key fails with its own copy of the reason.
+            Err(_) => {
+                let singles = futures::future::join_all(
+                    blind
+                        .iter()
+                        .map(|&i| self.context_for(writes[i], read_quorum, deadline)),
+                )
+                .await;
+                for (index, context) in blind.into_iter().zip(singles) {
+                    contexts[index] = context;
+                }
+            }
+        }
+        contexts
+    }
+
     /// Sends a record this node has just stamped and written to the key's
     /// other replicas and answers once W of them (this node included) hold
     /// it.

@@ -299,6 +299,30 @@ impl LocalReplica {
         }
     }
 
+    /// This node's records of `keys`, in order, while their encoded sizes
+    /// add up to at most `cap` bytes: the first is always read, and the
+    /// keys past the cap are left out.
+    pub fn read_many(
+        &self,
+        keys: &[Bytes],
+        cap: usize,
+    ) -> Result<Vec<Option<Siblings>>, ReplicaError> {
+        let mut records = Vec::with_capacity(keys.len());
+        let mut bytes = 0;
+        for key in keys {
+            let raw = self.storage.get(key)?;
+            bytes += raw.as_ref().map_or(0, Bytes::len) + key.len();
+            if bytes > cap && !records.is_empty() {
+                break;
+            }
+            let record = raw
+                .map(|raw| Siblings::decode(&raw).map_err(ReplicaError::Corrupt))
+                .transpose()?;
+            records.push(record);
+        }
+        Ok(records)
+    }
+
     /// Stores a record. Expiry stays inside the record: an expired value is
     /// kept, as a tombstone, until tombstone purge removes the whole record.
     fn write(&self, key: &Bytes, record: &Siblings) -> Result<(), ReplicaError> {
@@ -470,6 +494,19 @@ impl LocalReplica {
     pub fn apply_encoded(&self, key: &Bytes, encoded: &[u8]) -> Result<(), ReplicaError> {
         let incoming = Siblings::decode(encoded).map_err(ReplicaError::BadRecord)?;
         self.apply(key, &incoming).map(|_| ())
+    }
+
+    /// Merges encoded records sent by peers, in one write batch.
+    pub fn apply_encoded_many(&self, records: Vec<(Bytes, Bytes)>) -> Result<(), ReplicaError> {
+        let decoded = records
+            .into_iter()
+            .map(|(key, encoded)| {
+                Siblings::decode(&encoded)
+                    .map(|record| (key, record))
+                    .map_err(ReplicaError::BadRecord)
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        self.apply_many(&decoded)
     }
 
     /// Keeps the `encoded` record as a hint for node `target`, stamped now. A hint
