@@ -20,7 +20,7 @@ macro_rules! line {
     }};
 }
 
-pub fn render(report: &Report, plots: &[Drawn]) -> String {
+pub fn render(report: &Report, plots: &[Drawn], profile: Option<&str>) -> String {
     let mut out = String::new();
     header(&mut out, report);
     goals(&mut out, report);
@@ -30,8 +30,26 @@ pub fn render(report: &Report, plots: &[Drawn]) -> String {
     faults(&mut out, report, plots);
     consistency(&mut out, report, plots);
     causes(&mut out);
+    if let Some(profile) = profile {
+        cpu_profile(&mut out, profile);
+    }
     bigger_machines(&mut out);
     out
+}
+
+/// The profile scripts/profile.sh wrote, under this document's headings.
+fn cpu_profile(out: &mut String, profile: &str) {
+    line!(out, "## Where the CPU goes");
+    line!(out);
+    line!(out, "From `scripts/profile.sh` (`benchmarks/profile.md`), which samples every node with `perf record -e cpu-clock` while the driver runs one workload at c=64, and sorts the samples by component. It is run apart from this evaluation, so its figures come from its own run, beside its own one-node baseline.");
+    line!(out);
+    for text in profile.lines() {
+        match text.strip_prefix('#') {
+            Some(heading) if heading.starts_with(['#', ' ']) => line!(out, "##{text}"),
+            _ => line!(out, "{text}"),
+        }
+    }
+    line!(out);
 }
 
 /// Causes read off the code, for the figures they explain. They hold for
@@ -39,9 +57,9 @@ pub fn render(report: &Report, plots: &[Drawn]) -> String {
 fn causes(out: &mut String) {
     line!(out, "## Causes known so far");
     line!(out);
-    line!(out, "- **Not yet explained:** why the batch API stays several times above the in-process limit on one node and loses more on three (section 1), although each replica already takes its share of a batch in one write batch through one `ApplyBatch` (`node/src/coordinator/batch.rs`); and why a put on three nodes costs several times the CPU of a put on one (section 3). The performance issue profiles both before changing anything.");
+    line!(out, "- **Batches:** each replica takes its share of a batch put in one write batch through one `ApplyBatch` (`node/src/coordinator/batch.rs`), and a batch get, or the reads that the blind deletes of a batch delete make first, ask each replica once with one `ReadBatch` (`node/src/coordinator/read_batch.rs`; before 2026-12-03, one `Read` a key). What still separates the batch API from the in-process limit, and a put on three nodes from a put on one (section 3), is what the profile below breaks down.");
     line!(out, "- **Deletes** without a causal context first read the key from R replicas (docs/api.md: a blind delete deletes what the cluster holds), so a DELETE costs a read and a write.");
-    line!(out, "- **Hint replay** is paced: each node delivers at most 64 hints per target every 500 ms, one Replica.Apply each (`node/src/sync/hints.rs`), so two nodes holding hints replay about 256 keys/s whatever the machine. Anti-entropy (every 60 s) repairs the same keys meanwhile, so after a large partition the healed node can hold every key long before its hints drain: compare the last two columns of the convergence table.");
+    line!(out, "- **Hint replay** sends each target its hints in `ApplyBatch` calls of up to 256, each merged in one write batch, and forgets the delivered ones in one write batch (`node/src/sync/hints.rs`). Until 2026-12-03 it sent one Replica.Apply a hint, at most 64 per target every 500 ms: about 250 keys/s, so the first full evaluation waited 395 s for the hints of its 100,000-key run, although anti-entropy had repaired the node after 79 s.");
     line!(out);
 }
 
