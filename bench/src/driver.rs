@@ -18,7 +18,7 @@ use rand::SeedableRng;
 
 use crate::{
     cpu,
-    keys::{key, KeyChooser, KeyDistribution},
+    keys::{KeyChooser, KeyDistribution},
     measurement::{Measurement, Percentiles, Second},
     target::{Target, TargetKind},
     workload::Workload,
@@ -201,8 +201,8 @@ async fn measure(
                         per_request.min(total - first)
                     }
                 };
-                keys.clear();
-                keys.extend((0..count).map(|_| key(chooser.next_index(&mut rng))));
+                chooser.next_batch(&mut rng, count, &mut keys);
+                let count = keys.len() as u64;
                 let op = workload.next_op(&mut rng);
                 let sent = Instant::now();
                 let outcome = target.execute(client, op, &keys, &value).await;
@@ -328,7 +328,10 @@ fn progress_bar(amount: Amount, shown: bool) -> Option<ProgressBar> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::target::{Reply, TargetSpec};
+    use crate::{
+        keys::key,
+        target::{Reply, TargetSpec},
+    };
 
     async fn rocks() -> Arc<Target> {
         Arc::new(

@@ -75,6 +75,22 @@ impl KeyChooser {
             _ => rng.random_range(0..self.keys),
         }
     }
+
+    /// Fills `keys` with up to `count` distinct keys: a batch names each
+    /// key once (ringkv and etcd refuse one that repeats a key), so a
+    /// repeat is drawn again, a bounded number of times, which a key space
+    /// smaller than the batch needs.
+    pub fn next_batch(&self, rng: &mut impl Rng, count: u64, keys: &mut Vec<Bytes>) {
+        keys.clear();
+        let mut draws = 0;
+        while (keys.len() as u64) < count && draws < count.saturating_mul(20) {
+            draws += 1;
+            let next = key(self.next_index(rng));
+            if !keys.contains(&next) {
+                keys.push(next);
+            }
+        }
+    }
 }
 
 /// FNV-1a of the rank, as YCSB's ScrambledZipfianGenerator.
@@ -112,6 +128,23 @@ mod tests {
             })
             .collect();
         assert_eq!(seen, vec![0, 1, 2, 3, 4, 0]);
+    }
+
+    #[test]
+    fn a_batch_names_each_key_once_and_a_tiny_key_space_ends_the_draw() {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(3);
+        let mut keys = Vec::new();
+        for distribution in [KeyDistribution::Uniform, KeyDistribution::Zipfian] {
+            let chooser = KeyChooser::new(distribution, 1_000).unwrap();
+            for _ in 0..200 {
+                chooser.next_batch(&mut rng, 100, &mut keys);
+                let distinct: std::collections::HashSet<&Bytes> = keys.iter().collect();
+                assert_eq!((keys.len(), distinct.len()), (100, 100), "{distribution:?}");
+            }
+        }
+        let tiny = KeyChooser::new(KeyDistribution::Uniform, 3).unwrap();
+        tiny.next_batch(&mut rng, 100, &mut keys);
+        assert_eq!(keys.len(), 3);
     }
 
     #[test]
