@@ -41,7 +41,7 @@ pub fn render(report: &Report, plots: &[Drawn], profile: Option<&str>) -> String
 fn cpu_profile(out: &mut String, profile: &str) {
     line!(out, "## Where the CPU goes");
     line!(out);
-    line!(out, "From `scripts/profile.sh` (`benchmarks/profile.md`), which samples every node with `perf record -e cpu-clock` while the driver runs one workload at c=64, and sorts the samples by component. It is run apart from this evaluation, so its figures come from its own run, beside its own one-node baseline.");
+    line!(out, "From `scripts/profile.sh` (`benchmarks/profile.md`), which samples the machine with `perf record -a -e cpu-clock` while the driver runs one workload at c=64, keeps the nodes' samples and sorts them by component. It is run apart from this evaluation, so its figures come from its own run, beside its own one-node baseline.");
     line!(out);
     for text in profile.lines() {
         match text.strip_prefix('#') {
