@@ -47,6 +47,12 @@ pub(crate) struct WriteOptions {
     pub forwarded: bool,
 }
 
+/// A delete without a context deletes what the cluster holds, which it
+/// must read first (docs/api.md).
+fn is_blind_delete(write: &WriteRequest, context: &CausalContext) -> bool {
+    write.value.is_none() && context.is_empty()
+}
+
 impl Coordinator {
     /// Writes `write.value` (or a tombstone, for `None`) under `write.key`.
     ///
@@ -107,6 +113,16 @@ impl Coordinator {
             .await
     }
 
+    /// The client's context of a write, once its seal is checked; empty
+    /// when it sent none.
+    fn client_context(&self, write: &WriteRequest) -> Result<CausalContext, CoordinatorError> {
+        if write.context.is_empty() {
+            Ok(CausalContext::new())
+        } else {
+            Ok(self.inner.config.seal.open(&write.key, &write.context)?)
+        }
+    }
+
     /// The causal context a write replaces: the client's, once its seal is
     /// checked; for a delete without one, what R replicas hold.
     pub(super) async fn context_for(
@@ -115,12 +131,8 @@ impl Coordinator {
         read_quorum: Option<u32>,
         deadline: Option<Deadline>,
     ) -> Result<CausalContext, CoordinatorError> {
-        let context = if write.context.is_empty() {
-            CausalContext::new()
-        } else {
-            self.inner.config.seal.open(&write.key, &write.context)?
-        };
-        if write.value.is_none() && context.is_empty() {
+        let context = self.client_context(write)?;
+        if is_blind_delete(write, &context) {
             Ok(self
                 .read(write.key.clone(), read_quorum, deadline)
                 .await?
@@ -140,17 +152,13 @@ impl Coordinator {
     ) -> Vec<Result<CausalContext, CoordinatorError>> {
         let mut contexts: Vec<Result<CausalContext, CoordinatorError>> = writes
             .iter()
-            .map(|write| {
-                if write.context.is_empty() {
-                    Ok(CausalContext::new())
-                } else {
-                    Ok(self.inner.config.seal.open(&write.key, &write.context)?)
-                }
-            })
+            .map(|write| self.client_context(write))
             .collect();
         let blind: Vec<usize> = (0..writes.len())
             .filter(|&i| {
-                writes[i].value.is_none() && contexts[i].as_ref().is_ok_and(|c| c.is_empty())
+                contexts[i]
+                    .as_ref()
+                    .is_ok_and(|context| is_blind_delete(writes[i], context))
             })
             .collect();
         if blind.is_empty() {

@@ -90,6 +90,12 @@ pub enum ReplicaError {
 /// The default of `--max-clock-offset-ms`.
 pub const DEFAULT_MAX_CLOCK_OFFSET_MS: u64 = 500;
 
+/// A record as this node stored it; one that does not decode is corrupt.
+fn decode_stored(raw: Option<Bytes>) -> Result<Option<Siblings>, ReplicaError> {
+    raw.map(|raw| Siblings::decode(&raw).map_err(ReplicaError::Corrupt))
+        .transpose()
+}
+
 /// Runs a replica call on tokio's blocking pool (RocksDB blocks).
 pub async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, ReplicaError> + Send + 'static,
@@ -293,10 +299,7 @@ impl LocalReplica {
 
     /// This node's record of `key`.
     pub fn read(&self, key: &[u8]) -> Result<Option<Siblings>, ReplicaError> {
-        match self.storage.get(key)? {
-            Some(raw) => Ok(Some(Siblings::decode(&raw).map_err(ReplicaError::Corrupt)?)),
-            None => Ok(None),
-        }
+        decode_stored(self.storage.get(key)?)
     }
 
     /// This node's records of `keys`, in order, while their encoded sizes
@@ -315,10 +318,7 @@ impl LocalReplica {
             if bytes > cap && !records.is_empty() {
                 break;
             }
-            let record = raw
-                .map(|raw| Siblings::decode(&raw).map_err(ReplicaError::Corrupt))
-                .transpose()?;
-            records.push(record);
+            records.push(decode_stored(raw)?);
         }
         Ok(records)
     }
