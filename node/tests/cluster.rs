@@ -1293,6 +1293,82 @@ async fn a_saturated_cluster_keeps_its_peers_alive() {
     println!("read {reads} acknowledged keys at R=2 under load; {polls} status polls saw every peer alive");
 }
 
+/// A batch read whose records pass half a replica's peer message limit
+/// still reads every key: the replica answers a prefix of its keys, and the
+/// coordinator reads the rest on their own. With a 1.25 MiB peer limit, 24
+/// records of 60 KiB take more than one call to each other replica.
+#[tokio::test]
+async fn a_batch_read_past_the_peer_message_cap_reads_every_key() {
+    const KEYS: usize = 24;
+    const VALUE: usize = 60 << 10;
+    let cluster = TestCluster::start(
+        107,
+        3,
+        &[
+            "--anti-entropy-interval-secs",
+            "3600",
+            "--max-request-bytes",
+            "1048576",
+            "--max-value-bytes",
+            "65536",
+            "--max-record-bytes",
+            "131072",
+        ],
+    )
+    .await;
+    let others = &cluster.nodes[1..];
+    let keys: Vec<String> = (0..KEYS).map(|i| format!("large-{i:02}")).collect();
+    let value = |key: &str| format!("{key}:{}", "x".repeat(VALUE - key.len() - 1));
+    let mut client = cluster.nodes[0].client().await;
+    for chunk in keys.chunks(8) {
+        let mut batch = batch_put_at(chunk.iter().cloned(), "", 3);
+        for pair in &mut batch.pairs {
+            let key = String::from_utf8(pair.key.to_vec()).expect("a utf-8 key");
+            pair.value = bytes::Bytes::from(value(&key));
+        }
+        client
+            .raw()
+            .raw_batch_put(batch)
+            .await
+            .expect("a batch put of 8 records of 60 KiB at W=3");
+    }
+    let mut before = Vec::new();
+    for node in others {
+        before.push(replica_calls(node, "ReadBatch").await + replica_calls(node, "Read").await);
+    }
+    let got = client
+        .raw()
+        .raw_batch_get(ringkv_client::proto::RawBatchGetRequest {
+            keys: keys.iter().map(|k| bytes::Bytes::from(k.clone())).collect(),
+            consistency: Some(ringkv_client::proto::Consistency {
+                read_quorum: Some(3),
+                write_quorum: None,
+            }),
+        })
+        .await
+        .expect("a batch get of 1.4 MiB at R=3")
+        .into_inner()
+        .pairs;
+    assert_eq!(got.len(), KEYS, "every key is read");
+    for pair in &got {
+        let key = String::from_utf8(pair.key.to_vec()).expect("a utf-8 key");
+        assert!(
+            pair.value == value(&key).as_bytes(),
+            "{key} reads back whole"
+        );
+    }
+    for (node, before) in others.iter().zip(before) {
+        let calls =
+            replica_calls(node, "ReadBatch").await + replica_calls(node, "Read").await - before;
+        assert!(
+            calls >= 2.0,
+            "{} answered 1.4 MiB of records in {calls} call: the cap did not cut it",
+            node.node_id()
+        );
+    }
+    println!("read back {KEYS} acknowledged records of 60 KiB past the 640 KiB answer cap");
+}
+
 /// Hints owed to a returning replica reach it a batch at a time: with
 /// 1,000 writes missed, it takes a few `ApplyBatch` calls, not one call a
 /// key, and holds every acknowledged write afterwards.
