@@ -27,16 +27,8 @@ use crate::{
     cluster::discovery::SeedProvider,
     cluster::gossip_transport::{GossipKey, RefusedDatagrams, SealedUdpTransport},
     cluster::identity::{Bindings, Claim, Conflict},
-    cluster::liveness::HeartbeatClock,
     server::log_limit::LogLimit,
 };
-
-/// A peer whose heartbeat advanced within this many gossip intervals is
-/// alive whatever phi accrual says (see `cluster::liveness`): 5 s at the
-/// default interval, about when phi declares an idle cluster's silent peer
-/// dead, so detection is no slower than before. Under saturation (the
-/// debug-built test cluster at c=64) heartbeats stalled for over 2 s.
-const LIVENESS_GRACE_INTERVALS: u32 = 25;
 
 const KEY_GRPC: &str = "grpc";
 const KEY_ZONE: &str = "zone";
@@ -253,10 +245,10 @@ impl Membership {
             })?;
         let (tx, view) = watch::channel(Arc::new(View::default()));
         let handle = Arc::new(handle);
-        // Half the LIVENESS_GRACE_INTERVALS before which no peer declares a
-        // silent node dead (and phi accrual must agree besides): a node
-        // that stalls long enough for its peers to move on without it
-        // notices.
+        // Below the 8 mean heartbeat intervals after which chitchat's phi
+        // accrual declares a silent node dead (about 5 s on an idle
+        // cluster): a node that stalls long enough for its peers to move
+        // on without it notices.
         let contact = Arc::new(Contact::new(interval * 5, std::time::Instant::now()));
         let refresher = tokio::spawn(refresh_loop(
             handle.clone(),
@@ -399,20 +391,23 @@ async fn refresh_loop(
     let mut ticker = tokio::time::interval(interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last_discovery = tokio::time::Instant::now() - Duration::from_secs(3600);
-    let mut heartbeats = HeartbeatClock::new(interval * LIVENESS_GRACE_INTERVALS);
+    let mut heartbeats: BTreeMap<ChitchatId, u64> = BTreeMap::new();
     loop {
         ticker.tick().await;
         let (view, heard) = {
             let guard = chitchat.lock().await;
-            let now = std::time::Instant::now();
             let mut heard = false;
             for (id, state) in guard.node_states() {
                 if *id.node_id == *self_id {
                     continue;
                 }
-                heard |= heartbeats.observe(id, u64::from(state.heartbeat()), now);
+                let beat = u64::from(state.heartbeat());
+                // A node first seen, or a heartbeat that advanced: news.
+                heard |= heartbeats
+                    .insert(id.clone(), beat)
+                    .is_none_or(|before| before < beat);
             }
-            let (view, conflicts) = build_view(&guard, &mut identity.bindings, &heartbeats, now);
+            let (view, conflicts) = build_view(&guard, &mut identity.bindings);
             identity.report(&conflicts, &conflict_log);
             (view, heard)
         };
@@ -453,16 +448,11 @@ async fn refresh_loop(
 /// The view from chitchat's node states: one peer per node id, chosen by
 /// `bindings` among the states that claim it, and the ids claimed by live
 /// processes at more than one address.
-fn build_view(
-    chitchat: &chitchat::Chitchat,
-    bindings: &mut Bindings,
-    heartbeats: &HeartbeatClock<ChitchatId>,
-    now: std::time::Instant,
-) -> (View, Vec<Conflict>) {
+fn build_view(chitchat: &chitchat::Chitchat, bindings: &mut Bindings) -> (View, Vec<Conflict>) {
     let live: std::collections::HashSet<&ChitchatId> = chitchat.live_nodes().collect();
     let mut claims: BTreeMap<String, Vec<Peer>> = BTreeMap::new();
     for (id, state) in chitchat.node_states() {
-        let alive = live.contains(id) || heartbeats.beat_lately(id, now);
+        let alive = live.contains(id);
         let get = |key: &str| state.get(key).map(str::to_string);
         let Some(grpc) = get(KEY_GRPC) else {
             continue;
