@@ -245,10 +245,10 @@ impl Membership {
             })?;
         let (tx, view) = watch::channel(Arc::new(View::default()));
         let handle = Arc::new(handle);
-        // Below the 8 mean heartbeat intervals after which chitchat's phi
-        // accrual declares a silent node dead (about 5 s on an idle
-        // cluster): a node that stalls long enough for its peers to move
-        // on without it notices.
+        // Well below the ~18 mean heartbeat intervals after which phi
+        // accrual declares a silent node dead, with room for heartbeats that
+        // reach peers more often than once an interval: a node that stalls
+        // long enough for its peers to move on without it notices.
         let contact = Arc::new(Contact::new(interval * 5, std::time::Instant::now()));
         let refresher = tokio::spawn(refresh_loop(
             handle.clone(),

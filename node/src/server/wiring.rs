@@ -19,7 +19,6 @@ use crate::{
         admission::AdmissionLayer, http2_only::Http2OnlyLayer,
         request_deadline::RequestDeadlineLayer,
     },
-    cluster::coalesce::CallCaps,
     cluster::discovery::{DiscoveryError, KubernetesSeeds, SeedProvider, StaticSeeds},
     cluster::membership::{GossipGuard, Membership, MembershipError, SelfInfo},
     cluster::peers::PeerClients,
@@ -290,7 +289,6 @@ pub async fn run(
         local.clone(),
         refill.clone(),
         peers.clone(),
-        CallCaps::within(limits.max_batch_keys, limits.max_peer_message_bytes),
     ));
     let coordinator = Coordinator::new(CoordinatorParts {
         me: node_id.clone(),
