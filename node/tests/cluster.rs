@@ -1122,6 +1122,98 @@ async fn a_batch_reaches_each_other_replica_as_one_apply_batch() {
     println!("a batch of {KEYS} keys at W=3 reached each of 2 other replicas as one ApplyBatch");
 }
 
+/// Concurrent single-key puts and gets reach another replica coalesced:
+/// what a coordinator has for a peer while its earlier calls are in flight
+/// goes out together, as Cassandra's and Scylla's message coalescing sends
+/// it, so a replica takes fewer calls (and syncs) than it gets requests.
+/// Every acknowledged write at W=3 is on every replica afterwards, and
+/// every get at R=3 reads it back.
+#[tokio::test]
+async fn concurrent_requests_reach_a_replica_in_fewer_calls_than_requests() {
+    const CLIENTS: usize = 64;
+    const EACH: usize = 8;
+    let cluster = TestCluster::start(104, 3, &["--anti-entropy-interval-secs", "3600"]).await;
+    let others = &cluster.nodes[1..];
+    let mut before = Vec::new();
+    for node in others {
+        before.push(replica_calls(node, "ApplyBatch").await + replica_calls(node, "Apply").await);
+    }
+    let mut client = cluster.nodes[0].client().await;
+    let mut writers = tokio::task::JoinSet::new();
+    for writer in 0..CLIENTS {
+        let mut raw = client.raw().clone();
+        writers.spawn(async move {
+            let mut keys = Vec::new();
+            for i in 0..EACH {
+                let key = format!("coalesced-{writer:02}-{i}");
+                raw.raw_put(put_at(&key, "v", 3))
+                    .await
+                    .unwrap_or_else(|status| panic!("put {key} at W=3: {status}"));
+                keys.push(key);
+            }
+            keys
+        });
+    }
+    let mut acknowledged = Vec::new();
+    while let Some(keys) = writers.join_next().await {
+        acknowledged.extend(keys.expect("a writer"));
+    }
+    let writes = acknowledged.len();
+    assert_eq!(writes, CLIENTS * EACH);
+    for (node, before) in others.iter().zip(before) {
+        let id = node.node_id();
+        let calls =
+            replica_calls(node, "ApplyBatch").await + replica_calls(node, "Apply").await - before;
+        println!("{id} took {writes} writes in {calls} Apply and ApplyBatch calls");
+        assert!(
+            calls * 2.0 <= writes as f64,
+            "{id} took {writes} concurrent writes in {calls} calls: they were not coalesced"
+        );
+        for key in &acknowledged {
+            assert!(
+                node.replica_record(key.as_bytes()).await.is_some(),
+                "{id} holds the acknowledged {key}"
+            );
+        }
+    }
+    println!("checked {writes} acknowledged writes at W=3 on 2 other replicas");
+
+    let mut before = Vec::new();
+    for node in others {
+        before.push(replica_calls(node, "ReadBatch").await + replica_calls(node, "Read").await);
+    }
+    let mut readers = tokio::task::JoinSet::new();
+    for keys in acknowledged.chunks(EACH) {
+        let (mut raw, keys) = (client.raw().clone(), keys.to_vec());
+        readers.spawn(async move {
+            for key in &keys {
+                let got = raw
+                    .raw_get(get_at(key, 3))
+                    .await
+                    .unwrap_or_else(|status| panic!("get {key} at R=3: {status}"))
+                    .into_inner();
+                assert_eq!(got.value, "v".as_bytes(), "{key} reads back at R=3");
+            }
+            keys.len()
+        });
+    }
+    let mut reads = 0;
+    while let Some(count) = readers.join_next().await {
+        reads += count.expect("a reader");
+    }
+    for (node, before) in others.iter().zip(before) {
+        let id = node.node_id();
+        let calls =
+            replica_calls(node, "ReadBatch").await + replica_calls(node, "Read").await - before;
+        println!("{id} took {reads} reads in {calls} Read and ReadBatch calls");
+        assert!(
+            calls * 2.0 <= reads as f64,
+            "{id} took {reads} concurrent reads in {calls} calls: they were not coalesced"
+        );
+    }
+    println!("read back {reads} acknowledged writes at R=3");
+}
+
 /// Hints owed to a returning replica reach it a batch at a time: with
 /// 1,000 writes missed, it takes a few `ApplyBatch` calls, not one call a
 /// key, and holds every acknowledged write afterwards.

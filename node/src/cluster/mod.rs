@@ -2,6 +2,7 @@
 //! sealed transport, one process per node id), seed discovery, contact
 //! tracking, peer clients and deadlines on peer calls.
 
+pub(crate) mod coalesce;
 pub(crate) mod contact;
 pub(crate) mod deadline;
 pub(crate) mod discovery;

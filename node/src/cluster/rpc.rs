@@ -22,6 +22,7 @@ use tonic::{metadata::MetadataValue, Request, Status};
 
 use crate::{
     cluster::{
+        coalesce::{versioned, Applies, CallCaps, CallMeta, Coalescer, Reads},
         membership::View,
         peers::{PeerChannel, PeerClients},
     },
@@ -89,6 +90,21 @@ pub(crate) struct ReadReply {
     pub counts: bool,
 }
 
+impl ReadReply {
+    /// A replica's answer as `node` sent it.
+    pub fn decode(node: &str, reply: ReplicaReadResponse) -> Result<Self, Status> {
+        let record = if reply.record.is_empty() {
+            None
+        } else {
+            Some(Siblings::decode(&reply.record).map_err(|e| PeerRpc::unreadable(node, e))?)
+        };
+        Ok(Self {
+            record,
+            counts: !reply.refilling,
+        })
+    }
+}
+
 /// One replica's answer to a scan.
 pub(crate) struct ScanReply {
     pub records: Vec<(Bytes, Siblings)>,
@@ -107,6 +123,9 @@ pub(crate) struct PeerRpc {
     local: Arc<LocalReplica>,
     refill: Arc<Refill>,
     peers: Arc<PeerClients>,
+    caps: CallCaps,
+    applies: Arc<Coalescer<Applies>>,
+    reads: Arc<Coalescer<Reads>>,
 }
 
 impl PeerRpc {
@@ -115,13 +134,22 @@ impl PeerRpc {
         local: Arc<LocalReplica>,
         refill: Arc<Refill>,
         peers: Arc<PeerClients>,
+        caps: CallCaps,
     ) -> Self {
         Self {
             me,
             local,
             refill,
+            applies: Arc::new(Coalescer::new(peers.clone(), caps)),
+            reads: Arc::new(Coalescer::new(peers.clone(), caps)),
             peers,
+            caps,
         }
+    }
+
+    /// What one batch call to a peer may carry.
+    pub fn caps(&self) -> CallCaps {
+        self.caps
     }
 
     fn is_me(&self, call: &PeerCall<'_>) -> bool {
@@ -173,14 +201,14 @@ impl PeerRpc {
     }
 
     fn request<T>(call: &PeerCall<'_>, message: T) -> Request<T> {
-        let mut request = Request::new(message);
-        request.set_timeout(call.timeout);
-        if call.ring_version > 0 {
-            request
-                .metadata_mut()
-                .insert(RING_VERSION, MetadataValue::from(call.ring_version));
+        versioned(message, call.timeout, call.ring_version)
+    }
+
+    fn meta(call: &PeerCall<'_>) -> CallMeta {
+        CallMeta {
+            timeout: call.timeout,
+            ring_version: call.ring_version,
         }
-        request
     }
 
     fn unreadable(node: &str, error: impl std::fmt::Display) -> Status {
@@ -195,9 +223,15 @@ impl PeerRpc {
             let record = blocking(move || local.read(&key)).await?;
             return Ok(ReadReply { record, counts });
         }
+        let address = Self::address(&call)?;
+        let meta = Self::meta(&call);
+        if let Some(reply) = self.reads.send(&address, meta, key.clone()).await? {
+            return Ok(reply);
+        }
+        // The call that carried the key was cut at the peer's byte cap.
         let request = Self::request(&call, ReplicaReadRequest { key: key.clone() });
         let reply = self.client(&call)?.read(request).await?.into_inner();
-        Self::read_reply(call.node, reply)
+        ReadReply::decode(&address, reply)
     }
 
     /// The records of `keys` on `call.node`, in order, for a prefix of the
@@ -223,24 +257,13 @@ impl PeerRpc {
         reply
             .answers
             .into_iter()
-            .map(|answer| Self::read_reply(call.node, answer))
+            .map(|answer| ReadReply::decode(call.node, answer))
             .collect()
     }
 
-    fn read_reply(node: &str, reply: ReplicaReadResponse) -> Result<ReadReply, Status> {
-        let record = if reply.record.is_empty() {
-            None
-        } else {
-            Some(Siblings::decode(&reply.record).map_err(|e| Self::unreadable(node, e))?)
-        };
-        Ok(ReadReply {
-            record,
-            counts: !reply.refilling,
-        })
-    }
-
     /// Sends the encoded record of `key` to `call.node`, which merges it
-    /// into its own.
+    /// into its own. A replica's record may share its call with others for
+    /// the same node (see [`super::coalesce`]).
     pub async fn apply(
         &self,
         call: PeerCall<'_>,
@@ -256,6 +279,16 @@ impl PeerRpc {
             let (local, key, encoded) = (self.local.clone(), key.clone(), encoded.clone());
             let hint_for = hint_for.map(str::to_string);
             return Ok(blocking(move || local.receive(&key, &encoded, hint_for.as_deref())).await?);
+        }
+        if let Delivery::Replica = delivery {
+            let record = ReplicaRecord {
+                key: key.clone(),
+                record: encoded.clone(),
+            };
+            self.applies
+                .send(&Self::address(&call)?, Self::meta(&call), record)
+                .await?;
+            return Ok(());
         }
         let mut request = Self::request(
             &call,

@@ -19,6 +19,7 @@ use crate::{
         admission::AdmissionLayer, http2_only::Http2OnlyLayer,
         request_deadline::RequestDeadlineLayer,
     },
+    cluster::coalesce::CallCaps,
     cluster::discovery::{DiscoveryError, KubernetesSeeds, SeedProvider, StaticSeeds},
     cluster::membership::{GossipGuard, Membership, MembershipError, SelfInfo},
     cluster::peers::PeerClients,
@@ -289,6 +290,7 @@ pub async fn run(
         local.clone(),
         refill.clone(),
         peers.clone(),
+        CallCaps::within(limits.max_batch_keys, limits.max_peer_message_bytes),
     ));
     let coordinator = Coordinator::new(CoordinatorParts {
         me: node_id.clone(),

@@ -23,6 +23,7 @@ use tokio::time::MissedTickBehavior;
 
 use crate::{
     cluster::{
+        coalesce::CallCaps,
         membership::{Membership, View},
         rpc::{PeerCall, PeerRpc},
     },
@@ -35,10 +36,6 @@ use crate::{
 /// Hints read per round, and at most this many of one target.
 const ROUND: usize = 4096;
 const PER_TARGET: usize = 1024;
-/// One call carries at most this many hints, and no more bytes than this
-/// unless a single record is bigger: the peer's batch and message limits.
-const PER_CALL: usize = 256;
-const CALL_BYTES: usize = 4 << 20;
 
 /// Settings of hint delivery.
 #[derive(Debug, Clone)]
@@ -151,7 +148,7 @@ impl HintDelivery {
                 }
             }
         } else if view.is_alive(&target) {
-            for call in calls(current) {
+            for call in calls(current, self.rpc.caps()) {
                 let records = call
                     .iter()
                     .map(|hint| ReplicaRecord {
@@ -177,13 +174,13 @@ impl HintDelivery {
 }
 
 /// Cuts one target's hints into calls within the peer's limits.
-fn calls(hints: Vec<Hint>) -> Vec<Vec<Hint>> {
+fn calls(hints: Vec<Hint>, caps: CallCaps) -> Vec<Vec<Hint>> {
     let mut calls: Vec<Vec<Hint>> = Vec::new();
     let mut bytes = 0;
     for hint in hints {
         let size = hint.key.len() + hint.encoded.len();
         match calls.last_mut() {
-            Some(call) if call.len() < PER_CALL && bytes + size <= CALL_BYTES => {
+            Some(call) if caps.admit(call.len(), bytes, size) => {
                 bytes += size;
                 call.push(hint);
             }
@@ -213,11 +210,14 @@ mod tests {
 
     #[test]
     fn calls_stay_within_the_peers_limits_and_keep_every_hint() {
+        const PER_CALL: usize = 256;
+        const CALL_BYTES: usize = 4 << 20;
+        let caps = CallCaps::within(1024, 64 << 20);
         let sizes = [10, CALL_BYTES, 10, CALL_BYTES / 2, CALL_BYTES / 2, 1];
         let mut hints: Vec<Hint> = sizes.iter().map(|&s| hint(s)).collect();
         hints.extend((0..PER_CALL + 3).map(|_| hint(1)));
         let total = hints.len();
-        let cut = calls(hints);
+        let cut = calls(hints, caps);
         assert_eq!(cut.iter().map(Vec::len).sum::<usize>(), total);
         for call in &cut {
             assert!(!call.is_empty() && call.len() <= PER_CALL);
