@@ -1214,6 +1214,161 @@ async fn concurrent_requests_reach_a_replica_in_fewer_calls_than_requests() {
     println!("read back {reads} acknowledged writes at R=3");
 }
 
+/// Load that saturates the machine does not make live peers look dead.
+/// Gossip messages processed in bursts shrink phi accrual's mean heartbeat
+/// interval, and the next ordinary gap then crossed its threshold: under
+/// batch reads at c=64, a node saw both of its peers dead most of the time
+/// and failed reads at R=2 with "1 of 3 replicas replied", though every
+/// replica answered every call. Every batch get here must succeed, and no
+/// node may see a peer dead.
+#[tokio::test]
+async fn a_saturated_cluster_keeps_its_peers_alive() {
+    const KEYS: usize = 2000;
+    const CLIENTS: usize = 64;
+    const BATCH: usize = 100;
+    let cluster = TestCluster::start(106, 3, &["--anti-entropy-interval-secs", "3600"]).await;
+    let keys: Vec<String> = (0..KEYS).map(|i| format!("loaded-{i:04}")).collect();
+    let mut client = cluster.nodes[0].client().await;
+    for chunk in keys.chunks(500) {
+        client
+            .raw()
+            .raw_batch_put(batch_put_at(chunk.iter().cloned(), "v", 3))
+            .await
+            .expect("a batch put at W=3");
+    }
+    let until = Instant::now() + Duration::from_secs(8);
+    let mut readers = tokio::task::JoinSet::new();
+    for reader in 0..CLIENTS {
+        let mut raw = cluster.nodes[reader % 3].client().await.raw().clone();
+        let keys = keys.clone();
+        readers.spawn(async move {
+            let mut checked = 0;
+            let mut round = reader;
+            while Instant::now() < until {
+                let batch: Vec<bytes::Bytes> = (0..BATCH)
+                    .map(|i| bytes::Bytes::from(keys[(round * BATCH + i * 7) % KEYS].clone()))
+                    .collect();
+                let got = raw
+                    .raw_batch_get(ringkv_client::proto::RawBatchGetRequest {
+                        keys: batch,
+                        consistency: Some(ringkv_client::proto::Consistency {
+                            read_quorum: Some(2),
+                            write_quorum: None,
+                        }),
+                    })
+                    .await
+                    .unwrap_or_else(|status| panic!("a batch get at R=2 under load: {status}"))
+                    .into_inner()
+                    .pairs;
+                assert_eq!(got.len(), BATCH, "every key is found");
+                checked += got.len();
+                round += CLIENTS;
+            }
+            checked
+        });
+    }
+    let mut dead_seen = Vec::new();
+    let mut polls = 0;
+    while Instant::now() < until {
+        for node in &cluster.nodes {
+            let endpoint = node.peer.to_string();
+            if let Ok(status) = common::admin().cluster_status(&endpoint).await {
+                polls += 1;
+                for member in status.members.iter().filter(|m| !m.alive) {
+                    dead_seen.push(format!("{} saw {} dead", node.node_id(), member.node_id));
+                }
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let mut reads = 0;
+    while let Some(checked) = readers.join_next().await {
+        reads += checked.expect("a reader");
+    }
+    dead_seen.dedup();
+    assert!(
+        dead_seen.is_empty(),
+        "in {polls} status polls under load: {dead_seen:?}"
+    );
+    println!("read {reads} acknowledged keys at R=2 under load; {polls} status polls saw every peer alive");
+}
+
+/// A batch read whose records pass half a replica's peer message limit
+/// still reads every key: the replica answers a prefix of its keys, and the
+/// coordinator reads the rest on their own. With a 1.25 MiB peer limit, 24
+/// records of 60 KiB take more than one call to each other replica.
+#[tokio::test]
+async fn a_batch_read_past_the_peer_message_cap_reads_every_key() {
+    const KEYS: usize = 24;
+    const VALUE: usize = 60 << 10;
+    let cluster = TestCluster::start(
+        107,
+        3,
+        &[
+            "--anti-entropy-interval-secs",
+            "3600",
+            "--max-request-bytes",
+            "1048576",
+            "--max-value-bytes",
+            "65536",
+            "--max-record-bytes",
+            "131072",
+        ],
+    )
+    .await;
+    let others = &cluster.nodes[1..];
+    let keys: Vec<String> = (0..KEYS).map(|i| format!("large-{i:02}")).collect();
+    let value = |key: &str| format!("{key}:{}", "x".repeat(VALUE - key.len() - 1));
+    let mut client = cluster.nodes[0].client().await;
+    for chunk in keys.chunks(8) {
+        let mut batch = batch_put_at(chunk.iter().cloned(), "", 3);
+        for pair in &mut batch.pairs {
+            let key = String::from_utf8(pair.key.to_vec()).expect("a utf-8 key");
+            pair.value = bytes::Bytes::from(value(&key));
+        }
+        client
+            .raw()
+            .raw_batch_put(batch)
+            .await
+            .expect("a batch put of 8 records of 60 KiB at W=3");
+    }
+    let mut before = Vec::new();
+    for node in others {
+        before.push(replica_calls(node, "ReadBatch").await + replica_calls(node, "Read").await);
+    }
+    let got = client
+        .raw()
+        .raw_batch_get(ringkv_client::proto::RawBatchGetRequest {
+            keys: keys.iter().map(|k| bytes::Bytes::from(k.clone())).collect(),
+            consistency: Some(ringkv_client::proto::Consistency {
+                read_quorum: Some(3),
+                write_quorum: None,
+            }),
+        })
+        .await
+        .expect("a batch get of 1.4 MiB at R=3")
+        .into_inner()
+        .pairs;
+    assert_eq!(got.len(), KEYS, "every key is read");
+    for pair in &got {
+        let key = String::from_utf8(pair.key.to_vec()).expect("a utf-8 key");
+        assert!(
+            pair.value == value(&key).as_bytes(),
+            "{key} reads back whole"
+        );
+    }
+    for (node, before) in others.iter().zip(before) {
+        let calls =
+            replica_calls(node, "ReadBatch").await + replica_calls(node, "Read").await - before;
+        assert!(
+            calls >= 2.0,
+            "{} answered 1.4 MiB of records in {calls} call: the cap did not cut it",
+            node.node_id()
+        );
+    }
+    println!("read back {KEYS} acknowledged records of 60 KiB past the 640 KiB answer cap");
+}
+
 /// Hints owed to a returning replica reach it a batch at a time: with
 /// 1,000 writes missed, it takes a few `ApplyBatch` calls, not one call a
 /// key, and holds every acknowledged write afterwards.
