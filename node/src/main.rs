@@ -3,6 +3,12 @@ use std::{process::ExitCode, time::Duration};
 use clap::Parser;
 use ringkv_node::{init_telemetry, run, termination_signal, NodeConfig};
 
+/// malloc and free were an eighth of a request's CPU on three nodes
+/// (docs/benchmarks/profile.md): each request allocates its HTTP/2 frames,
+/// messages and records on several threads, where glibc's arenas contend.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// How long the runtime waits, once the node has stopped, for blocking work
 /// still running: a storage call in progress ends within it, while a stream
 /// blocked on a reader that stopped reading ends as soon as its connection
