@@ -16,8 +16,7 @@ use std::{
 };
 
 use chitchat::{
-    spawn_chitchat, ChitchatConfig, ChitchatHandle, ChitchatId, FailureDetectorConfig,
-    ProtocolVersion,
+    ChitchatConfig, ChitchatHandle, ChitchatId, FailureDetectorConfig, ProtocolVersion,
 };
 use prometheus_client::metrics::gauge::Gauge;
 use tokio::sync::watch;
@@ -25,6 +24,7 @@ use tokio::sync::watch;
 use crate::{
     cluster::contact::{Contact, Touch},
     cluster::discovery::SeedProvider,
+    cluster::gossip_thread::GossipThread,
     cluster::gossip_transport::{GossipKey, RefusedDatagrams, SealedUdpTransport},
     cluster::identity::{Bindings, Claim, Conflict},
     server::log_limit::LogLimit,
@@ -191,6 +191,7 @@ pub struct Membership {
     self_id: String,
     contact: Arc<Contact>,
     refresher: tokio::task::JoinHandle<()>,
+    gossip: GossipThread,
 }
 
 fn generation_now() -> u64 {
@@ -237,12 +238,7 @@ impl Membership {
             initial.push((KEY_ZONE.to_string(), zone.clone()));
         }
         let transport = SealedUdpTransport::new(guard.key.clone(), guard.refused_datagrams.clone());
-        let handle = spawn_chitchat(config, initial, &transport)
-            .await
-            .map_err(|e| MembershipError::Start {
-                addr: me.gossip_listen,
-                message: format!("{e:#}"),
-            })?;
+        let (handle, gossip) = GossipThread::start(config, initial, transport).await?;
         let (tx, view) = watch::channel(Arc::new(View::default()));
         let handle = Arc::new(handle);
         // Well below the ~18 mean heartbeat intervals after which phi
@@ -268,6 +264,7 @@ impl Membership {
             self_id: me.id,
             contact,
             refresher,
+            gossip,
         };
         Ok(membership)
     }
@@ -334,6 +331,7 @@ impl Membership {
         if let Err(error) = self.handle.initiate_shutdown() {
             tracing::warn!(%error, "gossip shutdown");
         }
+        self.gossip.stop().await;
     }
 }
 

@@ -6,6 +6,7 @@ pub(crate) mod coalesce;
 pub(crate) mod contact;
 pub(crate) mod deadline;
 pub(crate) mod discovery;
+pub(crate) mod gossip_thread;
 pub(crate) mod gossip_transport;
 pub(crate) mod identity;
 pub(crate) mod membership;
