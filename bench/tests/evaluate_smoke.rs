@@ -4,7 +4,7 @@
 
 use std::process::Command;
 
-use ringkv_bench::evaluate::Report;
+use ringkv_bench::{evaluate::Report, workload::Workload};
 
 #[test]
 fn the_smoke_evaluation_writes_the_document_plots_and_figures() {
@@ -74,6 +74,22 @@ fn the_smoke_evaluation_writes_the_document_plots_and_figures() {
         .runs
         .iter()
         .any(|r| r.system == "ringkv" && r.measurement.requests > 0));
+    // The performance goals' batch run, at their concurrency, with its row
+    // in the goals (etcd's side is not measured in the smoke run).
+    let batch = report
+        .peers
+        .runs
+        .iter()
+        .find(|r| r.system == "ringkv" && r.measurement.workload == Workload::BatchPut)
+        .expect("no batch put run for the performance goals");
+    assert_eq!(batch.measurement.concurrency, 64);
+    assert_eq!(
+        batch.measurement.errors, 0,
+        "{:?}",
+        batch.measurement.first_error
+    );
+    assert!(batch.measurement.keys >= 100 * batch.measurement.requests.max(1));
+    assert!(document.contains("batch puts of 100 keys ≥ 5× etcd's Txn of 100 puts"));
     // Data safety through the crash and the partition: every acknowledged
     // write reads back.
     assert!(report.fault_notes.is_empty(), "{:?}", report.fault_notes);

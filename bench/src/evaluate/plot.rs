@@ -316,6 +316,11 @@ fn peer_charts(report: &Report) -> Vec<Chart<'static>> {
                 .iter()
                 .filter(|r| r.system == system && r.measurement.workload == workload)
                 .collect();
+            // A system measured at one concurrency only (etcd's serializable
+            // gets, at the performance goals' c=64) draws no line.
+            if runs.len() < 2 {
+                continue;
+            }
             series.push(Series::new(
                 format!("{system} ops/s"),
                 runs.iter()
@@ -345,21 +350,21 @@ fn peer_charts(report: &Report) -> Vec<Chart<'static>> {
     }
     let mut series = Vec::new();
     for system in systems(report) {
-        series.push(Series::new(
-            format!("{system} put p99"),
-            report
-                .peers
-                .runs
-                .iter()
-                .filter(|r| r.system == system && r.measurement.workload == Workload::Put)
-                .map(|r| {
-                    (
-                        r.measurement.concurrency as f64,
-                        r.measurement.latency.p99_us as f64 / 1000.0,
-                    )
-                })
-                .collect(),
-        ));
+        let points: Vec<(f64, f64)> = report
+            .peers
+            .runs
+            .iter()
+            .filter(|r| r.system == system && r.measurement.workload == Workload::Put)
+            .map(|r| {
+                (
+                    r.measurement.concurrency as f64,
+                    r.measurement.latency.p99_us as f64 / 1000.0,
+                )
+            })
+            .collect();
+        if points.len() >= 2 {
+            series.push(Series::new(format!("{system} put p99"), points));
+        }
     }
     charts.push(Chart {
         file: "peers_put_p99.png",
