@@ -108,30 +108,19 @@ async fn ringkv(settings: &Settings) -> Result<Vec<PeerRun>, BenchError> {
     say("  ringkv, 3 nodes");
     let cluster = ringkv_cluster(settings, "peers-ringkv", 3).await?;
     let target = connect(TargetKind::Ringkv, cluster.endpoints(), 4).await?;
-    let workloads = [WORKLOADS.as_slice(), &[FLOOR]].concat();
-    let pids = cluster.pids();
-    let runs = async {
-        let mut runs = drive(
-            settings,
-            "ringkv",
-            TargetKind::Ringkv,
-            &target,
-            pids.clone(),
-            settings.profile.warmup,
-            &workloads,
-        )
-        .await?;
-        let batch = phase(
-            settings,
-            TargetKind::Ringkv,
-            &target,
-            &pids,
-            Workload::BatchPut,
-        )
-        .await?;
-        runs.push(run_of("ringkv", batch));
-        Ok::<_, BenchError>(runs)
-    }
+    let sweep = [WORKLOADS.as_slice(), &[FLOOR]].concat();
+    let runs = drive(
+        settings,
+        "ringkv",
+        TargetKind::Ringkv,
+        &target,
+        cluster.pids(),
+        settings.profile.warmup,
+        Plan {
+            sweep: &sweep,
+            at_goal: &[Workload::BatchPut],
+        },
+    )
     .await;
     cluster.stop().await;
     runs
@@ -161,18 +150,12 @@ async fn etcd(
             &target,
             pids.clone(),
             settings.profile.warmup,
-            &WORKLOADS,
+            Plan {
+                sweep: &WORKLOADS,
+                at_goal: &[Workload::BatchPut],
+            },
         )
         .await?;
-        let batch = phase(
-            settings,
-            TargetKind::Etcd,
-            &target,
-            &pids,
-            Workload::BatchPut,
-        )
-        .await?;
-        runs.push(run_of("etcd", batch));
         let mut spec = TargetSpec::new(TargetKind::Etcd, cluster.endpoints());
         spec.serializable_reads = true;
         let serializable = Arc::new(Target::connect(&spec).await?);
@@ -182,6 +165,7 @@ async fn etcd(
             &serializable,
             &pids,
             Workload::Get,
+            GOAL_CONCURRENCY,
         )
         .await?;
         runs.push(run_of(ETCD_SERIALIZABLE, gets));
@@ -219,15 +203,24 @@ async fn cassandra_runs(
         &target,
         cluster.pids(),
         settings.profile.cassandra_warmup,
-        &WORKLOADS,
+        Plan {
+            sweep: &WORKLOADS,
+            at_goal: &[],
+        },
     )
     .await;
     cluster.stop().await;
     runs
 }
 
-/// Loads the key space, warms up, then runs every workload at every
-/// concurrency for one phase each.
+/// What `drive` runs: every workload of `sweep` at every concurrency, then
+/// those of `at_goal` at [`GOAL_CONCURRENCY`] only.
+struct Plan<'a> {
+    sweep: &'a [Workload],
+    at_goal: &'a [Workload],
+}
+
+/// Loads the key space, warms up, then runs the plan, one phase a run.
 async fn drive(
     settings: &Settings,
     system: &str,
@@ -235,7 +228,7 @@ async fn drive(
     target: &Arc<Target>,
     pids: Vec<u32>,
     warmup: Duration,
-    workloads: &[Workload],
+    plan: Plan<'_>,
 ) -> Result<Vec<PeerRun>, BenchError> {
     let profile = &settings.profile;
     let keys = profile.keys;
@@ -250,37 +243,34 @@ async fn drive(
         .await?;
     }
     let mut runs = Vec::new();
-    for &workload in workloads {
-        for &concurrency in &profile.concurrencies {
-            let measurement = measure(
-                target,
-                RunConfig::new(kind, workload, Amount::For(profile.phase))
-                    .with_keys(keys, KeyDistribution::Uniform)
-                    .with_concurrency(concurrency)
-                    .with_server_pids(pids.clone()),
-            )
-            .await?;
-            runs.push(run_of(system, measurement));
-        }
+    let sweep = plan
+        .sweep
+        .iter()
+        .flat_map(|&w| profile.concurrencies.iter().map(move |&c| (w, c)));
+    let at_goal = plan.at_goal.iter().map(|&w| (w, GOAL_CONCURRENCY));
+    for (workload, concurrency) in sweep.chain(at_goal) {
+        let measurement = phase(settings, kind, target, &pids, workload, concurrency).await?;
+        runs.push(run_of(system, measurement));
     }
     Ok(runs)
 }
 
-/// One phase of `workload` at [`GOAL_CONCURRENCY`], over the keys `drive`
-/// loaded; a batch carries the driver's default of 100 keys.
+/// One phase of `workload` over the keys `drive` loaded, uniformly; a
+/// batch carries the driver's default of 100 keys.
 async fn phase(
     settings: &Settings,
     kind: TargetKind,
     target: &Arc<Target>,
     pids: &[u32],
     workload: Workload,
+    concurrency: usize,
 ) -> Result<Measurement, BenchError> {
     let profile = &settings.profile;
     measure(
         target,
         RunConfig::new(kind, workload, Amount::For(profile.phase))
             .with_keys(profile.keys, KeyDistribution::Uniform)
-            .with_concurrency(GOAL_CONCURRENCY)
+            .with_concurrency(concurrency)
             .with_server_pids(pids.to_vec()),
     )
     .await
