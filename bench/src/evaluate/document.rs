@@ -396,11 +396,14 @@ fn cell(m: Option<&Measurement>) -> String {
     }
 }
 
-fn over(ours: Option<&Measurement>, theirs: Option<&Measurement>) -> String {
+/// Our `rate` over theirs, when both ran.
+fn over(
+    ours: Option<&Measurement>,
+    theirs: Option<&Measurement>,
+    rate: fn(&Measurement) -> f64,
+) -> String {
     match (ours, theirs) {
-        (Some(a), Some(b)) if b.requests_per_second() > 0.0 => {
-            format!("{:.2}", a.requests_per_second() / b.requests_per_second())
-        }
+        (Some(a), Some(b)) if rate(b) > 0.0 => format!("{:.2}", rate(a) / rate(b)),
         _ => "–".into(),
     }
 }
@@ -452,9 +455,9 @@ fn peers(out: &mut String, report: &Report, plots: &[Drawn]) {
                 "| {name} | {c} | {} | {} | {} | {} | {} |",
                 cell(ours),
                 cell(etcd),
-                over(ours, etcd),
+                over(ours, etcd, Measurement::requests_per_second),
                 cell(cassandra),
-                over(ours, cassandra)
+                over(ours, cassandra, Measurement::requests_per_second)
             );
         }
     }
@@ -502,15 +505,12 @@ fn goal_runs(out: &mut String, report: &Report) {
                 format!("{:.0} | {}", rate(m), latency(m))
             })
         };
-        let versus = match (ours, theirs) {
-            (Some(a), Some(b)) if rate(b) > 0.0 => format!("{:.2}", rate(a) / rate(b)),
-            _ => "–".into(),
-        };
         line!(
             out,
-            "| {name} | {} | {} | {versus} |",
+            "| {name} | {} | {} | {} |",
             cells(ours),
-            cells(theirs)
+            cells(theirs),
+            over(ours, theirs, rate)
         );
     }
     line!(out);
