@@ -6,7 +6,7 @@
 //! - `api`: the gRPC services: RawKV for clients, Replica for peers, Admin.
 //! - `coordinator`: quorum reads, writes and scans; routing during ring
 //!   transitions.
-//! - `replica`: this node's versioned records, applied under stripe locks.
+//! - `replica`: this node's versioned records, applied under per-key locks.
 //! - `versions`: dotted version vector sets, hybrid logical clocks, the
 //!   causal contexts clients hold and the seal on them.
 //! - `storage`: the local RocksDB engine.

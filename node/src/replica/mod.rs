@@ -3,8 +3,8 @@
 //! Every record is a dotted version vector set ([`Siblings`]). Writes that
 //! this node coordinates get a new dot of one of its actors; writes from
 //! peers and repairs are merged in. Read-modify-write of one key is
-//! serialised by a striped lock, so different keys never wait on each other
-//! and there is no global lock.
+//! serialised by its key lock (`key_locks.rs`), so different keys never wait
+//! on each other.
 //!
 //! # Dots are never reused
 //!
@@ -29,7 +29,7 @@
 //! every timestamp issued is kept in the meta column family, synced, and a
 //! restarted node starts its clock above it.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::sync::{
     atomic::{AtomicU64, Ordering},
     Arc, Mutex,
@@ -38,6 +38,9 @@ use std::sync::{
 use bytes::Bytes;
 
 mod bound;
+mod key_locks;
+
+use key_locks::KeyLocks;
 
 pub use bound::{
     BoundError, RecordBound, RecordSize, DEFAULT_MAX_RECORD_BYTES, DEFAULT_MAX_SIBLINGS,
@@ -49,7 +52,6 @@ use crate::{
     versions::{Actor, CausalContext, ConflictMode, Hlc, HlcClock, Siblings, VersionError},
 };
 
-const STRIPES: usize = 1024;
 /// Physical milliseconds that no timestamp this node issued has reached.
 const META_CLOCK_CEILING: &str = "clock-ceiling";
 /// Present in the meta column family from the first start of a data dir
@@ -132,7 +134,7 @@ pub struct ScanPage {
 /// The local replica store of one node.
 pub struct LocalReplica {
     storage: Arc<RocksStorage>,
-    stripes: Vec<Mutex<()>>,
+    key_locks: KeyLocks,
     node_id: String,
     /// Random per start: the actors this process created carry it.
     incarnation: u64,
@@ -185,7 +187,7 @@ impl LocalReplica {
         let incarnation = rand::random::<u64>().max(1);
         let replica = Self {
             storage,
-            stripes: (0..STRIPES).map(|_| Mutex::new(())).collect(),
+            key_locks: KeyLocks::default(),
             node_id: node_id.to_string(),
             incarnation,
             clock,
@@ -290,13 +292,6 @@ impl LocalReplica {
         }
     }
 
-    fn stripe(&self, key: &[u8]) -> Result<std::sync::MutexGuard<'_, ()>, ReplicaError> {
-        let index = (xxhash_rust::xxh3::xxh3_64(key) as usize) % STRIPES;
-        self.stripes[index]
-            .lock()
-            .map_err(|_| ReplicaError::Poisoned)
-    }
-
     /// This node's record of `key`.
     pub fn read(&self, key: &[u8]) -> Result<Option<Siblings>, ReplicaError> {
         decode_stored(self.storage.get(key)?)
@@ -340,21 +335,6 @@ impl LocalReplica {
         self.check_offset("the causal context", context.max_hlc())
     }
 
-    /// Locks the stripes of every key, in ascending order, so that two
-    /// batches never wait on each other.
-    fn stripes_of<'a>(
-        &self,
-        keys: impl Iterator<Item = &'a Bytes>,
-    ) -> Result<Vec<std::sync::MutexGuard<'_, ()>>, ReplicaError> {
-        let indexes: BTreeSet<usize> = keys
-            .map(|key| (xxhash_rust::xxh3::xxh3_64(key) as usize) % STRIPES)
-            .collect();
-        indexes
-            .into_iter()
-            .map(|i| self.stripes[i].lock().map_err(|_| ReplicaError::Poisoned))
-            .collect()
-    }
-
     /// Stores every record in one RocksDB write batch.
     fn write_all(&self, records: BTreeMap<Bytes, Siblings>) -> Result<(), ReplicaError> {
         let batch = records
@@ -380,7 +360,9 @@ impl LocalReplica {
         for update in updates {
             self.check_offset("the causal context", update.context.max_hlc())?;
         }
-        let _guards = self.stripes_of(updates.iter().map(|u| &u.key))?;
+        let _guard = self
+            .key_locks
+            .lock(updates.iter().map(|u| u.key.as_ref()))?;
         let mut changed: BTreeMap<Bytes, Siblings> = BTreeMap::new();
         let mut records = Vec::with_capacity(updates.len());
         for update in updates {
@@ -411,7 +393,9 @@ impl LocalReplica {
         for (_, record) in incoming {
             self.clock.observe(record.max_hlc());
         }
-        let _guards = self.stripes_of(incoming.iter().map(|(key, _)| key))?;
+        let _guard = self
+            .key_locks
+            .lock(incoming.iter().map(|(key, _)| key.as_ref()))?;
         let mut changed: BTreeMap<Bytes, Siblings> = BTreeMap::new();
         for (key, record) in incoming {
             let local = match changed.get(key) {
@@ -466,7 +450,7 @@ impl LocalReplica {
     /// new dot of this node's actor for the key.
     pub fn update(&self, update: &Update) -> Result<Siblings, ReplicaError> {
         self.check_offset("the causal context", update.context.max_hlc())?;
-        let _guard = self.stripe(&update.key)?;
+        let _guard = self.key_locks.lock([update.key.as_ref()])?;
         let local = self.read(&update.key)?.unwrap_or_default();
         let updated = self.stamp(&local, update)?;
         self.write(&update.key, &updated)?;
@@ -478,7 +462,7 @@ impl LocalReplica {
     pub fn apply(&self, key: &Bytes, incoming: &Siblings) -> Result<Siblings, ReplicaError> {
         self.check_offset("a peer's record", incoming.max_hlc())?;
         self.clock.observe(incoming.max_hlc());
-        let _guard = self.stripe(key)?;
+        let _guard = self.key_locks.lock([key.as_ref()])?;
         let local = self.read(key)?;
         let merged = match &local {
             Some(local) => local.merge_with(self.mode, incoming),
@@ -513,7 +497,7 @@ impl LocalReplica {
     /// already kept for the same key and target is merged with it, so
     /// neither write is lost.
     pub fn keep_hint(&self, target: &str, key: &[u8], encoded: &[u8]) -> Result<(), ReplicaError> {
-        let _guard = self.stripe(key)?;
+        let _guard = self.key_locks.lock([key])?;
         let kept = match self.storage.hint(target, key)? {
             Some(earlier) => {
                 let earlier = Siblings::decode(&earlier).map_err(ReplicaError::Corrupt)?;
@@ -531,7 +515,9 @@ impl LocalReplica {
     /// one write batch, except those a newer write was merged into
     /// meanwhile: that one is still owed.
     pub fn forget_hints(&self, hints: &[Hint]) -> Result<(), ReplicaError> {
-        let _guards = self.stripes_of(hints.iter().map(|hint| &hint.key))?;
+        let _guard = self
+            .key_locks
+            .lock(hints.iter().map(|hint| hint.key.as_ref()))?;
         let mut delivered = Vec::new();
         for hint in hints {
             if self.storage.hint(&hint.target, &hint.key)?.as_ref() == Some(&hint.encoded) {
