@@ -325,6 +325,21 @@ impl Membership {
         chitchat.lock().await.self_node_state().set(key, value);
     }
 
+    /// Resolves if this node's gossip server ends before
+    /// [`Membership::shutdown`], with why. A node that no longer gossips
+    /// soon sees every peer dead and is seen dead by them, while it still
+    /// answers clients, so its caller should stop the process and let it be
+    /// restarted.
+    pub fn gossip_lost(&self) -> impl std::future::Future<Output = String> + Send + 'static {
+        let ended = self.handle.termination_watcher();
+        async move {
+            match ended.await {
+                Ok(()) => "the gossip server stopped".to_string(),
+                Err(error) => format!("the gossip server failed: {error:#}"),
+            }
+        }
+    }
+
     /// Stops gossiping.
     pub async fn shutdown(self) {
         self.refresher.abort();
@@ -548,16 +563,20 @@ mod tests {
         }
     }
 
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn discovered_seeds_are_listed_again_while_alone_and_rarely_otherwise() {
-        let b_addr: SocketAddr = "127.0.67.2:7946".parse().expect("addr");
-        let b = Membership::start(
-            me("b", b_addr),
+    async fn start_without_seeds(id: &str, gossip: SocketAddr) -> Membership {
+        Membership::start(
+            me(id, gossip),
             Arc::new(StaticSeeds { seeds: vec![] }),
             GossipGuard::default(),
         )
         .await
-        .expect("start b");
+        .expect("membership starts")
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn discovered_seeds_are_listed_again_while_alone_and_rarely_otherwise() {
+        let b_addr: SocketAddr = "127.0.67.2:7946".parse().expect("addr");
+        let b = start_without_seeds("b", b_addr).await;
         let listing = Arc::new(Listing::default());
         let a_addr: SocketAddr = "127.0.67.1:7946".parse().expect("addr");
         let a = Membership::start(me("a", a_addr), listing.clone(), GossipGuard::default())
@@ -602,5 +621,22 @@ mod tests {
         );
         a.shutdown().await;
         b.shutdown().await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_gossip_server_that_dies_is_reported() {
+        let addr: SocketAddr = "127.0.110.1:7946".parse().expect("addr");
+        let node = start_without_seeds("a", addr).await;
+        let lost = tokio::spawn(node.gossip_lost());
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert!(!lost.is_finished(), "reported while gossip still ran");
+        // As a panic in chitchat's server task would end it.
+        node.handle.abort();
+        let message = tokio::time::timeout(Duration::from_secs(10), lost)
+            .await
+            .expect("the end of gossip was not reported within 10 s")
+            .expect("the reporting task");
+        assert!(message.contains("gossip server failed"), "{message}");
+        node.shutdown().await;
     }
 }

@@ -313,7 +313,15 @@ pub async fn run(
     let (fatal_tx, mut fatal_rx) = mpsc::channel::<String>(1);
     let progress = Arc::new(StreamProgress::default());
     let trees = Arc::new(TreeCache::default());
-    let mut background = vec![tokio::spawn(claimant::run(
+    // A node whose gossip died would go on answering clients while every
+    // peer sees it dead and it sees every peer dead: stop it instead, so
+    // that it is restarted with gossip.
+    let gossip_lost = membership.gossip_lost();
+    let gossip_fatal = fatal_tx.clone();
+    let mut background = vec![tokio::spawn(async move {
+        let _ = gossip_fatal.send(gossip_lost.await).await;
+    })];
+    background.push(tokio::spawn(claimant::run(
         ring.clone(),
         membership.clone(),
         lifecycle.clone(),
@@ -324,7 +332,7 @@ pub async fn run(
             tick: Duration::from_millis(250),
         },
         fatal_tx,
-    ))];
+    )));
     background.push(tokio::spawn(receive::run(
         ring.clone(),
         membership.clone(),
