@@ -194,6 +194,25 @@ pub struct Membership {
     gossip: GossipThread,
 }
 
+/// Gossip intervals between two passes of the gossip loop after which this
+/// node counts itself stalled. A peer declares a silent node dead once the
+/// silence reaches `phi_threshold` (8 in chitchat 0.13) mean heartbeat
+/// intervals: chitchat's phi is the silence over the mean interval, and a
+/// node's heartbeat advances once a gossip interval, so the mean is about
+/// one interval or more. Staying below it, a node that stalls long enough
+/// for its peers to move on without it notices.
+const STALL_INTERVALS: u32 = 5;
+
+/// Phi accrual, with a prior of five intervals for the first heartbeats and
+/// gaps longer than ten intervals (a stall, a restart) left out of the mean.
+fn failure_detector(interval: Duration) -> FailureDetectorConfig {
+    FailureDetectorConfig {
+        initial_interval: interval * 5,
+        max_interval: interval * 10,
+        ..Default::default()
+    }
+}
+
 fn generation_now() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -217,11 +236,7 @@ impl Membership {
             gossip_interval: interval,
             listen_addr: me.gossip_listen,
             seed_nodes: seeds.static_seeds(),
-            failure_detector_config: FailureDetectorConfig {
-                initial_interval: interval * 5,
-                max_interval: interval * 10,
-                ..Default::default()
-            },
+            failure_detector_config: failure_detector(interval),
             marked_for_deletion_grace_period: Duration::from_secs(3600),
             catchup_callback: None,
             extra_liveness_predicate: None,
@@ -241,11 +256,10 @@ impl Membership {
         let (handle, gossip) = GossipThread::start(config, initial, transport).await?;
         let (tx, view) = watch::channel(Arc::new(View::default()));
         let handle = Arc::new(handle);
-        // Well below the ~18 mean heartbeat intervals after which phi
-        // accrual declares a silent node dead, with room for heartbeats that
-        // reach peers more often than once an interval: a node that stalls
-        // long enough for its peers to move on without it notices.
-        let contact = Arc::new(Contact::new(interval * 5, std::time::Instant::now()));
+        let contact = Arc::new(Contact::new(
+            interval * STALL_INTERVALS,
+            std::time::Instant::now(),
+        ));
         let refresher = tokio::spawn(refresh_loop(
             handle.clone(),
             tx,
@@ -638,5 +652,17 @@ mod tests {
             .expect("the reporting task");
         assert!(message.contains("gossip server failed"), "{message}");
         node.shutdown().await;
+    }
+
+    /// If chitchat's threshold ever fell to the stall threshold or below,
+    /// peers could declare a stalled node dead before it noticed its stall.
+    #[test]
+    fn a_stall_is_noticed_before_peers_declare_the_node_dead() {
+        let detector = failure_detector(Duration::from_millis(200));
+        assert!(
+            f64::from(STALL_INTERVALS) < detector.phi_threshold,
+            "stall after {STALL_INTERVALS} intervals, dead after {} mean intervals",
+            detector.phi_threshold
+        );
     }
 }
