@@ -835,10 +835,10 @@ async fn a_write_passed_on_to_a_frozen_replica_is_answered_within_the_client_dea
         "the node it landed on coordinated it, with a copy of its own"
     );
 
-    cluster.wait_alive(outsider, first, true).await;
     let status = put_while_frozen(
         &cluster,
         &mut client,
+        outsider,
         &[first],
         put_at(key, "v2", 2),
         "a write passed on to a frozen replica",
@@ -851,43 +851,66 @@ async fn a_write_passed_on_to_a_frozen_replica_is_answered_within_the_client_dea
     );
 }
 
-/// Sends `put` through `client` with a 1.5 s deadline while the nodes
-/// `frozen` are SIGSTOPped (gossip still counts them alive), and checks that
-/// it fails with UNAVAILABLE within the deadline: the node's own answer, not
-/// the client's timeout. Returns the error.
+/// Sends `put` through `client`, whose node is `observer`, with a 1.5 s
+/// deadline while the nodes `frozen` are SIGSTOPped (gossip still counts
+/// them alive), and checks that it fails with UNAVAILABLE within the
+/// deadline: the node's own answer, not the client's timeout. Returns the
+/// error.
+///
+/// That gossip counts the frozen nodes alive is the premise. Under a
+/// saturated machine phi accrual can flap, and a write the observer then
+/// routes around the frozen nodes is acknowledged, which a frozen node could
+/// not have done: the premise failed, not the node. The freeze is then
+/// lifted, the premise waited for again, and the write tried again, at most
+/// three times.
 async fn put_while_frozen(
     cluster: &TestCluster,
     client: &mut ringkv_client::Client,
+    observer: usize,
     frozen: &[usize],
     put: ringkv_client::proto::RawPutRequest,
     what: &str,
 ) -> tonic::Status {
-    for &node in frozen {
-        cluster.nodes[node].pause();
-    }
     let deadline = Duration::from_millis(1500);
-    let mut request = tonic::Request::new(put);
-    request.set_timeout(deadline);
-    let started = Instant::now();
-    let outcome = client.raw().raw_put(request).await;
-    let took = started.elapsed();
-    for &node in frozen {
-        cluster.nodes[node].resume();
+    for attempt in 1..=3 {
+        for &node in frozen {
+            cluster.wait_alive(observer, node, true).await;
+        }
+        for &node in frozen {
+            cluster.nodes[node].pause();
+        }
+        let mut request = tonic::Request::new(put.clone());
+        request.set_timeout(deadline);
+        let started = Instant::now();
+        let outcome = client.raw().raw_put(request).await;
+        let took = started.elapsed();
+        for &node in frozen {
+            cluster.nodes[node].resume();
+        }
+        let status = match outcome {
+            Ok(_) => {
+                println!(
+                    "{what}: acknowledged on attempt {attempt}: gossip did not count the frozen nodes alive; again"
+                );
+                continue;
+            }
+            Err(status) => status,
+        };
+        println!(
+            "{what}: {:?} after {took:?}: {}",
+            status.code(),
+            status.message()
+        );
+        assert_eq!(
+            status.code(),
+            Code::Unavailable,
+            "{what}: {}",
+            status.message()
+        );
+        assert!(took < deadline, "{what}: answered after {took:?}");
+        return status;
     }
-    let status = outcome.expect_err(what);
-    println!(
-        "{what}: {:?} after {took:?}: {}",
-        status.code(),
-        status.message()
-    );
-    assert_eq!(
-        status.code(),
-        Code::Unavailable,
-        "{what}: {}",
-        status.message()
-    );
-    assert!(took < deadline, "{what}: answered after {took:?}");
-    status
+    panic!("{what}: acknowledged in 3 of 3 attempts with the nodes frozen");
 }
 
 /// A write to a replica and then to its fallback share the client's
@@ -921,11 +944,10 @@ async fn a_fallback_gets_only_what_is_left_of_the_client_deadline() {
         .await
         .expect("W=3 with every replica up");
 
-    cluster.wait_alive(coordinator, frozen_replica, true).await;
-    cluster.wait_alive(coordinator, fallback, true).await;
     let status = put_while_frozen(
         &cluster,
         &mut client,
+        coordinator,
         &[frozen_replica, fallback],
         put_at(key, "v2", 3),
         "W=3 with a replica and its fallback frozen",
