@@ -140,7 +140,7 @@ impl KeyLocks {
         keys: impl IntoIterator<Item = &'k [u8]>,
     ) -> Result<KeyGuard<'_>, ReplicaError> {
         let hashes = keys.into_iter().map(key_hash).collect();
-        let waiter = {
+        let (guard, waiter) = {
             let mut table = self.table()?;
             let (ticket, granted) = table.queues.ask(hashes);
             let guard = KeyGuard {
@@ -157,7 +157,6 @@ impl KeyLocks {
             table.waiters.insert(ticket, waiter.clone());
             (guard, waiter)
         };
-        let (guard, waiter) = waiter;
         // `park` may return spuriously; the flag is the grant.
         while !waiter.granted.load(Ordering::Acquire) {
             thread::park();
