@@ -1528,3 +1528,134 @@ async fn batch_reads_reach_each_other_replica_as_one_read_batch() {
     assert!(left.is_empty(), "{} deleted keys read back", left.len());
     println!("{KEYS} acknowledged writes read at R=3 and deleted in batches: one ReadBatch and one ApplyBatch per other replica per batch, no single-key call");
 }
+
+/// A node paused for less than its stall threshold (five gossip intervals,
+/// `cluster/contact.rs`) is never seen dead, even by a peer starved of CPU.
+/// Such a node does not count itself stalled when it resumes and
+/// coordinates on at once, so a peer that declared it dead meanwhile may
+/// already have moved on without it: the stall check is only sound if
+/// death takes longer than a stall. A starved peer hears nothing while it
+/// does not run, and phi accrual counted that time as the other node's
+/// silence. Node 0 is made to run in bursts (stopped 40 to 90 ms at a time,
+/// as a saturated machine schedules it) while the others are paused in
+/// turn, 3 to 4 intervals at a time, 0.3 to 1 s apart, drawn at random
+/// (printed seed). A node seen dead is a failure unless its last pause
+/// before the sighting, as measured, reached a stall (a test starved of CPU
+/// itself may overshoot a pause).
+#[tokio::test]
+async fn a_pause_shorter_than_a_stall_is_never_seen_as_death() {
+    use rand::{rngs::StdRng, Rng, SeedableRng};
+    use std::sync::atomic::{AtomicBool, Ordering};
+    const INTERVAL: Duration = Duration::from_millis(100);
+    const STALL: Duration = Duration::from_millis(500);
+    const PAUSES: usize = 24;
+    let cluster = TestCluster::start(111, 3, &["--anti-entropy-interval-secs", "3600"]).await;
+    cluster.wait_all_alive().await;
+    let seed: u64 = rand::rng().random();
+    println!("schedule seed {seed}");
+    let mut rng = StdRng::seed_from_u64(seed);
+    let ids: Vec<String> = cluster.nodes.iter().map(|n| n.node_id()).collect();
+    // (node, when it was stopped, for how long), as measured.
+    let pauses: Arc<std::sync::Mutex<Vec<(String, Instant, Duration)>>> = Arc::default();
+    let done = Arc::new(AtomicBool::new(false));
+    let mut pollers = tokio::task::JoinSet::new();
+    for (observer, node) in cluster.nodes.iter().enumerate() {
+        let (endpoint, done) = (node.peer.to_string(), done.clone());
+        let me = ids[observer].clone();
+        pollers.spawn(async move {
+            let admin = common::admin();
+            let (mut polls, mut dead_seen) = (0, Vec::new());
+            while !done.load(Ordering::Acquire) {
+                let status = admin.cluster_status(&endpoint);
+                if let Ok(Ok(status)) = tokio::time::timeout(Duration::from_secs(1), status).await {
+                    polls += 1;
+                    let at = Instant::now();
+                    for member in status.members.iter().filter(|m| !m.alive) {
+                        dead_seen.push((me.clone(), member.node_id.clone(), at));
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            (polls, dead_seen)
+        });
+    }
+    let stutter = {
+        let (done, pauses) = (done.clone(), pauses.clone());
+        let (pid, id) = (cluster.nodes[0].pid(), ids[0].clone());
+        let mut rng = StdRng::seed_from_u64(seed ^ 1);
+        tokio::spawn(async move {
+            use nix::sys::signal::{kill, Signal};
+            let pid = nix::unistd::Pid::from_raw(pid as i32);
+            let mut bursts = 0;
+            while !done.load(Ordering::Acquire) {
+                let stopped = Instant::now();
+                kill(pid, Signal::SIGSTOP).expect("SIGSTOP");
+                tokio::time::sleep(Duration::from_millis(rng.random_range(40..90))).await;
+                kill(pid, Signal::SIGCONT).expect("SIGCONT");
+                pauses
+                    .lock()
+                    .expect("pauses")
+                    .push((id.clone(), stopped, stopped.elapsed()));
+                tokio::time::sleep(Duration::from_millis(rng.random_range(5..20))).await;
+                bursts += 1;
+            }
+            bursts
+        })
+    };
+    for i in 0..PAUSES {
+        let node = &cluster.nodes[1 + i % 2];
+        let pause = rng.random_range(3 * INTERVAL..4 * INTERVAL);
+        let stopped = Instant::now();
+        node.pause();
+        tokio::time::sleep(pause).await;
+        node.resume();
+        pauses
+            .lock()
+            .expect("pauses")
+            .push((node.node_id(), stopped, stopped.elapsed()));
+        tokio::time::sleep(Duration::from_millis(rng.random_range(300..1000))).await;
+    }
+    done.store(true, Ordering::Release);
+    let bursts = stutter.await.expect("the stutter");
+    let (mut polls, mut dead_seen) = (0, Vec::new());
+    while let Some(result) = pollers.join_next().await {
+        let (p, seen) = result.expect("a poller");
+        polls += p;
+        dead_seen.extend(seen);
+    }
+    let pauses = pauses.lock().expect("pauses").clone();
+    let last_pause = |node: &str, at: Instant| {
+        pauses
+            .iter()
+            .filter(|(id, stopped, _)| id == node && *stopped <= at)
+            .max_by_key(|(_, stopped, _)| *stopped)
+            .map(|(_, _, length)| *length)
+    };
+    let (mut excused, mut failures) = (Vec::new(), Vec::new());
+    for (observer, seen, at) in dead_seen {
+        let pause = last_pause(&seen, at);
+        let sighting = format!("{observer} saw {seen} dead after a pause of {pause:?}");
+        if pause.is_some_and(|p| p >= STALL) {
+            excused.push(sighting);
+        } else {
+            failures.push(sighting);
+        }
+    }
+    failures.dedup();
+    excused.dedup();
+    let longest = |node: &str| {
+        pauses
+            .iter()
+            .filter(|(id, _, _)| id == node)
+            .map(|(_, _, length)| length.as_millis())
+            .max()
+    };
+    let summary = format!(
+        "{PAUSES} pauses of nodes 1 and 2 (longest {:?} and {:?} ms), node 0 stopped {bursts} times (longest {:?} ms); {polls} status polls",
+        longest(&ids[1]),
+        longest(&ids[2]),
+        longest(&ids[0]),
+    );
+    assert!(failures.is_empty(), "{summary}: {failures:?}");
+    println!("{summary} saw no node dead after a pause shorter than a stall; excused, after longer pauses: {excused:?}");
+}

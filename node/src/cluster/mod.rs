@@ -9,6 +9,7 @@ pub(crate) mod discovery;
 pub(crate) mod gossip_thread;
 pub(crate) mod gossip_transport;
 pub(crate) mod identity;
+pub(crate) mod liveness;
 pub(crate) mod membership;
 pub(crate) mod peers;
 pub(crate) mod rpc;
