@@ -22,7 +22,7 @@ use crate::{
         rpc::{FORWARD_HOPS, RING_VERSION},
     },
     coordinator::{Coordinator, Relay},
-    replica::{blocking, LocalReplica},
+    replica::{blocking, memory_first, LocalReplica},
     ring::Ring,
     server::metrics::RpcMetrics,
     storage::ScanRange,
@@ -97,8 +97,7 @@ impl ReplicaService {
         let key = request.into_inner().key;
         self.limits.key(&key)?;
         let refilling = !self.coordinator.refill().serves_key(&key);
-        let local = self.local.clone();
-        let record = blocking(move || local.read(&key)).await?;
+        let record = memory_first::read(&self.local, key).await?;
         Ok(ReplicaReadResponse {
             record: record.map(|r| r.encode()).unwrap_or_default(),
             refilling,
@@ -117,9 +116,8 @@ impl ReplicaService {
         }
         let refill = self.coordinator.refill();
         let refilling: Vec<bool> = keys.iter().map(|key| !refill.serves_key(key)).collect();
-        let local = self.local.clone();
         let cap = self.limits.max_peer_message_bytes / 2;
-        let records = blocking(move || local.read_many(&keys, cap)).await?;
+        let records = memory_first::read_many(&self.local, keys, cap).await?;
         Ok(ReplicaReadBatchResponse {
             answers: records
                 .into_iter()

@@ -26,7 +26,7 @@ use crate::{
         membership::View,
         peers::{PeerChannel, PeerClients},
     },
-    replica::{blocking, LocalReplica},
+    replica::{blocking, memory_first, LocalReplica},
     storage::ScanRange,
     sync::refill::Refill,
     versions::Siblings,
@@ -218,9 +218,8 @@ impl PeerRpc {
     /// The record of `key` on `call.node`.
     pub async fn read(&self, call: PeerCall<'_>, key: &Bytes) -> Result<ReadReply, Status> {
         if self.is_me(&call) {
-            let (local, key) = (self.local.clone(), key.clone());
-            let counts = self.refill.serves_key(&key);
-            let record = blocking(move || local.read(&key)).await?;
+            let counts = self.refill.serves_key(key);
+            let record = memory_first::read(&self.local, key.clone()).await?;
             return Ok(ReadReply { record, counts });
         }
         let address = Self::address(&call)?;
@@ -244,8 +243,7 @@ impl PeerRpc {
         if self.is_me(&call) {
             let counts: Vec<bool> = keys.iter().map(|key| self.refill.serves_key(key)).collect();
             // No message to fit in: every key is read.
-            let local = self.local.clone();
-            let records = blocking(move || local.read_many(&keys, usize::MAX)).await?;
+            let records = memory_first::read_many(&self.local, keys, usize::MAX).await?;
             return Ok(records
                 .into_iter()
                 .zip(counts)

@@ -39,6 +39,7 @@ use bytes::Bytes;
 
 mod bound;
 mod key_locks;
+pub mod memory_first;
 
 use key_locks::KeyLocks;
 
@@ -47,7 +48,7 @@ pub use bound::{
 };
 
 use crate::{
-    storage::{Hint, Modify, RocksStorage, ScanRange, Storage, StorageError},
+    storage::{Cached, Hint, Modify, RocksStorage, ScanRange, Storage, StorageError},
     versions::wall_clock::WallClock,
     versions::{Actor, CausalContext, ConflictMode, Hlc, HlcClock, Siblings, VersionError},
 };
@@ -297,6 +298,15 @@ impl LocalReplica {
         decode_stored(self.storage.get(key)?)
     }
 
+    /// [`LocalReplica::read`] from memory alone, or [`Cached::Miss`] where
+    /// a table file would have to be read.
+    pub fn read_cached(&self, key: &[u8]) -> Result<Cached<Option<Siblings>>, ReplicaError> {
+        Ok(match self.storage.get_cached(key)? {
+            Cached::Hit(raw) => Cached::Hit(decode_stored(raw)?),
+            Cached::Miss => Cached::Miss,
+        })
+    }
+
     /// This node's records of `keys`, in order, while their encoded sizes
     /// add up to at most `cap` bytes: the first is always read, and the
     /// keys past the cap are left out.
@@ -305,17 +315,50 @@ impl LocalReplica {
         keys: &[Bytes],
         cap: usize,
     ) -> Result<Vec<Option<Siblings>>, ReplicaError> {
+        let Ok(records) = self.read_many_with(keys, cap, |key| {
+            Ok(Ok::<_, std::convert::Infallible>(self.storage.get(key)?))
+        })?;
+        Ok(records)
+    }
+
+    /// [`LocalReplica::read_many`] from memory alone, or [`Cached::Miss`]
+    /// if any of the keys would need a table file read.
+    pub fn read_many_cached(
+        &self,
+        keys: &[Bytes],
+        cap: usize,
+    ) -> Result<Cached<Vec<Option<Siblings>>>, ReplicaError> {
+        let records = self.read_many_with(keys, cap, |key| {
+            Ok(match self.storage.get_cached(key)? {
+                Cached::Hit(raw) => Ok(raw),
+                Cached::Miss => Err(()),
+            })
+        })?;
+        Ok(records.map_or(Cached::Miss, Cached::Hit))
+    }
+
+    /// The records of `keys` up to `cap` bytes, each fetched by `get`,
+    /// which may give up on a key (`Err(M)`), and with it on them all.
+    fn read_many_with<M>(
+        &self,
+        keys: &[Bytes],
+        cap: usize,
+        mut get: impl FnMut(&[u8]) -> Result<Result<Option<Bytes>, M>, ReplicaError>,
+    ) -> Result<Result<Vec<Option<Siblings>>, M>, ReplicaError> {
         let mut records = Vec::with_capacity(keys.len());
         let mut bytes = 0;
         for key in keys {
-            let raw = self.storage.get(key)?;
+            let raw = match get(key)? {
+                Ok(raw) => raw,
+                Err(gave_up) => return Ok(Err(gave_up)),
+            };
             bytes += raw.as_ref().map_or(0, Bytes::len) + key.len();
             if bytes > cap && !records.is_empty() {
                 break;
             }
             records.push(decode_stored(raw)?);
         }
-        Ok(records)
+        Ok(Ok(records))
     }
 
     /// Stores a record. Expiry stays inside the record: an expired value is
@@ -621,6 +664,35 @@ mod tests {
                     "unseen by the client's context"
                 );
             }
+        }
+    }
+
+    /// A batch read from memory gives what the full one gives, byte cap
+    /// included, for every cap from nothing to everything.
+    #[test]
+    fn a_batch_read_from_memory_matches_the_full_read() {
+        let files = MemoryFiles::new().expect("files");
+        let wall = WallClock::manual(1_000_000);
+        let replica = open(&files, &wall);
+        for key in [&b"a"[..], b"b", b"c", b"d"] {
+            replica
+                .update(&Update {
+                    key: Bytes::copy_from_slice(key),
+                    ..put(b"", b"a value of some bytes")
+                })
+                .expect("put");
+        }
+        let keys: Vec<Bytes> = [&b"a"[..], b"b", b"x", b"c", b"d"]
+            .iter()
+            .map(|k| Bytes::copy_from_slice(k))
+            .collect();
+        for cap in 0..400 {
+            let full = replica.read_many(&keys, cap).expect("read_many");
+            assert_eq!(
+                replica.read_many_cached(&keys, cap).expect("cached"),
+                Cached::Hit(full),
+                "cap {cap}"
+            );
         }
     }
 

@@ -2,7 +2,9 @@
 //!
 //! The [`Storage`] trait is what the layers above see. It is synchronous on
 //! purpose: RocksDB calls block, so callers run them on tokio's blocking pool,
-//! where concurrent writers meet inside RocksDB and share one WAL sync.
+//! where concurrent writers meet inside RocksDB and share one WAL sync. The
+//! one call that never blocks on a file, `RocksStorage::get_cached`, may run
+//! on the runtime (`replica::memory_first`).
 
 mod disk_space;
 mod rocks;
@@ -15,6 +17,14 @@ use bytes::Bytes;
 pub use disk_space::Reserve;
 pub use rocks::{Hint, MemoryFiles, PurgeHook, RocksStorage, RocksStorageOptions};
 pub use stored_value::now_millis;
+
+/// An answer storage gave from memory, or the news that it would have had
+/// to read a file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Cached<T> {
+    Hit(T),
+    Miss,
+}
 
 /// One change in an atomic write batch (the seed's `storage.Modify`).
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -13,13 +13,14 @@ use std::{
 use bytes::Bytes;
 use rocksdb::{
     compaction_filter::Decision, properties, statistics::Ticker, BlockBasedOptions, Cache,
-    ColumnFamilyDescriptor, DBCompressionType, Options, ReadOptions, WriteBatch, WriteOptions, DB,
+    ColumnFamilyDescriptor, DBCompressionType, Options, ReadOptions, ReadTier, WriteBatch,
+    WriteOptions, DB,
 };
 
 use super::{
     disk_space::DiskGuard,
     stored_value::{now_millis, payload, raw_is_expired, StoredValue},
-    Durability, KeyValue, Modify, ScanRange, Storage, StorageError,
+    Cached, Durability, KeyValue, Modify, ScanRange, Storage, StorageError,
 };
 
 const CF_DATA: &str = "data";
@@ -542,14 +543,37 @@ fn engine(op: &'static str) -> impl FnOnce(rocksdb::Error) -> StorageError {
     move |source| StorageError::Engine { op, source }
 }
 
+/// The live value in what the engine stored under `key`.
+fn live_value(key: &[u8], raw: Option<&[u8]>) -> Result<Option<Bytes>, StorageError> {
+    let Some(raw) = raw else {
+        return Ok(None);
+    };
+    let stored = StoredValue::decode(key, raw)?;
+    Ok((!stored.is_expired(now_millis())).then_some(stored.value))
+}
+
+impl RocksStorage {
+    /// [`Storage::get`] from the memtables and the block cache alone, or
+    /// [`Cached::Miss`] where the answer needs a read from a table file:
+    /// a caller on the async runtime may then ask without waiting for the
+    /// disk.
+    pub fn get_cached(&self, key: &[u8]) -> Result<Cached<Option<Bytes>>, StorageError> {
+        let data = self.cf(CF_DATA)?;
+        let mut read = ReadOptions::default();
+        read.set_read_tier(ReadTier::BlockCache);
+        match self.db.get_pinned_cf_opt(data, key, &read) {
+            Ok(raw) => Ok(Cached::Hit(live_value(key, raw.as_deref())?)),
+            Err(error) if error.kind() == rocksdb::ErrorKind::Incomplete => Ok(Cached::Miss),
+            Err(error) => Err(engine("get")(error)),
+        }
+    }
+}
+
 impl Storage for RocksStorage {
     fn get(&self, key: &[u8]) -> Result<Option<Bytes>, StorageError> {
         let data = self.cf(CF_DATA)?;
-        let Some(raw) = self.db.get_pinned_cf(data, key).map_err(engine("get"))? else {
-            return Ok(None);
-        };
-        let stored = StoredValue::decode(key, &raw)?;
-        Ok((!stored.is_expired(now_millis())).then_some(stored.value))
+        let raw = self.db.get_pinned_cf(data, key).map_err(engine("get"))?;
+        live_value(key, raw.as_deref())
     }
 
     fn write(&self, batch: Vec<Modify>) -> Result<(), StorageError> {
@@ -898,5 +922,93 @@ mod tests {
             }
             prop_assert_eq!(got, want);
         }
+    }
+
+    #[derive(Debug, Clone)]
+    enum CacheOp {
+        Write(Op),
+        /// Close and open the database: its block cache starts empty.
+        Reopen,
+        Get(u8),
+    }
+
+    fn cache_op() -> impl Strategy<Value = CacheOp> {
+        prop_oneof![
+            6 => op().prop_map(CacheOp::Write),
+            1 => Just(CacheOp::Reopen),
+            4 => any::<u8>().prop_map(CacheOp::Get),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(24))]
+        /// A read from memory alone either says it would need a file, or
+        /// gives exactly what a full read gives, whatever writes, flushes,
+        /// compactions, reopens and reads came before.
+        #[test]
+        fn a_cached_read_is_a_full_read_or_a_miss(ops in proptest::collection::vec(cache_op(), 1..200)) {
+            let dir = tempfile::tempdir().expect("tempdir");
+            let mut storage = open(dir.path());
+            let mut model: BTreeMap<u8, u8> = BTreeMap::new();
+            for op in ops {
+                match op {
+                    CacheOp::Write(Op::Put(k, v)) => {
+                        storage.write(vec![put(&[k], &[v])]).expect("put");
+                        model.insert(k, v);
+                    }
+                    CacheOp::Write(Op::Delete(k)) => {
+                        storage.write(vec![Modify::Delete { key: Bytes::copy_from_slice(&[k]) }]).expect("delete");
+                        model.remove(&k);
+                    }
+                    CacheOp::Write(Op::Flush) => storage.flush().expect("flush"),
+                    CacheOp::Write(Op::Compact) => {
+                        storage.compact().expect("compact");
+                    }
+                    CacheOp::Reopen => {
+                        drop(storage);
+                        storage = open(dir.path());
+                    }
+                    CacheOp::Get(k) => {
+                        let want = model.get(&k).map(|v| Bytes::copy_from_slice(&[*v]));
+                        if let Cached::Hit(got) = storage.get_cached(&[k]).expect("cached get") {
+                            prop_assert_eq!(got, want.clone());
+                        }
+                        prop_assert_eq!(storage.get(&[k]).expect("get"), want);
+                    }
+                }
+            }
+        }
+    }
+
+    /// The memtable answers at once; after a restart a flushed key needs
+    /// its table file, until a full read has brought its block into the
+    /// cache.
+    #[test]
+    fn a_cached_read_misses_until_the_block_is_in_memory() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let storage = open(dir.path());
+        storage.write(vec![put(b"k", b"v")]).expect("put");
+        assert_eq!(
+            storage.get_cached(b"k").expect("cached get"),
+            Cached::Hit(Some(Bytes::from_static(b"v"))),
+            "a key in the memtable"
+        );
+        storage.flush().expect("flush");
+        drop(storage);
+        let storage = open(dir.path());
+        assert_eq!(
+            storage.get_cached(b"k").expect("cached get"),
+            Cached::Miss,
+            "a flushed key after a restart, with nothing cached"
+        );
+        assert_eq!(
+            storage.get(b"k").expect("get"),
+            Some(Bytes::from_static(b"v"))
+        );
+        assert_eq!(
+            storage.get_cached(b"k").expect("cached get"),
+            Cached::Hit(Some(Bytes::from_static(b"v"))),
+            "once a full read has cached its block"
+        );
     }
 }
