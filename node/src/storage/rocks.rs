@@ -865,6 +865,28 @@ mod tests {
         ]
     }
 
+    /// Applies `op` to the storage and to an ordered in-memory model of it.
+    fn apply(storage: &RocksStorage, model: &mut BTreeMap<Vec<u8>, Vec<u8>>, op: Op) {
+        match op {
+            Op::Put(k, v) => {
+                storage.write(vec![put(&[k], &[v])]).expect("put");
+                model.insert(vec![k], vec![v]);
+            }
+            Op::Delete(k) => {
+                storage
+                    .write(vec![Modify::Delete {
+                        key: Bytes::copy_from_slice(&[k]),
+                    }])
+                    .expect("delete");
+                model.remove(&vec![k]);
+            }
+            Op::Flush => storage.flush().expect("flush"),
+            Op::Compact => {
+                storage.compact().expect("compact");
+            }
+        }
+    }
+
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(24))]
         /// Scans agree with an ordered in-memory model whatever mix of writes,
@@ -877,20 +899,7 @@ mod tests {
             let storage = open(dir.path());
             let mut model = BTreeMap::new();
             for op in ops {
-                match op {
-                    Op::Put(k, v) => {
-                        storage.write(vec![put(&[k], &[v])]).expect("put");
-                        model.insert(vec![k], vec![v]);
-                    }
-                    Op::Delete(k) => {
-                        storage.write(vec![Modify::Delete { key: Bytes::copy_from_slice(&[k]) }]).expect("delete");
-                        model.remove(&vec![k]);
-                    }
-                    Op::Flush => storage.flush().expect("flush"),
-                    Op::Compact => {
-                        storage.compact().expect("compact");
-                    }
-                }
+                apply(&storage, &mut model, op);
             }
             let end = start.saturating_add(len);
             let range = ScanRange {
@@ -949,27 +958,16 @@ mod tests {
         fn a_cached_read_is_a_full_read_or_a_miss(ops in proptest::collection::vec(cache_op(), 1..200)) {
             let dir = tempfile::tempdir().expect("tempdir");
             let mut storage = open(dir.path());
-            let mut model: BTreeMap<u8, u8> = BTreeMap::new();
+            let mut model = BTreeMap::new();
             for op in ops {
                 match op {
-                    CacheOp::Write(Op::Put(k, v)) => {
-                        storage.write(vec![put(&[k], &[v])]).expect("put");
-                        model.insert(k, v);
-                    }
-                    CacheOp::Write(Op::Delete(k)) => {
-                        storage.write(vec![Modify::Delete { key: Bytes::copy_from_slice(&[k]) }]).expect("delete");
-                        model.remove(&k);
-                    }
-                    CacheOp::Write(Op::Flush) => storage.flush().expect("flush"),
-                    CacheOp::Write(Op::Compact) => {
-                        storage.compact().expect("compact");
-                    }
+                    CacheOp::Write(op) => apply(&storage, &mut model, op),
                     CacheOp::Reopen => {
                         drop(storage);
                         storage = open(dir.path());
                     }
                     CacheOp::Get(k) => {
-                        let want = model.get(&k).map(|v| Bytes::copy_from_slice(&[*v]));
+                        let want = model.get(&vec![k]).map(|v| Bytes::copy_from_slice(v));
                         if let Cached::Hit(got) = storage.get_cached(&[k]).expect("cached get") {
                             prop_assert_eq!(got, want.clone());
                         }
