@@ -1,14 +1,14 @@
 //! Gossip on a thread of its own, as Cassandra runs its gossip stage.
 //!
-//! Phi accrual reads time: a heartbeat that comes late looks like a node
+//! Phi accrual reads time: a heartbeat that arrives late looks like a node
 //! dying. On the node's shared runtime, saturating load kept chitchat's
-//! tasks waiting behind request work. Its gossip interval then fired in
-//! bursts (tokio's default for missed ticks), and heartbeats were received
-//! in bursts. The near-zero gaps shrank the mean interval that phi divides
-//! by, so the next ordinary gap crossed the threshold and live peers were
-//! marked dead (`cluster::a_saturated_cluster_keeps_its_peers_alive`). A
-//! current-thread runtime that runs nothing but gossip waits only for the
-//! OS to schedule it, which, since the thread mostly sleeps, is soon.
+//! tasks waiting behind request work, so this node sent its heartbeats
+//! late and its peers marked it dead
+//! (`cluster::a_saturated_cluster_keeps_its_peers_alive`). A current-thread
+//! runtime that runs nothing but gossip waits only for the OS to schedule
+//! it, which, since the thread mostly sleeps, is soon. The other side of
+//! the same cause, an observer counting its own stopped time as a peer's
+//! silence, is handled in `liveness.rs`.
 
 use std::{net::SocketAddr, thread::JoinHandle};
 
