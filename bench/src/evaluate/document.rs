@@ -231,7 +231,7 @@ fn goals(out: &mut String, report: &Report) {
     }
     performance_goals(out, report);
     line!(out);
-    line!(out, "A missed goal is reported as missed; the performance issue works on the gap, and the profile that explains it goes here with it.");
+    line!(out, "A missed goal is reported as missed. Why the put goals against etcd are missed, from the profile: \"Why the put goals stay missed\" under \"Where the CPU goes\" below.");
     line!(out);
 }
 
