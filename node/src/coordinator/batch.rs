@@ -316,9 +316,8 @@ impl Coordinator {
             }
         }
         if !kept.is_empty() {
-            let local = self.inner.local.clone();
             let written = kept.clone();
-            blocking(move || local.apply_encoded_many(kept)).await?;
+            self.inner.writes.merge(kept).await?;
             // A transition that started while these were written may need
             // them passed on, as `accept` would (see there).
             let version = state.as_ref().map(|s| s.version);

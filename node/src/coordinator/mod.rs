@@ -43,7 +43,7 @@ use crate::{
         membership::{Membership, View},
         rpc::{PeerCall, PeerRpc},
     },
-    replica::LocalReplica,
+    replica::{GroupCommit, LocalReplica},
     ring::{Ring, RingState},
     server::{lifecycle::Lifecycle, metrics::ReplicationMetrics},
     storage::now_millis,
@@ -106,6 +106,8 @@ pub(crate) struct CoordinatorParts {
     pub me: String,
     pub lifecycle: Arc<Lifecycle>,
     pub local: Arc<LocalReplica>,
+    /// Writes to `local` from requests, committed in groups.
+    pub writes: GroupCommit,
     pub ring: Arc<Ring>,
     pub membership: Arc<Membership>,
     pub rpc: Arc<PeerRpc>,

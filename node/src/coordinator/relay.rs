@@ -108,10 +108,10 @@ impl Coordinator {
                     .await
             }
             Receipt::Keep => {
-                {
-                    let (key, encoded) = (key.clone(), encoded.clone());
-                    blocking(move || local.receive(&key, &encoded, None)).await?;
-                }
+                self.inner
+                    .writes
+                    .merge(vec![(key.clone(), encoded.clone())])
+                    .await?;
                 self.pass_on_after_receive(&key, &encoded, relay).await
             }
         }

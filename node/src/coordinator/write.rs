@@ -107,8 +107,7 @@ impl Coordinator {
             value: write.value,
             expires_at_ms: expiry(options.ttl_seconds),
         };
-        let local = self.inner.local.clone();
-        let encoded = blocking(move || local.update(&update)).await?.encode();
+        let encoded = self.inner.writes.update(update).await?.encode();
         self.replicate_stamped(write.key, encoded, w, options.deadline)
             .await
     }

@@ -38,10 +38,13 @@ use std::sync::{
 use bytes::Bytes;
 
 mod bound;
+mod group_commit;
 mod key_locks;
 pub mod memory_first;
 
 use key_locks::KeyLocks;
+
+pub use group_commit::GroupCommit;
 
 pub use bound::{
     BoundError, RecordBound, RecordSize, DEFAULT_MAX_RECORD_BYTES, DEFAULT_MAX_SIBLINGS,
@@ -77,6 +80,14 @@ pub enum ReplicaError {
     Poisoned,
     #[error("storage task failed: {0}")]
     Task(String),
+    #[error("starting the writer thread {name}: {source}")]
+    WriterThread {
+        name: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("the writer thread {name} has stopped")]
+    WriterStopped { name: &'static str },
     #[error(transparent)]
     Bound(#[from] BoundError),
     #[error(

@@ -25,7 +25,7 @@ use crate::{
     cluster::peers::PeerClients,
     cluster::rpc::PeerRpc,
     coordinator::{Coordinator, CoordinatorConfig, CoordinatorParts, Quorums},
-    replica::{LocalReplica, ReplicaError},
+    replica::{GroupCommit, LocalReplica, ReplicaError},
     ring::{
         claimant::{self, ClaimantConfig},
         Ring, RingError,
@@ -296,6 +296,7 @@ pub async fn run(
         me: node_id.clone(),
         lifecycle: lifecycle.clone(),
         local: local.clone(),
+        writes: GroupCommit::start(local.clone())?,
         ring: ring.clone(),
         membership: membership.clone(),
         rpc: rpc.clone(),
