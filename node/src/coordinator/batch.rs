@@ -1,8 +1,9 @@
 //! Client batches: each replica takes its share in one RocksDB write batch.
 //!
 //! The keys of a batch whose partition this node replicates, with no ring
-//! transition under way, are stamped here together (`update_many`: one
-//! write batch) and sent to each other replica as one `ApplyBatch` (one
+//! transition under way, are stamped here together (`GroupCommit::update_many`
+//! on the node's writer thread: one write batch, shared with the writes
+//! queued meanwhile) and sent to each other replica as one `ApplyBatch` (one
 //! write batch there). A replica that is down or refuses its share gets
 //! those keys one by one through the single-key path, with its fallbacks
 //! and hints. Every other key (one this node does not replicate, or one
@@ -27,7 +28,7 @@ use super::{
 };
 use crate::{
     cluster::deadline::Deadline,
-    replica::{blocking, ReplicaError, Update},
+    replica::{ReplicaError, Update},
     ring::RingState,
 };
 
@@ -131,13 +132,7 @@ impl Coordinator {
         if updates.is_empty() {
             return outcomes;
         }
-        let local = self.inner.local.clone();
-        let records = match blocking(move || {
-            let records = local.update_many(&updates)?;
-            Ok(updates.into_iter().zip(records).collect::<Vec<_>>())
-        })
-        .await
-        {
+        let records = match self.inner.writes.update_many(updates).await {
             Ok(records) => records,
             Err(error) => {
                 let error = Arc::new(error);
@@ -150,13 +145,13 @@ impl Coordinator {
             }
         };
         let mut stamped = Vec::new();
-        for ((index, partition, replicas), (update, record)) in placed.into_iter().zip(records) {
+        for ((index, partition, replicas), record) in placed.into_iter().zip(records) {
             match record {
                 Ok(record) => stamped.push(Stamped {
                     index,
                     partition,
                     replicas,
-                    key: update.key,
+                    key: writes[index].key.clone(),
                     encoded: record.encode(),
                 }),
                 Err(refused) => outcomes.push((index, Err(ReplicaError::from(refused).into()))),

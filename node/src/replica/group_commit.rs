@@ -6,21 +6,23 @@
 //! tokio's blocking pool, and the threads met again in RocksDB's group
 //! commit, which parks all but one of them for each sync: per write, a
 //! wake-up to start it, a park and a wake-up in RocksDB, and a wake-up to
-//! answer. Here a caller queues its write and waits; a writer thread takes
-//! everything queued meanwhile and writes it as one group, as Cassandra's
-//! and etcd's write paths batch into their commit logs. In the profile, a
-//! put on three nodes cost a third less CPU (docs/benchmarks/profile.md).
+//! answer. Here a caller queues its write and waits; the node's writer
+//! thread takes everything queued meanwhile and writes it as one group, as
+//! Cassandra's and etcd's write paths batch into their one commit log. In
+//! the profile, a put on three nodes cost a third less CPU
+//! (docs/benchmarks/profile.md).
+//!
+//! Updates and peers' records share the one thread and the one sync: with
+//! a thread each, a node on three synced twice as often for the same puts
+//! (profile.md, "Three nodes against one").
 //!
 //! Each write still gets its own answer. A group is written as
-//! [`LocalReplica::update_many`] or [`LocalReplica::apply_many`] would
-//! write it: in queue order, a key written twice seeing its first write.
-//! If the group fails as a whole (a storage error, a record from the
-//! future, a corrupt stored record), nothing of it was written, and each
-//! of its writes runs again alone, so that each caller gets the error that
-//! is its own, and a good write is not refused for a bad neighbour.
-//!
-//! Updates and peers' records have a thread each, so that a stream of one
-//! kind never waits behind the other's sync.
+//! [`LocalReplica::change_many`] writes it: in queue order, a key written
+//! twice seeing its first write. If the group fails as a whole (a storage
+//! error, a record from the future, a corrupt record), nothing of it was
+//! written, and each of its writes runs again alone, so that each caller
+//! gets the error that is its own, and a good write is not refused for a
+//! bad neighbour.
 
 use std::{
     sync::{mpsc, Arc},
@@ -30,180 +32,193 @@ use std::{
 use bytes::Bytes;
 use tokio::sync::oneshot;
 
-use super::{LocalReplica, ReplicaError, Update};
+use super::{BoundError, Change, LocalReplica, ReplicaError, Update};
 use crate::versions::Siblings;
 
-/// Writes a group takes at most, so that one group's write batch and the
+/// Records a group takes at most, so that one group's write batch and the
 /// wait of its first caller stay bounded.
 const MAX_GROUP: usize = 256;
 
-/// A kind of local write that can be committed in groups.
-trait GroupWrite: Send + 'static {
-    type Output: Send + 'static;
-    /// Records this write holds, toward [`MAX_GROUP`].
-    fn records(&self) -> usize;
-    /// Every write of the group in one write batch, each with its own
-    /// outcome; an error fails the whole group and writes nothing.
-    fn commit_group(
-        local: &LocalReplica,
-        group: &[Self],
-    ) -> Result<Vec<Result<Self::Output, ReplicaError>>, ReplicaError>
-    where
-        Self: Sized;
-    /// This write alone.
-    fn commit_alone(self, local: &LocalReplica) -> Result<Self::Output, ReplicaError>;
+const THREAD_NAME: &str = "ringkv-writer";
+
+type Answer<T> = oneshot::Sender<Result<T, ReplicaError>>;
+
+/// A write waiting for the writer thread, with where its answer goes.
+enum Queued {
+    /// Writes this node coordinates: one put's or delete's, or a batch's
+    /// share, which lands whole. Each gets its record, or why the bound
+    /// refused it.
+    Updates(Vec<Update>, Answer<Vec<Result<Siblings, BoundError>>>),
+    /// Records from peers, encoded, to be merged: one `Replica.Apply`'s or
+    /// one `Replica.ApplyBatch`'s share.
+    Merge(Vec<(Bytes, Bytes)>, Answer<()>),
 }
 
-impl GroupWrite for Update {
-    type Output = Siblings;
-
+impl Queued {
     fn records(&self) -> usize {
-        1
+        match self {
+            Queued::Updates(updates, _) => updates.len(),
+            Queued::Merge(records, _) => records.len(),
+        }
     }
 
-    fn commit_group(
-        local: &LocalReplica,
-        group: &[Self],
-    ) -> Result<Vec<Result<Siblings, ReplicaError>>, ReplicaError> {
-        Ok(local
-            .update_many(group)?
-            .into_iter()
-            .map(|outcome| outcome.map_err(ReplicaError::from))
-            .collect())
-    }
-
-    fn commit_alone(self, local: &LocalReplica) -> Result<Siblings, ReplicaError> {
-        local.update(&self)
-    }
-}
-
-/// Records from peers, encoded, to be merged: one `Replica.Apply`'s or one
-/// `Replica.ApplyBatch`'s share.
-struct Merge(Vec<(Bytes, Bytes)>);
-
-impl GroupWrite for Merge {
-    type Output = ();
-
-    fn records(&self) -> usize {
-        self.0.len()
-    }
-
-    fn commit_group(
-        local: &LocalReplica,
-        group: &[Self],
-    ) -> Result<Vec<Result<(), ReplicaError>>, ReplicaError> {
-        let records = group.iter().flat_map(|merge| merge.0.iter().cloned());
-        local.apply_encoded_many(records.collect())?;
-        Ok(group.iter().map(|_| Ok(())).collect())
-    }
-
-    fn commit_alone(self, local: &LocalReplica) -> Result<(), ReplicaError> {
-        local.apply_encoded_many(self.0)
+    /// Writes this alone and answers its caller.
+    fn commit_alone(self, local: &LocalReplica) {
+        // A caller that gave up no longer listens.
+        match self {
+            Queued::Updates(updates, answer) => {
+                let _ = answer.send(local.update_many(&updates));
+            }
+            Queued::Merge(records, answer) => {
+                let _ = answer.send(local.apply_encoded_many(records));
+            }
+        }
     }
 }
 
-type Queued<W> = (
-    W,
-    oneshot::Sender<Result<<W as GroupWrite>::Output, ReplicaError>>,
-);
+/// Every write of `group` in one write batch: each update's outcome, in
+/// queue order. An error fails the whole group and writes nothing.
+fn commit_group(
+    local: &LocalReplica,
+    group: &[Queued],
+) -> Result<Vec<Result<Siblings, BoundError>>, ReplicaError> {
+    let mut decoded = Vec::new();
+    for queued in group {
+        if let Queued::Merge(records, _) = queued {
+            for (key, encoded) in records {
+                let record = Siblings::decode(encoded).map_err(ReplicaError::BadRecord)?;
+                decoded.push((key, record));
+            }
+        }
+    }
+    let mut merges = decoded.iter();
+    let mut changes = Vec::with_capacity(group.len());
+    for queued in group {
+        match queued {
+            Queued::Updates(updates, _) => changes.extend(updates.iter().map(Change::Update)),
+            Queued::Merge(records, _) => changes.extend(
+                merges
+                    .by_ref()
+                    .take(records.len())
+                    .map(|(key, record)| Change::Merge(key, record)),
+            ),
+        }
+    }
+    local.change_many(&changes)
+}
 
-/// One writer thread and its queue.
-struct Lane<W: GroupWrite> {
-    name: &'static str,
-    queue: Option<mpsc::Sender<Queued<W>>>,
+/// The writer thread: until every sender is gone, takes what is queued and
+/// commits it as one group.
+fn write_groups(local: &LocalReplica, queued: &mpsc::Receiver<Queued>) {
+    while let Ok(first) = queued.recv() {
+        let mut records = first.records();
+        let mut group = vec![first];
+        while records < MAX_GROUP {
+            let Ok(next) = queued.try_recv() else { break };
+            records += next.records();
+            group.push(next);
+        }
+        match commit_group(local, &group) {
+            Ok(outcomes) => {
+                let mut outcomes = outcomes.into_iter();
+                for queued in group {
+                    match queued {
+                        Queued::Updates(updates, answer) => {
+                            let theirs: Vec<_> = outcomes.by_ref().take(updates.len()).collect();
+                            let _ = answer.send(if theirs.len() == updates.len() {
+                                Ok(theirs)
+                            } else {
+                                Err(ReplicaError::WriterLostAnswer)
+                            });
+                        }
+                        Queued::Merge(_, answer) => {
+                            let _ = answer.send(Ok(()));
+                        }
+                    }
+                }
+            }
+            Err(_) => {
+                for queued in group {
+                    queued.commit_alone(local);
+                }
+            }
+        }
+    }
+}
+
+/// This node's local writes, committed in groups by one writer thread.
+pub struct GroupCommit {
+    queue: Option<mpsc::Sender<Queued>>,
     thread: Option<JoinHandle<()>>,
 }
 
-impl<W: GroupWrite> Lane<W> {
-    fn start(name: &'static str, local: Arc<LocalReplica>) -> Result<Self, ReplicaError> {
+impl GroupCommit {
+    /// Starts the writer thread.
+    pub fn start(local: Arc<LocalReplica>) -> Result<Self, ReplicaError> {
         let (queue, queued) = mpsc::channel();
         let thread = std::thread::Builder::new()
-            .name(name.into())
+            .name(THREAD_NAME.into())
             .spawn(move || write_groups(&local, &queued))
-            .map_err(|source| ReplicaError::WriterThread { name, source })?;
+            .map_err(|source| ReplicaError::WriterThread {
+                name: THREAD_NAME,
+                source,
+            })?;
         Ok(Self {
-            name,
             queue: Some(queue),
             thread: Some(thread),
         })
     }
 
-    async fn commit(&self, write: W) -> Result<W::Output, ReplicaError> {
-        let stopped = || ReplicaError::WriterStopped { name: self.name };
+    /// [`LocalReplica::update`], in a group.
+    pub async fn update(&self, update: Update) -> Result<Siblings, ReplicaError> {
+        let mut records = self.update_many(vec![update]).await?;
+        match records.pop() {
+            Some(record) => Ok(record?),
+            None => Err(ReplicaError::WriterLostAnswer),
+        }
+    }
+
+    /// [`LocalReplica::update_many`], in a group: the writes land whole or
+    /// not at all.
+    pub async fn update_many(
+        &self,
+        updates: Vec<Update>,
+    ) -> Result<Vec<Result<Siblings, BoundError>>, ReplicaError> {
         let (answer, answered) = oneshot::channel();
+        self.enqueue(Queued::Updates(updates, answer))?;
+        answered.await.map_err(|_| stopped())?
+    }
+
+    /// [`LocalReplica::apply_encoded_many`], in a group.
+    pub async fn merge(&self, records: Vec<(Bytes, Bytes)>) -> Result<(), ReplicaError> {
+        let (answer, answered) = oneshot::channel();
+        self.enqueue(Queued::Merge(records, answer))?;
+        answered.await.map_err(|_| stopped())?
+    }
+
+    fn enqueue(&self, queued: Queued) -> Result<(), ReplicaError> {
         self.queue
             .as_ref()
             .ok_or_else(stopped)?
-            .send((write, answer))
-            .map_err(|_| stopped())?;
-        answered.await.map_err(|_| stopped())?
+            .send(queued)
+            .map_err(|_| stopped())
     }
 }
 
-impl<W: GroupWrite> Drop for Lane<W> {
+fn stopped() -> ReplicaError {
+    ReplicaError::WriterStopped { name: THREAD_NAME }
+}
+
+impl Drop for GroupCommit {
     /// Waits for the writes queued so far, so that the storage is released
     /// when the node's parts are.
     fn drop(&mut self) {
         drop(self.queue.take());
         if let Some(thread) = self.thread.take() {
             if thread.join().is_err() {
-                tracing::error!(lane = self.name, "a writer thread panicked");
+                tracing::error!(thread = THREAD_NAME, "the writer thread panicked");
             }
         }
-    }
-}
-
-/// The writer thread: until every sender is gone, takes what is queued and
-/// commits it as one group.
-fn write_groups<W: GroupWrite>(local: &LocalReplica, queued: &mpsc::Receiver<Queued<W>>) {
-    while let Ok(first) = queued.recv() {
-        let mut records = first.0.records();
-        let mut group = vec![first];
-        while records < MAX_GROUP {
-            let Ok(next) = queued.try_recv() else { break };
-            records += next.0.records();
-            group.push(next);
-        }
-        let (writes, answers): (Vec<W>, Vec<_>) = group.into_iter().unzip();
-        match W::commit_group(local, &writes) {
-            Ok(outcomes) => {
-                for (answer, outcome) in answers.into_iter().zip(outcomes) {
-                    // A caller that gave up no longer listens.
-                    let _ = answer.send(outcome);
-                }
-            }
-            Err(_) => {
-                for (write, answer) in writes.into_iter().zip(answers) {
-                    let _ = answer.send(write.commit_alone(local));
-                }
-            }
-        }
-    }
-}
-
-/// This node's local writes, committed in groups.
-pub struct GroupCommit {
-    updates: Lane<Update>,
-    merges: Lane<Merge>,
-}
-
-impl GroupCommit {
-    /// Starts the writer threads.
-    pub fn start(local: Arc<LocalReplica>) -> Result<Self, ReplicaError> {
-        Ok(Self {
-            updates: Lane::start("ringkv-updates", local.clone())?,
-            merges: Lane::start("ringkv-merges", local)?,
-        })
-    }
-
-    /// [`LocalReplica::update`], in a group.
-    pub async fn update(&self, update: Update) -> Result<Siblings, ReplicaError> {
-        self.updates.commit(update).await
-    }
-
-    /// [`LocalReplica::apply_encoded_many`], in a group.
-    pub async fn merge(&self, records: Vec<(Bytes, Bytes)>) -> Result<(), ReplicaError> {
-        self.merges.commit(Merge(records)).await
     }
 }
 
@@ -239,6 +254,25 @@ mod tests {
         Arc::new(replica)
     }
 
+    /// A replica in memory, its files, and a runtime to await its writer.
+    fn replica_with_runtime() -> (tokio::runtime::Runtime, MemoryFiles, Arc<LocalReplica>) {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .expect("runtime");
+        let files = MemoryFiles::new().expect("files");
+        let replica = open(&files, &WallClock::manual(START_MS));
+        (runtime, files, replica)
+    }
+
+    /// A write the node coordinates, or a record a peer sends, as generated.
+    #[derive(Debug, Clone)]
+    enum Op {
+        Write(Write),
+        /// A batch's share on its coordinator.
+        Batch(Vec<Write>),
+        Merge(PeerRecord),
+    }
+
     /// A client's write, as generated.
     #[derive(Debug, Clone)]
     struct Write {
@@ -258,6 +292,24 @@ mod tests {
         FromTheFuture,
     }
 
+    /// A record a peer coordinated and sends: a value of its own, one
+    /// `Replica.Apply` call.
+    #[derive(Debug, Clone)]
+    struct PeerRecord {
+        key: usize,
+        value: u8,
+        sent: Sent,
+    }
+
+    #[derive(Debug, Clone, Copy)]
+    enum Sent {
+        Record,
+        /// Stamped ten minutes ahead of the clock: refused.
+        FromTheFuture,
+        /// Bytes that do not decode: refused.
+        Garbage,
+    }
+
     fn write() -> impl Strategy<Value = Write> {
         let context = prop_oneof![
             4 => Just(Context::Blind),
@@ -274,6 +326,39 @@ mod tests {
                 value,
                 context,
             })
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        let sent = prop_oneof![
+            8 => Just(Sent::Record),
+            1 => Just(Sent::FromTheFuture),
+            1 => Just(Sent::Garbage),
+        ];
+        let merge = (0..KEYS.len(), any::<u8>(), sent)
+            .prop_map(|(key, value, sent)| Op::Merge(PeerRecord { key, value, sent }));
+        let batch = proptest::collection::vec(write(), 1..5).prop_map(Op::Batch);
+        prop_oneof![4 => write().prop_map(Op::Write), 1 => batch, 4 => merge]
+    }
+
+    /// `record`, the `nth` of the history, encoded as its peer sends it.
+    /// Each comes from a peer actor of its own, so that no two share a dot.
+    fn sent(record: &PeerRecord, nth: usize) -> Vec<(Bytes, Bytes)> {
+        let at_ms = match record.sent {
+            Sent::FromTheFuture => START_MS + 600_000,
+            _ => START_MS + nth as u64,
+        };
+        let encoded = match record.sent {
+            Sent::Garbage => Bytes::from_static(b"not a record"),
+            _ => Siblings::new()
+                .update(
+                    &CausalContext::new(),
+                    Some(Bytes::from(vec![record.value])),
+                    &Actor::new(format!("peer{nth}"), 1),
+                    Hlc::new(at_ms, 0),
+                )
+                .encode(),
+        };
+        vec![(Bytes::from_static(KEYS[record.key]), encoded)]
     }
 
     /// `write` as an update of `replica`, whose records before the history
@@ -317,6 +402,26 @@ mod tests {
         }
     }
 
+    fn seen_batch(
+        outcome: Result<Vec<Result<Siblings, BoundError>>, ReplicaError>,
+    ) -> Vec<Result<Vec<Bytes>, String>> {
+        match outcome {
+            Ok(records) => records
+                .into_iter()
+                .map(|record| seen(&record.map_err(ReplicaError::from)))
+                .collect(),
+            Err(error) => vec![seen(&Err(error))],
+        }
+    }
+
+    fn seen_merge(outcome: &Result<(), ReplicaError>) -> Result<Vec<Bytes>, String> {
+        match outcome {
+            Ok(()) => Ok(Vec::new()),
+            Err(ReplicaError::ClockAhead { what, .. }) => Err(format!("clock ahead: {what}")),
+            Err(other) => Err(other.to_string()),
+        }
+    }
+
     fn stored(replica: &LocalReplica) -> Vec<Result<Vec<Bytes>, String>> {
         KEYS.iter()
             .map(|key| seen(&replica.read(key).map(Option::unwrap_or_default)))
@@ -327,14 +432,15 @@ mod tests {
         #![proptest_config(ProptestConfig::with_cases(64))]
         /// Over generated histories of puts and deletes, with and without
         /// contexts, some refused by the record bound and some by the
-        /// clock: writes queued together and committed in groups give each
-        /// caller, and leave stored, what the same writes give one at a
-        /// time in queue order. A group that fails as a whole (here, for a
-        /// context from the future) fails only the write that caused it.
+        /// clock, some in a batch's share, mixed with peers' records, some
+        /// from the future and some corrupt: writes queued together and committed in groups give
+        /// each caller, and leave stored, what the same writes give one at
+        /// a time in queue order. A group that fails as a whole fails only
+        /// the write that caused it.
         #[test]
         fn writes_committed_in_groups_give_what_they_give_one_at_a_time(
             seeded in proptest::collection::vec(write(), 0..6),
-            history in proptest::collection::vec(write(), 1..60),
+            history in proptest::collection::vec(op(), 1..60),
         ) {
             let wall = WallClock::manual(START_MS);
             let runtime = tokio::runtime::Builder::new_current_thread()
@@ -355,36 +461,98 @@ mod tests {
 
             let expected: Vec<_> = history
                 .iter()
-                .map(|write| seen(&alone.update(&update_of(write, &alone_before))))
+                .enumerate()
+                .map(|(nth, op)| match op {
+                    Op::Write(write) => vec![seen(&alone.update(&update_of(write, &alone_before)))],
+                    Op::Batch(writes) => {
+                        let updates: Vec<_> =
+                            writes.iter().map(|w| update_of(w, &alone_before)).collect();
+                        seen_batch(alone.update_many(&updates))
+                    }
+                    Op::Merge(record) => {
+                        vec![seen_merge(&alone.apply_encoded_many(sent(record, nth)))]
+                    }
+                })
                 .collect();
-            let commit = GroupCommit::start(grouped.clone()).expect("writer threads");
+            let commit = GroupCommit::start(grouped.clone()).expect("writer thread");
             // Every write is queued, in order, before any answer is awaited.
             let got: Vec<_> = runtime.block_on(futures::future::join_all(
-                history
-                    .iter()
-                    .map(|write| commit.update(update_of(write, &grouped_before))),
-            ))
-            .iter()
-            .map(seen)
-            .collect();
+                history.iter().enumerate().map(|(nth, op)| {
+                    let (commit, before) = (&commit, &grouped_before);
+                    async move {
+                        match op {
+                            Op::Write(write) => {
+                                vec![seen(&commit.update(update_of(write, before)).await)]
+                            }
+                            Op::Batch(writes) => {
+                                let updates = writes.iter().map(|w| update_of(w, before)).collect();
+                                seen_batch(commit.update_many(updates).await)
+                            }
+                            Op::Merge(record) => {
+                                vec![seen_merge(&commit.merge(sent(record, nth)).await)]
+                            }
+                        }
+                    }
+                }),
+            ));
             drop(commit);
 
             prop_assert_eq!(&got, &expected);
             prop_assert_eq!(stored(&grouped), stored(&alone));
-            println!("checked {} acknowledged or refused writes", history.len());
+            println!("checked {} acknowledged or refused writes", got.iter().map(Vec::len).sum::<usize>());
         }
+    }
+
+    /// More writes queued at once than a group takes: every one lands and
+    /// gets its own answer.
+    #[test]
+    fn writes_past_a_groups_bound_all_land() {
+        let (runtime, _files, replica) = replica_with_runtime();
+        let commit = GroupCommit::start(replica.clone()).expect("writer thread");
+        let count = 3 * MAX_GROUP + 1;
+        let key = |i: usize| Bytes::from(format!("k{i:04}"));
+        let value = |i: usize| Bytes::from(format!("v{i}"));
+        let outcomes = runtime.block_on(futures::future::join_all((0..count).map(|i| {
+            let commit = &commit;
+            async move {
+                if i % 2 == 0 {
+                    let update = Update {
+                        key: key(i),
+                        context: CausalContext::new(),
+                        value: Some(value(i)),
+                        expires_at_ms: 0,
+                        blind: true,
+                    };
+                    commit.update(update).await.map(|_| ())
+                } else {
+                    let record = Siblings::new().update(
+                        &CausalContext::new(),
+                        Some(value(i)),
+                        &Actor::new("n2", 1),
+                        Hlc::new(START_MS, 0),
+                    );
+                    commit.merge(vec![(key(i), record.encode())]).await
+                }
+            }
+        })));
+        drop(commit);
+        assert!(outcomes.iter().all(Result::is_ok), "{outcomes:?}");
+        for i in 0..count {
+            let stored = replica.read(&key(i)).expect("read").unwrap_or_default();
+            assert_eq!(
+                stored.visible_data(ConflictMode::Siblings, START_MS),
+                vec![value(i)],
+                "key {i}"
+            );
+        }
+        println!("checked {count} acknowledged writes");
     }
 
     /// Peers' records merged in groups land as if merged one call at a
     /// time, a key sent twice keeping both.
     #[test]
     fn peers_records_merged_in_groups_all_land() {
-        let wall = WallClock::manual(START_MS);
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .build()
-            .expect("runtime");
-        let files = MemoryFiles::new().expect("files");
-        let replica = open(&files, &wall);
+        let (runtime, _files, replica) = replica_with_runtime();
         let record = |node: &str, value: &'static [u8]| {
             Siblings::new()
                 .update(
@@ -395,7 +563,7 @@ mod tests {
                 )
                 .encode()
         };
-        let commit = GroupCommit::start(replica.clone()).expect("writer threads");
+        let commit = GroupCommit::start(replica.clone()).expect("writer thread");
         let calls = [
             vec![(Bytes::from_static(b"a"), record("n2", b"one"))],
             vec![

@@ -88,6 +88,8 @@ pub enum ReplicaError {
     },
     #[error("the writer thread {name} has stopped")]
     WriterStopped { name: &'static str },
+    #[error("the writer thread's group gave no outcome for an update: a bug in LocalReplica::change_many")]
+    WriterLostAnswer,
     #[error(transparent)]
     Bound(#[from] BoundError),
     #[error(
@@ -132,6 +134,24 @@ pub struct Update {
     /// from R replicas, if anything. A delete then also removes every
     /// value this replica holds, whether or not its answer was among the R.
     pub blind: bool,
+}
+
+/// One change of a group that [`LocalReplica::change_many`] stores together.
+#[derive(Debug, Clone, Copy)]
+pub enum Change<'a> {
+    /// A write coordinated here, stamped with a new dot of this node.
+    Update(&'a Update),
+    /// A record a peer sent, merged into this replica's.
+    Merge(&'a Bytes, &'a Siblings),
+}
+
+impl Change<'_> {
+    fn key(&self) -> &[u8] {
+        match self {
+            Change::Update(update) => &update.key,
+            Change::Merge(key, _) => key,
+        }
+    }
 }
 
 /// A page of this node's records of a range.
@@ -411,63 +431,80 @@ impl LocalReplica {
         &self,
         updates: &[Update],
     ) -> Result<Vec<Result<Siblings, BoundError>>, ReplicaError> {
-        for update in updates {
-            self.check_offset("the causal context", update.context.max_hlc())?;
-        }
-        let _guard = self
-            .key_locks
-            .lock(updates.iter().map(|u| u.key.as_ref()))?;
-        let mut changed: BTreeMap<Bytes, Siblings> = BTreeMap::new();
-        let mut records = Vec::with_capacity(updates.len());
-        for update in updates {
-            let local = match changed.get(&update.key) {
-                Some(record) => record.clone(),
-                None => self.read(&update.key)?.unwrap_or_default(),
-            };
-            // A put refused by the bound is left out; the others go on.
-            match self.stamp(&local, update) {
-                Ok(updated) => {
-                    changed.insert(update.key.clone(), updated.clone());
-                    records.push(Ok(updated));
-                }
-                Err(ReplicaError::Bound(refused)) => records.push(Err(refused)),
-                Err(other) => return Err(other),
-            }
-        }
-        self.write_all(changed)?;
-        Ok(records)
+        self.change_many(&updates.iter().map(Change::Update).collect::<Vec<_>>())
     }
 
     /// Merges a batch of records from a peer, stored in one RocksDB write
     /// batch: on this replica the batch lands whole or not at all.
     pub fn apply_many(&self, incoming: &[(Bytes, Siblings)]) -> Result<(), ReplicaError> {
-        for (_, record) in incoming {
-            self.check_offset("a peer's record", record.max_hlc())?;
+        let changes: Vec<_> = incoming
+            .iter()
+            .map(|(key, record)| Change::Merge(key, record))
+            .collect();
+        self.change_many(&changes).map(|_| ())
+    }
+
+    /// Updates and merges, each as [`LocalReplica::update`] or
+    /// [`LocalReplica::apply`] would make it alone, in the order given,
+    /// stored in one RocksDB write batch: they land whole or not at all.
+    /// A key changed twice sees its first change. Returns, for each update
+    /// in order, its record or why the bound refused it; a merge is never
+    /// refused on its own.
+    pub fn change_many(
+        &self,
+        changes: &[Change<'_>],
+    ) -> Result<Vec<Result<Siblings, BoundError>>, ReplicaError> {
+        // Refused before anything is locked or read, so that a group from
+        // a skewed clock fails whole and its callers can retry alone.
+        for change in changes {
+            match change {
+                Change::Update(update) => {
+                    self.check_offset("the causal context", update.context.max_hlc())?
+                }
+                Change::Merge(_, record) => {
+                    self.check_offset("a peer's record", record.max_hlc())?
+                }
+            }
         }
-        for (_, record) in incoming {
-            self.clock.observe(record.max_hlc());
-        }
-        let _guard = self
-            .key_locks
-            .lock(incoming.iter().map(|(key, _)| key.as_ref()))?;
+        let _guard = self.key_locks.lock(changes.iter().map(Change::key))?;
         let mut changed: BTreeMap<Bytes, Siblings> = BTreeMap::new();
-        for (key, record) in incoming {
+        let mut updated = Vec::new();
+        for change in changes {
+            let key = change.key();
             let local = match changed.get(key) {
                 Some(record) => Some(record.clone()),
                 None => self.read(key)?,
             };
-            let merged = match &local {
-                Some(local) => local.merge_with(self.mode, record),
-                None => record.clone(),
-            };
-            if local.as_ref() != Some(&merged) {
-                changed.insert(key.clone(), merged);
+            match change {
+                Change::Update(update) => {
+                    // A put refused by the bound is left out; the others go on.
+                    match self.stamp(&local.unwrap_or_default(), update) {
+                        Ok(record) => {
+                            changed.insert(update.key.clone(), record.clone());
+                            updated.push(Ok(record));
+                        }
+                        Err(ReplicaError::Bound(refused)) => updated.push(Err(refused)),
+                        Err(other) => return Err(other),
+                    }
+                }
+                Change::Merge(key, incoming) => {
+                    // Observed in order, so that an update queued after a
+                    // peer's record is stamped as it would be alone.
+                    self.clock.observe(incoming.max_hlc());
+                    let merged = match &local {
+                        Some(local) => local.merge_with(self.mode, incoming),
+                        None => (*incoming).clone(),
+                    };
+                    if local.as_ref() != Some(&merged) {
+                        changed.insert((*key).clone(), merged);
+                    }
+                }
             }
         }
-        if changed.is_empty() {
-            return Ok(());
+        if !changed.is_empty() {
+            self.write_all(changed)?;
         }
-        self.write_all(changed)
+        Ok(updated)
     }
 
     /// The record `local` becomes after `update`, with a new dot of this
