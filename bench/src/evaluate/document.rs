@@ -231,7 +231,7 @@ fn goals(out: &mut String, report: &Report) {
     }
     performance_goals(out, report);
     line!(out);
-    line!(out, "A missed goal is reported as missed. Why the put goals against etcd are missed, from the profile: \"Why the put goals stay missed\" under \"Where the CPU goes\" below.");
+    line!(out, "A missed goal is reported as missed. Why the put goals against etcd are missed, from the profile: \"Why the put goals stay missed\"; why a put on three nodes costs more than three of one node's: \"Why a put on three nodes still costs more than three of one node's\"; both under \"Where the CPU goes\" below.");
     line!(out);
 }
 
