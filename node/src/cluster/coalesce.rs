@@ -36,9 +36,14 @@ use super::{
 };
 
 /// Calls of one kind to one peer in flight at once; items arriving
-/// meanwhile wait for the next free one. A few, so that one slow sync does not hold up every
-/// write to the peer.
-const IN_FLIGHT: usize = 4;
+/// meanwhile wait for the call to return and go out together in the next.
+/// One: the peer's writer thread commits what arrives in groups anyway, so
+/// a second call in flight only waits at the peer, and it takes items that
+/// would have shared the next call. With four, 77% of the calls carried a
+/// lone record, and a put on three nodes cost 15% more CPU
+/// (docs/benchmarks/profile.md, "One replica call in flight a peer"). A
+/// slow peer holds up only its own copies: W counts the other replicas too.
+const IN_FLIGHT: usize = 1;
 
 /// What one batch call to a peer may carry: its batch and message limits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
