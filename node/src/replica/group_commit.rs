@@ -159,10 +159,7 @@ impl GroupCommit {
         let thread = std::thread::Builder::new()
             .name(THREAD_NAME.into())
             .spawn(move || write_groups(&local, &queued))
-            .map_err(|source| ReplicaError::WriterThread {
-                name: THREAD_NAME,
-                source,
-            })?;
+            .map_err(ReplicaError::WriterThread)?;
         Ok(Self {
             queue: Some(queue),
             thread: Some(thread),
@@ -186,27 +183,23 @@ impl GroupCommit {
     ) -> Result<Vec<Result<Siblings, BoundError>>, ReplicaError> {
         let (answer, answered) = oneshot::channel();
         self.enqueue(Queued::Updates(updates, answer))?;
-        answered.await.map_err(|_| stopped())?
+        answered.await.map_err(|_| ReplicaError::WriterStopped)?
     }
 
     /// [`LocalReplica::apply_encoded_many`], in a group.
     pub async fn merge(&self, records: Vec<(Bytes, Bytes)>) -> Result<(), ReplicaError> {
         let (answer, answered) = oneshot::channel();
         self.enqueue(Queued::Merge(records, answer))?;
-        answered.await.map_err(|_| stopped())?
+        answered.await.map_err(|_| ReplicaError::WriterStopped)?
     }
 
     fn enqueue(&self, queued: Queued) -> Result<(), ReplicaError> {
         self.queue
             .as_ref()
-            .ok_or_else(stopped)?
+            .ok_or(ReplicaError::WriterStopped)?
             .send(queued)
-            .map_err(|_| stopped())
+            .map_err(|_| ReplicaError::WriterStopped)
     }
-}
-
-fn stopped() -> ReplicaError {
-    ReplicaError::WriterStopped { name: THREAD_NAME }
 }
 
 impl Drop for GroupCommit {
@@ -397,8 +390,16 @@ mod tests {
                 values.sort();
                 Ok(values)
             }
-            Err(ReplicaError::ClockAhead { what, .. }) => Err(format!("clock ahead: {what}")),
-            Err(other) => Err(other.to_string()),
+            Err(error) => Err(seen_error(error)),
+        }
+    }
+
+    /// An error as a client tells it apart: a clock refusal by what it
+    /// refused, the others by their message.
+    fn seen_error(error: &ReplicaError) -> String {
+        match error {
+            ReplicaError::ClockAhead { what, .. } => format!("clock ahead: {what}"),
+            other => other.to_string(),
         }
     }
 
@@ -417,8 +418,7 @@ mod tests {
     fn seen_merge(outcome: &Result<(), ReplicaError>) -> Result<Vec<Bytes>, String> {
         match outcome {
             Ok(()) => Ok(Vec::new()),
-            Err(ReplicaError::ClockAhead { what, .. }) => Err(format!("clock ahead: {what}")),
-            Err(other) => Err(other.to_string()),
+            Err(error) => Err(seen_error(error)),
         }
     }
 

@@ -80,14 +80,10 @@ pub enum ReplicaError {
     Poisoned,
     #[error("storage task failed: {0}")]
     Task(String),
-    #[error("starting the writer thread {name}: {source}")]
-    WriterThread {
-        name: &'static str,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("the writer thread {name} has stopped")]
-    WriterStopped { name: &'static str },
+    #[error("starting the node's writer thread: {0}")]
+    WriterThread(#[source] std::io::Error),
+    #[error("the node's writer thread has stopped")]
+    WriterStopped,
     #[error("the writer thread's group gave no outcome for an update: a bug in LocalReplica::change_many")]
     WriterLostAnswer,
     #[error(transparent)]
